@@ -1,0 +1,44 @@
+"""ramxchg: pass large numpy arrays between processes through files on a RAM disk.
+
+Producers publish arrays into a channel (a folder) with one atomic rename; consumers
+map them zero-copy. See README.md and docs/ for the guide and the on-disk protocol.
+"""
+
+from __future__ import annotations
+
+from ._channel import Channel
+from ._errors import (
+    ChannelFull,
+    ConfigMismatch,
+    CorruptItem,
+    InvalidName,
+    ItemExists,
+    ItemNotFound,
+    RamDiskError,
+    RamDiskFull,
+    RamxchgError,
+    UnsafeRoot,
+    UnsupportedDtype,
+)
+from ._item import Item
+from ._root import NotRamBackedWarning, default_root
+from ._version import __version__
+
+__all__ = [
+    "Channel",
+    "ChannelFull",
+    "ConfigMismatch",
+    "CorruptItem",
+    "InvalidName",
+    "Item",
+    "ItemExists",
+    "ItemNotFound",
+    "NotRamBackedWarning",
+    "RamDiskError",
+    "RamDiskFull",
+    "RamxchgError",
+    "UnsafeRoot",
+    "UnsupportedDtype",
+    "__version__",
+    "default_root",
+]

@@ -1,0 +1,292 @@
+"""Channel: a folder of published arrays that any process can write and read."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._config import ChannelConfig, load_or_store
+from ._errors import InvalidName, ItemExists, ItemNotFound
+from ._item import Item
+from ._layout import ChannelLayout
+from ._names import check_name
+from ._publish import check_room, discard, find_existing, make_visible, write_hidden
+from ._root import check_safe_dir, default_root, ensure_dir
+from ._sequence import SequenceCounter
+from ._sidecar import encode_attrs
+from .formats import Format, format_for, get_format
+from .formats.base import check_dtype
+
+log = logging.getLogger(__name__)
+
+ArrayInput = Any  # anything np.asarray accepts, or a dict of name -> array for HDF5
+
+
+class Channel:
+    """A channel: one folder, ``<root>/<name>``, of published arrays.
+
+    Parameters
+    ----------
+    name
+        Channel name (see the naming rules), or an absolute path to an existing folder
+        to use it as a drop-in exchange folder.
+    root
+        Folder holding channels; `default_root()` when None.
+    format
+        Default item format, ``"npy"`` or ``"hdf5"``; stored with the channel.
+    mode
+        Permissions of the channel folder when it is created (0o700: only you).
+    keep_last, max_bytes, max_items, ttl, reserve_bytes
+        Retention and limits, stored with the channel when it is created.
+
+    Examples
+    --------
+    >>> ch = Channel("camera")
+    >>> item = ch.put(np.zeros((4, 4)), attrs={"exposure": 0.01})
+    >>> ch.get(item.name).array.sum()
+    0.0
+    """
+
+    def __init__(
+        self,
+        name: str | os.PathLike[str],
+        root: str | os.PathLike[str] | None = None,
+        *,
+        format: str | None = None,
+        mode: int = 0o700,
+        keep_last: int | None = None,
+        max_bytes: int | None = None,
+        max_items: int | None = None,
+        ttl: float | None = None,
+        reserve_bytes: int | None = None,
+    ) -> None:
+        if isinstance(name, os.PathLike) or os.path.isabs(name):
+            path = Path(name)
+            check_safe_dir(path)
+            self.name = path.name
+        else:
+            self.name = check_name(name, "channel")
+            base = Path(root) if root is not None else default_root()
+            if root is not None:
+                ensure_dir(base)
+            path = base / self.name
+        self.path = path
+        self._layout = ChannelLayout(path)
+        self._layout.create(mode)
+        wanted = {
+            key: value
+            for key, value in {
+                "format": format,
+                "keep_last": keep_last,
+                "max_bytes": max_bytes,
+                "max_items": max_items,
+                "ttl": ttl,
+                "reserve_bytes": reserve_bytes,
+            }.items()
+            if value is not None
+        }
+        if format is not None:
+            get_format(format)  # unknown names fail before anything is stored
+        self.config: ChannelConfig = load_or_store(self._layout.config_file, wanted)
+        self._counter = SequenceCounter(self._layout.seq_file)
+
+    def __repr__(self) -> str:
+        return f"Channel({str(self.path)!r})"
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def put(
+        self,
+        array: ArrayInput,
+        name: str | None = None,
+        *,
+        attrs: Mapping[str, Any] | None = None,
+        format: str | None = None,
+    ) -> Item:
+        """Publish a copy of ``array`` atomically as a new item and return it.
+
+        The data is written once into a hidden file, then published with one atomic
+        link as ``<name>.npy`` (``.h5`` for HDF5). ``name=None`` takes the next
+        sequence number, zero-padded so names sort in publish order.
+
+        Raises `InvalidName`, `ItemExists`, `UnsupportedDtype` (object dtypes),
+        TypeError/ValueError for attrs that are not JSON, `RamDiskFull`.
+        """
+        fmt = self._format(format)
+        if name is not None:
+            self._check_free_name(name)
+        arrays = _as_arrays(array, fmt)
+        meta = encode_attrs(attrs)
+        layout = {key: (a.shape, a.dtype) for key, a in arrays.items()}
+        needed = fmt.nbytes_for(layout)
+        check_room(self._layout, needed)
+        tmp = write_hidden(
+            self._layout, fmt, name or "auto", needed, lambda path: fmt.write(path, arrays, meta)
+        )
+        return self._publish(tmp, fmt, name, meta)
+
+    @contextmanager
+    def create(
+        self,
+        shape: Any,
+        dtype: Any = None,
+        name: str | None = None,
+        *,
+        attrs: Mapping[str, Any] | None = None,
+        format: str | None = None,
+    ) -> Iterator[Any]:
+        """Allocate an item and yield its writable array, to be filled in place.
+
+        The array *is* the data region of a hidden file: no extra copy. The item is
+        published when the block exits normally; on an exception nothing is published
+        and the hidden file is removed. Do not use the array after the block.
+
+        For HDF5, pass a dict ``{name: (shape, dtype)}`` as ``shape`` and get a dict of
+        arrays back.
+        """
+        fmt = self._format(format)
+        if name is not None:
+            self._check_free_name(name)
+        layout = _as_layout(shape, dtype)
+        meta = encode_attrs(attrs)
+        needed = fmt.nbytes_for(layout)
+        check_room(self._layout, needed)
+        allocation = None
+
+        def allocate(path: Path) -> None:
+            nonlocal allocation
+            allocation = fmt.allocate(path, layout, meta)
+
+        tmp = write_hidden(self._layout, fmt, name or "auto", needed, allocate)
+        assert allocation is not None
+        try:
+            arrays = allocation.arrays
+            yield arrays if isinstance(shape, Mapping) else arrays["data"]
+        except BaseException:
+            allocation.release()
+            discard(tmp)
+            raise
+        allocation.release()
+        self._publish(tmp, fmt, name, meta)
+
+    def _publish(self, tmp: Path, fmt: Format, name: str | None, attrs: dict[str, Any]) -> Item:
+        published = make_visible(self._layout, self._counter, tmp, fmt, name=name, attrs=attrs)
+        return Item(published.name, published.path, fmt, self._layout.sidecar(published.name))
+
+    def _format(self, name: str | None) -> Format:
+        return get_format(name or self.config.format)
+
+    def _check_free_name(self, name: str) -> None:
+        check_name(name)
+        existing = find_existing(self._layout, name)
+        if existing is not None:
+            raise ItemExists(
+                f"{existing} is already published; items are immutable", path=existing, name=name
+            )
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def get(self, name: str) -> Item:
+        """The published item called ``name``; `ItemNotFound` if there is none."""
+        check_name(name)
+        path = find_existing(self._layout, name)
+        if path is None:
+            raise ItemNotFound(
+                f"no item {name!r} in channel {self.path}", path=self.path, name=name
+            )
+        return self._item(name, path)
+
+    def _item(self, name: str, path: Path) -> Item:
+        fmt = format_for(path)
+        assert fmt is not None
+        return Item(name, path, fmt, self._layout.sidecar(name))
+
+    def items(self) -> list[Item]:
+        """Every published item, in publish order (dropped-in files last, by age)."""
+        found = [self._item(name, path) for name, path in self._scan()]
+        return sorted(found, key=_publish_order)
+
+    def _scan(self) -> Iterator[tuple[str, Path]]:
+        with os.scandir(self.path) as entries:
+            for entry in entries:
+                name, dot, _ = entry.name.rpartition(".")
+                if not dot or entry.name.startswith(".") or format_for(entry.name) is None:
+                    continue
+                try:
+                    check_name(name)
+                except InvalidName:
+                    log.warning("ignoring %s: not a valid item name", entry.path)
+                    continue
+                if stat.S_ISREG(entry.stat(follow_symlinks=False).st_mode):
+                    yield name, Path(entry.path)
+
+    def names(self) -> list[str]:
+        """Names of the published items, in publish order."""
+        return [item.name for item in self.items()]
+
+    def latest(self) -> Item | None:
+        """The most recently published item, or None when the channel is empty."""
+        found = self.items()
+        return found[-1] if found else None
+
+    def delete(self, name: str) -> None:
+        """Remove a published item (consumers that mapped it keep their pages)."""
+        item = self.get(name)
+        discard(item.path)
+        discard(self._layout.sidecar(name))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._scan())
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        try:
+            check_name(name)
+        except InvalidName:
+            return False
+        return find_existing(self._layout, name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def close(self) -> None:
+        """Release the channel's open descriptors (reopened on next use)."""
+        self._counter.close()
+
+
+def _publish_order(item: Item) -> tuple[int, int, str]:
+    seq = item.seq
+    if seq is not None:
+        return (0, seq, item.name)
+    return (1, item.published_ns, item.name)
+
+
+def _as_arrays(array: ArrayInput, fmt: Format) -> dict[str, np.ndarray]:
+    if isinstance(array, Mapping):
+        arrays = {str(key): np.asarray(value) for key, value in array.items()}
+    else:
+        arrays = {"data": np.asarray(array)}
+    for key, value in arrays.items():
+        check_dtype(value.dtype, f"array {key!r}")
+    return arrays
+
+
+def _as_layout(shape: Any, dtype: Any) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
+    if isinstance(shape, Mapping):
+        spec = {str(key): (tuple(s), np.dtype(d)) for key, (s, d) in shape.items()}
+    else:
+        dims = (shape,) if isinstance(shape, int) else tuple(shape)
+        spec = {"data": (dims, np.dtype(dtype if dtype is not None else np.float64))}
+    for key, (dims, dt) in spec.items():
+        if not all(isinstance(n, (int, np.integer)) and n >= 0 for n in dims):
+            raise ValueError(f"shape of {key!r} must be non-negative integers, got {dims!r}")
+        check_dtype(dt, f"array {key!r}")
+    return {key: (tuple(int(n) for n in dims), dt) for key, (dims, dt) in spec.items()}

@@ -1,0 +1,186 @@
+"""Item: one published array file, mapped zero-copy on demand."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from ._sidecar import Sidecar, read_sidecar
+from .formats import Format, OpenedFile
+
+
+class Item:
+    """A published item: its name, metadata and zero-copy arrays.
+
+    ``item.array`` maps the file read-only on first use; nothing is copied. Release
+    the mapping with ``item.close()`` or ``with item: ...``. Arrays taken from the item
+    stay valid after close (the mapping lives until the last of them is freed).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        fmt: Format,
+        sidecar_path: Path,
+        *,
+        sidecar: Sidecar | None = None,
+    ) -> None:
+        self.name = name
+        self.path = path
+        self.format = fmt.name
+        self._fmt = fmt
+        self._sidecar_path = sidecar_path
+        self._sidecar = sidecar
+        self._sidecar_read = sidecar is not None
+        self._opened: OpenedFile | None = None
+        self._on_ack: Callable[[Item], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Item {self.name!r} seq={self.seq} {self.path}>"
+
+    # -- metadata ---------------------------------------------------------------------------
+
+    @property
+    def sidecar(self) -> Sidecar | None:
+        """The item's sidecar, or None for a file dropped in by another program."""
+        if not self._sidecar_read:
+            self._sidecar = read_sidecar(self._sidecar_path)
+            self._sidecar_read = True
+        return self._sidecar
+
+    @property
+    def seq(self) -> int | None:
+        """Position in the channel's publish order (None for files dropped in by others)."""
+        sidecar = self.sidecar
+        return sidecar.seq if sidecar else None
+
+    @property
+    def published_ns(self) -> int:
+        """Publish time in ns since the epoch (the file's mtime for dropped-in files)."""
+        sidecar = self.sidecar
+        return sidecar.published_ns if sidecar else os.stat(self.path).st_mtime_ns
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The ``attrs`` given to ``put``/``create`` (plus in-file attributes for HDF5)."""
+        sidecar = self.sidecar
+        stored = dict(sidecar.attrs) if sidecar else {}
+        if self._fmt.name != "npy":
+            stored.update(self._open().attrs)
+        return stored
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the item's array (of ``"data"`` or the only one for HDF5)."""
+        return self._single_layout()[0]
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """dtype of the item's array."""
+        return self._single_layout()[1]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of array data in the item (all arrays, for HDF5)."""
+        layout = (
+            self._layouts()
+            if self._opened is None
+            else {k: (a.shape, a.dtype) for k, a in self._opened.arrays.items()}
+        )
+        return sum(
+            int(np.prod(shape, dtype=np.int64)) * dtype.itemsize for shape, dtype in layout.values()
+        )
+
+    def _layouts(self) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
+        return self._fmt.describe(self.path)
+
+    def _single_layout(self) -> tuple[tuple[int, ...], np.dtype[Any]]:
+        if self._opened is not None:
+            array = self.array
+            return array.shape, array.dtype
+        layouts = self._layouts()
+        if len(layouts) != 1:
+            raise _several(self, layouts)
+        return next(iter(layouts.values()))
+
+    # -- data -------------------------------------------------------------------------------
+
+    def _open(self) -> OpenedFile:
+        if self._opened is None:
+            self._opened = self._fmt.open(self.path)
+        return self._opened
+
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every array of the item by name (``{"data": ...}`` for .npy), read-only."""
+        return dict(self._open().arrays)
+
+    @property
+    def array(self) -> np.ndarray:
+        """The item's array, read-only and mapped zero-copy from the file."""
+        arrays = self._open().arrays
+        if len(arrays) != 1:
+            raise _several(self, arrays)
+        return next(iter(arrays.values()))
+
+    @property
+    def zero_copy(self) -> dict[str, bool]:
+        """For each array: True if it is mapped from the file, False if it was read."""
+        return dict(self._open().zero_copy)
+
+    @property
+    def dataset_attrs(self) -> dict[str, dict[str, Any]]:
+        """Attributes of each dataset (HDF5); empty dicts for .npy."""
+        opened = self._open()
+        return {name: dict(opened.dataset_attrs.get(name, {})) for name in opened.arrays}
+
+    def open(self, mode: str = "r") -> np.ndarray:
+        """A new mapping of the item's array: ``"r"`` read-only, ``"c"`` copy-on-write.
+
+        Copy-on-write arrays can be modified in this process; the file never changes.
+        """
+        if mode not in ("r", "c"):
+            raise ValueError(f"mode must be 'r' or 'c', not {mode!r}")
+        if mode == "r":
+            return self.array
+        opened = self._fmt.open(self.path, copy_on_write=True)
+        if len(opened.arrays) != 1:
+            raise _several(self, opened.arrays)
+        return next(iter(opened.arrays.values()))
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def ack(self) -> None:
+        """Mark the item done for the subscription's group (a no-op outside a group)."""
+        if self._on_ack is not None:
+            on_ack, self._on_ack = self._on_ack, None
+            on_ack(self)
+
+    def close(self) -> None:
+        """Release the mapping (it lives on while arrays taken from it are alive)."""
+        if self._opened is not None:
+            opened, self._opened = self._opened, None
+            opened.release()
+
+    def __enter__(self) -> Item:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _several(item: Item, arrays: dict[str, Any]) -> ValueError:
+    return ValueError(
+        f"{item.path} holds {len(arrays)} arrays {sorted(arrays)}, not one; use item.arrays[name]"
+    )

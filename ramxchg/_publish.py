@@ -1,0 +1,138 @@
+"""Publishing an item: write it hidden, then make it visible in one atomic step.
+
+1. The data goes into a temporary file in ``.ramxchg/tmp/`` (same filesystem).
+2. Under the channel's publish lock: take the next sequence number, write the sidecar,
+   and hard-link the temporary file to ``<name><suffix>``. ``link`` fails if the name
+   exists, so a published item is never replaced; and the link appears in the channel
+   folder as one "created" event, never as a half-written file.
+3. The temporary name is unlinked.
+
+A crash before step 2 leaves only a temporary file (``gc`` removes it); a crash in
+step 2 leaves at most an orphan sidecar with no item (``gc`` removes it too).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._errors import ItemExists, RamDiskFull
+from ._layout import ChannelLayout
+from ._sequence import SequenceCounter
+from ._sidecar import Sidecar, write_sidecar
+from .formats import Format, suffixes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Published:
+    """Where and as what an item was published."""
+
+    name: str
+    seq: int
+    path: Path
+
+
+def check_room(layout: ChannelLayout, needed: int) -> None:
+    """Raise `RamDiskFull` now if ``needed`` bytes cannot fit on the channel's filesystem."""
+    free = shutil.disk_usage(layout.path).free
+    if needed > free:
+        raise RamDiskFull(
+            f"{layout.path}: an item of {needed} bytes does not fit; {free} bytes are free",
+            path=layout.path,
+            needed_bytes=needed,
+            free_bytes=free,
+        )
+
+
+def write_hidden(
+    layout: ChannelLayout, fmt: Format, stem: str, needed: int, write: Callable[[Path], Any]
+) -> Path:
+    """Run ``write(tmp_path)`` on a fresh temporary path; clean up if it fails.
+
+    ENOSPC (the RAM disk filled up meanwhile) becomes `RamDiskFull`.
+    """
+    tmp = layout.temp_name(stem, fmt.suffix)
+    try:
+        write(tmp)
+    except BaseException as exc:
+        discard(tmp)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = shutil.disk_usage(layout.path).free
+            raise RamDiskFull(
+                f"{layout.path} filled up while writing an item of {needed} bytes; "
+                f"{free} bytes are free",
+                path=layout.path,
+                needed_bytes=needed,
+                free_bytes=free,
+            ) from exc
+        raise
+    return tmp
+
+
+def make_visible(
+    layout: ChannelLayout,
+    counter: SequenceCounter,
+    tmp: Path,
+    fmt: Format,
+    *,
+    name: str | None,
+    attrs: dict[str, Any],
+) -> Published:
+    """Steps 2 and 3: give ``tmp`` its sequence number and name, atomically.
+
+    Raises `ItemExists` (and removes ``tmp``) if the name is taken.
+    """
+    try:
+        with counter.locked() as claim:
+            final_name = name if name is not None else f"{claim.next:012d}"
+            target = layout.item(final_name, fmt.suffix)
+            existing = find_existing(layout, final_name)
+            if existing is not None:
+                raise ItemExists(
+                    f"{existing} is already published; items are immutable",
+                    path=existing,
+                    name=final_name,
+                )
+            sidecar = layout.sidecar(final_name)
+            write_sidecar(sidecar, Sidecar(claim.next, fmt.name, time.time_ns(), attrs))
+            try:
+                os.link(tmp, target)
+            except FileExistsError as exc:
+                discard(sidecar)
+                raise ItemExists(
+                    f"{target} appeared while publishing; items are immutable",
+                    path=target,
+                    name=final_name,
+                ) from exc
+            claim.commit()
+            return Published(final_name, claim.next, target)
+    finally:
+        discard(tmp)
+
+
+def find_existing(layout: ChannelLayout, name: str) -> Path | None:
+    """The published file called ``name`` in any format, if there is one."""
+    for suffix in suffixes():
+        candidate = layout.item(name, suffix)
+        if os.path.lexists(candidate):
+            return candidate
+    return None
+
+
+def discard(path: Path) -> None:
+    """Remove a file we own, if it is still there."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # e.g. still mapped on Windows: gc retries later
+        log.warning("could not remove %s: %s", path, exc)

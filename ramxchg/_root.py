@@ -1,0 +1,95 @@
+"""Where channels live: the default root and the safety checks on folders we create."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+from ._errors import UnsafeRoot
+
+ROOT_ENV = "RAMXCHG_ROOT"
+_warned_not_ram: set[Path] = set()
+
+
+class NotRamBackedWarning(UserWarning):
+    """The channel root is on a disk, not in RAM: ramxchg works but is slower."""
+
+
+def default_root() -> Path:
+    """Return the folder that holds channels by default, creating it with mode 0700.
+
+    ``$RAMXCHG_ROOT`` if set; on Linux ``/dev/shm/ramxchg-<uid>`` (tmpfs, no root
+    needed); elsewhere a per-user folder in the temp directory, with a one-time
+    `NotRamBackedWarning`. Raises `UnsafeRoot` if the folder is a symlink or owned by
+    another user.
+    """
+    configured = os.environ.get(ROOT_ENV)
+    if configured:
+        return ensure_dir(Path(configured))
+    shm = Path("/dev/shm")
+    if sys.platform.startswith("linux") and shm.is_dir():
+        return ensure_dir(shm / f"ramxchg-{os.getuid()}")
+    root = ensure_dir(Path(tempfile.gettempdir()) / f"ramxchg-{_user_tag()}")
+    if root not in _warned_not_ram:
+        _warned_not_ram.add(root)
+        warnings.warn(
+            f"{root} is not RAM-backed; run 'ramxchg setup' to create a RAM disk and set "
+            f"{ROOT_ENV}",
+            NotRamBackedWarning,
+            stacklevel=2,
+        )
+    return root
+
+
+def _user_tag() -> str:
+    if hasattr(os, "getuid"):
+        return str(os.getuid())
+    return os.environ.get("USERNAME", "user")
+
+
+def ensure_dir(path: Path, mode: int = 0o700) -> Path:
+    """Create ``path`` (and parents) if missing, then check it is safe to use.
+
+    The folder itself gets ``mode``; it must not be a symlink and must belong to the
+    current user (or be a root-owned sticky folder such as a shared RAM-disk mount).
+    """
+    try:
+        path.mkdir(mode=mode, parents=True)
+        if hasattr(os, "getuid"):
+            os.chmod(path, mode)  # mkdir's mode is filtered by the umask
+    except FileExistsError:
+        pass
+    check_safe_dir(path)
+    return path
+
+
+def check_safe_dir(path: Path) -> None:
+    """Raise `UnsafeRoot` unless ``path`` is a real folder we may trust.
+
+    A world-writable parent such as ``/dev/shm`` lets anyone pre-create our folder's
+    name or swap it for a symlink, so both are refused.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError as exc:
+        raise UnsafeRoot(f"{path} does not exist", path=path) from exc
+    if stat.S_ISLNK(info.st_mode):
+        raise UnsafeRoot(f"{path} is a symlink; refusing to follow it", path=path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafeRoot(f"{path} is not a folder", path=path)
+    if not hasattr(os, "geteuid"):
+        return
+    me = os.geteuid()
+    shared_mount = info.st_uid == 0 and info.st_mode & stat.S_ISVTX
+    if info.st_uid != me and not shared_mount:
+        raise UnsafeRoot(
+            f"{path} is owned by uid {info.st_uid}, not by you (uid {me}); someone else may "
+            "have created it. Remove it or choose another root.",
+            path=path,
+            owner_uid=info.st_uid,
+            uid=me,
+        )

@@ -1,0 +1,55 @@
+"""The ``ramxchg`` command.
+
+Exit codes: 0 ok, 1 failure (the error is printed), 2 usage error, 130 interrupted.
+Each subcommand lives in its own module with a ``register(subparsers)`` function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from .._errors import RamxchgError
+from .._version import __version__
+
+#: Modules that add subcommands, in the order ``--help`` lists them.
+SUBCOMMAND_MODULES: tuple[str, ...] = ()
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="ramxchg",
+        description="Pass large numpy arrays between processes through a RAM disk.",
+        epilog="exit codes: 0 ok, 1 failure, 2 usage error, 130 interrupted",
+    )
+    parser.add_argument("--version", action="version", version=f"ramxchg {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for module_name in SUBCOMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{module_name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``ramxchg`` command with ``argv`` (default: ``sys.argv[1:]``)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    run = getattr(args, "run", None)
+    if run is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(run(args))
+    except KeyboardInterrupt:
+        print("ramxchg: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except RamxchgError as exc:
+        print(f"ramxchg: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE

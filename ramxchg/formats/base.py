@@ -1,0 +1,130 @@
+"""The interface every item file format implements (.npy, HDF5)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import mmap
+import os
+import stat
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._errors import CorruptItem, UnsupportedDtype
+
+#: name -> (shape, dtype): what ``create`` allocates.
+Layout = Mapping[str, "tuple[tuple[int, ...], np.dtype[Any]]"]
+
+
+@dataclass
+class OpenedFile:
+    """The arrays of one item file, mapped (or read) and ready to hand out."""
+
+    arrays: dict[str, np.ndarray]
+    zero_copy: dict[str, bool]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    dataset_attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    release: Callable[[], None] = lambda: None
+
+
+@dataclass
+class Allocation:
+    """Writable arrays that are the data regions of a freshly sized file."""
+
+    arrays: dict[str, np.ndarray]
+    release: Callable[[], None]
+
+
+class Format(ABC):
+    """One on-disk format: how to write, allocate, describe and map item files."""
+
+    #: short name used in the API and the sidecar ("npy", "hdf5")
+    name: str
+    #: file suffix of published items (".npy", ".h5")
+    suffix: str
+
+    @abstractmethod
+    def write(
+        self, path: Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None
+    ) -> None:
+        """Write ``arrays`` into the new file ``path`` (a hidden temporary file)."""
+
+    @abstractmethod
+    def allocate(self, path: Path, layout: Layout, attrs: Mapping[str, Any] | None) -> Allocation:
+        """Create ``path`` sized for ``layout`` and map each array's data region writable."""
+
+    @abstractmethod
+    def open(self, path: Path, *, copy_on_write: bool = False) -> OpenedFile:
+        """Map the arrays of a published file read-only (or copy-on-write).
+
+        Raises `CorruptItem` naming the file when it is malformed.
+        """
+
+    @abstractmethod
+    def describe(self, path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
+        """Shape and dtype of each array, from the file's metadata only."""
+
+    @abstractmethod
+    def nbytes_for(self, layout: Layout) -> int:
+        """Bytes a file holding ``layout`` will take (for free-space checks)."""
+
+
+def check_dtype(dtype: np.dtype[Any], what: str) -> np.dtype[Any]:
+    """Refuse dtypes that would need pickling (objects, also nested in structures)."""
+    if dtype.hasobject:
+        raise UnsupportedDtype(
+            f"{what} has dtype {dtype} which holds Python objects; ramxchg never pickles. "
+            "Convert to a numeric, bool, string or structured dtype.",
+            dtype=str(dtype),
+        )
+    return dtype
+
+
+def open_regular(path: Path, *, writable: bool = False) -> int:
+    """Open ``path`` without following a symlink or blocking on a FIFO; return the fd.
+
+    Raises `CorruptItem` for anything but a regular file (FIFO, socket, folder, link).
+    """
+    flags = (os.O_RDWR if writable else os.O_RDONLY) | getattr(os, "O_BINARY", 0)
+    flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EMLINK):
+            raise CorruptItem(f"{path} is not a regular file ({exc.strerror})", path=path) from exc
+        raise
+    kind = stat.S_IFMT(os.fstat(fd).st_mode)
+    if kind != stat.S_IFREG:
+        os.close(fd)
+        raise CorruptItem(f"{path} is not a regular file (mode {kind:o})", path=path)
+    return fd
+
+
+def map_fd(fd: int, size: int, *, writable: bool = False, copy_on_write: bool = False) -> mmap.mmap:
+    """Map the first ``size`` bytes of ``fd``; size 0 gives an anonymous 1-byte map."""
+    if size == 0:
+        return mmap.mmap(-1, 1)
+    if copy_on_write:
+        access = mmap.ACCESS_COPY
+    else:
+        access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
+    return mmap.mmap(fd, size, access=access)
+
+
+def closer(mapping: mmap.mmap) -> Callable[[], None]:
+    """A release function that unmaps now if no array still uses the mapping.
+
+    If the caller still holds an array, the mapping stays until that array is freed.
+    """
+
+    def release() -> None:
+        # While arrays are still exported the mapping is freed with the last of them.
+        with contextlib.suppress(BufferError):
+            mapping.close()
+
+    return release

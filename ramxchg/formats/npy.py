@@ -1,0 +1,254 @@
+""".npy items: numpy's own file format, written and mapped without ``np.save``/``np.load``.
+
+We parse the header ourselves so that every malformed file becomes a `CorruptItem`
+naming the file and the numbers, and so that nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import ast
+import errno
+import os
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._errors import CorruptItem
+from .base import Allocation, Format, Layout, OpenedFile, closer, map_fd, open_regular
+
+MAGIC = b"\x93NUMPY"
+#: numpy aligns the data to 64 bytes; we do the same so np.load agrees with us.
+ALIGN = 64
+#: numpy refuses headers over 10,000 bytes by default; wide structured dtypes need more.
+MAX_HEADER_BYTES = 1 << 20
+_PREAMBLE = len(MAGIC) + 2
+_KEYS = {"descr", "fortran_order", "shape"}
+
+
+def build_header(shape: tuple[int, ...], dtype: np.dtype[Any], fortran_order: bool) -> bytes:
+    """The complete .npy header (magic to padding) for an array, padded to 64 bytes."""
+    descr = np.lib.format.dtype_to_descr(dtype)
+    text = f"{{'descr': {descr!r}, 'fortran_order': {fortran_order}, 'shape': {shape!r}, }}"
+    for version, length_format, encoding in (
+        (1, "<H", "latin1"),
+        (2, "<I", "latin1"),
+        (3, "<I", "utf8"),
+    ):
+        try:
+            body = text.encode(encoding)
+        except UnicodeEncodeError:
+            continue  # field names outside latin-1 need version 3
+        prefix = len(MAGIC) + 2 + struct.calcsize(length_format)
+        padded = body + b" " * (-(prefix + len(body) + 1) % ALIGN) + b"\n"
+        if version == 1 and len(padded) > 0xFFFF:
+            continue
+        return MAGIC + bytes([version, 0]) + struct.pack(length_format, len(padded)) + padded
+    raise AssertionError("utf8 encodes every str")  # pragma: no cover
+
+
+def parse_header(head: bytes, path: Path) -> tuple[tuple[int, ...], np.dtype[Any], bool, int]:
+    """Parse the header at the start of ``head``: (shape, dtype, fortran_order, data offset).
+
+    ``head`` must hold at least the preamble; raises `CorruptItem` if more is needed.
+    """
+    if len(head) < _PREAMBLE + 2 or not head.startswith(MAGIC):
+        raise CorruptItem(
+            f"{path} is not a .npy file (no numpy magic in its first bytes)", path=path
+        )
+    major = head[6]
+    if major == 1:
+        (length,) = struct.unpack_from("<H", head, 8)
+        start = 10
+    elif major in (2, 3):
+        if len(head) < 12:
+            raise CorruptItem(f"{path} is truncated inside its .npy preamble", path=path)
+        (length,) = struct.unpack_from("<I", head, 8)
+        start = 12
+    else:
+        raise CorruptItem(
+            f"{path} has unknown .npy format version {major}", path=path, version=major
+        )
+    if length > MAX_HEADER_BYTES:
+        raise CorruptItem(
+            f"{path} declares a {length}-byte header; the limit is {MAX_HEADER_BYTES}",
+            path=path,
+            header_bytes=length,
+        )
+    end = start + length
+    if len(head) < end:
+        raise CorruptItem(
+            f"{path} is truncated inside its header: it declares {length} header "
+            f"bytes but the file has {len(head)} bytes",
+            path=path,
+            expected_bytes=end,
+            actual_bytes=len(head),
+        )
+    try:
+        text = head[start:end].decode("utf8" if major == 3 else "latin1")
+        fields = ast.literal_eval(text)  # literals only: never evaluates code
+    except (ValueError, SyntaxError, MemoryError, RecursionError, UnicodeDecodeError) as exc:
+        raise CorruptItem(f"{path} has an unreadable .npy header: {exc}", path=path) from exc
+    if not isinstance(fields, dict) or set(fields) != _KEYS:
+        raise CorruptItem(
+            f"{path} has a .npy header without exactly the keys {sorted(_KEYS)}", path=path
+        )
+    shape, fortran = fields["shape"], fields["fortran_order"]
+    if (
+        not isinstance(shape, tuple)
+        or not all(type(n) is int and n >= 0 for n in shape)
+        or not isinstance(fortran, bool)
+    ):
+        raise CorruptItem(
+            f"{path} has an invalid shape {shape!r} or fortran_order {fortran!r}", path=path
+        )
+    try:
+        dtype = np.lib.format.descr_to_dtype(fields["descr"])
+    except (TypeError, ValueError) as exc:
+        raise CorruptItem(
+            f"{path} has an invalid dtype {fields['descr']!r}: {exc}", path=path
+        ) from exc
+    if dtype.hasobject:
+        raise CorruptItem(
+            f"{path} holds Python objects (dtype {dtype}); reading it would "
+            "unpickle, which ramxchg never does",
+            path=path,
+        )
+    return shape, dtype, fortran, end
+
+
+def _nbytes(shape: tuple[int, ...], dtype: np.dtype[Any]) -> int:
+    return int(np.prod(shape, dtype=object)) * dtype.itemsize
+
+
+def read_layout(fd: int, path: Path) -> tuple[tuple[int, ...], np.dtype[Any], bool, int, int]:
+    """Read and check the header of an open file: shape, dtype, fortran, offset, file size.
+
+    Raises `CorruptItem` when the header promises more bytes than the file has.
+    """
+    size = os.fstat(fd).st_size
+    head = os.pread(fd, 4096, 0) if hasattr(os, "pread") else _read_at(fd, 4096)
+    if len(head) >= 12 and head.startswith(MAGIC):
+        need = 12 + int.from_bytes(head[8:12] if head[6] != 1 else head[8:10], "little")
+        if len(head) < need <= min(size, MAX_HEADER_BYTES + 12):
+            head = os.pread(fd, need, 0) if hasattr(os, "pread") else _read_at(fd, need)
+    shape, dtype, fortran, offset = parse_header(head, path)
+    expected = offset + _nbytes(shape, dtype)
+    if size < expected:
+        raise CorruptItem(
+            f"{path} is truncated: its header promises {expected} bytes but the file has {size}",
+            path=path,
+            expected_bytes=expected,
+            actual_bytes=size,
+        )
+    return shape, dtype, fortran, offset, size
+
+
+def _read_at(fd: int, count: int) -> bytes:  # Windows has no os.pread
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, count)
+
+
+def _only_array(arrays: Mapping[str, Any], path: Path) -> Any:
+    if len(arrays) != 1:
+        raise TypeError(
+            f"a .npy item holds exactly one array, got {len(arrays)} for {path}; "
+            "use format='hdf5' for several named arrays"
+        )
+    return next(iter(arrays.values()))
+
+
+class NpyFormat(Format):
+    """numpy's ``.npy`` format: one array per file, data right after a 64-byte-aligned header."""
+
+    name = "npy"
+    suffix = ".npy"
+
+    def nbytes_for(self, layout: Layout) -> int:
+        shape, dtype = _only_array(layout, Path("<new item>"))
+        return len(build_header(shape, dtype, False)) + _nbytes(shape, dtype)
+
+    def write(
+        self, path: Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None
+    ) -> None:
+        array = _only_array(arrays, path)
+        if not (array.flags.c_contiguous or array.flags.f_contiguous):
+            allocation = self.allocate(path, {"data": (array.shape, array.dtype)}, attrs)
+            try:
+                allocation.arrays["data"][...] = array
+            finally:
+                allocation.release()
+            return
+        fortran = array.flags.f_contiguous and not array.flags.c_contiguous
+        header = build_header(array.shape, array.dtype, fortran)
+        flat = (array.T if fortran else array).reshape(-1).view(np.uint8)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        try:
+            # Sizing first lets a huge=within_size tmpfs back the file with huge pages.
+            os.ftruncate(fd, len(header) + flat.nbytes)
+            _write_all(fd, memoryview(header))
+            _write_all(fd, memoryview(flat))
+        finally:
+            os.close(fd)
+
+    def allocate(self, path: Path, layout: Layout, attrs: Mapping[str, Any] | None) -> Allocation:
+        shape, dtype = _only_array(layout, path)
+        header = build_header(shape, dtype, False)
+        size = len(header) + _nbytes(shape, dtype)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        try:
+            os.ftruncate(fd, size)
+            reserve(fd, size)
+            _write_all(fd, memoryview(header))
+            mapping = map_fd(fd, size, writable=True)
+        finally:
+            os.close(fd)
+        array = np.ndarray(shape, dtype, buffer=mapping, offset=len(header))
+        return Allocation({"data": array}, closer(mapping))
+
+    def describe(self, path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
+        fd = open_regular(path)
+        try:
+            shape, dtype, _, _, _ = read_layout(fd, path)
+        finally:
+            os.close(fd)
+        return {"data": (shape, dtype)}
+
+    def open(self, path: Path, *, copy_on_write: bool = False) -> OpenedFile:
+        fd = open_regular(path)
+        try:
+            shape, dtype, fortran, offset, size = read_layout(fd, path)
+            mapping = map_fd(fd, size, copy_on_write=copy_on_write)
+        finally:
+            os.close(fd)
+        buffer: Any = mapping
+        if size == 0 or _nbytes(shape, dtype) == 0:
+            buffer, offset = b"", 0  # an empty array: nothing to map
+        array = np.ndarray(
+            shape, dtype, buffer=buffer, offset=offset, order="F" if fortran else "C"
+        )
+        return OpenedFile({"data": array}, {"data": size > 0}, release=closer(mapping))
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    """os.write may write less than asked (Linux caps one call near 2 GiB)."""
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+def reserve(fd: int, size: int) -> None:
+    """Allocate the file's blocks now, so a full RAM disk fails here with ENOSPC.
+
+    Without it, writing through a mapping into a full tmpfs kills the process with
+    SIGBUS. Filesystems without fallocate (and platforms without it) skip this.
+    """
+    if size == 0 or not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise
