@@ -257,10 +257,6 @@ class Channel:
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
-    def close(self) -> None:
-        """Release the channel's open descriptors (reopened on next use)."""
-        self._counter.close()
-
 
 def _publish_order(item: Item) -> tuple[int, int, str]:
     seq = item.seq

@@ -44,24 +44,26 @@ else:
 
 
 class SequenceCounter:
-    """The last published sequence number of a channel, shared by all processes."""
+    """The last published sequence number of a channel, shared by all processes.
+
+    The file is opened per use (a few microseconds on tmpfs), so a counter holds no
+    descriptor between publishes and survives ``fork``.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fd: int | None = None
-        self._pid = -1
 
-    def _descriptor(self) -> int:
-        # A descriptor inherited through fork shares the lock with the parent: reopen.
-        if self._fd is None or self._pid != os.getpid():
-            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-            self._fd = os.open(self.path, flags | getattr(os, "O_BINARY", 0), 0o666)
-            self._pid = os.getpid()
-        return self._fd
+    def _open(self) -> int:
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+        return os.open(self.path, flags, 0o666)
 
     def read(self) -> int:
         """The last sequence number taken (0 before the first publish)."""
-        return self._parse(_read_at(self._descriptor()))
+        fd = self._open()
+        try:
+            return self._parse(_read_at(fd))
+        finally:
+            os.close(fd)
 
     @contextmanager
     def locked(self) -> Iterator[_Claim]:
@@ -70,13 +72,15 @@ class SequenceCounter:
         Call ``claim.commit()`` once the item is visible; without it the number is
         not used up.
         """
-        fd = self._descriptor()
-        _lock(fd)
+        fd = self._open()
         try:
-            claim = _Claim(fd, self._parse(_read_at(fd)) + 1)
-            yield claim
+            _lock(fd)
+            try:
+                yield _Claim(fd, self._parse(_read_at(fd)) + 1)
+            finally:
+                _unlock(fd)
         finally:
-            _unlock(fd)
+            os.close(fd)
 
     def _parse(self, raw: bytes) -> int:
         if not raw:
@@ -87,11 +91,6 @@ class SequenceCounter:
             raise CorruptItem(
                 f"{self.path} should hold one number, found {raw[:40]!r}", path=self.path
             ) from exc
-
-    def close(self) -> None:
-        if self._fd is not None and self._pid == os.getpid():
-            os.close(self._fd)
-        self._fd = None
 
 
 class _Claim:

@@ -1,0 +1,54 @@
+"""Shared fixtures: a private channel root on tmpfs per test, and a leak check."""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+SHM = Path("/dev/shm")
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
+    """Poll ``condition`` until it is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def root(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh channel root on tmpfs (or the temp dir), also set as $RAMXCHG_ROOT."""
+    base = SHM if SHM.is_dir() else None
+    path = Path(tempfile.mkdtemp(prefix="ramxchg-test-", dir=base))
+    monkeypatch.setenv("RAMXCHG_ROOT", str(path))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _open_fds() -> set[int]:
+    fd_dir = Path("/proc/self/fd")
+    return {int(name) for name in os.listdir(fd_dir)} if fd_dir.is_dir() else set()
+
+
+@pytest.fixture
+def no_leaks(root: Path) -> Iterator[None]:
+    """Fail the test if it leaves threads, file descriptors or temporary files behind."""
+    threads_before = set(threading.enumerate())
+    fds_before = _open_fds()
+    yield
+    gc.collect()
+    wait_for(lambda: set(threading.enumerate()) <= threads_before, 5.0, "threads to stop")
+    leaked_fds = _open_fds() - fds_before
+    assert not leaked_fds, f"file descriptors leaked: {sorted(leaked_fds)}"
+    leftovers = [p for p in root.rglob("*") if "/.ramxchg/tmp/" in str(p)]
+    assert not leftovers, f"temporary files left behind: {leftovers}"
