@@ -1,0 +1,435 @@
+"""The core channel: publish, read, names, dtypes, errors."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ramxchg
+from ramxchg import (
+    Channel,
+    CorruptItem,
+    InvalidName,
+    ItemExists,
+    ItemNotFound,
+    RamxchgError,
+    UnsupportedDtype,
+)
+
+
+def _tmp_files(ch: Channel) -> list[Path]:
+    return list((ch.path / ".ramxchg" / "tmp").iterdir())
+
+
+def test_put_get_round_trip_with_attrs(root: Path, no_leaks: None) -> None:
+    ch = Channel("cam")
+    data = np.random.default_rng(0).random((64, 32))
+    item = ch.put(data, "frame", attrs={"exposure": 0.5, "tags": ["a", "b"]})
+    assert item.path == root / "cam" / "frame.npy"
+    with ch.get("frame") as got:
+        assert got.name == "frame"
+        assert got.seq == 1
+        assert got.shape == (64, 32)
+        assert got.dtype == np.float64
+        assert got.nbytes == data.nbytes
+        assert got.attrs == {"exposure": 0.5, "tags": ["a", "b"]}
+        np.testing.assert_array_equal(got.array, data)
+    # a plain .npy that numpy itself reads
+    np.testing.assert_array_equal(np.load(root / "cam" / "frame.npy"), data)
+    assert _tmp_files(ch) == []
+
+
+def test_auto_names_are_zero_padded_sequence_numbers(root: Path) -> None:
+    ch = Channel("seq")
+    names = [ch.put(np.array([i])).name for i in range(12)]
+    assert names == sorted(names)
+    assert names[0] == "000000000001"
+    assert [it.seq for it in ch.items()] == list(range(1, 13))
+    assert ch.names() == names
+    assert list(ch) == names
+    assert len(ch) == 12
+    latest = ch.latest()
+    assert latest is not None
+    assert latest.name == names[-1]
+
+
+def test_array_is_a_read_only_mapping_of_the_file(root: Path) -> None:
+    ch = Channel("map")
+    item = ch.put(np.zeros(4096, dtype=np.uint8), "z")
+    array = item.array
+    assert not array.flags.writeable
+    assert array.base is not None
+    maps = Path("/proc/self/maps").read_text()
+    assert str(item.path) in maps
+    # a write through another mapping of the same file is visible: same pages, no copy
+    with open(item.path, "r+b") as handle:
+        handle.seek(os.path.getsize(item.path) - 1)
+        handle.write(b"\x07")
+    assert array[-1] == 7
+    item.close()
+
+
+def test_open_copy_on_write_leaves_the_file_unchanged(root: Path) -> None:
+    ch = Channel("cow")
+    item = ch.put(np.arange(10), "a")
+    view = item.open("c")
+    view[:] = -1
+    assert (view == -1).all()
+    np.testing.assert_array_equal(np.load(item.path), np.arange(10))
+    with pytest.raises(ValueError, match="mode"):
+        item.open("w")
+
+
+def test_create_fills_in_place_and_publishes_on_exit(root: Path, no_leaks: None) -> None:
+    ch = Channel("create")
+    with ch.create((128, 64), "uint16", name="img", attrs={"n": 1}) as frame:
+        assert frame.flags.writeable
+        assert "img" not in ch  # not visible before the block ends
+        frame[:] = 3
+        del frame
+    item = ch.get("img")
+    assert item.attrs == {"n": 1}
+    assert int(item.array.sum()) == 3 * 128 * 64
+    item.close()
+    assert _tmp_files(ch) == []
+
+
+def test_exception_inside_create_publishes_nothing(root: Path, no_leaks: None) -> None:
+    ch = Channel("create-fail")
+
+    def fill_then_fail() -> None:
+        with ch.create(100, "f8", name="x") as frame:
+            frame[:] = 1
+            raise RuntimeError("camera unplugged")
+
+    with pytest.raises(RuntimeError, match="camera unplugged"):
+        fill_then_fail()
+    assert "x" not in ch
+    assert len(ch) == 0
+    assert _tmp_files(ch) == []
+    assert not (ch.path / ".ramxchg" / "meta" / "x.json").exists()
+
+
+def test_published_items_are_immutable(root: Path) -> None:
+    ch = Channel("immutable")
+    ch.put(np.arange(3), "a")
+    with pytest.raises(ItemExists) as info:
+        ch.put(np.arange(5), "a")
+    assert info.value.name == "a"
+    assert isinstance(info.value, FileExistsError)
+    with pytest.raises(ItemExists), ch.create(3, "i8", name="a"):
+        pass
+    np.testing.assert_array_equal(ch.get("a").array, np.arange(3))
+    assert _tmp_files(ch) == []
+
+
+def test_a_file_appearing_under_the_name_during_publish_is_not_replaced(root: Path) -> None:
+    ch = Channel("race")
+    foreign = np.arange(4)
+    with pytest.raises(ItemExists), ch.create(3, "i8", name="a") as frame:
+        frame[:] = 9
+        np.save(ch.path / "a.npy", foreign)  # another program wins the name meanwhile
+        del frame
+    np.testing.assert_array_equal(np.load(ch.path / "a.npy"), foreign)
+    assert _tmp_files(ch) == []
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.array(5.5),
+        np.zeros((0, 3)),
+        np.array([True, False, True]),
+        np.array([1 + 2j, -3j], dtype=np.complex64),
+        np.array(["2020-01-01", "2021-06-30"], dtype="datetime64[D]"),
+        np.array([b"ab", b"cde"], dtype="S3"),
+        np.array(["héllo", "wörld"], dtype="U5"),
+        np.zeros(3, dtype=[("a", "<i4"), ("b", ">f8", (2,))]),
+        np.arange(24, dtype=">u4").reshape(2, 3, 4),
+    ],
+    ids=lambda a: str(a.dtype) + str(a.shape),
+)
+def test_dtypes_and_shapes_round_trip(root: Path, array: np.ndarray) -> None:
+    ch = Channel("dtypes")
+    item = ch.put(array)
+    assert item.dtype == array.dtype
+    assert item.shape == array.shape
+    np.testing.assert_array_equal(item.array, array)
+    np.testing.assert_array_equal(np.load(item.path), array)
+
+
+def test_fortran_order_kept_and_strided_written_contiguously(root: Path) -> None:
+    ch = Channel("order")
+    fortran = np.asfortranarray(np.arange(12.0).reshape(3, 4))
+    got = ch.put(fortran).array
+    assert got.flags.f_contiguous
+    assert not got.flags.c_contiguous
+    np.testing.assert_array_equal(got, fortran)
+    strided = np.arange(100)[::7]
+    got = ch.put(strided).array
+    assert got.flags.c_contiguous
+    np.testing.assert_array_equal(got, strided)
+
+
+def test_array_likes_are_accepted(root: Path) -> None:
+    ch = Channel("likes")
+    np.testing.assert_array_equal(ch.put([[1, 2], [3, 4]]).array, [[1, 2], [3, 4]])
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.array([1, "x", None], dtype=object),
+        np.zeros(2, dtype=[("a", "i4"), ("o", object)]),
+    ],
+    ids=["object", "struct-with-object"],
+)
+def test_object_dtypes_are_refused_before_writing(root: Path, array: np.ndarray) -> None:
+    ch = Channel("objects")
+    with pytest.raises(UnsupportedDtype) as info:
+        ch.put(array, "o")
+    assert isinstance(info.value, TypeError)
+    with pytest.raises(TypeError), ch.create(3, array.dtype, name="o"):
+        pass
+    assert len(ch) == 0
+    assert _tmp_files(ch) == []
+
+
+@pytest.mark.parametrize(
+    ("attrs", "error"),
+    [({"f": object()}, TypeError), ({"x": float("nan")}, ValueError), ([1, 2], TypeError)],
+)
+def test_non_json_attrs_are_refused_before_writing(
+    root: Path, attrs: object, error: type[Exception]
+) -> None:
+    ch = Channel("attrs")
+    with pytest.raises(error):
+        ch.put(np.zeros(3), "a", attrs=attrs)  # type: ignore[arg-type]
+    assert "a" not in ch
+    assert _tmp_files(ch) == []
+
+
+BAD_NAMES = [
+    "",
+    "x" * 201,
+    "../escape",
+    "/abs/path",
+    "a/b",
+    "a\\b",
+    "nul\x00byte",
+    ".hidden",
+    "trailing.",
+    "CON",
+    "nul",
+    "com1",
+    "Lpt9.npy",
+    "aux.txt",
+    "ｆｕｌｌ",
+    "a b",
+    "caf\u00e9",
+    "dot\u2024leader",
+]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_invalid_names_raise_before_touching_the_disk(root: Path, name: str) -> None:
+    ch = Channel("names")
+    before = sorted(p.name for p in ch.path.rglob("*"))
+    for call in (
+        lambda: ch.put(np.zeros(1), name),
+        lambda: ch.get(name),
+        lambda: ch.delete(name),
+    ):
+        with pytest.raises(InvalidName):
+            call()
+    with pytest.raises(InvalidName), ch.create(1, "u1", name=name):
+        pass
+    assert name not in ch
+    assert sorted(p.name for p in ch.path.rglob("*")) == before
+    assert sorted(p.name for p in root.iterdir()) == ["names"]
+
+
+def test_good_names_are_accepted(root: Path) -> None:
+    ch = Channel("names-ok")
+    for name in ["a", "A-b_c.d", "x" * 200, "frame.000001", "console", "null"]:
+        assert ch.put(np.zeros(1), name).name == name
+
+
+def test_missing_items_raise_item_not_found(root: Path) -> None:
+    ch = Channel("missing")
+    with pytest.raises(ItemNotFound) as info:
+        ch.get("nope")
+    assert isinstance(info.value, KeyError)
+    assert "nope" in str(info.value)
+    with pytest.raises(ItemNotFound):
+        ch.delete("nope")
+    assert ch.latest() is None
+
+
+def test_delete_keeps_existing_mappings_valid(root: Path) -> None:
+    ch = Channel("delete")
+    item = ch.put(np.arange(1000), "a")
+    array = item.array
+    ch.delete("a")
+    assert "a" not in ch
+    assert not (ch.path / ".ramxchg" / "meta" / "a.json").exists()
+    assert int(array.sum()) == sum(range(1000))
+
+
+def test_hidden_and_foreign_files_are_ignored(root: Path) -> None:
+    ch = Channel("foreign")
+    (ch.path / ".partial.npy").write_bytes(b"junk")
+    (ch.path / "notes.txt").write_text("hello")
+    np.save(ch.path / "legacy.npy", np.arange(3))
+    assert ch.names() == ["legacy"]
+    legacy = ch.get("legacy")
+    assert legacy.seq is None
+    assert legacy.attrs == {}
+    np.testing.assert_array_equal(legacy.array, np.arange(3))
+
+
+def _write_header(path: Path, header: bytes, payload: bytes = b"") -> None:
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + payload)
+
+
+CORRUPT_FILES = {
+    "truncated-data": lambda p: p.write_bytes(_npy_bytes(np.arange(100))[:-8]),
+    "bad-magic": lambda p: p.write_bytes(b"PK\x03\x04" + b"\x00" * 200),
+    "zero-bytes": lambda p: p.write_bytes(b""),
+    "header-length-past-end": lambda p: p.write_bytes(b"\x93NUMPY\x01\x00\xff\xff{'descr'"),
+    "not-a-dict": lambda p: _write_header(p, b"[1, 2, 3]\n"),
+    "code-in-header": lambda p: _write_header(p, b"__import__('os').system('true')\n"),
+    "negative-shape": lambda p: _write_header(
+        p, b"{'descr': '<f8', 'fortran_order': False, 'shape': (-1,), }\n"
+    ),
+    "bad-descr": lambda p: _write_header(
+        p, b"{'descr': 'nonsense', 'fortran_order': False, 'shape': (1,), }\n"
+    ),
+    "pickled-objects": lambda p: p.write_bytes(_pickled_npy()),
+    "unknown-version": lambda p: p.write_bytes(b"\x93NUMPY\x09\x00" + b"\x00" * 100),
+}
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _pickled_npy() -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind", sorted(CORRUPT_FILES))
+def test_malformed_files_raise_corrupt_item_naming_the_file(root: Path, kind: str) -> None:
+    ch = Channel("corrupt")
+    path = ch.path / "bad.npy"
+    CORRUPT_FILES[kind](path)
+    item = ch.get("bad")
+    with pytest.raises(CorruptItem) as info:
+        _ = item.array
+    assert str(path) in str(info.value)
+    assert info.value.path == str(path)
+
+
+def test_truncated_item_reports_the_numbers(root: Path) -> None:
+    ch = Channel("numbers")
+    (ch.path / "t.npy").write_bytes(_npy_bytes(np.zeros(100))[:-80])
+    with pytest.raises(CorruptItem) as info:
+        _ = ch.get("t").shape
+    assert info.value.expected_bytes == 128 + 800
+    assert info.value.actual_bytes == 128 + 720
+    assert "928" in str(info.value)
+    assert "848" in str(info.value)
+
+
+def test_symlinks_fifos_and_folders_are_not_items(root: Path, tmp_path: Path) -> None:
+    ch = Channel("links")
+    outside = tmp_path / "secret.npy"
+    np.save(outside, np.arange(5))
+    (ch.path / "link.npy").symlink_to(outside)
+    os.mkfifo(ch.path / "fifo.npy")
+    (ch.path / "dir.npy").mkdir()
+    assert ch.names() == []
+    for name in ("link", "fifo", "dir"):
+        with pytest.raises(CorruptItem):
+            _ = ch.get(name).array
+
+
+def test_errors_survive_pickling_with_their_numbers(root: Path) -> None:
+    error = ramxchg.RamDiskFull("full", path="/x", needed_bytes=10, free_bytes=2)
+    clone = pickle.loads(pickle.dumps(error))
+    assert type(clone) is ramxchg.RamDiskFull
+    assert (clone.path, clone.needed_bytes, clone.free_bytes) == ("/x", 10, 2)
+    assert str(clone) == "full"
+    assert isinstance(clone, OSError)
+    for cls in (InvalidName, ItemNotFound, ItemExists, CorruptItem, ramxchg.ChannelFull):
+        assert issubclass(cls, RamxchgError)
+
+
+def test_absolute_path_uses_an_existing_folder_as_a_channel(root: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "exchange"
+    folder.mkdir()
+    np.save(folder / "existing.npy", np.ones(2))
+    ch = Channel(str(folder))
+    assert ch.path == folder
+    assert ch.names() == ["existing"]
+    ch.put(np.zeros(2), "new")
+    np.testing.assert_array_equal(np.load(folder / "new.npy"), np.zeros(2))
+
+
+def test_channel_settings_are_stored_and_checked(root: Path) -> None:
+    Channel("cfg", keep_last=5)
+    assert Channel("cfg").config.keep_last == 5
+    with pytest.raises(ramxchg.ConfigMismatch, match="keep_last"):
+        Channel("cfg", keep_last=6)
+    stored = json.loads((root / "cfg" / ".ramxchg" / "config.json").read_text())
+    assert stored["keep_last"] == 5
+
+
+def _read_in_child(root: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]
+    os.environ["RAMXCHG_ROOT"] = root
+    ch = Channel("xproc")
+    item = ch.get("shared")
+    queue.put((item.array.sum(), item.attrs, item.seq, type(item.array.base).__name__))
+
+
+def test_a_second_process_reads_what_the_first_published(root: Path) -> None:
+    ch = Channel("xproc")
+    data = np.arange(1_000_000, dtype=np.int64)
+    ch.put(data, "shared", attrs={"source": "parent"})
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_read_in_child, args=(str(root), queue))
+    child.start()
+    total, attrs, seq, base = queue.get(timeout=60)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert total == data.sum()
+    assert attrs == {"source": "parent"}
+    assert seq == 1
+    assert base == "mmap"
+
+
+def test_item_too_large_for_the_disk_raises_ram_disk_full(root: Path) -> None:
+    ch = Channel("huge")
+    free = shutil.disk_usage(ch.path).free
+    with pytest.raises(ramxchg.RamDiskFull) as info:
+        with ch.create(free + (1 << 30), "u1", name="big"):
+            pass
+    assert info.value.needed_bytes > free
+    assert str(ch.path) in str(info.value)
+    assert _tmp_files(ch) == []

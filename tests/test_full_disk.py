@@ -1,0 +1,79 @@
+"""A full RAM disk: a real, small tmpfs mounted by the test (needs root)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ramxchg._channel
+from ramxchg import Channel, RamDiskFull
+
+pytestmark = pytest.mark.root
+
+SIZE = 4 << 20
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs mounted at a temporary folder."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tmpfs")
+    mountpoint = tmp_path / "small"
+    mountpoint.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={SIZE},mode=0700", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=True)
+
+
+def _tmp_files(ch: Channel) -> list[Path]:
+    return list((ch.path / ".ramxchg" / "tmp").iterdir())
+
+
+def test_item_larger_than_the_free_space_is_refused_up_front(small_tmpfs: Path) -> None:
+    ch = Channel("full", root=small_tmpfs)
+    with pytest.raises(RamDiskFull) as info:
+        ch.put(np.zeros(SIZE, dtype=np.uint8), "big")
+    error = info.value
+    assert error.needed_bytes > error.free_bytes
+    assert str(error.free_bytes) in str(error)
+    assert "big" not in ch
+    assert _tmp_files(ch) == []
+
+
+@pytest.mark.parametrize("how", ["put", "create"])
+def test_disk_filling_up_while_writing_raises_and_leaves_nothing(
+    small_tmpfs: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    ch = Channel("race", root=small_tmpfs)
+    ch.put(np.ones(SIZE // 2, dtype=np.uint8), "first")
+    # Another writer takes the space between our free-space check and our write:
+    # skip the up-front check so the real ENOSPC from the kernel is what we meet.
+    monkeypatch.setattr(ramxchg._channel, "check_room", lambda layout, needed: None)
+    big = np.full(SIZE * 3 // 4, 5, dtype=np.uint8)
+    with pytest.raises(RamDiskFull) as info:
+        if how == "put":
+            ch.put(big, "second")
+        else:
+            with ch.create(big.shape, big.dtype, name="second") as frame:
+                frame[:] = big  # never reached: allocation fails first, no SIGBUS
+    assert info.value.errno == 28
+    assert info.value.needed_bytes >= big.nbytes
+    assert ch.names() == ["first"]
+    assert _tmp_files(ch) == []
+    # once space is freed the channel works again
+    ch.delete("first")
+    np.testing.assert_array_equal(ch.put(big, "second").array, big)
