@@ -133,7 +133,7 @@ def test_published_items_are_immutable(root: Path) -> None:
 def test_a_file_appearing_under_the_name_during_publish_is_not_replaced(root: Path) -> None:
     ch = Channel("race")
     foreign = np.arange(4)
-    with pytest.raises(ItemExists), ch.create(3, "i8", name="a") as frame:
+    with pytest.raises(ItemExists), ch.create(3, "i8", name="a") as frame:  # noqa: PT012
         frame[:] = 9
         np.save(ch.path / "a.npy", foreign)  # another program wins the name meanwhile
         del frame
@@ -231,7 +231,7 @@ BAD_NAMES = [
     "com1",
     "Lpt9.npy",
     "aux.txt",
-    "ｆｕｌｌ",
+    "\uff46\uff55\uff4c\uff4c",  # fullwidth "full"
     "a b",
     "caf\u00e9",
     "dot\u2024leader",
@@ -427,9 +427,8 @@ def test_a_second_process_reads_what_the_first_published(root: Path) -> None:
 def test_item_too_large_for_the_disk_raises_ram_disk_full(root: Path) -> None:
     ch = Channel("huge")
     free = shutil.disk_usage(ch.path).free
-    with pytest.raises(ramxchg.RamDiskFull) as info:
-        with ch.create(free + (1 << 30), "u1", name="big"):
-            pass
+    with pytest.raises(ramxchg.RamDiskFull) as info, ch.create(free + (1 << 30), "u1", name="b"):
+        pass
     assert info.value.needed_bytes > free
     assert str(ch.path) in str(info.value)
     assert _tmp_files(ch) == []

@@ -45,7 +45,7 @@ def _tmp_files(ch: Channel) -> list[Path]:
 
 def test_item_larger_than_the_free_space_is_refused_up_front(small_tmpfs: Path) -> None:
     ch = Channel("full", root=small_tmpfs)
-    with pytest.raises(RamDiskFull) as info:
+    with pytest.raises(RamDiskFull) as info:  # noqa: PT012
         ch.put(np.zeros(SIZE, dtype=np.uint8), "big")
     error = info.value
     assert error.needed_bytes > error.free_bytes
@@ -64,7 +64,7 @@ def test_disk_filling_up_while_writing_raises_and_leaves_nothing(
     # skip the up-front check so the real ENOSPC from the kernel is what we meet.
     monkeypatch.setattr(ramxchg._channel, "check_room", lambda layout, needed: None)
     big = np.full(SIZE * 3 // 4, 5, dtype=np.uint8)
-    with pytest.raises(RamDiskFull) as info:
+    with pytest.raises(RamDiskFull) as info:  # noqa: PT012
         if how == "put":
             ch.put(big, "second")
         else:
