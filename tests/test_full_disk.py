@@ -45,7 +45,7 @@ def _tmp_files(ch: Channel) -> list[Path]:
 
 def test_item_larger_than_the_free_space_is_refused_up_front(small_tmpfs: Path) -> None:
     ch = Channel("full", root=small_tmpfs)
-    with pytest.raises(RamDiskFull) as info:  # noqa: PT012
+    with pytest.raises(RamDiskFull) as info:
         ch.put(np.zeros(SIZE, dtype=np.uint8), "big")
     error = info.value
     assert error.needed_bytes > error.free_bytes
