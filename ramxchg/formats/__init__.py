@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import PurePath
 
 from .base import Allocation, Format, Layout, OpenedFile
+from .hdf5 import Hdf5Format
 from .npy import NpyFormat
 
-_FORMATS: dict[str, Format] = {"npy": NpyFormat()}
+_FORMATS: dict[str, Format] = {"npy": NpyFormat(), "hdf5": Hdf5Format()}
 
 
 def register(fmt: Format) -> None:

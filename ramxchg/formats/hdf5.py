@@ -1,0 +1,366 @@
+"""HDF5 items: several named arrays in one ``.h5`` file, mapped zero-copy where possible.
+
+Writing: h5py lays out the file (contiguous datasets, allocated early, never filled,
+``libver=("earliest", "v110")`` so HDF5 1.10 tools read it), the file is closed, and
+the data goes straight to each dataset's offset (``pwrite`` for ``put``, a writable
+mapping for ``create``). Datasets of `ALIGN_THRESHOLD` bytes or more start on an
+`ALIGNMENT` boundary (huge pages on tmpfs); the gap before them is a hole in the file.
+
+Reading: the file is opened once with `open_regular` (no symlinks, no FIFOs) and h5py
+reads its metadata through that descriptor (h5py's file-object driver, which takes no
+HDF5 file lock whatever ``HDF5_USE_FILE_LOCKING`` says). Contiguous, unfiltered,
+allocated datasets whose stored type is numpy's are views of one read-only mapping;
+the others (chunked, compressed, compact, converted types) are read through h5py.
+
+Rules:
+
+- Names ``"a/b"`` create group ``a``. Soft links are aliases and are not listed.
+- External links, external storage and virtual datasets would read other files:
+  such a file is refused with `CorruptItem` (nothing outside the file is opened).
+- ``attrs``: each key is one root attribute. str, bool, int (64-bit) and float are
+  stored as native HDF5 attributes; every other value (None, lists, dicts, big ints)
+  is stored as its JSON text and its key is listed in the root attribute
+  `JSON_ATTRS`, so reading decodes exactly those back.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._errors import CorruptItem, InvalidName, UnsupportedDtype
+from .base import Allocation, Format, Layout, OpenedFile, check_dtype, closer, map_fd, open_regular
+from .npy import reserve
+
+if TYPE_CHECKING:
+    import h5py
+
+log = logging.getLogger(__name__)
+
+#: Datasets of at least this many bytes are aligned (smaller ones pack after the metadata).
+ALIGN_THRESHOLD = 16 << 20
+#: ... to this boundary: one huge page. At most 12.5% extra file size, and a hole.
+ALIGNMENT = 2 << 20
+#: Root attribute listing the attribute names stored as JSON text.
+JSON_ATTRS = "ramxchg:json"
+#: Room for the superblock, groups and dataset headers (an over-estimate).
+_METADATA_BYTES = 8192
+_PER_DATASET_BYTES = 1024
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+class Hdf5Format(Format):
+    """HDF5 files (``.h5``): named datasets and attributes, readable by any HDF5 tool."""
+
+    name = "hdf5"
+    suffix = ".h5"
+
+    def nbytes_for(self, layout: Layout) -> int:
+        total = _METADATA_BYTES
+        for shape, dtype in layout.values():
+            size = _nbytes(shape, dtype)
+            total += _PER_DATASET_BYTES + size + (ALIGNMENT if size >= ALIGN_THRESHOLD else 0)
+        return total
+
+    def write(
+        self, path: Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None
+    ) -> None:
+        if not all(a.flags.c_contiguous for a in arrays.values()):
+            allocation = self.allocate(
+                path, {k: (a.shape, a.dtype) for k, a in arrays.items()}, attrs
+            )
+            try:
+                for key, array in arrays.items():
+                    allocation.arrays[key][...] = array
+            finally:
+                allocation.release()
+            return
+        offsets = _create(path, {k: (a.shape, a.dtype) for k, a in arrays.items()}, attrs)
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_BINARY", 0))
+        try:
+            for key, array in arrays.items():
+                if array.nbytes:
+                    _pwrite_all(fd, memoryview(array.reshape(-1).view(np.uint8)), offsets[key])
+        finally:
+            os.close(fd)
+
+    def allocate(self, path: Path, layout: Layout, attrs: Mapping[str, Any] | None) -> Allocation:
+        offsets = _create(path, layout, attrs)
+        fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+        try:
+            size = os.fstat(fd).st_size
+            reserve(fd, size)
+            mapping = map_fd(fd, size, writable=True)
+        finally:
+            os.close(fd)
+        arrays = {}
+        for key, (shape, dtype) in layout.items():
+            offset = offsets[key]
+            if offset is None:  # nothing to store: HDF5 allocates no data region
+                arrays[key] = np.empty(shape, dtype)
+            else:
+                arrays[key] = np.ndarray(shape, dtype, buffer=mapping, offset=offset)
+        return Allocation(arrays, closer(mapping))
+
+    def describe(self, path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
+        with _opened(path) as (_, h5file):
+            return {name: (ds.shape, ds.dtype) for name, ds in _datasets(h5file, path)}
+
+    def open(self, path: Path, *, copy_on_write: bool = False) -> OpenedFile:
+        with _opened(path) as (fd, h5file):
+            size = os.fstat(fd).st_size
+            mapping = map_fd(fd, size, copy_on_write=copy_on_write)
+            try:
+                return _read_all(h5file, path, mapping, size, copy_on_write)
+            except BaseException:
+                mapping.close()
+                raise
+
+
+def _nbytes(shape: tuple[int, ...], dtype: np.dtype[Any]) -> int:
+    return int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    """os.pwrite may write less than asked (Linux caps one call near 2 GiB)."""
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
+
+
+# -- writing --------------------------------------------------------------------------------
+
+
+def _check_names(names: list[str]) -> None:
+    """Dataset names are ``/``-separated paths; none may be a group of another."""
+    for name in names:
+        parts = name.split("/")
+        if not name or any(part in ("", ".", "..") for part in parts):
+            raise InvalidName(
+                f"dataset name {name!r} must be non-empty '/'-separated parts without "
+                "'.', '..' or a leading, trailing or doubled '/'",
+                name=name,
+            )
+        for cut in range(1, len(parts)):
+            if "/".join(parts[:cut]) in names:
+                raise InvalidName(
+                    f"dataset name {name!r} needs {'/'.join(parts[:cut])!r} to be a group, "
+                    "but it is also a dataset",
+                    name=name,
+                )
+
+
+def _file_type(dtype: np.dtype[Any], what: str) -> Any:
+    """The HDF5 type storing ``dtype`` byte for byte; `UnsupportedDtype` if there is none."""
+    from h5py import h5t
+
+    check_dtype(dtype, what)
+    try:
+        return h5t.py_create(dtype, logical=True)
+    except TypeError as exc:
+        hint = " Encode text as bytes ('S' dtype)." if dtype.kind == "U" else ""
+        raise UnsupportedDtype(
+            f"{what} has dtype {dtype}, which HDF5 cannot store.{hint}", dtype=str(dtype)
+        ) from exc
+
+
+def _create(path: Path, layout: Layout, attrs: Mapping[str, Any] | None) -> dict[str, int | None]:
+    """Create the file with every dataset allocated (never filled); return data offsets."""
+    import h5py
+    from h5py import h5d, h5p, h5s
+
+    _check_names(list(layout))
+    types = {
+        key: _file_type(np.dtype(dtype), f"array {key!r}") for key, (_, dtype) in layout.items()
+    }
+    offsets: dict[str, int | None] = {}
+    with h5py.File(
+        path,
+        "x",
+        libver=("earliest", "v110"),
+        locking=False,
+        alignment_threshold=ALIGN_THRESHOLD,
+        alignment_interval=ALIGNMENT,
+    ) as h5file:
+        lcpl = h5p.create(h5p.LINK_CREATE)
+        lcpl.set_create_intermediate_group(True)
+        for key, (shape, _) in layout.items():
+            dcpl = h5p.create(h5p.DATASET_CREATE)
+            dcpl.set_layout(h5d.CONTIGUOUS)
+            dcpl.set_alloc_time(h5d.ALLOC_TIME_EARLY)
+            dcpl.set_fill_time(h5d.FILL_TIME_NEVER)
+            space = h5s.create_simple(tuple(shape)) if shape else h5s.create(h5s.SCALAR)
+            dsid = h5d.create(h5file.id, key.encode(), types[key], space, dcpl=dcpl, lcpl=lcpl)
+            offsets[key] = dsid.get_offset()
+            dsid.close()
+        _write_attrs(h5file.attrs, attrs or {})
+    return offsets
+
+
+def _write_attrs(target: h5py.AttributeManager, attrs: Mapping[str, Any]) -> None:
+    if JSON_ATTRS in attrs:
+        raise ValueError(f"attrs key {JSON_ATTRS!r} is reserved by ramxchg's HDF5 format")
+    as_json = []
+    for key, value in attrs.items():
+        if isinstance(value, (str, bool, float)) or (
+            isinstance(value, int) and _INT64[0] <= value <= _INT64[1]
+        ):
+            target[key] = np.bool_(value) if isinstance(value, bool) else value
+        else:
+            target[key] = json.dumps(value, allow_nan=False)
+            as_json.append(key)
+    if as_json:
+        target[JSON_ATTRS] = json.dumps(as_json)
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[tuple[int, h5py.File]]:
+    """The file's descriptor and h5py's view of it; h5py errors become `CorruptItem`."""
+    import h5py
+
+    fd = open_regular(path)
+    try:
+        with io.FileIO(fd, "rb", closefd=False) as raw:
+            try:
+                h5file = h5py.File(raw, "r")
+            except (OSError, ValueError) as exc:
+                raise CorruptItem(f"{path} is not a readable HDF5 file: {exc}", path=path) from exc
+            with h5file:
+                try:
+                    yield fd, h5file
+                except CorruptItem:
+                    raise
+                except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+                    raise CorruptItem(
+                        f"{path} has unreadable HDF5 contents: {exc}", path=path
+                    ) from exc
+    finally:
+        os.close(fd)
+
+
+def _datasets(h5file: h5py.File, path: Path) -> Iterator[tuple[str, h5py.Dataset]]:
+    """Every dataset reached by hard links, in name order; refuse links to other files."""
+    import h5py
+    from h5py import h5d, h5l, h5o
+
+    links: list[tuple[str, int]] = []
+    h5file.id.links.visit(lambda name, info: links.append((name.decode(), info.type)), info=True)
+    for name, kind in links:
+        if kind == h5l.TYPE_SOFT:
+            continue  # an alias of an object that is listed under its own name
+        if kind != h5l.TYPE_HARD:
+            raise CorruptItem(
+                f"{path} has a link {name!r} to another file (type {kind}); "
+                "ramxchg never follows links out of an item",
+                path=path,
+                link=name,
+            )
+        if h5o.get_info(h5file.id, name.encode()).type != h5o.TYPE_DATASET:
+            continue
+        dataset = h5py.Dataset(h5d.open(h5file.id, name.encode()))
+        dcpl = dataset.id.get_create_plist()
+        if dcpl.get_layout() == h5d.VIRTUAL or dcpl.get_external_count() > 0:
+            raise CorruptItem(
+                f"{path}: dataset {name!r} keeps its data in other files (virtual or "
+                "external storage); ramxchg never reads outside an item",
+                path=path,
+                dataset=name,
+            )
+        if dataset.shape is None:
+            log.warning("%s: skipping dataset %r, which has no dataspace", path, name)
+            continue
+        yield name, dataset
+
+
+def _map_offset(dataset: h5py.Dataset, size: int, path: Path) -> int | None:
+    """Where the dataset's bytes are in the file, if they can be mapped as they are."""
+    from h5py import h5d, h5t
+
+    dcpl = dataset.id.get_create_plist()
+    if dcpl.get_layout() != h5d.CONTIGUOUS or dcpl.get_nfilters() or dataset.dtype.hasobject:
+        return None
+    if dataset.id.get_type() != h5t.py_create(dataset.dtype, logical=True):
+        return None  # stored differently from numpy's layout: h5py converts
+    offset = dataset.id.get_offset()
+    if offset is None:
+        return None  # never written: reading gives the fill value
+    end = offset + _nbytes(dataset.shape, dataset.dtype)
+    if end > size:
+        raise CorruptItem(
+            f"{path} is truncated: dataset {dataset.name!r} ends at byte {end} "
+            f"but the file has {size}",
+            path=path,
+            expected_bytes=end,
+            actual_bytes=size,
+        )
+    return int(offset)
+
+
+def _read_all(
+    h5file: h5py.File, path: Path, mapping: Any, size: int, copy_on_write: bool
+) -> OpenedFile:
+    arrays: dict[str, np.ndarray] = {}
+    zero_copy: dict[str, bool] = {}
+    dataset_attrs: dict[str, dict[str, Any]] = {}
+    for name, dataset in _datasets(h5file, path):
+        offset = _map_offset(dataset, size, path)
+        if offset is not None:
+            array = np.ndarray(dataset.shape, dataset.dtype, buffer=mapping, offset=offset)
+        elif dataset.size == 0:
+            array = np.empty(dataset.shape, dataset.dtype)
+        else:
+            array = dataset[()]
+            if not isinstance(array, np.ndarray):  # a 0-d dataset reads as a scalar
+                array = np.asarray(array)
+        if offset is None:
+            array.flags.writeable = copy_on_write
+        arrays[name] = array
+        zero_copy[name] = offset is not None or dataset.size == 0
+        dataset_attrs[name] = _read_attrs(dataset.attrs, path, name)
+    attrs = _read_attrs(h5file.attrs, path, "/")
+    return OpenedFile(arrays, zero_copy, attrs, dataset_attrs, release=closer(mapping))
+
+
+def _read_attrs(source: h5py.AttributeManager, path: Path, owner: str) -> dict[str, Any]:
+    """Attributes as Python values; the keys listed in `JSON_ATTRS` decoded from JSON."""
+    values: dict[str, Any] = {}
+    for key in source:
+        try:
+            values[key] = _plain(source[key])
+        except (OSError, TypeError, ValueError) as exc:
+            log.warning("%s: skipping unreadable attribute %r of %s: %s", path, key, owner, exc)
+    json_keys = values.pop(JSON_ATTRS, None)
+    if json_keys is None:
+        return values
+    try:
+        for key in json.loads(json_keys):
+            values[key] = json.loads(values[key])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptItem(f"{path} has malformed JSON attributes: {exc}", path=path) from exc
+    return values
+
+
+def _plain(value: Any) -> Any:
+    """An attribute value as Python: scalars and text as such, numeric arrays as arrays."""
+    import h5py
+
+    if isinstance(value, h5py.Empty):
+        return None
+    if isinstance(value, (bytes, np.bytes_)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray) and value.dtype.kind in "OSU":
+        return [_plain(v) for v in value.tolist()]
+    return value
