@@ -6,7 +6,7 @@ map them zero-copy. See README.md and docs/ for the guide and the on-disk protoc
 
 from __future__ import annotations
 
-from ._channel import Channel
+from ._channel import Channel, GroupStatus
 from ._errors import (
     ChannelFull,
     ConfigMismatch,
@@ -22,6 +22,7 @@ from ._errors import (
 )
 from ._item import Item
 from ._root import NotRamBackedWarning, default_root
+from ._subscription import Subscription
 from ._version import __version__
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "ChannelFull",
     "ConfigMismatch",
     "CorruptItem",
+    "GroupStatus",
     "InvalidName",
     "Item",
     "ItemExists",
@@ -37,6 +39,7 @@ __all__ = [
     "RamDiskError",
     "RamDiskFull",
     "RamxchgError",
+    "Subscription",
     "UnsafeRoot",
     "UnsupportedDtype",
     "__version__",

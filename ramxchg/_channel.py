@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +14,36 @@ import numpy as np
 
 from ._config import ChannelConfig, load_or_store
 from ._errors import InvalidName, ItemExists, ItemNotFound
+from ._groups import drop, list_groups
 from ._item import Item
 from ._layout import ChannelLayout
 from ._names import check_name
 from ._publish import check_room, discard, find_existing, make_visible, write_hidden
+from ._retention import Retention, must_ack
 from ._root import check_safe_dir, default_root, ensure_dir
+from ._scan import publish_order, scan
 from ._sequence import SequenceCounter
 from ._sidecar import encode_attrs
+from ._subscription import Subscription
 from .formats import Format, format_for, get_format
 from .formats.base import check_dtype
 
 log = logging.getLogger(__name__)
 
 ArrayInput = Any  # anything np.asarray accepts, or a dict of name -> array for HDF5
+
+
+@dataclass(frozen=True)
+class GroupStatus:
+    """A durable group of a channel, as `Channel.groups` reports it."""
+
+    name: str
+    #: items the group has not acked yet
+    backlog: int
+    #: items delivered to a member and not acked yet
+    in_flight: int
+    #: items kept on disk only until this group acks them
+    holding: int
 
 
 class Channel:
@@ -96,6 +113,7 @@ class Channel:
             get_format(format)  # unknown names fail before anything is stored
         self.config: ChannelConfig = load_or_store(self._layout.config_file, wanted)
         self._counter = SequenceCounter(self._layout.seq_file)
+        self._retention = Retention(self._layout, self.config, self._counter)
 
     def __repr__(self) -> str:
         return f"Channel({str(self.path)!r})"
@@ -109,6 +127,7 @@ class Channel:
         *,
         attrs: Mapping[str, Any] | None = None,
         format: str | None = None,
+        timeout: float | None = None,
     ) -> Item:
         """Publish a copy of ``array`` atomically as a new item and return it.
 
@@ -116,8 +135,11 @@ class Channel:
         link as ``<name>.npy`` (``.h5`` for HDF5). ``name=None`` takes the next
         sequence number, zero-padded so names sort in publish order.
 
+        When the channel has ``max_items``/``max_bytes``/``reserve_bytes``, waits up to
+        ``timeout`` seconds (forever if None) for consumers to make room.
+
         Raises `InvalidName`, `ItemExists`, `UnsupportedDtype` (object dtypes),
-        TypeError/ValueError for attrs that are not JSON, `RamDiskFull`.
+        TypeError/ValueError for attrs that are not JSON, `ChannelFull`, `RamDiskFull`.
         """
         fmt = self._format(format)
         if name is not None:
@@ -126,6 +148,7 @@ class Channel:
         meta = encode_attrs(attrs)
         layout = {key: (a.shape, a.dtype) for key, a in arrays.items()}
         needed = fmt.nbytes_for(layout)
+        self._retention.wait_for_room(needed, timeout)
         check_room(self._layout, needed)
         tmp = write_hidden(
             self._layout, fmt, name or "auto", needed, lambda path: fmt.write(path, arrays, meta)
@@ -141,6 +164,7 @@ class Channel:
         *,
         attrs: Mapping[str, Any] | None = None,
         format: str | None = None,
+        timeout: float | None = None,
     ) -> Iterator[Any]:
         """Allocate an item and yield its writable array, to be filled in place.
 
@@ -157,6 +181,7 @@ class Channel:
         layout = _as_layout(shape, dtype)
         meta = encode_attrs(attrs)
         needed = fmt.nbytes_for(layout)
+        self._retention.wait_for_room(needed, timeout)
         check_room(self._layout, needed)
         allocation = None
 
@@ -178,6 +203,7 @@ class Channel:
 
     def _publish(self, tmp: Path, fmt: Format, name: str | None, attrs: dict[str, Any]) -> Item:
         published = make_visible(self._layout, self._counter, tmp, fmt, name=name, attrs=attrs)
+        self._retention.enforce_age_and_count()
         return Item(published.name, published.path, fmt, self._layout.sidecar(published.name))
 
     def _format(self, name: str | None) -> Format:
@@ -210,26 +236,12 @@ class Channel:
 
     def items(self) -> list[Item]:
         """Every published item, in publish order (dropped-in files last, by age)."""
-        found = [self._item(name, path) for name, path in self._scan()]
-        return sorted(found, key=_publish_order)
-
-    def _scan(self) -> Iterator[tuple[str, Path]]:
-        with os.scandir(self.path) as entries:
-            for entry in entries:
-                name, dot, _ = entry.name.rpartition(".")
-                if not dot or entry.name.startswith(".") or format_for(entry.name) is None:
-                    continue
-                try:
-                    check_name(name)
-                except InvalidName:
-                    log.warning("ignoring %s: not a valid item name", entry.path)
-                    continue
-                if stat.S_ISREG(entry.stat(follow_symlinks=False).st_mode):
-                    yield name, Path(entry.path)
+        entries = sorted(scan(self._layout), key=publish_order)
+        return [self._item(entry.name, entry.path) for entry in entries]
 
     def names(self) -> list[str]:
         """Names of the published items, in publish order."""
-        return [item.name for item in self.items()]
+        return [entry.name for entry in sorted(scan(self._layout), key=publish_order)]
 
     def latest(self) -> Item | None:
         """The most recently published item, or None when the channel is empty."""
@@ -239,11 +251,64 @@ class Channel:
     def delete(self, name: str) -> None:
         """Remove a published item (consumers that mapped it keep their pages)."""
         item = self.get(name)
-        discard(item.path)
-        discard(self._layout.sidecar(name))
+        self._retention.delete(name, item.path)
+
+    # -- consuming --------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        group: str | None = None,
+        *,
+        start: str = "earliest",
+        latest_only: bool = False,
+        watch: str = "auto",
+    ) -> Subscription:
+        """Follow the channel: items are delivered as they are published.
+
+        Parameters
+        ----------
+        group
+            A durable consumer group (registered at once; it holds back retention and
+            survives restarts; members share its items). None: anonymous, not durable.
+        start
+            ``"earliest"`` catches up on what is already there; ``"latest"`` skips it
+            (for a group: only when the group is new).
+        latest_only
+            Always hand out the newest item, skipping the backlog (live viewers).
+        watch
+            ``"auto"``, ``"events"`` or ``"polling"``: how new items are noticed.
+        """
+        return Subscription(self, group, start=start, latest_only=latest_only, watch=watch)
+
+    def groups(self) -> list[GroupStatus]:
+        """Every durable group with its backlog (items it has not acked yet)."""
+        entries = list(scan(self._layout))
+        result = []
+        for group in list_groups(self._layout):
+            info = group.info()
+            if info is None:
+                continue
+            unacked = [e for e in entries if not group.is_acked(e.name)]
+            backlog = sum(1 for e in unacked if e.seq is None or e.seq > info.start_seq)
+            holding = sum(1 for e in unacked if must_ack(info, e.seq, e.published_ns))
+            result.append(GroupStatus(group.name, backlog, len(group.claimed()), holding))
+        return result
+
+    def drop_group(self, name: str) -> None:
+        """Remove a durable group: it no longer receives items or holds back retention."""
+        drop(self._layout, name)
+        self._retention.gc()
+
+    def gc(self) -> dict[str, int]:
+        """Apply retention now and remove what dead processes left behind.
+
+        Returns how many of each were removed (``tmp_files``, ``orphan_sidecars``,
+        ``stale_state``, ``released``, ``expired``).
+        """
+        return self._retention.gc()
 
     def __len__(self) -> int:
-        return sum(1 for _ in self._scan())
+        return sum(1 for _ in scan(self._layout))
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
@@ -256,13 +321,6 @@ class Channel:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
-
-
-def _publish_order(item: Item) -> tuple[int, int, str]:
-    seq = item.seq
-    if seq is not None:
-        return (0, seq, item.name)
-    return (1, item.published_ns, item.name)
 
 
 def _as_arrays(array: ArrayInput, fmt: Format) -> dict[str, np.ndarray]:

@@ -43,6 +43,21 @@ else:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
+@contextmanager
+def lock_file(path: Path) -> Iterator[int]:
+    """Hold an exclusive lock on ``path`` (created if missing); yields its descriptor."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags, 0o666)
+    try:
+        _lock(fd)
+        try:
+            yield fd
+        finally:
+            _unlock(fd)
+    finally:
+        os.close(fd)
+
+
 class SequenceCounter:
     """The last published sequence number of a channel, shared by all processes.
 
@@ -53,13 +68,12 @@ class SequenceCounter:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def _open(self) -> int:
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-        return os.open(self.path, flags, 0o666)
-
     def read(self) -> int:
         """The last sequence number taken (0 before the first publish)."""
-        fd = self._open()
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            return 0
         try:
             return self._parse(_read_at(fd))
         finally:
@@ -72,15 +86,8 @@ class SequenceCounter:
         Call ``claim.commit()`` once the item is visible; without it the number is
         not used up.
         """
-        fd = self._open()
-        try:
-            _lock(fd)
-            try:
-                yield _Claim(fd, self._parse(_read_at(fd)) + 1)
-            finally:
-                _unlock(fd)
-        finally:
-            os.close(fd)
+        with lock_file(self.path) as fd:
+            yield _Claim(fd, self._parse(_read_at(fd)) + 1)
 
     def _parse(self, raw: bytes) -> int:
         if not raw:

@@ -1,0 +1,270 @@
+"""Durable consumer groups: registration, claims and acks, all as small files.
+
+A group ``G`` of a channel is the folder ``.ramxchg/groups/G/``::
+
+    group.json        {"version": 1, "name": G, "start_seq": N, "created_seq": N,
+                       "created_ns": T}
+    claims/<item>     {"pid": P, "started": S, "host": H}: a member is working on <item>
+    acks/<item>       <item> is done for the group (the claim renamed here, or created)
+
+Claiming is ``open(O_CREAT | O_EXCL)``: exactly one member of the group wins an
+item. Acking is one ``rename`` of the claim into ``acks/``. A claim whose process
+has died (same pid *and* start time, so a reused pid is not mistaken for the owner)
+is removed under the group's lock, and the item is handed out again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from ._errors import CorruptItem, ItemNotFound
+from ._layout import ChannelLayout
+from ._names import check_name
+from ._sequence import SequenceCounter, lock_file
+
+log = logging.getLogger(__name__)
+
+_MAX_STATE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """A durable group as stored on disk."""
+
+    name: str
+    start_seq: int
+    created_seq: int
+    created_ns: int
+
+
+@cache
+def _me() -> dict[str, Any]:
+    proc = psutil.Process()
+    return {"pid": proc.pid, "started": proc.create_time(), "host": socket.gethostname()}
+
+
+def my_identity() -> dict[str, Any]:
+    """This process as written into claims: pid, start time, host."""
+    identity = _me()
+    if identity["pid"] != os.getpid():  # forked: recompute
+        _me.cache_clear()
+        identity = _me()
+    return identity
+
+
+def owner_is_alive(owner: dict[str, Any]) -> bool:
+    """True unless the claim's process is certainly gone (pid reuse is detected)."""
+    if owner.get("host") != socket.gethostname():
+        return True  # another machine sharing the folder: we cannot tell
+    try:
+        started = psutil.Process(int(owner["pid"])).create_time()
+    except psutil.NoSuchProcess:
+        return False
+    except (psutil.AccessDenied, KeyError, ValueError, TypeError):
+        return True
+    return abs(started - float(owner.get("started", 0))) < 0.01
+
+
+class Group:
+    """One durable consumer group of a channel."""
+
+    def __init__(self, layout: ChannelLayout, name: str) -> None:
+        self.name = check_name(name, "group")
+        self.folder = layout.groups / name
+        self.claims = self.folder / "claims"
+        self.acks = self.folder / "acks"
+        self.info_file = self.folder / "group.json"
+
+    # -- registration -----------------------------------------------------------------------
+
+    def register(self, counter: SequenceCounter, start: str) -> GroupInfo:
+        """Create the group if new (durably, at once); return its stored info.
+
+        A new group with ``start="latest"`` skips items published before it.
+        """
+        existing = self.info()
+        if existing is not None:
+            return existing
+        for folder in (self.folder, self.claims, self.acks):
+            with contextlib.suppress(FileExistsError):
+                folder.mkdir(mode=0o700)
+        # Under the publish lock: no item can be half-way published while we read seq.
+        with counter.locked() as claim:
+            now = claim.next - 1
+            info = GroupInfo(self.name, now if start == "latest" else 0, now, time.time_ns())
+            tmp = self.folder / f".group.{os.getpid()}.json"
+            tmp.write_text(json.dumps({"version": 1, **info.__dict__}))
+            try:
+                os.link(tmp, self.info_file)
+            except FileExistsError:
+                pass  # another process registered it first: theirs counts
+            finally:
+                tmp.unlink()
+        stored = self.info()
+        assert stored is not None
+        return stored
+
+    def info(self) -> GroupInfo | None:
+        """The stored registration, or None if the group does not exist."""
+        raw = read_small(self.info_file)
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+            return GroupInfo(
+                data["name"],
+                int(data["start_seq"]),
+                int(data["created_seq"]),
+                int(data["created_ns"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptItem(
+                f"group file {self.info_file} is not valid: {exc}", path=self.info_file
+            ) from exc
+
+    # -- claims and acks --------------------------------------------------------------------
+
+    def is_acked(self, item: str) -> bool:
+        return os.path.lexists(self.acks / item)
+
+    def try_claim(self, item: str) -> bool:
+        """Claim ``item`` for this process; False if another member has it or it is done."""
+        if self.is_acked(item):
+            return False
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.claims / item, flags, 0o666)
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, json.dumps(my_identity()).encode())
+        finally:
+            os.close(fd)
+        if self.is_acked(item):  # another member acked it between our two checks
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.claims / item)
+            return False
+        return True
+
+    def release(self, item: str) -> None:
+        """Give a claimed item back to the group without acking it."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.claims / item)
+
+    def ack(self, item: str) -> None:
+        """Mark ``item`` done for the group (claimed by us or never delivered)."""
+        try:
+            os.replace(self.claims / item, self.acks / item)
+        except FileNotFoundError:
+            fd = os.open(
+                self.acks / item, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666
+            )
+            os.close(fd)
+
+    def forget(self, item: str) -> None:
+        """Drop every trace of ``item`` (it was deleted, its name may be reused)."""
+        for folder in (self.acks, self.claims):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(folder / item)
+
+    def reclaim_dead(self) -> list[str]:
+        """Remove claims whose process died; return the items now free again."""
+        try:
+            names = os.listdir(self.claims)
+        except FileNotFoundError:
+            return []
+        freed: list[str] = []
+        for item in names:
+            if item.startswith("."):
+                continue
+            owner = _read_owner(self.claims / item)
+            if owner is None or owner_is_alive(owner):
+                continue
+            # Under the group lock, so two reclaimers never remove a fresh live claim.
+            with lock_file(self.folder / "lock"):
+                owner_again = _read_owner(self.claims / item)
+                if owner_again == owner:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.claims / item)
+                    freed.append(item)
+                    log.info(
+                        "item %s of group %s: its consumer (pid %s) died before acking; "
+                        "delivering it again",
+                        item,
+                        self.name,
+                        owner.get("pid"),
+                    )
+        return freed
+
+    def claimed(self) -> list[str]:
+        try:
+            return [n for n in os.listdir(self.claims) if not n.startswith(".")]
+        except FileNotFoundError:
+            return []
+
+
+def _read_owner(path: Path) -> dict[str, Any] | None:
+    raw = read_small(path)
+    if raw is None:
+        return None
+    try:
+        owner = json.loads(raw)
+    except ValueError:
+        return {}  # half-written by a process that died while claiming: dead
+    return owner if isinstance(owner, dict) else {}
+
+
+def read_small(path: Path) -> bytes | None:
+    """Read a small state file without following links or blocking; None if missing."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    try:
+        raw = os.read(fd, _MAX_STATE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(raw) > _MAX_STATE_BYTES:
+        raise CorruptItem(f"state file {path} is over {_MAX_STATE_BYTES} bytes", path=path)
+    return raw
+
+
+def list_groups(layout: ChannelLayout) -> list[Group]:
+    """Every registered group of the channel."""
+    try:
+        names = sorted(os.listdir(layout.groups))
+    except FileNotFoundError:
+        return []
+    groups = []
+    for name in names:
+        if name.startswith("."):
+            continue
+        group = Group(layout, name)
+        if os.path.lexists(group.info_file):
+            groups.append(group)
+    return groups
+
+
+def drop(layout: ChannelLayout, name: str) -> None:
+    """Remove a group and its state; `ItemNotFound` if there is no such group."""
+    group = Group(layout, name)
+    if group.info() is None:
+        raise ItemNotFound(
+            f"no group {name!r} in channel {layout.path}", path=layout.path, name=name
+        )
+    # Remove the registration first so retention stops waiting for the group at once.
+    os.unlink(group.info_file)
+    shutil.rmtree(group.folder, ignore_errors=True)

@@ -1,0 +1,210 @@
+"""Retention, backpressure and garbage collection: what keeps a RAM disk from filling up.
+
+No daemon: each rule runs inside ``put``/``ack``/``gc`` of whichever process is there.
+
+- An item is deleted once every durable group that existed when it was published has
+  acked it (with no groups, items stay like files in a plain folder).
+- ``keep_last`` and ``ttl`` delete the oldest items regardless of acks (live views).
+- ``max_items``/``max_bytes``/``reserve_bytes`` make producers wait for consumers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import psutil
+
+from ._config import ChannelConfig
+from ._errors import ChannelFull, RamDiskFull
+from ._groups import Group, GroupInfo, list_groups
+from ._layout import ChannelLayout
+from ._scan import publish_order, scan
+from ._sequence import SequenceCounter
+from .formats import format_for
+
+log = logging.getLogger(__name__)
+
+#: Temporary files younger than this are never collected, whatever their pid says.
+TMP_GRACE_SECONDS = 5.0
+
+
+def must_ack(info: GroupInfo, seq: int | None, published_ns: int) -> bool:
+    """Does the group have to ack an item before it may be deleted?"""
+    if seq is not None:
+        return info.created_seq < seq
+    return info.created_ns <= published_ns
+
+
+class Retention:
+    """The retention rules of one channel."""
+
+    def __init__(
+        self, layout: ChannelLayout, config: ChannelConfig, counter: SequenceCounter
+    ) -> None:
+        self.layout = layout
+        self.config = config
+        self.counter = counter
+
+    # -- deleting ---------------------------------------------------------------------------
+
+    def delete(self, name: str, path: Path, groups: list[Group] | None = None) -> None:
+        """Delete an item and everything that refers to it, under the publish lock.
+
+        The lock keeps a producer from re-publishing the same name half-way through.
+        """
+        with self.counter.locked():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.layout.sidecar(name))
+            for group in groups if groups is not None else list_groups(self.layout):
+                group.forget(name)
+
+    def release_if_done(self, name: str, path: Path, seq: int | None, published_ns: int) -> bool:
+        """Delete the item if every group that must ack it has; True if deleted.
+
+        With no group at all the item stays (a plain folder keeps its files).
+        """
+        groups = list_groups(self.layout)
+        required = []
+        for group in groups:
+            info = group.info()
+            if info is not None and must_ack(info, seq, published_ns):
+                required.append(group)
+        if not required or not all(group.is_acked(name) for group in required):
+            return False
+        self.delete(name, path, groups)
+        return True
+
+    def enforce_age_and_count(self) -> int:
+        """Apply ``keep_last`` and ``ttl``; return how many items were deleted."""
+        keep_last, ttl = self.config.keep_last, self.config.ttl
+        if keep_last is None and ttl is None:
+            return 0
+        entries = sorted(scan(self.layout), key=publish_order)
+        doomed = entries[:-keep_last] if keep_last is not None else []
+        if ttl is not None:
+            cutoff = time.time_ns() - int(ttl * 1e9)
+            doomed += [e for e in entries[len(doomed) :] if e.published_ns < cutoff]
+        for entry in doomed:
+            self.delete(entry.name, entry.path)
+        return len(doomed)
+
+    # -- backpressure -----------------------------------------------------------------------
+
+    def wait_for_room(self, needed: int, timeout: float | None) -> None:
+        """Block until an item of ``needed`` bytes fits the limits, or raise.
+
+        Raises `ChannelFull` (``max_items``/``max_bytes``) or `RamDiskFull` (the free-space
+        reserve) when ``timeout`` seconds pass first; ``timeout=None`` waits forever.
+        """
+        config = self.config
+        if config.max_items is None and config.max_bytes is None and not config.reserve_bytes:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.0005
+        while True:
+            count, used = self._usage()
+            free = shutil.disk_usage(self.layout.path).free
+            over_items = config.max_items is not None and count + 1 > config.max_items
+            over_bytes = config.max_bytes is not None and used + needed > config.max_bytes
+            over_disk = free - needed < config.reserve_bytes
+            if not (over_items or over_bytes or over_disk):
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                if over_disk and not (over_items or over_bytes):
+                    raise RamDiskFull(
+                        f"{self.layout.path}: {needed} more bytes would leave {free - needed} "
+                        f"free, under the reserve of {config.reserve_bytes} (waited {timeout} s)",
+                        path=self.layout.path,
+                        needed_bytes=needed,
+                        free_bytes=free,
+                        reserve_bytes=config.reserve_bytes,
+                    )
+                raise ChannelFull(
+                    f"channel {self.layout.path} holds {count} items / {used} bytes; one more "
+                    f"of {needed} bytes exceeds max_items={config.max_items} / "
+                    f"max_bytes={config.max_bytes}, and no consumer freed room in {timeout} s",
+                    path=self.layout.path,
+                    items=count,
+                    bytes=used,
+                    max_items=config.max_items,
+                    max_bytes=config.max_bytes,
+                    needed_bytes=needed,
+                    timeout=timeout,
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+
+    def _usage(self) -> tuple[int, int]:
+        count = used = 0
+        with os.scandir(self.layout.path) as entries:
+            for entry in entries:
+                if not entry.name.startswith(".") and format_for(entry.name) is not None:
+                    count += 1
+                    with contextlib.suppress(FileNotFoundError):
+                        used += entry.stat(follow_symlinks=False).st_size
+        return count, used
+
+    # -- garbage collection -----------------------------------------------------------------
+
+    def gc(self) -> dict[str, int]:
+        """Remove leftovers of dead processes and apply every retention rule.
+
+        Returns counts: ``tmp_files``, ``orphan_sidecars``, ``stale_state``, ``released``
+        (items every group had acked), ``expired`` (keep_last/ttl).
+        """
+        report = {
+            "tmp_files": self._collect_tmp(),
+            "orphan_sidecars": 0,
+            "stale_state": 0,
+            "released": 0,
+            "expired": self.enforce_age_and_count(),
+        }
+        present = {entry.name: entry for entry in scan(self.layout)}
+        for entry in present.values():
+            report["released"] += self.release_if_done(
+                entry.name, entry.path, entry.seq, entry.published_ns
+            )
+        with self.counter.locked():  # no publish half-way: a sidecar without item is orphan
+            live = {e.name for e in scan(self.layout)}
+            for sidecar in _hidden_listing(self.layout.meta):
+                if sidecar.endswith(".json") and sidecar[:-5] not in live:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.layout.meta / sidecar)
+                    report["orphan_sidecars"] += 1
+            for group in list_groups(self.layout):
+                for folder in (group.acks, group.claims):
+                    for name in _hidden_listing(folder):
+                        if name not in live:
+                            with contextlib.suppress(FileNotFoundError):
+                                os.unlink(folder / name)
+                            report["stale_state"] += 1
+        return report
+
+    def _collect_tmp(self) -> int:
+        removed = 0
+        now = time.time()
+        for name in _hidden_listing(self.layout.tmp):
+            path = self.layout.tmp / name
+            # <stem>.<pid>.<random><suffix>: the producer's pid tells whether it is alive
+            fields = os.path.splitext(name)[0].rsplit(".", 2)
+            pid = int(fields[1]) if len(fields) == 3 and fields[1].isdigit() else None
+            with contextlib.suppress(FileNotFoundError):
+                age = now - os.lstat(path).st_mtime
+                if age > TMP_GRACE_SECONDS and (pid is None or not psutil.pid_exists(pid)):
+                    os.unlink(path)
+                    removed += 1
+        return removed
+
+
+def _hidden_listing(folder: Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except FileNotFoundError:
+        return []

@@ -1,0 +1,57 @@
+"""Listing the published items of a channel folder."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._errors import CorruptItem
+from ._layout import ChannelLayout
+from ._names import check_name
+from ._sidecar import read_sidecar
+from .formats import format_for
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A published item file as seen by a scan."""
+
+    name: str
+    path: Path
+    seq: int | None
+    published_ns: int
+    size: int
+
+
+def scan(layout: ChannelLayout) -> Iterator[Entry]:
+    """Every published item in the channel folder (unordered); skips hidden and foreign files."""
+    with os.scandir(layout.path) as entries:
+        for entry in entries:
+            name, dot, _ = entry.name.rpartition(".")
+            if not dot or entry.name.startswith(".") or format_for(entry.name) is None:
+                continue
+            try:
+                check_name(name)
+                info = entry.stat(follow_symlinks=False)
+            except (ValueError, FileNotFoundError):
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            try:
+                sidecar = read_sidecar(layout.sidecar(name))
+            except CorruptItem:  # a hostile sidecar: treat the file as dropped in
+                sidecar = None
+            if sidecar is None:
+                yield Entry(name, Path(entry.path), None, info.st_mtime_ns, info.st_size)
+            else:
+                yield Entry(name, Path(entry.path), sidecar.seq, sidecar.published_ns, info.st_size)
+
+
+def publish_order(entry: Entry) -> tuple[int, int, str]:
+    """Sort key: our items by sequence number, then dropped-in files by age."""
+    if entry.seq is not None:
+        return (0, entry.seq, entry.name)
+    return (1, entry.published_ns, entry.name)

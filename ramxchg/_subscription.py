@@ -1,0 +1,253 @@
+"""Subscription: items delivered as they are published, with catch-up and groups."""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import time
+from collections.abc import Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from ._errors import CorruptItem
+from ._groups import Group
+from ._item import Item
+from ._names import check_name
+from ._scan import Entry, publish_order, scan
+from ._sidecar import read_sidecar
+from ._watch import Notifier
+from .formats import format_for
+
+if TYPE_CHECKING:
+    from ._channel import Channel
+
+log = logging.getLogger(__name__)
+
+#: Rescan the folder this often even when events flow (events can be lost).
+RESCAN_SECONDS = 1.0
+#: Rescan this often when the filesystem gives no events.
+POLL_SECONDS = 0.02
+#: At most one gap-triggered rescan per this interval.
+GAP_RESCAN_SECONDS = 0.05
+
+
+class Subscription:
+    """Items of a channel, delivered as they are published.
+
+    Use `Channel.subscribe` to make one. Iterate it (blocking) or call `get`; close it
+    when done (or use ``with``). In a group, call ``item.ack()`` when an item is done.
+    """
+
+    def __init__(
+        self,
+        channel: Channel,
+        group: str | None = None,
+        *,
+        start: str = "earliest",
+        latest_only: bool = False,
+        watch: str = "auto",
+    ) -> None:
+        if start not in ("earliest", "latest"):
+            raise ValueError(f"start must be 'earliest' or 'latest', not {start!r}")
+        self.channel = channel
+        self.latest_only = latest_only
+        self._layout = channel._layout
+        self._retention = channel._retention
+        self._group = Group(self._layout, group) if group is not None else None
+        # Watch first, then list: whatever lands in between is seen by both (deduplicated).
+        self._notifier = Notifier(channel.path, watch)
+        counter = channel._counter
+        if self._group is not None:
+            self._floor = self._group.register(counter, start).start_seq
+        else:
+            self._floor = counter.read() if start == "latest" else 0
+        self._pending: list[tuple[tuple[int, int, str], Entry]] = []
+        self._queued: set[tuple[str, int | None]] = set()
+        self._seen: set[tuple[str, int | None]] = set()
+        self._high_seq = self._floor  # highest sequence number queued or seen
+        self._claimed: set[str] = set()  # delivered to us in the group, not yet acked
+        self._next_rescan = 0.0
+        self._last_gap_rescan = 0.0
+        self._closed = False
+        if start == "latest" and self._group is None:
+            self._seen.update((e.name, e.seq) for e in scan(self._layout))
+        self._rescan()
+
+    @property
+    def group(self) -> str | None:
+        """The durable group's name, or None for an anonymous subscription."""
+        return self._group.name if self._group is not None else None
+
+    @property
+    def watching(self) -> str:
+        """``"events"`` while filesystem events arrive, else ``"polling"``."""
+        return "events" if self._notifier.has_events else "polling"
+
+    # -- delivery ---------------------------------------------------------------------------
+
+    def get(self, timeout: float | None = None) -> Item:
+        """The next item, waiting up to ``timeout`` seconds (forever if None).
+
+        Raises TimeoutError when nothing arrives in time, and EOFError once the
+        subscription is closed (also when closed from another thread while waiting).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._closed:
+                raise EOFError("subscription is closed")
+            self._absorb(self._notifier.take())
+            now = time.monotonic()
+            if now >= self._next_rescan:
+                self._rescan()
+            item = self._next_item()
+            if item is not None:
+                return item
+            wait = self._next_rescan - now
+            if deadline is not None:
+                left = deadline - now
+                if left <= 0:
+                    raise TimeoutError(f"no item arrived in {self.channel.path} within {timeout} s")
+                wait = min(wait, left)
+            self._absorb(self._notifier.wait(max(wait, 0.0)))
+
+    def __iter__(self) -> Iterator[Item]:
+        while not self._closed:
+            try:
+                yield self.get()
+            except EOFError:
+                return
+
+    def _next_item(self) -> Item | None:
+        while self._pending:
+            if self.latest_only and len(self._pending) > 1:
+                _, entry = max(self._pending)
+                skipped = [e for _, e in self._pending if e is not entry]
+                self._pending = []
+                for old in skipped:
+                    self._skip(old)
+            else:
+                _, entry = heapq.heappop(self._pending)
+            key = (entry.name, entry.seq)
+            self._queued.discard(key)
+            self._seen.add(key)
+            if not os.path.lexists(entry.path):
+                continue  # deleted meanwhile (retention, keep_last)
+            if self._group is not None and not self._group.try_claim(entry.name):
+                continue  # another member has it, or it is done
+            return self._deliver(entry)
+        return None
+
+    def _deliver(self, entry: Entry) -> Item:
+        fmt = format_for(entry.path)
+        assert fmt is not None
+        item = Item(entry.name, entry.path, fmt, self._layout.sidecar(entry.name))
+        if self._group is not None:
+            group = self._group
+            self._claimed.add(entry.name)
+
+            def ack(done: Item) -> None:
+                group.ack(done.name)
+                self._claimed.discard(done.name)
+                self._retention.release_if_done(done.name, done.path, entry.seq, entry.published_ns)
+
+            item._on_ack = ack
+        return item
+
+    def _skip(self, entry: Entry) -> None:
+        """latest_only: an older item passed over counts as done for the group."""
+        key = (entry.name, entry.seq)
+        self._queued.discard(key)
+        self._seen.add(key)
+        if self._group is not None and self._group.try_claim(entry.name):
+            self._group.ack(entry.name)
+            self._retention.release_if_done(entry.name, entry.path, entry.seq, entry.published_ns)
+
+    # -- discovery --------------------------------------------------------------------------
+
+    def _absorb(self, names: list[str]) -> None:
+        """Queue the items named by filesystem events."""
+        gap = False
+        for filename in names:
+            entry = self._entry(filename)
+            if entry is None:
+                continue
+            # Publish order is sequence order, so a jump means events were lost.
+            gap = gap or (entry.seq is not None and entry.seq > self._high_seq + 1)
+            self._queue(entry)
+        now = time.monotonic()
+        if gap and now - self._last_gap_rescan > GAP_RESCAN_SECONDS:
+            self._last_gap_rescan = now
+            self._rescan()
+
+    def _entry(self, filename: str) -> Entry | None:
+        name, dot, _ = filename.rpartition(".")
+        if not dot or format_for(filename) is None:
+            return None
+        try:
+            check_name(name)
+        except ValueError:
+            return None
+        path = self.channel.path / filename
+        try:
+            info = os.lstat(path)
+            sidecar = read_sidecar(self._layout.sidecar(name))
+        except FileNotFoundError:
+            return None
+        except CorruptItem as exc:
+            log.warning("ignoring %s: %s", path, exc)
+            return None
+        if sidecar is None:
+            return Entry(name, path, None, info.st_mtime_ns, info.st_size)
+        return Entry(name, path, sidecar.seq, sidecar.published_ns, info.st_size)
+
+    def _queue(self, entry: Entry) -> None:
+        key = (entry.name, entry.seq)
+        if key in self._seen or key in self._queued:
+            return
+        if entry.seq is not None and entry.seq <= self._floor:
+            return
+        self._queued.add(key)
+        if entry.seq is not None:
+            self._high_seq = max(self._high_seq, entry.seq)
+        heapq.heappush(self._pending, (publish_order(entry), entry))
+
+    def _rescan(self) -> None:
+        """List the folder: catch up on anything events missed, and recover dead claims."""
+        interval = RESCAN_SECONDS if self._notifier.has_events else POLL_SECONDS
+        self._next_rescan = time.monotonic() + interval
+        present = list(scan(self._layout))
+        keys = {(e.name, e.seq) for e in present}
+        self._seen &= keys  # forget what is gone: memory stays bounded by the folder
+        if self._group is not None:
+            for name in self._group.reclaim_dead():
+                self._seen = {key for key in self._seen if key[0] != name}
+        for entry in present:
+            self._queue(entry)
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop watching; claimed but unacked items go back to the group."""
+        if self._closed:
+            return
+        self._closed = True
+        self._notifier.close()
+        if self._group is not None:
+            for name in self._claimed:
+                self._group.release(name)
+            self._claimed.clear()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self.channel.path} group={self.group!r} {self.watching}>"
