@@ -6,13 +6,11 @@ import os
 import stat
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 from ._errors import UnsafeRoot
 
 ROOT_ENV = "RAMXCHG_ROOT"
-_warned_not_ram: set[Path] = set()
 
 
 class NotRamBackedWarning(UserWarning):
@@ -30,18 +28,14 @@ def default_root() -> Path:
     configured = os.environ.get(ROOT_ENV)
     if configured:
         return ensure_dir(Path(configured))
+    from .ramdisk import warn_if_not_ram  # imported here: ramdisk imports this module
+
     shm = Path("/dev/shm")
     if sys.platform.startswith("linux") and shm.is_dir():
-        return ensure_dir(shm / f"ramxchg-{os.getuid()}")
-    root = ensure_dir(Path(tempfile.gettempdir()) / f"ramxchg-{_user_tag()}")
-    if root not in _warned_not_ram:
-        _warned_not_ram.add(root)
-        warnings.warn(
-            f"{root} is not RAM-backed; run 'ramxchg setup' to create a RAM disk and set "
-            f"{ROOT_ENV}",
-            NotRamBackedWarning,
-            stacklevel=2,
-        )
+        root = ensure_dir(shm / f"ramxchg-{os.getuid()}")
+    else:
+        root = ensure_dir(Path(tempfile.gettempdir()) / f"ramxchg-{_user_tag()}")
+    warn_if_not_ram(root, stacklevel=2)  # once per root: not RAM, or a 64 MB Docker /dev/shm
     return root
 
 

@@ -1,0 +1,278 @@
+"""``ramxchg setup``, ``teardown`` and ``status``: make, remove and inspect the RAM disk."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._channel import Channel
+from .._errors import RamDiskError, RamxchgError
+from .._root import NotRamBackedWarning, default_root
+from ..disks import DiskSpec, RamDiskAdapter, format_size, get_adapter, parse_size
+from ..ramdisk import advice, info
+
+SETUP_EXAMPLE = """\
+examples:
+  sudo ramxchg setup /mnt/ramxchg --size 8G          # tmpfs with huge pages
+  sudo ramxchg setup /mnt/ramxchg --size 8G --persist  # ... and mount it at every boot
+  ramxchg setup R: --size 4G                          # Windows, elevated prompt
+  ramxchg setup /Volumes/ramxchg --size 4G            # macOS
+"""
+TEARDOWN_EXAMPLE = """\
+examples:
+  sudo ramxchg teardown /mnt/ramxchg          # refuses while a channel holds items
+  sudo ramxchg teardown /mnt/ramxchg --force  # drop them anyway
+"""
+STATUS_EXAMPLE = """\
+examples:
+  ramxchg status
+  ramxchg status --root /mnt/ramxchg --json
+"""
+
+
+def register(subparsers: Any) -> None:
+    """Add ``setup``, ``teardown`` and ``status`` to the ``ramxchg`` command."""
+    raw = argparse.RawDescriptionHelpFormatter
+    setup = subparsers.add_parser(
+        "setup",
+        help="create a RAM disk and print the RAMXCHG_ROOT line",
+        description="Mount a RAM disk (tmpfs, ImDisk/aim_ll or hdiutil) to hold channels.",
+        epilog=SETUP_EXAMPLE,
+        formatter_class=raw,
+    )
+    setup.add_argument("path", nargs="?", help="mount point or drive letter (default per OS)")
+    setup.add_argument("--size", type=_size, default="8G", help="size, e.g. 8G, 512M (8G)")
+    setup.add_argument("--no-huge", action="store_true", help="no transparent huge pages")
+    setup.add_argument("--mode", type=_mode, default="1777", help="octal permissions (1777)")
+    setup.add_argument("--fs", help="filesystem: HFS+/APFS on macOS, ntfs on Windows")
+    setup.add_argument("--persist", action="store_true", help="recreate it at boot/logon")
+    setup.add_argument(
+        "--persist-to", metavar="DIR", help="only write the persistence files into DIR"
+    )
+    setup.add_argument("--json", action="store_true", help="print the result as JSON")
+    setup.set_defaults(run=run_setup)
+
+    teardown = subparsers.add_parser(
+        "teardown",
+        help="unmount a RAM disk made by setup",
+        description="Unmount a RAM disk and give its memory back.",
+        epilog=TEARDOWN_EXAMPLE,
+        formatter_class=raw,
+    )
+    teardown.add_argument("path", help="mount point or drive letter")
+    teardown.add_argument(
+        "--force", action="store_true", help="even while channels hold items or files are open"
+    )
+    teardown.add_argument("--json", action="store_true", help="print the result as JSON")
+    teardown.set_defaults(run=run_teardown)
+
+    status = subparsers.add_parser(
+        "status",
+        help="show the root's RAM disk and its channels",
+        description="Root, filesystem, size/used/free, huge pages, and every channel.",
+        epilog=STATUS_EXAMPLE,
+        formatter_class=raw,
+    )
+    status.add_argument("--root", help="channel root (default: $RAMXCHG_ROOT or the default)")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(run=run_status)
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _mode(text: str) -> int:
+    try:
+        return int(text, 8)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an octal mode: {text!r}") from exc
+
+
+def _adapter() -> RamDiskAdapter:
+    return get_adapter()
+
+
+# -- setup / teardown -----------------------------------------------------------------------
+
+
+def run_setup(args: argparse.Namespace) -> int:
+    """Mount, optionally persist, and print the ``export RAMXCHG_ROOT=...`` line."""
+    adapter = _adapter()
+    spec = DiskSpec(
+        path=args.path or adapter.default_path,
+        size_bytes=args.size,
+        mode=args.mode,
+        huge=not args.no_huge,
+        filesystem=args.fs,
+    )
+    mounted = adapter.mount(spec)
+    done = []
+    if args.persist or args.persist_to:
+        done = adapter.persist(spec, args.persist_to)
+    disk = info(mounted.mount_point, adapter=adapter)
+    export = adapter.export_line(mounted.mount_point)
+    if args.json:
+        result = {
+            "mount_point": mounted.mount_point,
+            "device": mounted.device,
+            "adapter": mounted.adapter,
+            "commands": [list(c) for c in mounted.commands],
+            "persisted": done,
+            "export": export,
+            "disk": disk.to_dict(),
+        }
+        print(json.dumps(result, indent=2))
+        return 0
+    print(
+        f"mounted a {format_size(disk.total_bytes)} {disk.fs_type} RAM disk at "
+        f"{mounted.mount_point} (huge pages: {disk.huge_pages or 'n/a'})"
+    )
+    for line in done:
+        print(line)
+    print(export)
+    return 0
+
+
+def run_teardown(args: argparse.Namespace) -> int:
+    """Unmount ``args.path`` unless a channel still holds items (or ``--force``)."""
+    path = Path(args.path)
+    busy = [row for row in channel_rows(path) if row.error or (row.items is not None and row.items)]
+    if busy and not args.force:
+        listed = ", ".join(f"{row.name} ({row.error or f'{row.items} items'})" for row in busy)
+        raise RamDiskError(
+            f"{path} still holds channels with items: {listed}. Consume or delete them, or "
+            "run teardown with --force to drop them.",
+            path=path,
+            channels=[row.name for row in busy],
+        )
+    _adapter().unmount(os.fspath(path), force=args.force)
+    if args.json:
+        print(json.dumps({"unmounted": os.fspath(path), "dropped": [r.name for r in busy]}))
+    else:
+        print(f"unmounted {path}" + (f"; dropped {len(busy)} channels" if busy else ""))
+    return 0
+
+
+# -- status ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ChannelRow:
+    """One channel of the status listing."""
+
+    name: str
+    path: str
+    items: int | None = None
+    bytes: int | None = None
+    groups: list[dict[str, Any]] | None = None
+    error: str | None = None
+
+
+def channel_rows(root: Path) -> list[ChannelRow]:
+    """Every channel folder under ``root`` (folders holding a ``.ramxchg`` state folder)."""
+    rows = []
+    if not root.is_dir():
+        return rows
+    for entry in sorted(root.iterdir()):
+        if entry.is_symlink() or not (entry / ".ramxchg").is_dir():
+            continue
+        row = ChannelRow(entry.name, os.fspath(entry))
+        try:
+            channel = Channel(entry)
+            items = channel.items()
+            row.items = len(items)
+            row.bytes = sum(_size_of(item.path) for item in items)
+            if hasattr(channel, "groups"):  # arrives with consumer groups
+                row.groups = _group_dicts(channel.groups())
+        except (RamxchgError, OSError) as exc:
+            row.error = str(exc)
+        rows.append(row)
+    return rows
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # consumed between listing and stat
+        return 0
+
+
+def _group_dicts(groups: Any) -> list[dict[str, Any]]:
+    found = groups.items() if isinstance(groups, dict) else ((None, g) for g in groups)
+    rows = []
+    for key, group in found:
+        name = key if key is not None else getattr(group, "name", group)
+        backlog = getattr(group, "backlog", group if isinstance(group, int) else None)
+        rows.append({"name": str(name), "backlog": backlog() if callable(backlog) else backlog})
+    return rows
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """Print the root's disk and channels (a table, or JSON with ``--json``)."""
+    if args.root:
+        root = Path(args.root)
+    else:
+        with warnings.catch_warnings():
+            # status prints the same advice itself, in its place.
+            warnings.simplefilter("ignore", NotRamBackedWarning)
+            root = default_root()
+    disk = info(root)
+    tips = advice(disk)
+    rows = channel_rows(root)
+    if args.json:
+        data = {
+            "root": os.fspath(root),
+            "disk": disk.to_dict(),
+            "advice": tips,
+            "channels": [row.__dict__ for row in rows],
+        }
+        print(json.dumps(data, indent=2))
+        return 0
+    _print_status(root, disk, tips, rows)
+    return 0
+
+
+def _print_status(root: Path, disk: Any, tips: list[str], rows: list[ChannelRow]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    summary = Table(show_header=False, box=None)
+    summary.add_row("root", os.fspath(root))
+    summary.add_row("filesystem", f"{disk.fs_type} at {disk.mount_point} ({disk.device})")
+    summary.add_row("RAM-backed", "yes" if disk.ram_backed else "NO")
+    sizes = (disk.total_bytes, disk.used_bytes, disk.free_bytes)
+    summary.add_row("size / used / free", " / ".join(_human(n) for n in sizes))
+    summary.add_row("huge pages", disk.huge_pages or "n/a")
+    summary.add_row("options", ",".join(disk.mount_options))
+    console.print(summary)
+    for tip in tips:
+        console.print(f"[yellow]{tip}[/yellow]")
+    table = Table(title=f"channels in {root}")
+    for column in ("channel", "items", "bytes", "groups (backlog)"):
+        table.add_column(column, justify="right" if column in ("items", "bytes") else "left")
+    for row in rows:
+        groups = ", ".join(f"{g['name']} ({g['backlog']})" for g in row.groups or []) or "-"
+        if row.error:
+            table.add_row(row.name, "?", "?", f"[red]{row.error}[/red]")
+        else:
+            table.add_row(row.name, str(row.items), _human(row.bytes or 0), groups)
+    console.print(table)
+
+
+def _human(nbytes: int) -> str:
+    value = float(nbytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"

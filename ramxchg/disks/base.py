@@ -1,0 +1,338 @@
+"""The RAM-disk adapter interface and the two seams every OS side effect goes through.
+
+``CommandRunner`` runs programs (``mount``, ``imdisk``, ``hdiutil``...); ``HostView``
+reads the host (``/proc`` files, statfs, free space, elevation). Adapters take both in
+their constructor, so tests pass fakes and nothing else is patched. Nothing here
+touches the OS at import time: Windows calls import ``ctypes.windll`` only when used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._errors import RamDiskError
+
+log = logging.getLogger(__name__)
+
+#: Filesystems that keep their data in RAM (statfs magic numbers from linux/magic.h).
+RAM_FS_MAGIC = {0x01021994: "tmpfs", 0x858458F6: "ramfs"}
+RAM_FS_TYPES = frozenset({"tmpfs", "ramfs"})
+
+#: Where to get the Windows tools (named in errors and in the generated logon script).
+IMDISK_URL = "https://sourceforge.net/projects/imdisk-toolkit/"
+AIM_URL = "https://arsenalrecon.com/downloads"
+#: ImDisk/aim_ll ``-p``: format the new drive with NTFS, quickly, without asking.
+FORMAT_PARAMS = "/fs:ntfs /q /y"
+
+#: Below this a RAM disk is "small": Docker's default /dev/shm is 64 MB.
+SMALL_BYTES = 256 * 1024**2
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgtpe]?)(i?b?)\s*", re.IGNORECASE)
+_UNITS = "kmgtpe"
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes in ``text`` such as ``"8G"``, ``"512M"``, ``"1.5GiB"`` or ``"4096"``.
+
+    Units are binary (K = 1024), as ``mount -o size=``, ``docker --shm-size`` and
+    ImDisk read them; ``B``/``iB`` suffixes are accepted and ignored.
+    """
+    if isinstance(text, int):
+        value = text
+    else:
+        match = _SIZE.fullmatch(text)
+        if not match:
+            raise ValueError(f"not a size: {text!r} (use e.g. 8G, 512M, 1.5GiB or bytes)")
+        number, unit, _ = match.groups()
+        scale = 1024 ** (_UNITS.index(unit.lower()) + 1) if unit else 1
+        value = int(float(number) * scale)
+    if value <= 0:
+        raise ValueError(f"size must be positive, got {text!r}")
+    return value
+
+
+def format_size(nbytes: int) -> str:
+    """The shortest exact ``8G``/``512M``/``4096`` spelling of ``nbytes`` (binary units)."""
+    for power in range(len(_UNITS), 0, -1):
+        scale = 1024**power
+        if nbytes >= scale and nbytes % scale == 0:
+            return f"{nbytes // scale}{_UNITS[power - 1].upper()}"
+    return str(nbytes)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a program returned: exit code and decoded output."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str = ""
+    stderr: str = ""
+
+
+class CommandRunner:
+    """The subprocess seam: run a program, find a program on PATH."""
+
+    def run(self, argv: Sequence[str]) -> CommandResult:
+        """Run ``argv`` without a shell and return its exit code and output."""
+        log.debug("running %s", shlex.join(argv))
+        done = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+        return CommandResult(tuple(argv), done.returncode, done.stdout, done.stderr)
+
+    def which(self, program: str) -> str | None:
+        """Full path of ``program`` on PATH, or None."""
+        return shutil.which(program)
+
+
+class HostView:
+    """The host seam: file reads under /proc and /sys, statfs, free space, privileges."""
+
+    def read_text(self, path: str) -> str | None:
+        """Text of ``path``, or None if it does not exist (e.g. /proc on macOS)."""
+        try:
+            return Path(path).read_text(encoding="utf-8", errors="surrogateescape")
+        except FileNotFoundError:
+            return None
+
+    def disk_usage(self, path: str) -> tuple[int, int]:
+        """``(total_bytes, free_bytes)`` of the filesystem holding ``path``."""
+        if hasattr(os, "statvfs"):
+            st = os.statvfs(path)
+            return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+        usage = shutil.disk_usage(path)
+        return usage.total, usage.free
+
+    def statfs_magic(self, path: str) -> int | None:
+        """The statfs ``f_type`` magic number on Linux (None where unavailable)."""
+        if not sys.platform.startswith("linux"):
+            return None
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on x86_64
+        if libc.statfs(os.fsencode(path), buf) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), path)
+        # f_type is the first member, a native long (__fsword_t) on every common ABI.
+        return ctypes.c_ulong.from_buffer(buf).value & 0xFFFFFFFF
+
+    def is_admin(self) -> bool:
+        """Root/CAP_SYS_ADMIN on Linux, root on macOS, an elevated token on Windows."""
+        if sys.platform == "win32":
+            import ctypes
+
+            return bool(ctypes.windll.shell32.IsUserAnAdmin())  # type: ignore[attr-defined]
+        if os.geteuid() == 0:
+            return True
+        status = self.read_text("/proc/self/status") or ""
+        return has_cap_sys_admin(status)
+
+    def kernel_release(self) -> str:
+        """``uname -r``."""
+        return os.uname().release if hasattr(os, "uname") else ""
+
+    def ids(self) -> tuple[int, int]:
+        """``(uid, gid)`` of the user a RAM disk is for (the sudo caller when under sudo)."""
+        if not hasattr(os, "getuid"):
+            return (0, 0)
+        uid = int(os.environ.get("SUDO_UID", os.getuid()))
+        gid = int(os.environ.get("SUDO_GID", os.getgid()))
+        return uid, gid
+
+    def query_dos_device(self, drive: str) -> str | None:
+        """The NT device behind ``drive`` (``"R:"``), e.g. ``\\Device\\ImDisk0``; Windows only."""
+        if sys.platform != "win32":
+            return None
+        import ctypes
+
+        buf = ctypes.create_unicode_buffer(1024)
+        if not ctypes.windll.kernel32.QueryDosDeviceW(drive, buf, len(buf)):  # type: ignore[attr-defined]
+            return None
+        return buf.value
+
+    def volume_fs_type(self, drive_root: str) -> str:
+        """Filesystem name of a Windows volume (``"NTFS"``); empty elsewhere."""
+        if sys.platform != "win32":
+            return ""
+        import ctypes
+
+        name = ctypes.create_unicode_buffer(64)
+        ok = ctypes.windll.kernel32.GetVolumeInformationW(  # type: ignore[attr-defined]
+            drive_root, None, 0, None, None, None, name, len(name)
+        )
+        return name.value if ok else ""
+
+    def exists(self, path: str) -> bool:
+        """Whether ``path`` exists (e.g. ``/run/systemd/system``: systemd is running)."""
+        return os.path.exists(path)
+
+    def write_text(self, path: str, text: str) -> None:
+        """Replace ``path`` atomically with ``text`` (temp file in the same folder)."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
+
+    def make_dir(self, path: str) -> None:
+        """Create a mount point folder (and parents)."""
+        Path(path).mkdir(parents=True, exist_ok=True)
+
+    def touch(self, path: str) -> None:
+        """Create an empty file (e.g. ``.metadata_never_index``)."""
+        Path(path).touch()
+
+
+def has_cap_sys_admin(proc_status: str) -> bool:
+    """Whether the ``CapEff`` line of ``/proc/self/status`` text holds CAP_SYS_ADMIN (21)."""
+    for line in proc_status.splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split(":", 1)[1].strip(), 16) & (1 << 21))
+    return False
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    """What to mount: where, how big, and the mechanism-specific choices.
+
+    ``path`` is a folder on Linux and macOS and a drive letter (``"R:"``) on Windows.
+    ``noswap=None`` means "when the kernel has it". ``filesystem`` is the macOS
+    (``HFS+``/``APFS``) or Windows (``ntfs``) filesystem to format with.
+    """
+
+    path: str
+    size_bytes: int
+    mode: int = 0o1777
+    huge: bool = True
+    noswap: bool | None = None
+    filesystem: str | None = None
+    uid: int | None = None
+    gid: int | None = None
+
+
+@dataclass(frozen=True)
+class MountedDisk:
+    """A RAM disk that was just mounted, and the commands that did it."""
+
+    mount_point: str
+    device: str
+    adapter: str
+    commands: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class RamDiskInfo:
+    """What backs a folder: filesystem, size, whether it is RAM, huge-page policy.
+
+    ``huge_pages`` is the tmpfs policy (``never``, ``within_size``, ``always``,
+    ``advise``, or ``deny``/``force`` when the kernel overrides it), None off Linux.
+    """
+
+    path: str
+    mount_point: str
+    fs_type: str
+    total_bytes: int
+    free_bytes: int
+    ram_backed: bool
+    huge_pages: str | None = None
+    mount_options: tuple[str, ...] = ()
+    device: str = ""
+    adapter: str = ""
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def used_bytes(self) -> int:
+        """Bytes in use (total minus free)."""
+        return self.total_bytes - self.free_bytes
+
+    @property
+    def small(self) -> bool:
+        """Whether the filesystem is under `SMALL_BYTES` (the 64 MB Docker /dev/shm trap)."""
+        return self.total_bytes < SMALL_BYTES
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``used_bytes`` and ``small`` included)."""
+        data = asdict(self)
+        data["mount_options"] = list(self.mount_options)
+        data["notes"] = list(self.notes)
+        data["used_bytes"] = self.used_bytes
+        data["small"] = self.small
+        return data
+
+
+class RamDiskAdapter(ABC):
+    """One RAM-disk mechanism: mount, unmount and describe.
+
+    Parameters
+    ----------
+    runner
+        Runs programs; a fake in tests.
+    host
+        Reads the host (/proc, statfs, privileges); a fake in tests.
+    """
+
+    #: Short name of the mechanism, e.g. ``"tmpfs"``.
+    name: str = ""
+    #: Where ``ramxchg setup`` mounts when no path is given.
+    default_path: str = ""
+
+    def __init__(self, runner: CommandRunner | None = None, host: HostView | None = None) -> None:
+        self.runner = runner or CommandRunner()
+        self.host = host or HostView()
+
+    @abstractmethod
+    def mount(self, spec: DiskSpec) -> MountedDisk:
+        """Create and mount a RAM disk as ``spec`` says; `RamDiskError` on failure."""
+
+    @abstractmethod
+    def unmount(self, path: str, *, force: bool = False) -> None:
+        """Remove the RAM disk at ``path`` and give its memory back."""
+
+    @abstractmethod
+    def describe(self, path: str) -> RamDiskInfo:
+        """What backs ``path``: see `RamDiskInfo`."""
+
+    @abstractmethod
+    def persist(self, spec: DiskSpec, target_dir: str | None = None) -> list[str]:
+        """Install what recreates the RAM disk at boot/logon; return what was done.
+
+        With ``target_dir`` the files are only written there (for images and tests):
+        nothing is registered with the system.
+        """
+
+    def export_line(self, root: str) -> str:
+        """The shell line that points ramxchg at ``root``."""
+        return f"export RAMXCHG_ROOT={shlex.quote(root)}"
+
+    def _run(self, argv: Sequence[str], what: str) -> CommandResult:
+        """Run ``argv``; a non-zero exit becomes a `RamDiskError` naming the command."""
+        try:
+            result = self.runner.run(argv)
+        except OSError as exc:
+            raise RamDiskError(
+                f"{what} failed: could not run {shlex.join(argv)}: {exc}",
+                command=list(argv),
+                returncode=None,
+            ) from exc
+        if result.returncode != 0:
+            output = (result.stderr or result.stdout).strip()
+            raise RamDiskError(
+                f"{what} failed: `{shlex.join(argv)}` exited with {result.returncode}"
+                + (f": {output}" if output else ""),
+                command=list(argv),
+                returncode=result.returncode,
+                stderr=result.stderr,
+            )
+        return result

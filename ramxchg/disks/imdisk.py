@@ -1,0 +1,187 @@
+"""Windows: an NTFS RAM drive from ImDisk, or from Arsenal Image Mounter's ``aim_ll``.
+
+``aim_ll`` (ImDisk's successor, preferred on recent Windows) takes the same switches,
+so one command line serves both. Creating and removing drives needs an elevated
+prompt. An ImDisk drive shows up in QueryDosDevice as ``\\Device\\ImDisk<N>``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+
+from .._errors import RamDiskError
+from .base import (
+    AIM_URL,
+    FORMAT_PARAMS,
+    IMDISK_URL,
+    DiskSpec,
+    MountedDisk,
+    RamDiskAdapter,
+    RamDiskInfo,
+    format_size,
+)
+from .persist import windows_logon_script, windows_task_command
+
+SCRIPT_NAME = "ramxchg-ramdisk.ps1"
+
+#: Tools in order of preference.
+TOOLS = ("aim_ll", "imdisk")
+
+
+def drive_letter(path: str) -> str:
+    """``"R:"`` for ``"R"``, ``"r:"``, ``"R:\\"`` or ``"R:\\some\\folder"``."""
+    match = re.match(r"^([A-Za-z])(?::|$)", path.strip())
+    if not match:
+        raise RamDiskError(f"{path!r} is not a drive letter such as R:", path=path)
+    return match.group(1).upper() + ":"
+
+
+def parse_imdisk_list(text: str) -> list[int]:
+    """Device numbers from ``imdisk -l`` (``\\Device\\ImDisk0`` lines; none when empty)."""
+    return [int(n) for n in re.findall(r"\\Device\\ImDisk(\d+)", text)]
+
+
+@dataclass(frozen=True)
+class ImDiskStatus:
+    """One drive as ``imdisk -l -m R:`` describes it."""
+
+    mount_point: str
+    image_file: str | None
+    size_bytes: int
+    flags: tuple[str, ...]
+
+    @property
+    def ram_backed(self) -> bool:
+        """Memory-backed (``Virtual Memory``/``Physical Memory``), not an image file."""
+        return bool({"Virtual Memory", "Physical Memory"} & set(self.flags))
+
+
+def parse_imdisk_status(text: str) -> ImDiskStatus:
+    """Parse the output of ``imdisk -l -m <letter>:`` (or ``-u <N>``)."""
+    mount_point = ""
+    image: str | None = None
+    size: int | None = None
+    flags: tuple[str, ...] = ()
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith(("Mount point:", "Drive letter:")):
+            mount_point = line.split(":", 1)[1].strip()
+        elif line.startswith("Image file:"):
+            image = line.split(":", 1)[1].strip()
+        elif line.startswith("Size:"):
+            match = re.match(r"Size:\s*(\d+) bytes \([^)]*\)(.*?)\.?$", line)
+            if match:
+                size = int(match.group(1))
+                flags = tuple(f.strip() for f in match.group(2).split(",") if f.strip())
+    if size is None:
+        raise RamDiskError(f"unexpected imdisk output (no Size line): {text.strip()!r}")
+    return ImDiskStatus(mount_point, image, size, flags)
+
+
+class ImDiskAdapter(RamDiskAdapter):
+    """RAM drives through ``aim_ll`` or ``imdisk`` (Windows)."""
+
+    name = "imdisk"
+    default_path = "R:"
+
+    def tool(self) -> str:
+        """The tool to use: ``aim_ll`` when installed, else ``imdisk``."""
+        for tool in TOOLS:
+            if self.runner.which(tool):
+                return tool
+        raise RamDiskError(
+            "neither aim_ll nor imdisk is installed. Install the ImDisk Toolkit from "
+            f"{IMDISK_URL} or Arsenal Image Mounter (aim_ll, preferred on recent Windows) "
+            f"from {AIM_URL}",
+            command=list(TOOLS),
+        )
+
+    def mount_command(self, spec: DiskSpec) -> list[str]:
+        """``imdisk -a -s <size> -m R: -p "/fs:ntfs /q /y"`` (or the same with aim_ll)."""
+        fs = spec.filesystem or "ntfs"
+        params = FORMAT_PARAMS.replace("ntfs", fs.lower())
+        return [
+            self.tool(),
+            "-a",
+            "-s",
+            format_size(spec.size_bytes),
+            "-m",
+            drive_letter(spec.path),
+            "-p",
+            params,
+        ]
+
+    def export_line(self, root: str) -> str:
+        """The PowerShell line that points ramxchg at ``root``."""
+        return f"$env:RAMXCHG_ROOT = '{root}'"
+
+    def _need_admin(self, command: list[str], what: str) -> None:
+        if not self.host.is_admin():
+            raise RamDiskError(
+                f"{what} needs an elevated prompt. Open PowerShell with 'Run as "
+                f"administrator' and run:\n  {subprocess.list2cmdline(command)}",
+                command=command,
+            )
+
+    def mount(self, spec: DiskSpec) -> MountedDisk:
+        """Create the RAM drive and format it (NTFS by default)."""
+        command = self.mount_command(spec)
+        letter = drive_letter(spec.path)
+        self._need_admin(command, f"creating the RAM drive {letter}")
+        self._run(command, f"creating the RAM drive {letter}")
+        device = self.host.query_dos_device(letter) or command[0]
+        return MountedDisk(letter + "\\", device, self.name, (tuple(command),))
+
+    def unmount(self, path: str, *, force: bool = False) -> None:
+        """Remove the drive (``-D``: force even while files are open)."""
+        letter = drive_letter(path)
+        command = [self.tool(), "-D" if force else "-d", "-m", letter]
+        self._need_admin(command, f"removing the RAM drive {letter}")
+        self._run(command, f"removing the RAM drive {letter}")
+
+    def status(self, path: str) -> ImDiskStatus | None:
+        """``imdisk -l -m R:`` parsed, or None when the drive is not one of the tool's."""
+        try:
+            result = self._run([self.tool(), "-l", "-m", drive_letter(path)], "query")
+        except RamDiskError:
+            return None
+        return parse_imdisk_status(result.stdout)
+
+    def describe(self, path: str) -> RamDiskInfo:
+        """Filesystem and size of the drive; RAM-backed when ImDisk/AIM says memory."""
+        letter = drive_letter(path)
+        device = self.host.query_dos_device(letter) or ""
+        total, free = self.host.disk_usage(letter + "\\")
+        status = self.status(path)
+        ram = status.ram_backed if status is not None else False
+        notes = () if status is None else (", ".join(status.flags),)
+        return RamDiskInfo(
+            path=path,
+            mount_point=letter + "\\",
+            fs_type=self.host.volume_fs_type(letter + "\\"),
+            total_bytes=total,
+            free_bytes=free,
+            ram_backed=ram,
+            device=device,
+            adapter=self.name,
+            notes=notes,
+        )
+
+    def persist(self, spec: DiskSpec, target_dir: str | None = None) -> list[str]:
+        """Write the logon script and register it as an elevated logon scheduled task."""
+        folder = target_dir or os.path.join(
+            os.environ.get("LOCALAPPDATA", os.path.expanduser("~")), "ramxchg"
+        )
+        script = os.path.join(folder, SCRIPT_NAME)
+        text = windows_logon_script(drive_letter(spec.path), spec.size_bytes)
+        if target_dir is not None:
+            self.host.write_text(script, text)
+            return [f"wrote {script}"]
+        command = windows_task_command(script)
+        self._need_admin(command, "registering a logon task that runs elevated")
+        self.host.write_text(script, text)
+        self._run(command, "registering the logon task")
+        return [f"wrote {script}", f"ran {subprocess.list2cmdline(command)}"]
