@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +191,7 @@ def channel_rows(root: Path) -> list[ChannelRow]:
             items = channel.items()
             row.items = len(items)
             row.bytes = sum(_size_of(item.path) for item in items)
-            if hasattr(channel, "groups"):  # arrives with consumer groups
+            if hasattr(channel, "groups"):  # durable consumer groups
                 row.groups = _group_dicts(channel.groups())
         except (RamxchgError, OSError) as exc:
             row.error = str(exc)
@@ -207,13 +207,8 @@ def _size_of(path: Path) -> int:
 
 
 def _group_dicts(groups: Any) -> list[dict[str, Any]]:
-    found = groups.items() if isinstance(groups, dict) else ((None, g) for g in groups)
-    rows = []
-    for key, group in found:
-        name = key if key is not None else getattr(group, "name", group)
-        backlog = getattr(group, "backlog", group if isinstance(group, int) else None)
-        rows.append({"name": str(name), "backlog": backlog() if callable(backlog) else backlog})
-    return rows
+    # GroupStatus: name, backlog, in_flight, holding.
+    return [asdict(g) if is_dataclass(g) else {"name": str(g)} for g in groups]
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -261,7 +256,8 @@ def _print_status(root: Path, disk: Any, tips: list[str], rows: list[ChannelRow]
     for column in ("channel", "items", "bytes", "groups (backlog)"):
         table.add_column(column, justify="right" if column in ("items", "bytes") else "left")
     for row in rows:
-        groups = ", ".join(f"{g['name']} ({g['backlog']})" for g in row.groups or []) or "-"
+        shown = (f"{g['name']} ({g.get('backlog', '?')})" for g in row.groups or [])
+        groups = ", ".join(shown) or "-"
         if row.error:
             table.add_row(row.name, "?", "?", f"[red]{row.error}[/red]")
         else:
