@@ -414,3 +414,22 @@ def test_data_region_past_the_end_is_corrupt(ch: Channel, tmp_path: Path) -> Non
     os.truncate(cut, end - 8)
     with pytest.raises(CorruptItem, match=r"cut\.h5"):
         ch.get("cut").arrays  # noqa: B018
+
+
+def test_symlinked_item_is_refused(ch: Channel, outside: Path) -> None:
+    (ch.path / "linked.h5").symlink_to(outside)
+    assert "linked" not in ch.names()  # a scan lists regular files only
+    with pytest.raises(CorruptItem, match="not a regular file"):
+        ch.get("linked").arrays  # noqa: B018
+    assert _never_read(outside)
+
+
+def test_describe_reads_metadata_only(ch: Channel) -> None:
+    item = ch.put({"a": np.zeros((3, 4), "u2"), "g/b": np.zeros(5, "c8")})
+    assert get_format("hdf5").describe(item.path) == {
+        "a": ((3, 4), np.dtype("u2")),
+        "g/b": ((5,), np.dtype("c8")),
+    }
+    assert item.nbytes == 3 * 4 * 2 + 5 * 8
+    with pytest.raises(ValueError, match="holds 2 arrays"):
+        item.shape  # noqa: B018
