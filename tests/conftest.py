@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import threading
 import time
+from multiprocessing import resource_tracker
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -43,6 +44,7 @@ def _open_fds() -> set[int]:
 @pytest.fixture
 def no_leaks(root: Path) -> Iterator[None]:
     """Fail the test if it leaves threads, file descriptors or temporary files behind."""
+    resource_tracker.ensure_running()  # multiprocessing keeps its pipe open for good
     threads_before = set(threading.enumerate())
     fds_before = _open_fds()
     yield
