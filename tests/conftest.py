@@ -8,8 +8,8 @@ import shutil
 import tempfile
 import threading
 import time
-from multiprocessing import resource_tracker
 from collections.abc import Callable, Iterator
+from multiprocessing import resource_tracker
 from pathlib import Path
 
 import pytest
