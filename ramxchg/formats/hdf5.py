@@ -55,6 +55,8 @@ JSON_ATTRS = "ramxchg:json"
 _METADATA_BYTES = 8192
 _PER_DATASET_BYTES = 1024
 _INT64 = (-(1 << 63), (1 << 63) - 1)
+#: What h5py raises for malformed files (OverflowError: absurd sizes read from them).
+_H5PY_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError, OverflowError)
 
 
 class Hdf5Format(Format):
@@ -121,7 +123,7 @@ class Hdf5Format(Format):
             try:
                 return _read_all(h5file, path, mapping, size, copy_on_write)
             except BaseException:
-                mapping.close()
+                closer(mapping)()
                 raise
 
 
@@ -234,14 +236,14 @@ def _opened(path: Path) -> Iterator[tuple[int, h5py.File]]:
         with io.FileIO(fd, "rb", closefd=False) as raw:
             try:
                 h5file = h5py.File(raw, "r")
-            except (OSError, ValueError) as exc:
+            except _H5PY_ERRORS as exc:
                 raise CorruptItem(f"{path} is not a readable HDF5 file: {exc}", path=path) from exc
             with h5file:
                 try:
                     yield fd, h5file
                 except CorruptItem:
                     raise
-                except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+                except _H5PY_ERRORS as exc:
                     raise CorruptItem(
                         f"{path} has unreadable HDF5 contents: {exc}", path=path
                     ) from exc
@@ -254,9 +256,11 @@ def _datasets(h5file: h5py.File, path: Path) -> Iterator[tuple[str, h5py.Dataset
     import h5py
     from h5py import h5d, h5l, h5o
 
-    links: list[tuple[str, int]] = []
-    h5file.id.links.visit(lambda name, info: links.append((name.decode(), info.type)), info=True)
-    for name, kind in links:
+    links: list[tuple[bytes, int]] = []
+    # Nothing may raise inside the callback: h5py cannot pass that exception through.
+    h5file.id.links.visit(lambda raw, info: links.append((raw, info.type)), info=True)
+    for raw, kind in links:
+        name = raw.decode("utf-8", "surrogateescape")
         if kind == h5l.TYPE_SOFT:
             continue  # an alias of an object that is listed under its own name
         if kind != h5l.TYPE_HARD:
@@ -266,9 +270,9 @@ def _datasets(h5file: h5py.File, path: Path) -> Iterator[tuple[str, h5py.Dataset
                 path=path,
                 link=name,
             )
-        if h5o.get_info(h5file.id, name.encode()).type != h5o.TYPE_DATASET:
+        if h5o.get_info(h5file.id, raw).type != h5o.TYPE_DATASET:
             continue
-        dataset = h5py.Dataset(h5d.open(h5file.id, name.encode()))
+        dataset = h5py.Dataset(h5d.open(h5file.id, raw))
         dcpl = dataset.id.get_create_plist()
         if dcpl.get_layout() == h5d.VIRTUAL or dcpl.get_external_count() > 0:
             raise CorruptItem(
@@ -338,7 +342,9 @@ def _read_attrs(source: h5py.AttributeManager, path: Path, owner: str) -> dict[s
     for key in source:
         try:
             values[key] = _plain(source[key])
-        except (OSError, TypeError, ValueError) as exc:
+        except (OSError, TypeError, ValueError, OverflowError) as exc:
+            if key == JSON_ATTRS:  # without it, JSON values would pass as plain text
+                raise CorruptItem(f"{path}: unreadable {key!r}: {exc}", path=path) from exc
             log.warning("%s: skipping unreadable attribute %r of %s: %s", path, key, owner, exc)
     json_keys = values.pop(JSON_ATTRS, None)
     if json_keys is None:
