@@ -1,0 +1,321 @@
+"""Every adapter on this machine through fake seams: command lines, parsing, errors."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from ramxchg._errors import RamDiskError
+from ramxchg.disks import (
+    DiskSpec,
+    HdiutilAdapter,
+    ImDiskAdapter,
+    TmpfsAdapter,
+    adapter_class,
+    get_adapter,
+)
+from ramxchg.disks.hdiutil import parse_attach, parse_hdiutil_info, parse_mount_output
+from ramxchg.disks.imdisk import drive_letter, parse_imdisk_list, parse_imdisk_status
+from ramxchg.disks.tmpfs import MOUNTINFO, SHMEM_ENABLED
+
+from .disk_fakes import FakeHost, FakeRunner
+
+GIB = 1024**3
+
+IMDISK_STATUS = """\
+Mount point: R:
+No image file.
+Size: 8589934592 bytes (8 GB), Virtual Memory, HDD, Modified.
+"""
+IMDISK_FILE_STATUS = """\
+Drive letter: S
+Image file: \\??\\C:\\images\\disk.img
+Size: 1048576 bytes (1 MB), Queued I/O Image File, HDD.
+"""
+HDIUTIL_ATTACH = "/dev/disk4          \t\n"
+HDIUTIL_INFO = """\
+framework       : 671.40.2
+driver          : 671.40.2
+================================================
+image-path      : ram://16777216
+image-alias     :
+shadow-path     : <none>
+image-type      : read/write
+blockcount      : 16777216
+blocksize       : 512
+writeable       : TRUE
+/dev/disk4\t                               \t/Volumes/ramxchg
+================================================
+image-path      : /Users/alice/Downloads/tool.dmg
+image-type      : UDIF read-only compressed (zlib)
+/dev/disk5\tGUID_partition_scheme          \t
+/dev/disk5s1\tApple_HFS                      \t/Volumes/Tool
+"""
+MAC_MOUNT = """\
+/dev/disk3s1s1 on / (apfs, sealed, local, read-only, journaled)
+devfs on /dev (devfs, local, nobrowse)
+/dev/disk4 on /Volumes/ramxchg (hfs, local, nodev, nosuid, noowners, mounted by alice)
+/dev/disk5s1 on /Volumes/Tool (hfs, local, nodev, nosuid, read-only, mounted by alice)
+"""
+
+
+# -- selection ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("platform", "cls"),
+    [("linux", TmpfsAdapter), ("win32", ImDiskAdapter), ("darwin", HdiutilAdapter)],
+)
+def test_one_selection_point(platform: str, cls: type) -> None:
+    runner, host = FakeRunner(), FakeHost()
+    adapter = get_adapter(platform=platform, runner=runner, host=host)
+    assert type(adapter) is cls
+    assert adapter.runner is runner
+    assert adapter.host is host
+    assert adapter_class(platform) is cls
+
+
+def test_unknown_platform() -> None:
+    with pytest.raises(RamDiskError, match="no RAM-disk adapter for platform 'sunos5'"):
+        get_adapter(platform="sunos5")
+
+
+# -- Windows --------------------------------------------------------------------------------
+
+
+def _windows(tools=("imdisk",), admin=True, replies=None) -> tuple[ImDiskAdapter, FakeRunner]:
+    runner = FakeRunner(tools, replies)
+    host = FakeHost(admin=admin, dos_devices={"R:": "\\Device\\ImDisk0"})
+    adapter = get_adapter(platform="win32", runner=runner, host=host)
+    assert isinstance(adapter, ImDiskAdapter)
+    return adapter, runner
+
+
+def test_imdisk_mount_and_unmount_command_lines() -> None:
+    adapter, runner = _windows()
+    mounted = adapter.mount(DiskSpec("r:\\", 8 * GIB))
+    assert runner.calls == [["imdisk", "-a", "-s", "8G", "-m", "R:", "-p", "/fs:ntfs /q /y"]]
+    assert mounted.mount_point == "R:\\"
+    assert mounted.device == "\\Device\\ImDisk0"
+    # How Windows will quote it: the format parameters stay one argument.
+    assert subprocess.list2cmdline(runner.calls[0]).endswith('-p "/fs:ntfs /q /y"')
+    adapter.unmount("R:")
+    adapter.unmount("R:", force=True)
+    assert runner.calls[1:] == [["imdisk", "-d", "-m", "R:"], ["imdisk", "-D", "-m", "R:"]]
+
+
+def test_aim_ll_is_preferred_with_the_same_switches() -> None:
+    adapter, runner = _windows(tools=("imdisk", "aim_ll"))
+    adapter.mount(DiskSpec("S:", 512 * 1024**2))
+    assert runner.calls == [["aim_ll", "-a", "-s", "512M", "-m", "S:", "-p", "/fs:ntfs /q /y"]]
+
+
+def test_windows_missing_tool_names_the_download_pages() -> None:
+    adapter, runner = _windows(tools=())
+    with pytest.raises(RamDiskError) as caught:
+        adapter.mount(DiskSpec("R:", GIB))
+    message = str(caught.value)
+    assert "https://sourceforge.net/projects/imdisk-toolkit/" in message
+    assert "https://arsenalrecon.com/downloads" in message
+    assert runner.calls == []
+
+
+def test_windows_without_elevation() -> None:
+    adapter, runner = _windows(admin=False)
+    with pytest.raises(RamDiskError, match="Run as administrator") as caught:
+        adapter.mount(DiskSpec("R:", GIB))
+    assert 'imdisk -a -s 1G -m R: -p "/fs:ntfs /q /y"' in str(caught.value)
+    assert caught.value.command == ["imdisk", "-a", "-s", "1G", "-m", "R:", "-p", "/fs:ntfs /q /y"]
+    assert runner.calls == []
+    with pytest.raises(RamDiskError, match="elevated"):
+        adapter.unmount("R:")
+
+
+def test_windows_tool_failure_carries_the_command() -> None:
+    adapter, _ = _windows(replies={("imdisk", "-a"): (1, "", "Access denied.")})
+    with pytest.raises(RamDiskError, match="exited with 1: Access denied") as caught:
+        adapter.mount(DiskSpec("R:", GIB))
+    assert caught.value.returncode == 1
+    assert caught.value.command[0] == "imdisk"
+
+
+def test_parse_imdisk_outputs() -> None:
+    assert parse_imdisk_list("\\Device\\ImDisk0\n\\Device\\ImDisk3\n") == [0, 3]
+    assert parse_imdisk_list("No virtual disks.\n") == []
+    ram = parse_imdisk_status(IMDISK_STATUS)
+    assert (ram.mount_point, ram.image_file, ram.size_bytes) == ("R:", None, 8 * GIB)
+    assert ram.flags == ("Virtual Memory", "HDD", "Modified")
+    assert ram.ram_backed
+    disk = parse_imdisk_status(IMDISK_FILE_STATUS)
+    assert disk.mount_point == "S"
+    assert disk.image_file == "\\??\\C:\\images\\disk.img"
+    assert not disk.ram_backed
+    with pytest.raises(RamDiskError, match="no Size line"):
+        parse_imdisk_status("No such device.\n")
+
+
+def test_describe_an_imdisk_drive() -> None:
+    adapter, runner = _windows(replies={("imdisk", "-l"): (0, IMDISK_STATUS, "")})
+    disk = adapter.describe("R:\\ramxchg")
+    assert runner.calls == [["imdisk", "-l", "-m", "R:"]]
+    assert disk.ram_backed
+    assert disk.device == "\\Device\\ImDisk0"
+    assert disk.fs_type == "NTFS"
+    assert disk.mount_point == "R:\\"
+    not_imdisk, _ = _windows(replies={("imdisk", "-l"): (1, "", "Not an ImDisk drive")})
+    assert not not_imdisk.describe("C:\\Users").ram_backed
+
+
+@pytest.mark.parametrize(("text", "letter"), [("r", "R:"), ("R:", "R:"), ("s:\\x\\y", "S:")])
+def test_drive_letters(text: str, letter: str) -> None:
+    assert drive_letter(text) == letter
+
+
+def test_bad_drive_letter() -> None:
+    with pytest.raises(RamDiskError, match="not a drive letter"):
+        drive_letter("/mnt/x")
+
+
+# -- macOS ----------------------------------------------------------------------------------
+
+
+def _mac(tools=("hdiutil", "diskutil"), replies=None) -> tuple[HdiutilAdapter, FakeRunner]:
+    runner = FakeRunner(tools, replies)
+    adapter = get_adapter(platform="darwin", runner=runner, host=FakeHost())
+    assert isinstance(adapter, HdiutilAdapter)
+    return adapter, runner
+
+
+def test_hdiutil_mount_command_lines() -> None:
+    adapter, runner = _mac(replies={("hdiutil", "attach"): (0, HDIUTIL_ATTACH, "")})
+    mounted = adapter.mount(DiskSpec("/Volumes/ramxchg", 8 * GIB))
+    assert runner.calls == [
+        ["hdiutil", "attach", "-nomount", "ram://16777216"],
+        ["diskutil", "erasevolume", "HFS+", "ramxchg", "/dev/disk4"],
+    ]
+    assert mounted.device == "/dev/disk4"
+    assert adapter.host.touched == ["/Volumes/ramxchg/.metadata_never_index"]
+
+
+def test_hdiutil_apfs_and_odd_sizes_round_up_to_sectors() -> None:
+    adapter, runner = _mac(replies={("hdiutil", "attach"): (0, HDIUTIL_ATTACH, "")})
+    adapter.mount(DiskSpec("/Volumes/fast", 1000, filesystem="APFS"))
+    assert runner.calls[0][-1] == "ram://2"
+    assert runner.calls[1] == ["diskutil", "erasevolume", "APFS", "fast", "/dev/disk4"]
+
+
+def test_hdiutil_detaches_when_formatting_fails() -> None:
+    adapter, runner = _mac(
+        replies={
+            ("hdiutil", "attach"): (0, HDIUTIL_ATTACH, ""),
+            ("diskutil",): (1, "", "Error: -69888"),
+        }
+    )
+    with pytest.raises(RamDiskError, match="-69888"):
+        adapter.mount(DiskSpec("/Volumes/ramxchg", GIB))
+    assert runner.calls[-1] == ["hdiutil", "detach", "/dev/disk4"]
+
+
+def test_hdiutil_refuses_a_mount_point_outside_volumes() -> None:
+    adapter, runner = _mac()
+    with pytest.raises(RamDiskError, match="/Volumes/<name>"):
+        adapter.mount(DiskSpec("/tmp/ram", GIB))
+    assert runner.calls == []
+
+
+def test_macos_missing_tool() -> None:
+    adapter, _ = _mac(tools=("diskutil",))
+    with pytest.raises(RamDiskError, match="hdiutil was not found"):
+        adapter.mount(DiskSpec("/Volumes/ramxchg", GIB))
+
+
+def test_parse_hdiutil_outputs() -> None:
+    assert parse_attach(HDIUTIL_ATTACH) == "/dev/disk4"
+    with pytest.raises(RamDiskError, match="unexpected hdiutil attach output"):
+        parse_attach("hdiutil: attach failed - Resource busy\n")
+    images = parse_hdiutil_info(HDIUTIL_INFO)
+    assert [(i.image_path, i.ram_backed) for i in images] == [
+        ("ram://16777216", True),
+        ("/Users/alice/Downloads/tool.dmg", False),
+    ]
+    assert images[0].devices == (("/dev/disk4", "/Volumes/ramxchg"),)
+    assert images[1].devices == (("/dev/disk5", ""), ("/dev/disk5s1", "/Volumes/Tool"))
+    mounts = parse_mount_output(MAC_MOUNT)
+    assert mounts[2].device == "/dev/disk4"
+    assert mounts[2].mount_point == "/Volumes/ramxchg"
+    assert mounts[2].fs_type == "hfs"
+    assert "noowners" in mounts[2].options
+
+
+def _mac_listing() -> tuple[HdiutilAdapter, FakeRunner]:
+    return _mac(
+        replies={("mount",): (0, MAC_MOUNT, ""), ("hdiutil", "info"): (0, HDIUTIL_INFO, "")}
+    )
+
+
+def test_describe_and_detach_a_ram_disk_on_macos() -> None:
+    adapter, runner = _mac_listing()
+    disk = adapter.describe("/Volumes/ramxchg/cam")
+    assert disk.ram_backed
+    assert (disk.fs_type, disk.device) == ("hfs", "/dev/disk4")
+    assert disk.mount_point == "/Volumes/ramxchg"
+    assert not adapter.describe("/Volumes/Tool").ram_backed
+    assert not adapter.describe("/Users/alice").ram_backed
+    adapter.unmount("/Volumes/ramxchg", force=True)
+    assert runner.calls[-1] == ["hdiutil", "detach", "/dev/disk4", "-force"]
+    with pytest.raises(RamDiskError, match="refusing to detach"):
+        adapter.unmount("/Volumes/Tool")
+
+
+# -- Linux without root ---------------------------------------------------------------------
+
+MOUNTINFO_TEXT = "22 1 254:1 / / rw,relatime - ext4 /dev/vda1 rw\n"
+
+
+def _linux(admin: bool, kernel: str = "6.1.0-18-amd64") -> tuple[TmpfsAdapter, FakeRunner]:
+    runner = FakeRunner(("mount", "umount"))
+    files = {MOUNTINFO: MOUNTINFO_TEXT, SHMEM_ENABLED: "always within_size advise [never]\n"}
+    host = FakeHost(files=files, admin=admin, kernel=kernel)
+    adapter = get_adapter(platform="linux", runner=runner, host=host)
+    assert isinstance(adapter, TmpfsAdapter)
+    return adapter, runner
+
+
+def test_tmpfs_command_line_with_huge_pages_and_noswap() -> None:
+    adapter, runner = _linux(admin=True, kernel="6.8.0")
+    adapter.mount(DiskSpec("/mnt/ramxchg", 8 * GIB))
+    assert runner.calls == [
+        ["mount", "-t", "tmpfs", "-o",
+         "size=8G,mode=1777,uid=1000,gid=1000,huge=within_size,noswap", "tmpfs", "/mnt/ramxchg"]
+    ]  # fmt: skip
+    assert adapter.host.made == ["/mnt/ramxchg"]
+
+
+def test_tmpfs_command_line_old_kernel_no_huge() -> None:
+    adapter, runner = _linux(admin=True)
+    adapter.mount(DiskSpec("/mnt/ramxchg", 512 * 1024**2, mode=0o700, huge=False, uid=0, gid=0))
+    assert runner.calls[0][4] == "size=512M,mode=700,uid=0,gid=0"
+
+
+def test_linux_non_root_error_gives_the_exact_sudo_command() -> None:
+    adapter, runner = _linux(admin=False)
+    with pytest.raises(RamDiskError) as caught:
+        adapter.mount(DiskSpec("/mnt/ram disk", 8 * GIB))
+    message = str(caught.value)
+    assert (
+        "sudo mkdir -p '/mnt/ram disk' && sudo mount -t tmpfs -o "
+        "size=8G,mode=1777,uid=1000,gid=1000,huge=within_size tmpfs '/mnt/ram disk'"
+    ) in message
+    assert "/dev/shm is a tmpfs that works without root" in message
+    assert caught.value.command[:3] == ["mount", "-t", "tmpfs"]
+    assert runner.calls == []
+
+
+def test_linux_refuses_to_unmount_what_is_not_a_ram_disk() -> None:
+    adapter, runner = _linux(admin=True)
+    with pytest.raises(RamDiskError, match="not a tmpfs/ramfs RAM disk"):
+        adapter.unmount("/", force=True)
+    with pytest.raises(RamDiskError, match="not a mount point"):
+        adapter.unmount("/mnt/nothing")
+    assert runner.calls == []
