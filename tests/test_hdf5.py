@@ -7,6 +7,7 @@ import json
 import mmap
 import multiprocessing as mp
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -433,3 +434,23 @@ def test_describe_reads_metadata_only(ch: Channel) -> None:
     assert item.nbytes == 3 * 4 * 2 + 5 * 8
     with pytest.raises(ValueError, match="holds 2 arrays"):
         item.shape  # noqa: B018
+
+
+def test_damaged_metadata_gives_data_or_corrupt_item(ch: Channel) -> None:
+    """Random byte flips in the metadata never raise anything but `CorruptItem`."""
+    good = ch.put({"a": np.arange(100.0), "g/b": np.ones((3, 3), "u2")}, attrs={"l": [1]})
+    whole = good.path.read_bytes()
+    rng = random.Random(1)
+    refused = []
+    for case in range(300):
+        damaged = bytearray(whole)
+        for _ in range(rng.randint(1, 4)):
+            damaged[rng.randrange(2100)] = rng.randrange(256)
+        (ch.path / f"d{case}.h5").write_bytes(damaged)
+        try:
+            item = ch.get(f"d{case}")
+            item.arrays, item.attrs, item.dataset_attrs  # noqa: B018
+        except CorruptItem as exc:
+            refused.append((exc.path, str(ch.path / f"d{case}.h5")))
+    assert refused
+    assert all(got == expected for got, expected in refused)
