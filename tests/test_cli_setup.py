@@ -1,0 +1,140 @@
+"""``ramxchg setup``/``teardown``/``status`` through ramxchg.cli.main, with real mounts."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ramxchg
+from ramxchg.cli import main
+from ramxchg.disks import HostView
+from ramxchg.disks.persist import fstab_line, mount_unit_name, systemd_mount_unit
+from ramxchg.disks.tmpfs import kernel_at_least
+
+needs_root = pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root"
+)
+
+
+def _mounted(path: Path) -> bool:
+    text = Path("/proc/self/mountinfo").read_text()
+    return any(line.split()[4] == str(path) for line in text.splitlines())
+
+
+@pytest.mark.parametrize("command", ["setup", "teardown", "status"])
+def test_help_has_an_example(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out
+    assert f"ramxchg {command}" in out
+
+
+def test_bad_size_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["setup", "/x", "--size", "lots"]) == 2
+    assert "not a size" in capsys.readouterr().err
+
+
+def test_status_json_of_the_default_root(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    channel = ramxchg.Channel("cam")
+    channel.put(np.zeros(1000), "a")
+    channel.put(np.zeros(500), "b")
+    channel.subscribe("viewers")
+    assert main(["status", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) == {"root", "disk", "advice", "channels"}
+    assert data["root"] == str(root)
+    assert data["disk"]["ram_backed"] is True
+    assert data["disk"]["fs_type"] == "tmpfs"
+    assert {"total_bytes", "free_bytes", "used_bytes", "huge_pages", "mount_options"} <= set(
+        data["disk"]
+    )
+    [cam] = data["channels"]
+    assert cam["name"] == "cam"
+    assert cam["items"] == 2
+    assert cam["bytes"] == sum(item.path.stat().st_size for item in channel.items())
+    assert cam["error"] is None
+    assert [g["name"] for g in cam["groups"]] == ["viewers"]
+    assert cam["groups"][0]["backlog"] == 2
+
+
+def test_status_table(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ramxchg.Channel("cam").put(np.zeros(10))
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "tmpfs" in out
+    assert "cam" in out
+    assert "huge pages" in out
+
+
+@pytest.mark.root
+@needs_root
+def test_setup_status_teardown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    point = tmp_path / "ram"
+    assert main(["setup", str(point), "--size", "32M", "--json"]) == 0
+    try:
+        result = json.loads(capsys.readouterr().out)
+        assert result["export"] == f"export RAMXCHG_ROOT={point}"
+        assert result["disk"]["total_bytes"] == 32 * 1024**2
+        assert result["disk"]["huge_pages"] == "within_size"
+        assert result["commands"][0][:3] == ["mount", "-t", "tmpfs"]
+        assert _mounted(point)
+
+        ramxchg.Channel("cam", root=point).put(np.ones(100), "x")
+        assert main(["status", "--root", str(point), "--json"]) == 0
+        status = json.loads(capsys.readouterr().out)
+        assert status["channels"][0]["items"] == 1
+        assert any("only 32M" in tip for tip in status["advice"])
+
+        assert main(["teardown", str(point)]) == 1
+        err = capsys.readouterr().err
+        assert "cam (1 items)" in err
+        assert "--force" in err
+        assert _mounted(point)
+    finally:
+        if _mounted(point):
+            assert main(["teardown", str(point), "--force"]) == 0
+    assert "unmounted" in capsys.readouterr().out
+    assert not _mounted(point)
+
+
+@pytest.mark.root
+@needs_root
+def test_setup_prints_export_and_persists_to_a_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    point = tmp_path / "ram-disk"
+    target = tmp_path / "units"
+    argv = ["setup", str(point), "--size", "16M", "--no-huge", "--persist-to", str(target)]
+    assert main(argv) == 0
+    try:
+        out = capsys.readouterr().out.splitlines()
+        assert out[-1] == f"export RAMXCHG_ROOT={point}"
+        assert "huge pages: never" in out[0]
+        unit = target / mount_unit_name(str(point))
+        assert f"wrote {unit}" in out
+        uid, gid = HostView().ids()
+        options = f"size=16M,mode=1777,uid={uid},gid={gid}"
+        if kernel_at_least(os.uname().release, (6, 4)):  # noswap where the kernel has it
+            options += ",noswap"
+        assert unit.read_text() == systemd_mount_unit(str(point), options)
+        assert (target / "fstab.ramxchg").read_text() == fstab_line(str(point), options)
+    finally:
+        assert main(["teardown", str(point)]) == 0
+
+
+@pytest.mark.root
+@needs_root
+def test_empty_disk_tears_down_without_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    point = tmp_path / "ram"
+    assert main(["setup", str(point), "--size", "16M"]) == 0
+    ramxchg.Channel("empty", root=point)
+    assert main(["teardown", str(point), "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(lines[-1]) == {"unmounted": str(point), "dropped": []}
+    assert not _mounted(point)
