@@ -227,7 +227,7 @@ class Channel:
             raise ItemNotFound(
                 f"no item {name!r} in channel {self.path}", path=self.path, name=name
             )
-        return self._item(name, path)
+        return self._item(name, Path(path))
 
     def _item(self, name: str, path: Path) -> Item:
         fmt = format_for(path)

@@ -12,12 +12,14 @@ See docs/protocol.md. A channel folder holds published items (``<name>.npy``,
         tmp/                        items being written (never visible to readers)
         groups/<group>/             durable consumer groups
         quarantine/                 hostile or malformed files moved aside
+        dead/                       dead letters: items whose command kept failing
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from ._root import ensure_dir
@@ -28,43 +30,54 @@ PROTOCOL_VERSION = 1
 
 @dataclass(frozen=True)
 class ChannelLayout:
-    """The paths of one channel folder."""
+    """The paths of one channel folder.
+
+    Folders are `Path` objects, computed once. The per-item helpers return plain
+    strings: they run several times per publish, where pathlib's overhead showed up
+    as the largest cost of a small ``put``.
+    """
 
     path: Path
 
-    @property
+    @cached_property
     def state(self) -> Path:
         return self.path / STATE_DIR
 
-    @property
+    @cached_property
     def tmp(self) -> Path:
         return self.state / "tmp"
 
-    @property
+    @cached_property
     def meta(self) -> Path:
         return self.state / "meta"
 
-    @property
+    @cached_property
     def groups(self) -> Path:
         return self.state / "groups"
 
-    @property
+    @cached_property
     def quarantine(self) -> Path:
         return self.state / "quarantine"
 
-    @property
+    @cached_property
     def config_file(self) -> Path:
         return self.state / "config.json"
 
-    @property
+    @cached_property
     def seq_file(self) -> Path:
         return self.state / "seq"
 
-    def sidecar(self, name: str) -> Path:
-        return self.meta / f"{name}.json"
+    @cached_property
+    def _prefixes(self) -> tuple[str, str, str]:
+        return (f"{self.path}{os.sep}", f"{self.meta}{os.sep}", f"{self.tmp}{os.sep}")
 
-    def item(self, name: str, suffix: str) -> Path:
-        return self.path / f"{name}{suffix}"
+    def sidecar(self, name: str) -> str:
+        """``.ramxchg/meta/<name>.json``."""
+        return f"{self._prefixes[1]}{name}.json"
+
+    def item(self, name: str, suffix: str) -> str:
+        """``<name><suffix>`` in the channel folder."""
+        return f"{self._prefixes[0]}{name}{suffix}"
 
     def create(self, mode: int) -> None:
         """Create the channel folder (with ``mode``) and its state folders."""
@@ -72,9 +85,9 @@ class ChannelLayout:
         for folder in (self.state, self.tmp, self.meta, self.groups):
             ensure_dir(folder, mode)
 
-    def temp_name(self, stem: str, suffix: str) -> Path:
+    def temp_name(self, stem: str, suffix: str) -> str:
         """A unique temporary path in the hidden tmp folder: ``<stem>.<pid>.<random><suffix>``.
 
         The pid lets ``gc`` tell a dead producer's leftovers from a live one's work.
         """
-        return self.tmp / f"{stem}.{os.getpid()}.{os.urandom(6).hex()}{suffix}"
+        return f"{self._prefixes[2]}{stem}.{os.getpid()}.{os.urandom(6).hex()}{suffix}"

@@ -31,6 +31,9 @@ from .formats import Format, suffixes
 
 log = logging.getLogger(__name__)
 
+#: Items at least this large are checked against the free space before writing.
+EARLY_CHECK_BYTES = 1 << 20
+
 
 @dataclass(frozen=True)
 class Published:
@@ -42,7 +45,13 @@ class Published:
 
 
 def check_room(layout: ChannelLayout, needed: int) -> None:
-    """Raise `RamDiskFull` now if ``needed`` bytes cannot fit on the channel's filesystem."""
+    """Raise `RamDiskFull` now if ``needed`` bytes cannot fit on the channel's filesystem.
+
+    Only an early answer for large items (a write that runs out of space is caught
+    as well); small ones skip the ``statvfs`` call.
+    """
+    if needed < EARLY_CHECK_BYTES:
+        return
     free = shutil.disk_usage(layout.path).free
     if needed > free:
         raise RamDiskFull(
@@ -81,7 +90,7 @@ def write_hidden(
 def make_visible(
     layout: ChannelLayout,
     counter: SequenceCounter,
-    tmp: Path,
+    tmp: str,
     fmt: Format,
     *,
     name: str | None,
@@ -114,12 +123,12 @@ def make_visible(
                     name=final_name,
                 ) from exc
             claim.commit()
-            return Published(final_name, claim.next, target)
+            return Published(final_name, claim.next, Path(target))
     finally:
         discard(tmp)
 
 
-def find_existing(layout: ChannelLayout, name: str) -> Path | None:
+def find_existing(layout: ChannelLayout, name: str) -> str | None:
     """The published file called ``name`` in any format, if there is one."""
     for suffix in suffixes():
         candidate = layout.item(name, suffix)
@@ -128,7 +137,7 @@ def find_existing(layout: ChannelLayout, name: str) -> Path | None:
     return None
 
 
-def discard(path: Path) -> None:
+def discard(path: str | Path) -> None:
     """Remove a file we own, if it is still there."""
     try:
         os.unlink(path)

@@ -37,8 +37,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._errors import CorruptItem, InvalidName, UnsupportedDtype
-from .base import Allocation, Format, Layout, OpenedFile, check_dtype, closer, map_fd, open_regular
-from .npy import reserve
+from .base import (
+    Allocation,
+    Format,
+    Layout,
+    OpenedFile,
+    check_dtype,
+    closer,
+    map_fd,
+    map_reserved,
+    open_regular,
+)
 
 if TYPE_CHECKING:
     import h5py
@@ -99,8 +108,7 @@ class Hdf5Format(Format):
         fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
         try:
             size = os.fstat(fd).st_size
-            reserve(fd, size)
-            mapping = map_fd(fd, size, writable=True)
+            mapping = map_reserved(fd, size)
         finally:
             os.close(fd)
         arrays = {}

@@ -7,19 +7,31 @@ naming the file and the numbers, and so that nothing is ever unpickled.
 from __future__ import annotations
 
 import ast
-import errno
+import math
 import os
 import struct
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._errors import CorruptItem
-from .base import Allocation, Format, Layout, OpenedFile, closer, map_fd, open_regular
+from .base import (
+    Allocation,
+    Format,
+    Layout,
+    OpenedFile,
+    closer,
+    map_fd,
+    map_reserved,
+    open_regular,
+)
 
 MAGIC = b"\x93NUMPY"
+#: Files at least this large are sized before writing (huge pages on huge=within_size).
+HUGE_PAGE = 2 << 20
 #: numpy aligns the data to 64 bytes; we do the same so np.load agrees with us.
 ALIGN = 64
 #: numpy refuses headers over 10,000 bytes by default; wide structured dtypes need more.
@@ -28,6 +40,7 @@ _PREAMBLE = len(MAGIC) + 2
 _KEYS = {"descr", "fortran_order", "shape"}
 
 
+@lru_cache(maxsize=256)
 def build_header(shape: tuple[int, ...], dtype: np.dtype[Any], fortran_order: bool) -> bytes:
     """The complete .npy header (magic to padding) for an array, padded to 64 bytes."""
     descr = np.lib.format.dtype_to_descr(dtype)
@@ -120,7 +133,7 @@ def parse_header(head: bytes, path: Path) -> tuple[tuple[int, ...], np.dtype[Any
 
 
 def _nbytes(shape: tuple[int, ...], dtype: np.dtype[Any]) -> int:
-    return int(np.prod(shape, dtype=object)) * dtype.itemsize
+    return math.prod(shape) * dtype.itemsize
 
 
 def read_layout(fd: int, path: Path) -> tuple[tuple[int, ...], np.dtype[Any], bool, int, int]:
@@ -186,10 +199,10 @@ class NpyFormat(Format):
         flat = (array.T if fortran else array).reshape(-1).view(np.uint8)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         try:
-            # Sizing first lets a huge=within_size tmpfs back the file with huge pages.
-            os.ftruncate(fd, len(header) + flat.nbytes)
-            _write_all(fd, memoryview(header))
-            _write_all(fd, memoryview(flat))
+            if flat.nbytes >= HUGE_PAGE:
+                # Sizing first lets a huge=within_size tmpfs back the file with huge pages.
+                os.ftruncate(fd, len(header) + flat.nbytes)
+            _write_all(fd, header, memoryview(flat))
         finally:
             os.close(fd)
 
@@ -200,9 +213,8 @@ class NpyFormat(Format):
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         try:
             os.ftruncate(fd, size)
-            reserve(fd, size)
             _write_all(fd, memoryview(header))
-            mapping = map_fd(fd, size, writable=True)
+            mapping = map_reserved(fd, size)
         finally:
             os.close(fd)
         array = np.ndarray(shape, dtype, buffer=mapping, offset=len(header))
@@ -232,23 +244,16 @@ class NpyFormat(Format):
         return OpenedFile({"data": array}, {"data": size > 0}, release=closer(mapping))
 
 
-def _write_all(fd: int, data: memoryview) -> None:
-    """os.write may write less than asked (Linux caps one call near 2 GiB)."""
-    while data:
-        written = os.write(fd, data)
-        data = data[written:]
+def _write_all(fd: int, *parts: bytes | memoryview) -> None:
+    """Write every part, in one ``writev`` when possible; retry short writes.
 
-
-def reserve(fd: int, size: int) -> None:
-    """Allocate the file's blocks now, so a full RAM disk fails here with ENOSPC.
-
-    Without it, writing through a mapping into a full tmpfs kills the process with
-    SIGBUS. Filesystems without fallocate (and platforms without it) skip this.
+    One call near 2 GiB is the most Linux writes at once, so large arrays loop.
     """
-    if size == 0 or not hasattr(os, "posix_fallocate"):
-        return
-    try:
-        os.posix_fallocate(fd, 0, size)
-    except OSError as exc:
-        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-            raise
+    views = [memoryview(part) for part in parts]
+    while views:
+        written = os.writev(fd, views) if hasattr(os, "writev") else os.write(fd, views[0])
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]

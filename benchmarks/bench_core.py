@@ -1,0 +1,114 @@
+"""put() / create()+fill / np.save side by side on the default root, and .array mapping time.
+
+Usage: python benchmarks/bench_core.py [--repeat 7] [--sizes 1M,64M,512M]
+
+Each size is warmed up first (first-touch page faults are very expensive on VMs),
+then the three writers run interleaved, ``--repeat`` times; the table shows medians
+and the ratio of each to np.save. Not a test: numbers are recorded in
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+import ramxchg
+
+UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    return int(float(text[:-1]) * UNITS[text[-1].upper()]) if text[-1].isalpha() else int(text)
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def run(sizes: list[int], repeat: int, root: Path) -> list[dict[str, float]]:
+    ch = ramxchg.Channel("bench-core", root=root)
+    rows = []
+    for nbytes in sizes:
+        data = np.random.default_rng(0).integers(0, 255, nbytes, dtype=np.uint8)
+        counter = iter(range(10**9))
+
+        def put() -> None:
+            ch.put(data, f"p{next(counter)}")
+
+        def create() -> None:
+            with ch.create(data.shape, data.dtype, name=f"c{next(counter)}") as out:
+                out[...] = data
+
+        def save() -> None:
+            np.save(ch.path / f"s{next(counter)}.npy", data)
+
+        writers = {"put": put, "create": create, "np.save": save}
+        times: dict[str, list[float]] = {name: [] for name in writers}
+        for writer in writers.values():  # warm-up
+            writer()
+        _clear(ch)
+        for _ in range(repeat):
+            for name, writer in writers.items():
+                times[name].append(timed(writer))
+                _clear(ch)
+        item = ch.put(data, "map-me")
+        map_times = []
+        for _ in range(repeat):
+            again = ch.get("map-me")
+            map_times.append(timed(lambda again=again: again.array))
+            again.close()
+        _clear(ch)
+        row = {"bytes": nbytes}
+        for name, samples in times.items():
+            row[f"{name} GB/s"] = nbytes / statistics.median(samples) / 1e9
+        row["put/np.save"] = row["put GB/s"] / row["np.save GB/s"]
+        row["create/np.save"] = row["create GB/s"] / row["np.save GB/s"]
+        row[".array ms"] = statistics.median(map_times) * 1e3
+        rows.append(row)
+        del item
+    shutil.rmtree(ch.path)
+    return rows
+
+
+def _clear(ch: ramxchg.Channel) -> None:
+    for name in ch.names():
+        ch.delete(name)
+    for path in ch.path.glob("s*.npy"):
+        path.unlink()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--sizes", default="1M,64M,512M")
+    parser.add_argument("--root", type=Path, default=None, help="default: ramxchg.default_root()")
+    args = parser.parse_args()
+    root = args.root or ramxchg.default_root()
+    sizes = [parse_size(s) for s in args.sizes.split(",")]
+    print(f"machine: {platform.node()} {os.cpu_count()} cores, {platform.platform()}")
+    print(f"root: {root}; repeat {args.repeat}, medians")
+    rows = run(sizes, args.repeat, Path(tempfile.mkdtemp(dir=root)))
+    header = ["size", "put GB/s", "create GB/s", "np.save GB/s", "put/np.save",
+              "create/np.save", ".array ms"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        size = f"{row['bytes'] / (1 << 20):g} MB"
+        cells = [size] + [f"{row[h]:.2f}" if "ms" not in h else f"{row[h]:.3f}" for h in header[1:]]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
