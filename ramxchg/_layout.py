@@ -60,6 +60,10 @@ class ChannelLayout:
         return self.state / "quarantine"
 
     @cached_property
+    def dead(self) -> Path:
+        return self.state / "dead"
+
+    @cached_property
     def config_file(self) -> Path:
         return self.state / "config.json"
 
