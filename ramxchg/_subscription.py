@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from ._errors import CorruptItem
 from ._groups import Group
 from ._item import Item
+from ._legacy import LegacyGate
 from ._names import check_name
 from ._scan import Entry, publish_order, scan
 from ._sidecar import read_sidecar
@@ -37,6 +38,10 @@ class Subscription:
 
     Use `Channel.subscribe` to make one. Iterate it (blocking) or call `get`; close it
     when done (or use ``with``). In a group, call ``item.ack()`` when an item is done.
+
+    Files without a sidecar (written in place by other programs) are delivered once
+    complete: ``settle`` and ``quarantine_after`` override `ramxchg._legacy`'s
+    ``SETTLE_SECONDS`` and ``QUARANTINE_SECONDS``.
     """
 
     def __init__(
@@ -47,6 +52,8 @@ class Subscription:
         start: str = "earliest",
         latest_only: bool = False,
         watch: str = "auto",
+        settle: float | None = None,
+        quarantine_after: float | None = None,
     ) -> None:
         if start not in ("earliest", "latest"):
             raise ValueError(f"start must be 'earliest' or 'latest', not {start!r}")
@@ -67,6 +74,8 @@ class Subscription:
         self._seen: set[tuple[str, int | None]] = set()
         self._high_seq = self._floor  # highest sequence number queued or seen
         self._claimed: set[str] = set()  # delivered to us in the group, not yet acked
+        # Sidecar-less files written in place wait here until complete (see _legacy).
+        self._legacy = LegacyGate(self._layout, settle=settle, quarantine_after=quarantine_after)
         self._next_rescan = 0.0
         self._last_gap_rescan = 0.0
         self._closed = False
@@ -100,10 +109,13 @@ class Subscription:
             now = time.monotonic()
             if now >= self._next_rescan:
                 self._rescan()
+            if now >= self._legacy.due():
+                for entry in self._legacy.ready():
+                    self._push(entry)
             item = self._next_item()
             if item is not None:
                 return item
-            wait = self._next_rescan - now
+            wait = min(self._next_rescan, self._legacy.due()) - now
             if deadline is not None:
                 left = deadline - now
                 if left <= 0:
@@ -167,6 +179,7 @@ class Subscription:
 
     def _absorb(self, names: list[str]) -> None:
         """Queue the items named by filesystem events."""
+        self._legacy.closed(self._notifier.take_closed())
         gap = False
         for filename in names:
             entry = self._entry(filename)
@@ -207,6 +220,13 @@ class Subscription:
             return
         if entry.seq is not None and entry.seq <= self._floor:
             return
+        if entry.seq is None:
+            self._legacy.offer(entry)  # written in place by another program: wait for it
+            return
+        self._push(entry)
+
+    def _push(self, entry: Entry) -> None:
+        key = (entry.name, entry.seq)
         self._queued.add(key)
         if entry.seq is not None:
             self._high_seq = max(self._high_seq, entry.seq)
@@ -219,6 +239,7 @@ class Subscription:
         present = list(scan(self._layout))
         keys = {(e.name, e.seq) for e in present}
         self._seen &= keys  # forget what is gone: memory stays bounded by the folder
+        self._legacy.forget_absent({os.path.basename(e.path) for e in present})
         if self._group is not None:
             for name in self._group.reclaim_dead():
                 self._seen = {key for key in self._seen if key[0] != name}

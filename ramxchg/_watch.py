@@ -50,6 +50,7 @@ class Notifier(FileSystemEventHandler):
         super().__init__()
         self._cond = threading.Condition()
         self._names: list[str] = []
+        self._closed_names: set[str] = set()
         self._closed = False
         self._observer: Observer | None = None  # type: ignore[valid-type]
         if mode != "polling":
@@ -77,6 +78,8 @@ class Notifier(FileSystemEventHandler):
             return
         with self._cond:
             self._names.append(name)
+            if isinstance(event, FileClosedEvent):
+                self._closed_names.add(name)
             self._cond.notify()
 
     def wait(self, timeout: float | None) -> list[str]:
@@ -92,6 +95,15 @@ class Notifier(FileSystemEventHandler):
         with self._cond:
             names, self._names = self._names, []
             return names
+
+    def take_closed(self) -> set[str]:
+        """Names that got a close-after-write event since the last call (Linux only).
+
+        Each is also reported by `take`/`wait`; legacy writers are done with them.
+        """
+        with self._cond:
+            closed, self._closed_names = self._closed_names, set()
+            return closed
 
     def wake(self) -> None:
         """Wake a waiter (used by ``close`` from another thread)."""
