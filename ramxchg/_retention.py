@@ -49,6 +49,7 @@ class Retention:
         self.layout = layout
         self.config = config
         self.counter = counter
+        self._group_cache: dict[tuple[str, int], tuple[Group, GroupInfo]] = {}
 
     # -- deleting ---------------------------------------------------------------------------
 
@@ -70,16 +71,37 @@ class Retention:
 
         With no group at all the item stays (a plain folder keeps its files).
         """
-        groups = list_groups(self.layout)
-        required = []
-        for group in groups:
-            info = group.info()
-            if info is not None and must_ack(info, seq, published_ns):
-                required.append(group)
+        groups = self._groups()
+        required = [group for group, info in groups if must_ack(info, seq, published_ns)]
         if not required or not all(group.is_acked(name) for group in required):
             return False
-        self.delete(name, path, groups)
+        self.delete(name, path, [group for group, _ in groups])
         return True
+
+    def _groups(self) -> list[tuple[Group, GroupInfo]]:
+        """The registered groups; registrations are cached (they never change in place).
+
+        The cache key includes the folder's inode, so a group dropped and registered
+        again under the same name is read afresh.
+        """
+        try:
+            entries = list(os.scandir(self.layout.groups))
+        except FileNotFoundError:
+            return []
+        found = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            key = (entry.name, entry.inode())
+            cached = self._group_cache.get(key)
+            if cached is None:
+                group = Group(self.layout, entry.name)
+                info = group.info()
+                if info is None:
+                    continue  # being registered or dropped right now
+                cached = self._group_cache[key] = (group, info)
+            found.append(cached)
+        return found
 
     def enforce_age_and_count(self) -> int:
         """Apply ``keep_last`` and ``ttl``; return how many items were deleted."""
