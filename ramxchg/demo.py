@@ -282,7 +282,6 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoSummar
     check_config(config)
     root = Path(config.root) if config.root else default_root()
     name = f"demo-{os.getpid()}-{os.urandom(3).hex()}"
-    channel = Channel(name, root, format=config.format, max_items=MAX_ITEMS)
     ctx = mp.get_context("spawn")
     shared = _Shared(
         stop=ctx.Event(),
@@ -295,7 +294,9 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoSummar
     receiver, sender = ctx.Pipe(duplex=False)
     processes = []
     peak = 0
+    path = root / name
     try:
+        channel = Channel(name, root, format=config.format, max_items=MAX_ITEMS)
         channel.subscribe(GROUP).close()  # register the group before the first frame
         consumer = ctx.Process(
             target=_consumer,
@@ -340,7 +341,8 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoSummar
                 process.terminate()
                 process.join(5)
         receiver.close()
-        shutil.rmtree(channel.path, ignore_errors=True)
+        sender.close()
+        shutil.rmtree(path, ignore_errors=True)
     return _summarise(
         config,
         channel,

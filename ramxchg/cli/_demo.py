@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from typing import Any
 
 from rich.console import Console
@@ -70,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
         format=args.format,
     )
     err = Console(stderr=True)
+    # SIGTERM cleans up like Ctrl-C: the channel is removed and the processes stopped.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         if args.json or not err.is_terminal:
             summary = run_demo(config)
@@ -78,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as exc:
         print(f"ramxchg demo: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -85,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
         for error in summary.errors:
             err.print(f"[red]{error}")
     return 0 if summary.ok else 1
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _with_progress(config: DemoConfig, console: Console) -> DemoSummary:
