@@ -1,0 +1,339 @@
+"""``ramxchg put``, ``ls``, ``info``, ``ack`` and ``gc``: items from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from .._channel import Channel
+from .._errors import CorruptItem, ItemNotFound
+from .._groups import Group
+from .._item import Item
+from .._names import check_name
+from .._publish import check_room, discard
+from .._root import default_root
+from .._scan import Entry, publish_order, scan
+from .._sidecar import encode_attrs
+from ..formats import format_for
+
+PUT_EXAMPLE = """\
+examples:
+  ramxchg put camera frame.npy                 # publishes item "frame" (a copy)
+  ramxchg put camera /tmp/a.npy /tmp/b.h5 --move
+  ramxchg put camera scan.h5 --name run7 --attrs '{"exposure": 0.01}'
+"""
+LS_EXAMPLE = """\
+examples:
+  ramxchg ls camera
+  ramxchg ls /dev/shm/exchange --json | jq '.[].name'
+"""
+INFO_EXAMPLE = """\
+examples:
+  ramxchg info camera 000000000042
+  ramxchg info camera frame --json
+"""
+ACK_EXAMPLE = """\
+examples:
+  ramxchg ack camera 000000000042 --group analysis   # a foreign reader is done with it
+"""
+GC_EXAMPLE = """\
+examples:
+  ramxchg gc            # every channel under the root
+  ramxchg gc camera --json
+"""
+
+
+def add_channel_args(parser: argparse.ArgumentParser) -> None:
+    """The CHANNEL argument and ``--root``, shared by the item commands and ``watch``."""
+    parser.add_argument("channel", metavar="CHANNEL", help="channel name, or a folder's path")
+    parser.add_argument("--root", help="folder holding channels (default: $RAMXCHG_ROOT)")
+
+
+def open_channel(args: argparse.Namespace) -> Channel:
+    """The channel named by ``args.channel`` (a name under ``--root``, or a path)."""
+    if os.path.isabs(args.channel) or os.sep in args.channel:
+        return Channel(Path(args.channel).absolute())
+    return Channel(args.channel, root=args.root)
+
+
+def register(subparsers: Any) -> None:
+    """Add ``put``, ``ls``, ``info``, ``ack`` and ``gc`` to the ``ramxchg`` command."""
+    raw = argparse.RawDescriptionHelpFormatter
+
+    put = subparsers.add_parser(
+        "put",
+        help="publish existing .npy/.h5 files atomically",
+        description="Publish files as items, each named after its file's stem. The file "
+        "is checked, copied (or moved) into the channel's hidden tmp folder, then "
+        "published with one atomic link, like Channel.put.",
+        epilog=PUT_EXAMPLE,
+        formatter_class=raw,
+    )
+    add_channel_args(put)
+    put.add_argument("files", metavar="FILE", nargs="+", help=".npy or .h5 files")
+    put.add_argument("--name", help="item name (only with one FILE)")
+    put.add_argument("--move", action="store_true", help="move instead of copy (same disk)")
+    put.add_argument("--attrs", type=_attrs, default={}, help="item attrs as a JSON object")
+    put.add_argument("--json", action="store_true", help="print what was published as JSON")
+    put.set_defaults(run=run_put)
+
+    ls = subparsers.add_parser(
+        "ls",
+        help="list a channel's items in publish order",
+        description="Name, sequence number, format, size and publish time of every item.",
+        epilog=LS_EXAMPLE,
+        formatter_class=raw,
+    )
+    add_channel_args(ls)
+    ls.add_argument("--json", action="store_true", help="print a JSON list")
+    ls.set_defaults(run=run_ls)
+
+    info = subparsers.add_parser(
+        "info",
+        help="show one item: arrays, attrs and where each group is with it",
+        description="An item's sequence number, arrays (shape, dtype), attrs and group state.",
+        epilog=INFO_EXAMPLE,
+        formatter_class=raw,
+    )
+    add_channel_args(info)
+    info.add_argument("name", metavar="NAME", help="item name")
+    info.add_argument("--json", action="store_true", help="print a JSON object")
+    info.set_defaults(run=run_info)
+
+    ack = subparsers.add_parser(
+        "ack",
+        help="mark an item done for a durable group",
+        description="Ack an item for a group, also one never delivered to it (a program "
+        "that reads the files directly); the item is deleted once every group acked it.",
+        epilog=ACK_EXAMPLE,
+        formatter_class=raw,
+    )
+    add_channel_args(ack)
+    ack.add_argument("name", metavar="NAME", help="item name")
+    ack.add_argument("--group", required=True, help="the durable group")
+    ack.set_defaults(run=run_ack)
+
+    gc = subparsers.add_parser(
+        "gc",
+        help="apply retention and remove what dead processes left",
+        description="Remove dead producers' temporary files, orphan sidecars and stale "
+        "claims/acks; delete items every group acked and items over keep_last/ttl.",
+        epilog=GC_EXAMPLE,
+        formatter_class=raw,
+    )
+    gc.add_argument("channel", metavar="CHANNEL", nargs="?", help="one channel (default: all)")
+    gc.add_argument("--root", help="folder holding channels (default: $RAMXCHG_ROOT)")
+    gc.add_argument("--json", action="store_true", help="print the counts as JSON")
+    gc.set_defaults(run=run_gc)
+
+
+def _attrs(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--attrs is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("--attrs must be a JSON object")
+    return encode_attrs(value)
+
+
+# -- put --------------------------------------------------------------------------------------
+
+
+def run_put(args: argparse.Namespace) -> int:
+    """Publish each FILE; stop at the first one that fails."""
+    if args.name is not None and len(args.files) != 1:
+        print("ramxchg: error: --name needs exactly one FILE", file=sys.stderr)
+        return 2
+    channel = open_channel(args)
+    done = []
+    for file in args.files:
+        source = Path(file)
+        name = check_name(args.name if args.name is not None else source.stem)
+        try:
+            item = put_file(channel, source, name, args.attrs, move=args.move)
+        except _CrossDevice as exc:
+            print(f"ramxchg: error: {exc}", file=sys.stderr)
+            return 1
+        done.append({"name": item.name, "seq": item.seq, "path": str(item.path)})
+        if not args.json:
+            print(f"{item.name}\t{item.seq}\t{item.path}")
+    if args.json:
+        print(json.dumps(done, indent=1))
+    return 0
+
+
+class _CrossDevice(OSError):
+    """--move across filesystems (a rename cannot do that)."""
+
+
+def put_file(
+    channel: Channel, source: Path, name: str, attrs: dict[str, Any], *, move: bool
+) -> Item:
+    """Publish the file ``source`` as item ``name``: check, copy/link into tmp, link visible.
+
+    With ``move`` the file is hard-linked into tmp (same filesystem only) and removed
+    once published, so a failure leaves it where it was. Raises `CorruptItem` for a
+    file whose header does not parse or promises more bytes than it has.
+    """
+    fmt = format_for(source)
+    if fmt is None:
+        raise CorruptItem(
+            f"{source} has suffix {source.suffix!r}; ramxchg publishes .npy and .h5 files",
+            path=source,
+        )
+    channel._check_free_name(name)
+    fmt.describe(source)  # garbage is refused before anything is copied
+    size = os.stat(source).st_size
+    layout = channel._layout
+    channel._retention.wait_for_room(size, None)
+    tmp = layout.temp_name(name, fmt.suffix)
+    if move:
+        try:
+            os.link(source, tmp)
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:
+                raise _CrossDevice(
+                    exc.errno,
+                    f"--move: {source} is on another filesystem than {channel.path}; "
+                    "drop --move to copy it",
+                ) from exc
+            raise
+    else:
+        check_room(layout, size)
+        try:
+            shutil.copyfile(source, tmp)
+            fmt.describe(Path(tmp))  # what is published is what was checked
+        except BaseException:
+            discard(tmp)
+            raise
+    item = channel._publish(tmp, fmt, name, attrs)
+    if move:
+        os.unlink(source)
+    return item
+
+
+# -- ls, info -----------------------------------------------------------------------------
+
+
+def entry_record(entry: Entry) -> dict[str, Any]:
+    """What ``ls --json`` prints for one item."""
+    fmt = format_for(entry.path)
+    return {
+        "name": entry.name,
+        "seq": entry.seq,
+        "format": fmt.name if fmt is not None else None,
+        "path": str(entry.path),
+        "bytes": entry.size,
+        "published_ns": entry.published_ns,
+    }
+
+
+def run_ls(args: argparse.Namespace) -> int:
+    """List items in publish order."""
+    channel = open_channel(args)
+    records = [entry_record(e) for e in sorted(scan(channel._layout), key=publish_order)]
+    if args.json:
+        print(json.dumps(records, indent=1))
+        return 0
+    for record in records:
+        seq = "-" if record["seq"] is None else record["seq"]
+        print(f"{seq}\t{record['name']}\t{record['format']}\t{record['bytes']}")
+    return 0
+
+
+def arrays_record(item: Item) -> dict[str, dict[str, Any]]:
+    """``{array name: {"shape": [...], "dtype": "<f8"}}`` from the file's metadata."""
+    return {
+        key: {"shape": list(shape), "dtype": dtype.str}
+        for key, (shape, dtype) in item._fmt.describe(Path(item.path)).items()
+    }
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """Show one item."""
+    channel = open_channel(args)
+    item = channel.get(args.name)
+    stat = os.stat(item.path)
+    groups = {}
+    for group in _groups(channel):
+        state = "acked" if group.is_acked(item.name) else "pending"
+        if os.path.lexists(group.claims / item.name):
+            state = "claimed"
+        groups[group.name] = state
+    record = {
+        "name": item.name,
+        "seq": item.seq,
+        "format": item.format,
+        "path": str(item.path),
+        "bytes": stat.st_size,
+        "published_ns": item.published_ns,
+        "arrays": arrays_record(item),
+        "attrs": item.attrs,
+        "groups": groups,
+    }
+    if args.json:
+        print(json.dumps(record, indent=1))
+        return 0
+    for key in ("name", "seq", "format", "path", "bytes", "published_ns"):
+        print(f"{key}: {record[key]}")
+    for key, array in record["arrays"].items():
+        print(f"array {key}: shape {tuple(array['shape'])} dtype {array['dtype']}")
+    print(f"attrs: {json.dumps(record['attrs'])}")
+    for group_name, state in groups.items():
+        print(f"group {group_name}: {state}")
+    return 0
+
+
+def _groups(channel: Channel) -> list[Group]:
+    from .._groups import list_groups
+
+    return list_groups(channel._layout)
+
+
+# -- ack, gc ------------------------------------------------------------------------------
+
+
+def run_ack(args: argparse.Namespace) -> int:
+    """Ack an item for a group (delivered to it or not)."""
+    channel = open_channel(args)
+    item = channel.get(args.name)
+    group = Group(channel._layout, args.group)
+    if group.info() is None:
+        raise ItemNotFound(
+            f"no group {args.group!r} in channel {channel.path}",
+            path=channel.path,
+            name=args.group,
+        )
+    group.ack(item.name)
+    deleted = channel._retention.release_if_done(item.name, item.path, item.seq, item.published_ns)
+    print(
+        f"acked {item.name} for {group.name}" + ("; deleted (every group acked)" if deleted else "")
+    )
+    return 0
+
+
+def run_gc(args: argparse.Namespace) -> int:
+    """Garbage-collect one channel or every channel under the root."""
+    if args.channel is not None:
+        channels = [open_channel(args)]
+    else:
+        base = Path(args.root) if args.root else default_root()
+        channels = [
+            Channel(path.absolute())
+            for path in sorted(base.iterdir())
+            if path.is_dir() and (path / ".ramxchg").is_dir() and not path.name.startswith(".")
+        ]
+    reports = {str(channel.path): channel.gc() for channel in channels}
+    if args.json:
+        print(json.dumps(reports, indent=1))
+        return 0
+    for path, counts in reports.items():
+        print(path + ": " + ", ".join(f"{key} {value}" for key, value in counts.items()))
+    return 0
