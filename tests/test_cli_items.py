@@ -1,0 +1,166 @@
+"""``ramxchg put``, ``ls``, ``info``, ``ack``, ``gc`` through ``ramxchg.cli.main``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from ramxchg import Channel
+from ramxchg.cli import main
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("command", ["put", "ls", "info", "ack", "gc", "watch"])
+def test_every_subcommand_has_help_with_an_example(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(capsys, command, "--help")
+    assert code == 0
+    assert f"ramxchg {command} " in out.split("examples:", 1)[1]
+
+
+def test_put_copies_and_publishes_atomically(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "frame.npy"
+    np.save(source, np.arange(12.0).reshape(3, 4))
+    code, out, _ = _run(capsys, "put", "cam", str(source), "--attrs", '{"exposure": 0.5}')
+    assert code == 0
+    assert out.split("\t")[:2] == ["frame", "1"]
+    assert source.exists()  # a copy
+    item = Channel("cam").get("frame")
+    assert item.seq == 1
+    assert item.attrs == {"exposure": 0.5}
+    np.testing.assert_array_equal(item.array, np.arange(12.0).reshape(3, 4))
+    assert os.listdir(root / "cam" / ".ramxchg" / "tmp") == []
+
+
+def test_put_move_on_the_same_filesystem(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    outside = root / "outside"
+    outside.mkdir()
+    files = [outside / "a.npy", outside / "b.h5"]
+    np.save(files[0], np.ones(5))
+    with h5py.File(files[1], "w") as f:
+        f["x"] = np.arange(3)
+    code, out, _ = _run(capsys, "put", "cam", *map(str, files), "--move", "--json")
+    assert code == 0
+    assert [(r["name"], r["seq"]) for r in json.loads(out)] == [("a", 1), ("b", 2)]
+    assert not any(f.exists() for f in files)
+    channel = Channel("cam")
+    assert channel.names() == ["a", "b"]
+    assert channel.get("b").arrays["x"].tolist() == [0, 1, 2]
+
+
+def test_put_move_across_filesystems_is_refused(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if os.stat(tmp_path).st_dev == os.stat(root).st_dev:
+        pytest.skip("needs the temp dir and the root on different filesystems")
+    source = tmp_path / "a.npy"
+    np.save(source, np.ones(5))
+    code, _, err = _run(capsys, "put", "cam", str(source), "--move")
+    assert code == 1
+    assert "another filesystem" in err
+    assert source.exists()
+    assert Channel("cam").names() == []
+
+
+def test_put_refuses_garbage_and_taken_names(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    junk = tmp_path / "junk.npy"
+    junk.write_bytes(b"\x93NUMPY\x01\x00" + b"x" * 40)
+    truncated = tmp_path / "cut.npy"
+    np.save(truncated, np.ones(1000))
+    os.truncate(truncated, 500)
+    for path in (junk, truncated):
+        code, _, err = _run(capsys, "put", "cam", str(path))
+        assert code == 1
+        assert str(path) in err
+    good = tmp_path / "good.npy"
+    np.save(good, np.ones(2))
+    assert _run(capsys, "put", "cam", str(good))[0] == 0
+    code, _, err = _run(capsys, "put", "cam", str(good))
+    assert code == 1
+    assert "already published" in err
+    assert Channel("cam").names() == ["good"]
+    assert _run(capsys, "put", "cam", str(good), str(junk), "--name", "x")[0] == 2
+
+
+def test_ls_and_info_json(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    channel = Channel("cam")
+    channel.put(np.zeros((2, 3), "<f4"), attrs={"k": [1, 2]})
+    channel.put({"a": np.arange(4), "b/c": np.ones((2, 2))}, name="multi", format="hdf5")
+    (channel.path / "legacy.npy").write_bytes((channel.path / "000000000001.npy").read_bytes())
+    channel.subscribe(group="g").close()
+    code, out, _ = _run(capsys, "ls", "cam", "--json")
+    assert code == 0
+    listing = json.loads(out)
+    assert [(r["name"], r["seq"], r["format"]) for r in listing] == [
+        ("000000000001", 1, "npy"),
+        ("multi", 2, "hdf5"),
+        ("legacy", None, "npy"),
+    ]
+    for record in listing:
+        assert set(record) == {"name", "seq", "format", "path", "bytes", "published_ns"}
+        assert record["bytes"] == os.stat(record["path"]).st_size
+    code, out, _ = _run(capsys, "info", "cam", "000000000001", "--json")
+    info = json.loads(out)
+    assert info["arrays"] == {"data": {"shape": [2, 3], "dtype": "<f4"}}
+    assert info["attrs"] == {"k": [1, 2]}
+    assert info["groups"] == {"g": "pending"}
+    code, out, _ = _run(capsys, "info", "cam", "multi", "--json")
+    assert json.loads(out)["arrays"] == {
+        "a": {"shape": [4], "dtype": "<i8"},
+        "b/c": {"shape": [2, 2], "dtype": "<f8"},
+    }
+    code, _, err = _run(capsys, "info", "cam", "nothing")
+    assert code == 1
+    assert "no item 'nothing'" in err
+
+
+def test_ack_an_item_never_delivered_releases_it(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    channel = Channel("cam")
+    channel.subscribe(group="reader").close()
+    channel.subscribe(group="other").close()
+    name = channel.put(np.ones(3)).name
+    code, out, _ = _run(capsys, "ack", "cam", name, "--group", "reader")
+    assert code == 0
+    assert "deleted" not in out
+    assert (channel.path / ".ramxchg" / "groups" / "reader" / "acks" / name).exists()
+    code, out, _ = _run(capsys, "ack", "cam", name, "--group", "other")
+    assert "deleted" in out
+    assert name not in channel
+    assert _run(capsys, "ack", "cam", name, "--group", "other")[0] == 1
+    channel.put(np.ones(3), name="x")
+    code, _, err = _run(capsys, "ack", "cam", "x", "--group", "nobody")
+    assert code == 1
+    assert "no group 'nobody'" in err
+
+
+def test_gc_every_channel_and_absolute_paths(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("one", "two"):
+        channel = Channel(name)
+        (channel.path / ".ramxchg" / "meta" / "orphan.json").write_text("{}")
+    code, out, _ = _run(capsys, "gc", "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert {Path(p).name for p in report} == {"one", "two"}
+    assert all(counts["orphan_sidecars"] == 1 for counts in report.values())
+    code, out, _ = _run(capsys, "ls", str(root / "one"), "--json")
+    assert code == 0
+    assert json.loads(out) == []
