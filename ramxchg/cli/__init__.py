@@ -15,7 +15,7 @@ from .._errors import RamxchgError
 from .._version import __version__
 
 #: Modules that add subcommands, in the order ``--help`` lists them.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("_setup", "_demo", "_items", "_watch")
+SUBCOMMAND_MODULES: tuple[str, ...] = ("_setup", "_demo", "_bench", "_items", "_watch")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 

@@ -1,0 +1,47 @@
+"""``ramxchg bench``: ramxchg side by side with the transports users would pick instead.
+
+A producer process sends messages (contiguous uint8 arrays) to a consumer process,
+which copies every byte into a reused buffer. Per transport and size, after a warm-up:
+``repeat`` times a *streamed* phase (a window of messages in flight; GB/s from the
+first send to the last message read) and a *lock-step* phase (one message at a time;
+latency from just before the send to the last byte read). Results are the median with
+min and max over the repetitions.
+
+The ``--json`` document (`run_bench`'s result)::
+
+    {
+      "version": 1,
+      "machine": {"cpus", "memory_bytes", "kernel", "system", "python", "numpy"},
+      "config": {"sizes": [bytes, ...], "repeat": int, "quick": bool},
+      "memcpy_gbps": float,          # single-thread memcpy, the physical reference
+      "disk_folder": "/var/tmp",     # where np.save/np.load ran
+      "seconds": float,              # wall time of the run
+      "transports": [
+        {
+          "name": "ramxchg_put", "label": "ramxchg put",
+          "skipped": null | "reason",
+          "results": [               # one per size; empty when skipped
+            {
+              "size": bytes, "streamed": n, "lockstep": n, "window": n,
+              "gbps":   {"median", "min", "max"},
+              "p50_us": {"median", "min", "max"},
+              "p99_us": {"median", "min", "max"},
+              "max_us": float,       # slowest single lock-step message
+              "ratio_memcpy": float, # gbps median / memcpy_gbps
+              "ratio_queue": float | null,      # gbps / mp.Queue's gbps at that size
+              "latency_vs_queue": float | null, # p50 / mp.Queue's p50 (< 1: faster)
+              "error": null
+            }
+            # or {"size": bytes, "error": "what went wrong"}
+          ]
+        }
+      ]
+    }
+"""
+
+from __future__ import annotations
+
+from .runner import FULL_SIZES, QUICK_SIZES, BenchConfig
+from .suite import run_bench
+
+__all__ = ["FULL_SIZES", "QUICK_SIZES", "BenchConfig", "run_bench"]

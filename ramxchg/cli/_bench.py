@@ -1,0 +1,85 @@
+"""``ramxchg bench``: ramxchg side by side with Queue, Pipe, shared_memory, np.save and Ray."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+
+from ..bench import FULL_SIZES, QUICK_SIZES, BenchConfig, run_bench
+from ..bench.report import PlotUnavailable, plot, rich_table
+from ..disks import parse_size
+
+BENCH_EXAMPLE = """\
+examples:
+  ramxchg bench --quick                 # small sizes, a few seconds per transport
+  ramxchg bench --json > bench.json     # 1 KB .. 512 MB, the JSON is described in
+                                        # the docstring of ramxchg.bench
+  ramxchg bench --sizes 1K 64M --repeat 5 --plot bench.png
+  ramxchg bench --only ramxchg_put queue --quick
+
+exit codes: 0 ok, 1 a transport failed at some size, 2 usage error, 130 interrupted
+"""
+
+
+def register(subparsers: Any) -> None:
+    """Add ``bench`` to the ``ramxchg`` command."""
+    bench = subparsers.add_parser(
+        "bench",
+        help="measure ramxchg against Queue, Pipe, shared_memory, np.save and Ray",
+        description=(
+            "Producer process -> consumer process, the consumer reading every byte: GB/s "
+            "and latency p50/p99 per transport and size (median, min-max over repetitions "
+            "after a warm-up), as ratios to single-thread memcpy and to multiprocessing.Queue."
+        ),
+        epilog=BENCH_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench.add_argument("--quick", action="store_true", help="1 KB, 64 KB, 1 MB; few messages")
+    bench.add_argument("--sizes", nargs="+", type=parse_size, help="sizes, e.g. 1K 64M 512M")
+    bench.add_argument("--repeat", type=int, help="repetitions after warm-up (3; --quick 2)")
+    bench.add_argument("--only", nargs="+", metavar="NAME", help="transports by name")
+    bench.add_argument("--json", action="store_true", help="print the result as JSON")
+    bench.add_argument("--plot", metavar="FILE.png", help="save a plot (needs matplotlib)")
+    bench.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark and print the table or the JSON."""
+    repeat = args.repeat if args.repeat is not None else (2 if args.quick else 3)
+    if repeat < 1:
+        print("ramxchg bench: error: --repeat must be at least 1", file=sys.stderr)
+        return 2
+    config = BenchConfig(
+        sizes=tuple(args.sizes) if args.sizes else (QUICK_SIZES if args.quick else FULL_SIZES),
+        repeat=repeat,
+        quick=args.quick,
+        only=tuple(args.only or ()),
+    )
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print(
+                "ramxchg bench: error: --plot needs matplotlib: pip install 'ramxchg[plot]'",
+                file=sys.stderr,
+            )
+            return 2
+    err = Console(stderr=True)
+    with err.status("benchmarking") as status:
+        result = run_bench(config, tick=lambda what: status.update(f"benchmarking {what}"))
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        Console().print(rich_table(result))
+    if args.plot:
+        try:
+            plot(result, args.plot)
+        except PlotUnavailable as exc:
+            print(f"ramxchg bench: error: {exc}", file=sys.stderr)
+            return 2
+    failed = any(r.get("error") for e in result["transports"] for r in e["results"])
+    return 1 if failed else 0
