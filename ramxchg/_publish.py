@@ -2,13 +2,14 @@
 
 1. The data goes into a temporary file in ``.ramxchg/tmp/`` (same filesystem).
 2. Under the channel's publish lock: take the next sequence number, write the sidecar,
-   and hard-link the temporary file to ``<name><suffix>``. ``link`` fails if the name
-   exists, so a published item is never replaced; and the link appears in the channel
-   folder as one "created" event, never as a half-written file.
+   store the number, and hard-link the temporary file to ``<name><suffix>``. ``link``
+   fails if the name exists, so a published item is never replaced; and the link appears
+   in the channel folder as one "created" event, never as a half-written file.
 3. The temporary name is unlinked.
 
 A crash before step 2 leaves only a temporary file (``gc`` removes it); a crash in
-step 2 leaves at most an orphan sidecar with no item (``gc`` removes it too).
+step 2 leaves at most an orphan sidecar with no item (``gc`` removes it too) and a
+gap in the sequence numbers.
 """
 
 from __future__ import annotations
@@ -113,6 +114,10 @@ def make_visible(
                 )
             sidecar = layout.sidecar(final_name)
             write_sidecar(sidecar, Sidecar(claim.next, fmt.name, time.time_ns(), attrs))
+            # Use the number up before the item appears: a producer killed between the two
+            # leaves a gap (harmless), never a visible item whose number is handed out again
+            # (the next auto-named put would find its name taken, for good).
+            claim.commit()
             try:
                 os.link(tmp, target)
             except FileExistsError as exc:
@@ -122,7 +127,6 @@ def make_visible(
                     path=target,
                     name=final_name,
                 ) from exc
-            claim.commit()
             return Published(final_name, claim.next, Path(target))
     finally:
         discard(tmp)

@@ -83,8 +83,8 @@ class SequenceCounter:
     def locked(self) -> Iterator[_Claim]:
         """Hold the publish lock; yields a claim whose ``next`` is the number to use.
 
-        Call ``claim.commit()`` once the item is visible; without it the number is
-        not used up.
+        Call ``claim.commit()`` to use the number up (before the item becomes visible,
+        so a crash leaves a gap rather than a number handed out twice).
         """
         with lock_file(self.path) as fd:
             yield _Claim(fd, self._parse(_read_at(fd)) + 1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +22,9 @@ GROUPS = {"archive": 1, "viewer": 1, "workers": 3}
 SLACK = 4
 
 
-def _produce(
-    root: str,
-    tag: str,
-    count: int,
-    max_bytes: int,
-    ready: mp.Event,  # type: ignore[valid-type]
-    go: mp.Event,  # type: ignore[valid-type]
-    out: mp.Queue,  # type: ignore[type-arg]
-) -> None:
+def _produce(root: str, tag: str, plan: tuple[int, int], events: tuple, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    count, max_bytes = plan
+    ready, go = events
     warm_up()
     ch = Channel("soak", root=root)
     rng = np.random.default_rng(int(tag[1:]))
@@ -89,7 +82,7 @@ def test_soak(root: Path, profile: Profile, figures: Figures, tmp_path: Path) ->
     producers = []
     for tag in ("p1", "p2"):
         ready = SPAWN.Event()
-        args = (str(root), tag, per_producer, profile.soak_max_bytes, ready, go, out)
+        args = (str(root), tag, (per_producer, profile.soak_max_bytes), (ready, go), out)
         producers.append(SPAWN.Process(target=_produce, args=args))
         producers[-1].start()
         assert ready.wait(60)
@@ -128,6 +121,6 @@ def test_soak(root: Path, profile: Profile, figures: Figures, tmp_path: Path) ->
     outside = [touch for audit in audits for touch in audit.stop([ch.path]).outside]
     assert outside == [], f"touched outside the channel: {outside[:5]}"
     figures.runs = f"{2 * per_producer} items x 3 groups, 5 consumers, 2 producers"
-    figures.faults = f"none (random sizes 1 B..{profile.soak_max_bytes >> 20} MB, 10 dtypes, .npy/HDF5, put/create)"
+    largest = profile.soak_max_bytes >> 20
+    figures.faults = f"none; random sizes 1 B..{largest} MB, 10 dtypes, .npy/HDF5, put/create"
     figures.outside = len(outside) if STRACE else -1
-    os.sync()
