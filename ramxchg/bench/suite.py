@@ -29,6 +29,21 @@ HUGE_TMPFS_BYTES = 4 << 30
 VERSION = 1
 
 
+#: Every transport's name, in table order (``--only`` takes these).
+TRANSPORT_NAMES = (
+    "ramxchg_put",
+    "ramxchg_create",
+    "ramxchg_hdf5",
+    "queue",
+    "pipe",
+    "shared_memory",
+    "npy_disk",
+    "ray",
+    "ramxchg_put_huge",
+    "ramxchg_create_huge",
+)
+
+
 def transports(huge_root: str | None, huge_skip: str | None) -> list[Transport]:
     """Every transport, in the order the table shows them."""
     found: list[Transport] = [

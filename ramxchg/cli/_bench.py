@@ -11,6 +11,7 @@ from rich.console import Console
 
 from ..bench import FULL_SIZES, QUICK_SIZES, BenchConfig, run_bench
 from ..bench.report import PlotUnavailable, plot, rich_table
+from ..bench.suite import TRANSPORT_NAMES
 from ..disks import parse_size
 
 BENCH_EXAMPLE = """\
@@ -52,6 +53,14 @@ def run(args: argparse.Namespace) -> int:
     repeat = args.repeat if args.repeat is not None else (2 if args.quick else 3)
     if repeat < 1:
         print("ramxchg bench: error: --repeat must be at least 1", file=sys.stderr)
+        return 2
+    unknown = set(args.only or ()) - set(TRANSPORT_NAMES)
+    if unknown:
+        print(
+            f"ramxchg bench: error: unknown transports {sorted(unknown)}; "
+            f"known: {', '.join(TRANSPORT_NAMES)}",
+            file=sys.stderr,
+        )
         return 2
     config = BenchConfig(
         sizes=tuple(args.sizes) if args.sizes else (QUICK_SIZES if args.quick else FULL_SIZES),

@@ -1,0 +1,71 @@
+"""``ramxchg bench --quick --json``: every transport has numbers or a reason it was skipped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ramxchg.bench.report import markdown_table
+from ramxchg.cli import main
+
+pytestmark = pytest.mark.slow
+
+SPREAD = {"median", "min", "max"}
+EXPECTED = {
+    "ramxchg_put",
+    "ramxchg_create",
+    "ramxchg_hdf5",
+    "queue",
+    "pipe",
+    "shared_memory",
+    "npy_disk",
+    "ray",
+    "ramxchg_put_huge",
+    "ramxchg_create_huge",
+}
+
+
+def test_quick_bench_json_structure(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "--quick", "--json", "--sizes", "1K", "64K", "--repeat", "1"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0, result
+    assert result["version"] == 1
+    assert result["memcpy_gbps"] > 0
+    assert result["config"] == {"sizes": [1024, 65536], "repeat": 1, "quick": True}
+    assert {"cpus", "memory_bytes", "kernel", "python", "numpy"} <= set(result["machine"])
+    assert {entry["name"] for entry in result["transports"]} == EXPECTED
+    for entry in result["transports"]:
+        if entry["skipped"]:
+            assert isinstance(entry["skipped"], str)
+            assert entry["results"] == []
+            continue
+        assert [r["size"] for r in entry["results"]] == [1024, 65536], entry
+        for item in entry["results"]:
+            assert item["error"] is None, item
+            for key in ("gbps", "p50_us", "p99_us"):
+                assert set(item[key]) == SPREAD
+                assert 0 < item[key]["min"] <= item[key]["median"] <= item[key]["max"]
+            assert item["ratio_memcpy"] == pytest.approx(
+                item["gbps"]["median"] / result["memcpy_gbps"]
+            )
+            assert item["ratio_queue"] > 0
+            assert item["latency_vs_queue"] > 0
+    queue = next(e for e in result["transports"] if e["name"] == "queue")
+    assert all(r["ratio_queue"] == pytest.approx(1.0) for r in queue["results"])
+    assert "| ramxchg put | 1 KB |" in markdown_table(result)
+    assert list(root.iterdir()) == []  # no channel left behind
+
+
+def test_bench_only_selects_transports(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "--quick", "--json", "--sizes", "1K", "--only", "pipe", "queue"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert [e["name"] for e in result["transports"]] == ["queue", "pipe"]
+
+
+def test_bench_refuses_bad_arguments() -> None:
+    assert main(["bench", "--repeat", "0"]) == 2
+    assert main(["bench", "--sizes", "lots"]) == 2
+    assert main(["bench", "--only", "carrier-pigeon"]) == 2
