@@ -37,6 +37,8 @@ from ._sequence import SequenceCounter, lock_file
 log = logging.getLogger(__name__)
 
 _MAX_STATE_BYTES = 64 * 1024
+#: An unreadable claim this old was left by a member that died between create and write.
+CLAIM_GRACE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ def my_identity() -> dict[str, Any]:
 
 def owner_is_alive(owner: dict[str, Any]) -> bool:
     """True unless the claim's process is certainly gone (pid reuse is detected)."""
+    if not owner:
+        return False  # an unreadable claim, old enough: its writer died half-way
     if owner.get("host") != socket.gethostname():
         return True  # another machine sharing the folder: we cannot tell
     try:
@@ -222,8 +226,14 @@ def _read_owner(path: Path) -> dict[str, Any] | None:
     try:
         owner = json.loads(raw)
     except ValueError:
-        return {}  # half-written by a process that died while claiming: dead
-    return owner if isinstance(owner, dict) else {}
+        owner = None
+    if isinstance(owner, dict) and owner:
+        return owner
+    # Half-written: dead if old enough, else a member may be writing it right now.
+    with contextlib.suppress(FileNotFoundError):
+        if time.time() - os.lstat(path).st_mtime > CLAIM_GRACE_SECONDS:
+            return {}
+    return None
 
 
 def read_small(path: Path) -> bytes | None:

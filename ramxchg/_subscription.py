@@ -204,12 +204,13 @@ class Subscription:
         path = self.channel.path / filename
         try:
             info = os.lstat(path)
-            sidecar = read_sidecar(self._layout.sidecar(name))
         except FileNotFoundError:
             return None
-        except CorruptItem as exc:
-            log.warning("ignoring %s: %s", path, exc)
-            return None
+        try:
+            sidecar = read_sidecar(self._layout.sidecar(name))
+        except CorruptItem as exc:  # as in a scan: a broken sidecar makes a legacy item
+            log.warning("%s: %s; treating it as a legacy file", path, exc)
+            sidecar = None
         if sidecar is None:
             return Entry(name, path, None, info.st_mtime_ns, info.st_size)
         return Entry(name, path, sidecar.seq, sidecar.published_ns, info.st_size)
