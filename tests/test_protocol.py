@@ -1,0 +1,191 @@
+"""The files the Python implementation writes match docs/protocol.md, and programs that
+follow the spec with plain file operations interoperate with it."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ramxchg import Channel
+from ramxchg._layout import PROTOCOL_VERSION
+
+SPEC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
+NAME = re.compile(r"^(?!\.)[A-Za-z0-9_.-]{1,200}(?<!\.)$")
+AUTO_NAME = re.compile(r"^[0-9]{12}$")
+SEQ_FILE = re.compile(rb"^[0-9]{20}\n$")
+TMP_NAME = re.compile(r"^.+\.[0-9]+\.[0-9a-f]{12}\.(npy|h5)$")
+
+_TYPES: dict[str, Any] = {
+    "int": lambda v: type(v) is int,
+    "number": lambda v: type(v) in (int, float),
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "object": lambda v: isinstance(v, dict),
+    "null": lambda v: v is None,
+}
+
+
+def spec_table(kind: str) -> dict[str, str]:
+    """field -> type from the table after ``<!-- format: kind -->`` in the spec."""
+    text = SPEC.read_text()
+    marker = f"<!-- format: {kind} -->"
+    assert marker in text, f"the spec has no {kind} table"
+    rows = {}
+    for line in text.split(marker, 1)[1].lstrip().splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        field, kind_text = (cell.strip() for cell in line.strip("|").split("|")[:2])
+        rows[field] = kind_text
+    return rows
+
+
+def check_against(data: object, kind: str, path: object) -> None:
+    """Exactly the spec's fields, each of the spec's type."""
+    table = spec_table(kind)
+    assert isinstance(data, dict), f"{path} is not a JSON object"
+    assert set(data) == set(table), f"{path}: fields {sorted(data)} != spec {sorted(table)}"
+    for field, type_text in table.items():
+        allowed = [t.strip() for t in type_text.split(" or ")]
+        assert all(t in _TYPES for t in allowed), f"unknown type {type_text!r} in the spec"
+        assert any(_TYPES[t](data[field]) for t in allowed), (
+            f"{path}: {field}={data[field]!r} is not {type_text}"
+        )
+    if "version" in table:
+        assert data["version"] == PROTOCOL_VERSION
+
+
+def test_spec_tables_are_complete() -> None:
+    assert set(spec_table("sidecar")) == {"version", "seq", "format", "published_ns", "attrs"}
+    assert f"version {PROTOCOL_VERSION}" in SPEC.read_text().splitlines()[0]
+
+
+def test_state_files_written_by_python_match_the_spec(root: Path) -> None:
+    channel = Channel("spec", keep_last=100, ttl=3600.5)
+    subscription = channel.subscribe(group="readers")
+    channel.put(np.arange(3), attrs={"a": [1, {"b": None}]})
+    channel.put({"x": np.ones(2)}, name="named.v1", format="hdf5")
+    with channel.create((4,), "f4") as array:
+        array[:] = 1
+        [tmp] = os.listdir(channel.path / ".ramxchg" / "tmp")
+        assert TMP_NAME.match(tmp), tmp
+        assert tmp.split(".")[-3] == str(os.getpid())
+    first = subscription.get(timeout=10)
+    second = subscription.get(timeout=10)
+    first.ack()
+    state = channel.path / ".ramxchg"
+
+    check_against(json.loads((state / "config.json").read_text()), "config", "config.json")
+    config = json.loads((state / "config.json").read_text())
+    assert (config["keep_last"], config["ttl"], config["max_items"]) == (100, 3600.5, None)
+
+    seq = (state / "seq").read_bytes()
+    assert SEQ_FILE.match(seq)
+    assert int(seq) == 3
+
+    sidecars = sorted(os.listdir(state / "meta"))
+    assert sidecars == ["000000000003.json", "named.v1.json"]  # the first was acked: deleted
+    for name in sidecars:
+        data = json.loads((state / "meta" / name).read_text())
+        check_against(data, "sidecar", name)
+        item_name = name[: -len(".json")]
+        assert NAME.match(item_name)
+        suffix = {"npy": ".npy", "hdf5": ".h5"}[data["format"]]
+        assert (channel.path / f"{item_name}{suffix}").is_file()
+        if data["seq"] == 3:
+            assert AUTO_NAME.match(item_name)
+            assert item_name == f"{data['seq']:012d}"
+
+    group = state / "groups" / "readers"
+    registration = json.loads((group / "group.json").read_text())
+    check_against(registration, "group", "group.json")
+    assert registration["name"] == "readers"
+    assert registration["created_seq"] == registration["start_seq"] == 0
+
+    [claim] = os.listdir(group / "claims")
+    assert claim == second.name
+    check_against(json.loads((group / "claims" / claim).read_text()), "claim", claim)
+    assert json.loads((group / "claims" / claim).read_text())["pid"] == os.getpid()
+    assert os.listdir(group / "acks") == []  # the acked item was deleted, and its ack
+    second.ack()
+    assert os.listdir(group / "claims") == []
+    subscription.close()
+
+
+def _foreign_publish(channel: Path, name: str | None, array: np.ndarray) -> str:
+    """Publish like docs/protocol.md section 4 says, with plain os calls."""
+    state = channel / ".ramxchg"
+    tmp = state / "tmp" / f"foreign.{os.getpid()}.{os.urandom(6).hex()}.npy"
+    np.save(tmp, array)  # step 1: the complete file, hidden
+    fd = os.open(state / "seq", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # step 2
+        raw = os.pread(fd, 21, 0)
+        seq = (int(raw) if raw else 0) + 1
+        final = name or f"{seq:012d}"  # step 3
+        assert not (channel / f"{final}.npy").exists()
+        assert not (channel / f"{final}.h5").exists()
+        sidecar = {
+            "version": 1,
+            "seq": seq,
+            "format": "npy",
+            "published_ns": time.time_ns(),
+            "attrs": {"producer": "foreign"},
+        }
+        (state / "meta" / f"{final}.json").write_text(json.dumps(sidecar))  # step 4
+        os.pwrite(fd, b"%020d\n" % seq, 0)  # step 5
+        os.link(tmp, channel / f"{final}.npy")  # step 6
+    finally:
+        os.close(fd)  # step 7: closing drops the lock
+    os.unlink(tmp)
+    return final
+
+
+def test_a_foreign_producer_following_the_spec_is_delivered(root: Path) -> None:
+    channel = Channel("foreign")
+    with channel.subscribe() as subscription:
+        channel.put(np.zeros(2))
+        assert subscription.get(timeout=10).seq == 1
+        name = _foreign_publish(channel.path, None, np.arange(5.0))
+        item = subscription.get(timeout=10)
+        assert (item.name, item.seq, item.attrs) == (name, 2, {"producer": "foreign"})
+        np.testing.assert_array_equal(item.array, np.arange(5.0))
+        item.close()
+        _foreign_publish(channel.path, "chosen", np.ones(3))
+        assert channel.put(np.ones(1)).seq == 4  # the Python side continues the count
+        assert [(i.name, i.seq) for i in (subscription.get(timeout=10) for _ in range(2))] == [
+            ("chosen", 3),
+            ("000000000004", 4),
+        ]
+
+
+def test_a_foreign_consumer_ack_lets_retention_delete_the_item(root: Path) -> None:
+    channel = Channel("acks")
+    channel.subscribe(group="foreign").close()  # registered: it holds items back
+    name = channel.put(np.ones(4)).name
+    assert channel.gc()["released"] == 0
+    assert name in channel
+    # The foreign consumer read the file directly; acking is creating one empty file.
+    ack = channel.path / ".ramxchg" / "groups" / "foreign" / "acks" / name
+    ack.touch()
+    assert channel.gc()["released"] == 1
+    assert name not in channel
+    assert not (channel.path / ".ramxchg" / "meta" / f"{name}.json").exists()
+    assert not ack.exists()
+
+
+def test_seq_gap_left_by_a_dead_producer_is_not_waited_for(root: Path) -> None:
+    channel = Channel("gap")
+    with channel.subscribe() as subscription:
+        channel.put(np.ones(1))
+        assert subscription.get(timeout=10).seq == 1
+        # A producer died after storing number 2 and before its link (spec step 5/6).
+        (channel.path / ".ramxchg" / "seq").write_bytes(b"%020d\n" % 2)
+        assert channel.put(np.ones(1)).seq == 3
+        assert subscription.get(timeout=10).seq == 3
