@@ -100,36 +100,47 @@ def parse_header(head: bytes, path: Path) -> tuple[tuple[int, ...], np.dtype[Any
             actual_bytes=len(head),
         )
     try:
-        text = head[start:end].decode("utf8" if major == 3 else "latin1")
+        shape, dtype, fortran = _parse_fields(head[start:end], major)
+    except _BadHeader as exc:
+        raise CorruptItem(f"{path} {exc}", path=path) from exc.__cause__
+    return shape, dtype, fortran, end
+
+
+class _BadHeader(ValueError):
+    pass
+
+
+@lru_cache(maxsize=1024)
+def _parse_fields(raw: bytes, major: int) -> tuple[tuple[int, ...], np.dtype[Any], bool]:
+    """Shape, dtype and order from the header text, cached by its exact bytes.
+
+    A stream of items of one shape repeats one header: ``ast.literal_eval`` then runs
+    once, not per item. Errors are raised as `_BadHeader` (never cached).
+    """
+    try:
+        text = raw.decode("utf8" if major == 3 else "latin1")
         fields = ast.literal_eval(text)  # literals only: never evaluates code
     except (ValueError, SyntaxError, MemoryError, RecursionError, UnicodeDecodeError) as exc:
-        raise CorruptItem(f"{path} has an unreadable .npy header: {exc}", path=path) from exc
+        raise _BadHeader(f"has an unreadable .npy header: {exc}") from exc
     if not isinstance(fields, dict) or set(fields) != _KEYS:
-        raise CorruptItem(
-            f"{path} has a .npy header without exactly the keys {sorted(_KEYS)}", path=path
-        )
+        raise _BadHeader(f"has a .npy header without exactly the keys {sorted(_KEYS)}")
     shape, fortran = fields["shape"], fields["fortran_order"]
     if (
         not isinstance(shape, tuple)
         or not all(type(n) is int and n >= 0 for n in shape)
         or not isinstance(fortran, bool)
     ):
-        raise CorruptItem(
-            f"{path} has an invalid shape {shape!r} or fortran_order {fortran!r}", path=path
-        )
+        raise _BadHeader(f"has an invalid shape {shape!r} or fortran_order {fortran!r}")
     try:
         dtype = np.lib.format.descr_to_dtype(fields["descr"])
     except (TypeError, ValueError) as exc:
-        raise CorruptItem(
-            f"{path} has an invalid dtype {fields['descr']!r}: {exc}", path=path
-        ) from exc
+        raise _BadHeader(f"has an invalid dtype {fields['descr']!r}: {exc}") from exc
     if dtype.hasobject:
-        raise CorruptItem(
-            f"{path} holds Python objects (dtype {dtype}); reading it would "
-            "unpickle, which ramxchg never does",
-            path=path,
+        raise _BadHeader(
+            f"holds Python objects (dtype {dtype}); reading it would unpickle, which "
+            "ramxchg never does"
         )
-    return shape, dtype, fortran, end
+    return shape, dtype, fortran
 
 
 def _nbytes(shape: tuple[int, ...], dtype: np.dtype[Any]) -> int:
