@@ -262,6 +262,8 @@ class Channel:
         start: str = "earliest",
         latest_only: bool = False,
         watch: str = "auto",
+        settle: float | None = None,
+        quarantine_after: float | None = None,
     ) -> Subscription:
         """Follow the channel: items are delivered as they are published.
 
@@ -277,8 +279,20 @@ class Channel:
             Always hand out the newest item, skipping the backlog (live viewers).
         watch
             ``"auto"``, ``"events"`` or ``"polling"``: how new items are noticed.
+        settle, quarantine_after
+            For files written in place by other programs (no sidecar): how long a file
+            must stay unchanged to count as complete, and how long a malformed one may
+            stay before it is quarantined (see docs/protocol.md, "Legacy producers").
         """
-        return Subscription(self, group, start=start, latest_only=latest_only, watch=watch)
+        return Subscription(
+            self,
+            group,
+            start=start,
+            latest_only=latest_only,
+            watch=watch,
+            settle=settle,
+            quarantine_after=quarantine_after,
+        )
 
     def groups(self) -> list[GroupStatus]:
         """Every durable group with its backlog (items it has not acked yet)."""

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._errors import CorruptItem
 from ._layout import ChannelLayout
 from ._names import check_name
-from ._sidecar import read_sidecar
+from ._sidecar import Sidecar, read_sidecar
 from .formats import format_for
 
 
@@ -24,6 +24,15 @@ class Entry:
     seq: int | None
     published_ns: int
     size: int
+    #: the sidecar as read by the scan (None for files dropped in by other programs)
+    sidecar: Sidecar | None = field(default=None, compare=False)
+
+    @classmethod
+    def of(cls, name: str, path: Path, info: os.stat_result, sidecar: Sidecar | None) -> Entry:
+        """The entry for a file with stat ``info`` and the given sidecar."""
+        if sidecar is None:
+            return cls(name, path, None, info.st_mtime_ns, info.st_size)
+        return cls(name, path, sidecar.seq, sidecar.published_ns, info.st_size, sidecar)
 
 
 def scan(layout: ChannelLayout) -> Iterator[Entry]:
@@ -44,10 +53,7 @@ def scan(layout: ChannelLayout) -> Iterator[Entry]:
                 sidecar = read_sidecar(layout.sidecar(name))
             except CorruptItem:  # a hostile sidecar: treat the file as dropped in
                 sidecar = None
-            if sidecar is None:
-                yield Entry(name, Path(entry.path), None, info.st_mtime_ns, info.st_size)
-            else:
-                yield Entry(name, Path(entry.path), sidecar.seq, sidecar.published_ns, info.st_size)
+            yield Entry.of(name, Path(entry.path), info, sidecar)
 
 
 def publish_order(entry: Entry) -> tuple[int, int, str]:

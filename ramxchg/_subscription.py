@@ -17,7 +17,7 @@ from ._legacy import LegacyGate
 from ._names import check_name
 from ._scan import Entry, publish_order, scan
 from ._sidecar import read_sidecar
-from ._watch import Notifier
+from ._watch import make_notifier
 from .formats import format_for
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class Subscription:
         self._retention = channel._retention
         self._group = Group(self._layout, group) if group is not None else None
         # Watch first, then list: whatever lands in between is seen by both (deduplicated).
-        self._notifier = Notifier(channel.path, watch)
+        self._notifier = make_notifier(channel.path, watch)
         counter = channel._counter
         if self._group is not None:
             self._floor = self._group.register(counter, start).start_seq
@@ -102,12 +102,13 @@ class Subscription:
         subscription is closed (also when closed from another thread while waiting).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        names = self._notifier.take()
         while True:
             if self._closed:
                 raise EOFError("subscription is closed")
-            self._absorb(self._notifier.take())
+            self._absorb(names)
             now = time.monotonic()
-            if now >= self._next_rescan:
+            if now >= self._next_rescan or self._notifier.take_overflow():
                 self._rescan()
             if now >= self._legacy.due():
                 for entry in self._legacy.ready():
@@ -121,7 +122,7 @@ class Subscription:
                 if left <= 0:
                     raise TimeoutError(f"no item arrived in {self.channel.path} within {timeout} s")
                 wait = min(wait, left)
-            self._absorb(self._notifier.wait(max(wait, 0.0)))
+            names = self._notifier.wait(max(wait, 0.0))
 
     def __iter__(self) -> Iterator[Item]:
         while not self._closed:
@@ -153,7 +154,9 @@ class Subscription:
     def _deliver(self, entry: Entry) -> Item:
         fmt = format_for(entry.path)
         assert fmt is not None
-        item = Item(entry.name, entry.path, fmt, self._layout.sidecar(entry.name))
+        item = Item(
+            entry.name, entry.path, fmt, self._layout.sidecar(entry.name), sidecar=entry.sidecar
+        )
         if self._group is not None:
             group = self._group
             self._claimed.add(entry.name)
@@ -211,9 +214,7 @@ class Subscription:
         except CorruptItem as exc:  # as in a scan: a broken sidecar makes a legacy item
             log.warning("%s: %s; treating it as a legacy file", path, exc)
             sidecar = None
-        if sidecar is None:
-            return Entry(name, path, None, info.st_mtime_ns, info.st_size)
-        return Entry(name, path, sidecar.seq, sidecar.published_ns, info.st_size)
+        return Entry.of(name, path, info, sidecar)
 
     def _queue(self, entry: Entry) -> None:
         key = (entry.name, entry.seq)

@@ -181,7 +181,8 @@ def _collect(root: str, channel: str, count: int, ready: mp.Event, out: mp.Queue
             if "overflow" in record.getMessage():
                 overflows.append(record.getMessage())
 
-    logging.getLogger("watchdog").addHandler(Spy())
+    for logger in ("ramxchg", "watchdog"):  # whichever backend reads the events says so
+        logging.getLogger(logger).addHandler(Spy())
     seen = []
     with Channel(channel).subscribe() as sub:
         ready.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import PurePath
 
 from .base import Allocation, Format, Layout, OpenedFile
@@ -26,7 +27,7 @@ def get_format(name: str) -> Format:
 
 def format_for(path: PurePath | str) -> Format | None:
     """The format whose suffix ``path`` has, or None when it is not an item file."""
-    suffix = PurePath(path).suffix
+    suffix = os.path.splitext(path)[1]  # pathlib costs ~10x more on this hot path
     for fmt in _FORMATS.values():
         if fmt.suffix == suffix:
             return fmt
