@@ -23,12 +23,15 @@ class ChannelConfig:
     max_items: int | None = None
     ttl: float | None = None
     reserve_bytes: int = 0
+    recycle: int = 0
 
     def __post_init__(self) -> None:
         for name in ("keep_last", "max_bytes", "max_items", "ttl"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or value <= 0):
                 raise ValueError(f"{name} must be a positive number or None, not {value!r}")
+        if self.recycle < 0:
+            raise ValueError(f"recycle must be >= 0, not {self.recycle}")
         if self.reserve_bytes < 0:
             raise ValueError(f"reserve_bytes must be >= 0, not {self.reserve_bytes}")
 

@@ -64,6 +64,10 @@ class ChannelLayout:
         return self.state / "dead"
 
     @cached_property
+    def pool(self) -> Path:
+        return self.state / "pool"
+
+    @cached_property
     def config_file(self) -> Path:
         return self.state / "config.json"
 
@@ -86,7 +90,7 @@ class ChannelLayout:
     def create(self, mode: int) -> None:
         """Create the channel folder (with ``mode``) and its state folders."""
         ensure_dir(self.path, mode)
-        for folder in (self.state, self.tmp, self.meta, self.groups):
+        for folder in (self.state, self.tmp, self.meta, self.groups, self.pool):
             ensure_dir(folder, mode)
 
     def temp_name(self, stem: str, suffix: str) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 
 from ._errors import ItemExists, RamDiskFull
 from ._layout import ChannelLayout
+from ._pool import Pool
 from ._sequence import SequenceCounter
 from ._sidecar import Sidecar, write_sidecar
 from .formats import Format, suffixes
@@ -64,13 +65,23 @@ def check_room(layout: ChannelLayout, needed: int) -> None:
 
 
 def write_hidden(
-    layout: ChannelLayout, fmt: Format, stem: str, needed: int, write: Callable[[Path], Any]
+    layout: ChannelLayout,
+    fmt: Format,
+    stem: str,
+    needed: int,
+    write: Callable[[Path], Any],
+    *,
+    pool: Pool | None = None,
 ) -> Path:
     """Run ``write(tmp_path)`` on a fresh temporary path; clean up if it fails.
 
+    With a ``pool``, a recycled file of exactly ``needed`` bytes is put at the
+    temporary path first (formats that can overwrite in place reuse its pages).
     ENOSPC (the RAM disk filled up meanwhile) becomes `RamDiskFull`.
     """
     tmp = layout.temp_name(stem, fmt.suffix)
+    if pool is not None and fmt.recyclable:
+        pool.take(needed, tmp)
     try:
         write(tmp)
     except BaseException as exc:

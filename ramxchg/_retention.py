@@ -23,6 +23,7 @@ from ._config import ChannelConfig
 from ._errors import ChannelFull, RamDiskFull
 from ._groups import Group, GroupInfo, list_groups
 from ._layout import ChannelLayout
+from ._pool import Pool
 from ._scan import publish_order, scan
 from ._sequence import SequenceCounter
 from .formats import format_for
@@ -49,6 +50,7 @@ class Retention:
         self.layout = layout
         self.config = config
         self.counter = counter
+        self.pool = Pool(layout.pool, config.recycle)
         self._group_cache: dict[tuple[str, int], tuple[Group, GroupInfo]] = {}
 
     # -- deleting ---------------------------------------------------------------------------
@@ -59,8 +61,10 @@ class Retention:
         The lock keeps a producer from re-publishing the same name half-way through.
         """
         with self.counter.locked():
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+            recycled = str(path).endswith(".npy") and self.pool.give(path)
+            if not recycled:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.layout.sidecar(name))
             for group in groups if groups is not None else list_groups(self.layout):

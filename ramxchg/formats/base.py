@@ -48,6 +48,9 @@ class Format(ABC):
     name: str
     #: file suffix of published items (".npy", ".h5")
     suffix: str
+    #: True when ``write``/``allocate`` overwrite a file already at the path in place
+    #: (keeping its pages) when it has the right size: recycled files (see _pool.py)
+    recyclable: bool = False
 
     @abstractmethod
     def write(

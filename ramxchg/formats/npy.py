@@ -189,6 +189,7 @@ class NpyFormat(Format):
 
     name = "npy"
     suffix = ".npy"
+    recyclable = True
 
     def nbytes_for(self, layout: Layout) -> int:
         shape, dtype = _only_array(layout, Path("<new item>"))
@@ -208,11 +209,8 @@ class NpyFormat(Format):
         fortran = array.flags.f_contiguous and not array.flags.c_contiguous
         header = build_header(array.shape, array.dtype, fortran)
         flat = (array.T if fortran else array).reshape(-1).view(np.uint8)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        fd = _open_sized(path, len(header) + flat.nbytes, os.O_WRONLY)
         try:
-            if flat.nbytes >= HUGE_PAGE:
-                # Sizing first lets a huge=within_size tmpfs back the file with huge pages.
-                os.ftruncate(fd, len(header) + flat.nbytes)
             _write_all(fd, header, memoryview(flat))
         finally:
             os.close(fd)
@@ -221,9 +219,8 @@ class NpyFormat(Format):
         shape, dtype = _only_array(layout, path)
         header = build_header(shape, dtype, False)
         size = len(header) + _nbytes(shape, dtype)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        fd = _open_sized(path, size, os.O_RDWR)
         try:
-            os.ftruncate(fd, size)
             _write_all(fd, memoryview(header))
             mapping = map_reserved(fd, size)
         finally:
@@ -253,6 +250,26 @@ class NpyFormat(Format):
             shape, dtype, buffer=buffer, offset=offset, order="F" if fortran else "C"
         )
         return OpenedFile({"data": array}, {"data": size > 0}, release=closer(mapping))
+
+
+def _open_sized(path: Path, size: int, access: int) -> int:
+    """Open the temporary file at ``path`` for writing ``size`` bytes from offset 0.
+
+    A file already there is a recycled one (see ramxchg/_pool.py): if it has exactly
+    ``size`` bytes its pages are overwritten in place, otherwise it is resized. A new
+    file is sized before writing when large, which lets a huge=within_size tmpfs back it
+    with huge pages.
+    """
+    flags = access | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags, 0o666)
+    try:
+        current = os.fstat(fd).st_size
+        if current != size and (current or size >= HUGE_PAGE or access == os.O_RDWR):
+            os.ftruncate(fd, size)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _write_all(fd: int, *parts: bytes | memoryview) -> None:

@@ -1,0 +1,130 @@
+"""Recycled item files: reuse of consumed items' pages, and the contract that comes with it."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ramxchg import Channel
+
+SPAWN = mp.get_context("spawn")
+FRAME = (512, 1024)  # 1 MiB of uint16
+
+
+def _pool(ch: Channel) -> list[str]:
+    return sorted(os.listdir(ch.path / ".ramxchg" / "pool"))
+
+
+def _consume_one(ch: Channel, group: str = "g") -> tuple[str, np.ndarray, int]:
+    with ch.subscribe(group) as sub:
+        item = sub.get(timeout=10)
+        inode = os.stat(item.path).st_ino
+        array = item.array
+        item.ack()
+        return item.name, array, inode
+
+
+def test_an_acked_item_file_is_reused_by_the_next_item_of_its_size(root: Path) -> None:
+    ch = Channel("recycle", recycle=2)
+    ch.subscribe("g").close()
+    ch.put(np.full(FRAME, 1, dtype=np.uint16), "a")
+    _, old_view, old_inode = _consume_one(ch)
+    assert "a" not in ch
+    assert len(_pool(ch)) == 1
+    new = ch.put(np.full(FRAME, 2, dtype=np.uint16), "b")
+    assert os.stat(new.path).st_ino == old_inode  # the same pages, written in place
+    assert _pool(ch) == []
+    np.testing.assert_array_equal(new.array, 2)
+    # The contract made visible: the view of the acked item now shows the newer item.
+    assert int(old_view[0, 0]) == 2
+
+
+def test_nothing_is_reused_before_every_group_acked(root: Path) -> None:
+    ch = Channel("recycle-wait", recycle=2)
+    ch.subscribe("g").close()
+    first = ch.put(np.full(FRAME, 1, dtype=np.uint16), "a")
+    second = ch.put(np.full(FRAME, 2, dtype=np.uint16), "b")
+    assert os.stat(first.path).st_ino != os.stat(second.path).st_ino
+    np.testing.assert_array_equal(first.array, 1)
+    assert _pool(ch) == []
+
+
+def test_other_sizes_capacity_and_create(root: Path) -> None:
+    ch = Channel("recycle-sizes", recycle=1)
+    ch.subscribe("g").close()
+    for value in (1, 2):
+        ch.put(np.full(FRAME, value, dtype=np.uint16))
+    _consume_one(ch)
+    _consume_one(ch)
+    assert len(_pool(ch)) == 1  # capacity 1: the second file was freed
+    small = ch.put(np.zeros(10, dtype=np.uint16))
+    assert len(_pool(ch)) == 1  # a different size never takes a pooled file
+    np.testing.assert_array_equal(small.array, 0)
+    with ch.create(FRAME, np.uint16, name="made") as frame:
+        frame[:] = 7
+        del frame
+    assert _pool(ch) == []  # create() took the pooled file
+    np.testing.assert_array_equal(ch.get("made").array, 7)
+
+
+def test_without_recycle_and_for_hdf5_files_are_freed(root: Path) -> None:
+    plain = Channel("no-recycle")
+    plain.subscribe("g").close()
+    plain.put(np.zeros(FRAME, dtype=np.uint16))
+    _consume_one(plain)
+    assert _pool(plain) == []
+    h5 = Channel("h5-recycle", recycle=4, format="hdf5")
+    h5.subscribe("g").close()
+    h5.put(np.zeros(FRAME, dtype=np.uint16))
+    _consume_one(h5)
+    assert _pool(h5) == []
+
+
+def _checksum(array: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(array).view(np.uint8))
+
+
+def _verify(root: str, count: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    os.environ["RAMXCHG_ROOT"] = root
+    ok = 0
+    with Channel("recycle-stream").subscribe("g") as sub:
+        for _ in range(count):
+            item = sub.get(timeout=30)
+            if _checksum(item.array) == item.attrs["crc"]:
+                ok += 1  # checked before ack: the contract a consumer must follow
+            item.close()
+            item.ack()
+    out.put(ok)
+
+
+def test_a_stream_through_recycled_files_is_never_corrupt(root: Path) -> None:
+    count = 300
+    ch = Channel("recycle-stream", recycle=4, max_items=4)
+    ch.subscribe("g").close()
+    out = SPAWN.Queue()
+    consumer = SPAWN.Process(target=_verify, args=(str(root), count, out))
+    consumer.start()
+    rng = np.random.default_rng(3)
+    inodes = set()
+    for _ in range(count):
+        frame = rng.integers(0, 65535, FRAME, dtype=np.uint16)
+        item = ch.put(frame, attrs={"crc": _checksum(frame)}, timeout=30)
+        with contextlib.suppress(FileNotFoundError):  # the consumer may be done with it
+            inodes.add(item.path.stat().st_ino)
+    assert out.get(timeout=120) == count
+    consumer.join(30)
+    assert consumer.exitcode == 0
+    assert len(inodes) < count // 2, "files were not recycled"
+    assert len(ch) == 0
+
+
+@pytest.mark.parametrize("value", [0, 3])
+def test_recycle_is_stored_with_the_channel(root: Path, value: int) -> None:
+    Channel(f"stored-{value}", recycle=value)
+    assert Channel(f"stored-{value}").config.recycle == value
