@@ -296,7 +296,8 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoSummar
     peak = 0
     path = root / name
     try:
-        channel = Channel(name, root, format=config.format, max_items=MAX_ITEMS)
+        # Recycling is safe here: the consumer is done with each frame before it acks.
+        channel = Channel(name, root, format=config.format, max_items=MAX_ITEMS, recycle=MAX_ITEMS)
         channel.subscribe(GROUP).close()  # register the group before the first frame
         consumer = ctx.Process(
             target=_consumer,
