@@ -16,6 +16,8 @@ SPREAD = {"median", "min", "max"}
 EXPECTED = {
     "ramxchg_put",
     "ramxchg_create",
+    "ramxchg_put_recycle",
+    "ramxchg_create_recycle",
     "ramxchg_hdf5",
     "queue",
     "pipe",

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 DISK_FOLDER = "/var/tmp"
 #: Size limit of the huge-page tmpfs (a limit: memory is used only by what is stored).
 HUGE_TMPFS_BYTES = 4 << 30
+#: Pool size of the recycling variants (Channel(recycle=...)).
+RECYCLE = 4
 #: JSON format version of `run_bench`'s result.
 VERSION = 1
 
@@ -33,6 +35,8 @@ VERSION = 1
 TRANSPORT_NAMES = (
     "ramxchg_put",
     "ramxchg_create",
+    "ramxchg_put_recycle",
+    "ramxchg_create_recycle",
     "ramxchg_hdf5",
     "queue",
     "pipe",
@@ -49,6 +53,10 @@ def transports(huge_root: str | None, huge_skip: str | None) -> list[Transport]:
     found: list[Transport] = [
         ChannelTransport("ramxchg_put", "ramxchg put", "npy"),
         ChannelTransport("ramxchg_create", "ramxchg create", "create"),
+        ChannelTransport("ramxchg_put_recycle", "ramxchg put, recycle", "npy", recycle=RECYCLE),
+        ChannelTransport(
+            "ramxchg_create_recycle", "ramxchg create, recycle", "create", recycle=RECYCLE
+        ),
         ChannelTransport("ramxchg_hdf5", "ramxchg hdf5 put", "hdf5"),
         QueueTransport(),
         PipeTransport(),

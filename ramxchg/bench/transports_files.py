@@ -57,9 +57,17 @@ class ChannelTransport(Transport):
     """
 
     def __init__(
-        self, name: str, label: str, mode: str, root: str | None = None, skip: str | None = None
+        self,
+        name: str,
+        label: str,
+        mode: str,
+        root: str | None = None,
+        *,
+        skip: str | None = None,
+        recycle: int = 0,
     ) -> None:
         self.name = name
+        self.recycle = recycle
         self.label = label
         self.mode = mode
         self.root = root
@@ -74,7 +82,7 @@ class ChannelTransport(Transport):
 
     def open_link(self, ctx: Any, workdir: Path) -> Any:
         root = Path(self.root) if self.root is not None else workdir
-        channel = Channel(f"bench-{self.name}-{os.getpid()}", root)
+        channel = Channel(f"bench-{self.name}-{os.getpid()}", root, recycle=self.recycle)
         channel.subscribe(GROUP).close()  # register the group before the first item
         return str(channel.path)
 
