@@ -57,6 +57,15 @@ def _me() -> dict[str, Any]:
     return {"pid": proc.pid, "started": proc.create_time(), "host": socket.gethostname()}
 
 
+def _identity_json() -> bytes:
+    return _identity_json_of(os.getpid())
+
+
+@cache
+def _identity_json_of(pid: int) -> bytes:  # keyed by pid: a forked child gets its own
+    return json.dumps(my_identity()).encode()
+
+
 def my_identity() -> dict[str, Any]:
     """This process as written into claims: pid, start time, host."""
     identity = _me()
@@ -90,6 +99,9 @@ class Group:
         self.claims = self.folder / "claims"
         self.acks = self.folder / "acks"
         self.info_file = self.folder / "group.json"
+        # Plain string prefixes: these paths are built several times per item.
+        self._claim_prefix = f"{self.claims}{os.sep}"
+        self._ack_prefix = f"{self.acks}{os.sep}"
 
     # -- registration -----------------------------------------------------------------------
 
@@ -141,7 +153,7 @@ class Group:
     # -- claims and acks --------------------------------------------------------------------
 
     def is_acked(self, item: str) -> bool:
-        return os.path.lexists(self.acks / item)
+        return os.path.lexists(self._ack_prefix + item)
 
     def try_claim(self, item: str) -> bool:
         """Claim ``item`` for this process; False if another member has it or it is done."""
@@ -149,39 +161,41 @@ class Group:
             return False
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
         try:
-            fd = os.open(self.claims / item, flags, 0o666)
+            fd = os.open(self._claim_prefix + item, flags, 0o666)
         except FileExistsError:
             return False
         try:
-            os.write(fd, json.dumps(my_identity()).encode())
+            os.write(fd, _identity_json())
         finally:
             os.close(fd)
         if self.is_acked(item):  # another member acked it between our two checks
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.claims / item)
+                os.unlink(self._claim_prefix + item)
             return False
         return True
 
     def release(self, item: str) -> None:
         """Give a claimed item back to the group without acking it."""
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.claims / item)
+            os.unlink(self._claim_prefix + item)
 
     def ack(self, item: str) -> None:
         """Mark ``item`` done for the group (claimed by us or never delivered)."""
         try:
-            os.replace(self.claims / item, self.acks / item)
+            os.replace(self._claim_prefix + item, self._ack_prefix + item)
         except FileNotFoundError:
             fd = os.open(
-                self.acks / item, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666
+                self._ack_prefix + item,
+                os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0),
+                0o666,
             )
             os.close(fd)
 
     def forget(self, item: str) -> None:
         """Drop every trace of ``item`` (it was deleted, its name may be reused)."""
-        for folder in (self.acks, self.claims):
+        for prefix in (self._ack_prefix, self._claim_prefix):
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(folder / item)
+                os.unlink(prefix + item)
 
     def reclaim_dead(self) -> list[str]:
         """Remove claims whose process died; return the items now free again."""
