@@ -1,0 +1,53 @@
+"""The README's quickstart and the examples in docs/ run as written."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _run(code: str | Path, root: Path) -> str:
+    """Run code (or a script file: spawn needs an importable __main__) with its own root."""
+    env = {**os.environ, "RAMXCHG_ROOT": str(root)}
+    args = [str(code)] if isinstance(code, Path) else ["-c", code]
+    result = subprocess.run(
+        [sys.executable, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_readme_quickstart_runs(root: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    [code] = re.findall(r"```python\n(.*?)```", readme, re.S)
+    out = _run(code, root)
+    assert "(2048, 2048) uint16 42.0 {}" in out
+
+
+def test_readme_has_exactly_two_setup_commands() -> None:
+    readme = (REPO / "README.md").read_text()
+    setup = readme.split("## Set up on a fresh machine", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```bash\n(.*?)```", setup, re.S)
+    assert [c.strip() for c in commands] == [
+        "pip install . && ramxchg demo",
+        'pip install -e ".[test]" && python -m pytest',
+    ]
+    assert commands[1].strip() in (REPO / ".ci" / "run").read_text()
+
+
+@pytest.mark.parametrize("example", ["quickstart.py"])
+def test_docs_examples_run(root: Path, example: str) -> None:
+    out = _run(REPO / "docs" / "examples" / example, root)
+    assert out.count("got ") == 3
