@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ConfigMismatch, CorruptItem
+from ._statefile import read_state
 
 _MAX_CONFIG_BYTES = 64 * 1024
 
@@ -79,15 +80,5 @@ def load_or_store(path: Path, wanted: dict[str, Any]) -> ChannelConfig:
 
 
 def _read(path: Path) -> ChannelConfig | None:
-    try:
-        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        return None
-    try:
-        raw = os.read(fd, _MAX_CONFIG_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(raw) > _MAX_CONFIG_BYTES:
-        raise CorruptItem(f"channel config {path} is over {_MAX_CONFIG_BYTES} bytes", path=path)
-    return ChannelConfig.from_json(raw, path)
+    raw = read_state(path, _MAX_CONFIG_BYTES, "channel config")
+    return None if raw is None else ChannelConfig.from_json(raw, path)

@@ -33,6 +33,7 @@ from ._errors import CorruptItem, ItemNotFound
 from ._layout import ChannelLayout
 from ._names import check_name
 from ._sequence import SequenceCounter, lock_file
+from ._statefile import read_state
 
 log = logging.getLogger(__name__)
 
@@ -251,19 +252,8 @@ def _read_owner(path: Path) -> dict[str, Any] | None:
 
 
 def read_small(path: Path) -> bytes | None:
-    """Read a small state file without following links or blocking; None if missing."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        return None
-    try:
-        raw = os.read(fd, _MAX_STATE_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(raw) > _MAX_STATE_BYTES:
-        raise CorruptItem(f"state file {path} is over {_MAX_STATE_BYTES} bytes", path=path)
-    return raw
+    """A group state file's bytes (None if missing); see `read_state`."""
+    return read_state(path, _MAX_STATE_BYTES, "group state file")
 
 
 def list_groups(layout: ChannelLayout) -> list[Group]:

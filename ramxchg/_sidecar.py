@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import CorruptItem
+from ._statefile import read_state
 
 #: A sidecar larger than this is refused (a hostile file must not exhaust memory).
 MAX_SIDECAR_BYTES = 1 << 20
@@ -81,19 +82,9 @@ def read_sidecar(path: Path) -> Sidecar | None:
 
     Raises `CorruptItem` for a sidecar that is too large or not the expected JSON.
     """
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
+    raw = read_state(path, MAX_SIDECAR_BYTES, "sidecar")
+    if raw is None:
         return None
-    except OSError as exc:
-        raise CorruptItem(f"sidecar {path} cannot be opened: {exc.strerror}", path=path) from exc
-    try:
-        raw = os.read(fd, MAX_SIDECAR_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(raw) > MAX_SIDECAR_BYTES:
-        raise CorruptItem(f"sidecar {path} is over {MAX_SIDECAR_BYTES} bytes", path=path)
     try:
         data = json.loads(raw)
         sidecar = Sidecar(
