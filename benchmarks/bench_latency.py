@@ -10,7 +10,8 @@ and a consumer process subscribed as a durable group (acked items are deleted):
 1. latency: 1 KB items, one at a time (the producer waits until the consumer has the
    previous one); latency = consumer's receive time - the item's ``published_ns``;
 2. items/s: 4 KB items streamed (at most 64 in flight), from first put to last receive;
-3. GB/s: 8 MB frames streamed (at most 4 in flight), the consumer copying every byte.
+3. GB/s: 8 MB frames streamed (at most 4 in flight), the consumer copying every byte;
+   once as is and once with ``Channel(recycle=4)`` (consumed files' pages reused).
 
 Each also reports the longest gap between two deliveries: a stall is a gap >= 0.5 s.
 """
@@ -59,10 +60,10 @@ def _consume(path: str, nbytes: int, count: int, semaphore: Any, results: Any) -
     results.send((latencies, arrivals))
 
 
-def run(root: Path, nbytes: int, count: int, window: int) -> dict[str, Any]:
+def run(root: Path, nbytes: int, count: int, window: int, recycle: int = 0) -> dict[str, Any]:
     """One producer/consumer run; latency percentiles, rate and the longest gap."""
     ctx = mp.get_context("spawn")
-    channel = Channel(f"latency-{nbytes}-{window}", root)
+    channel = Channel(f"latency-{nbytes}-{window}-{recycle}", root, recycle=recycle)
     channel.subscribe("bench").close()  # the group exists before the first item
     semaphore = ctx.Semaphore(0)
     receiver, sender = ctx.Pipe(duplex=False)
@@ -108,6 +109,7 @@ def main() -> None:
             "latency_1k_lockstep": run(root, 1024, args.items, 1),
             "rate_4k_streamed": run(root, 4096, args.items, 64),
             "rate_8m_streamed": run(root, 8 << 20, args.frames, 4),
+            "rate_8m_streamed_recycle": run(root, 8 << 20, args.frames, 4, recycle=4),
         }
     finally:
         shutil.rmtree(root, ignore_errors=True)
