@@ -42,19 +42,7 @@ def run(sizes: list[int], repeat: int, root: Path) -> list[dict[str, float]]:
     rows = []
     for nbytes in sizes:
         data = np.random.default_rng(0).integers(0, 255, nbytes, dtype=np.uint8)
-        counter = iter(range(10**9))
-
-        def put() -> None:
-            ch.put(data, f"p{next(counter)}")
-
-        def create() -> None:
-            with ch.create(data.shape, data.dtype, name=f"c{next(counter)}") as out:
-                out[...] = data
-
-        def save() -> None:
-            np.save(ch.path / f"s{next(counter)}.npy", data)
-
-        writers = {"put": put, "create": create, "np.save": save}
+        writers = _writers(ch, data)
         times: dict[str, list[float]] = {name: [] for name in writers}
         for writer in writers.values():  # warm-up
             writer()
@@ -82,6 +70,23 @@ def run(sizes: list[int], repeat: int, root: Path) -> list[dict[str, float]]:
     return rows
 
 
+def _writers(ch: ramxchg.Channel, data: np.ndarray) -> dict[str, Callable[[], None]]:
+    """The three ways of writing ``data`` into the channel's folder, each a new file."""
+    counter = iter(range(10**9))
+
+    def put() -> None:
+        ch.put(data, f"p{next(counter)}")
+
+    def create() -> None:
+        with ch.create(data.shape, data.dtype, name=f"c{next(counter)}") as out:
+            out[...] = data
+
+    def save() -> None:
+        np.save(ch.path / f"s{next(counter)}.npy", data)
+
+    return {"put": put, "create": create, "np.save": save}
+
+
 def _clear(ch: ramxchg.Channel) -> None:
     for name in ch.names():
         ch.delete(name)
@@ -100,8 +105,15 @@ def main() -> None:
     print(f"machine: {platform.node()} {os.cpu_count()} cores, {platform.platform()}")
     print(f"root: {root}; repeat {args.repeat}, medians")
     rows = run(sizes, args.repeat, Path(tempfile.mkdtemp(dir=root)))
-    header = ["size", "put GB/s", "create GB/s", "np.save GB/s", "put/np.save",
-              "create/np.save", ".array ms"]
+    header = [
+        "size",
+        "put GB/s",
+        "create GB/s",
+        "np.save GB/s",
+        "put/np.save",
+        "create/np.save",
+        ".array ms",
+    ]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
