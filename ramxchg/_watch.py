@@ -124,6 +124,9 @@ class InotifyNotifier(Notifier):
             raise OSError(error, f"cannot watch {folder}: {os.strerror(error)}")
         os.set_blocking(fd, False)
         self._fd = fd
+        # One buffer for every read: a fresh 256 KiB bytes object per call costs an
+        # mmap/munmap pair, and the common read finds nothing (EAGAIN).
+        self._buffer = bytearray(256 * 1024)
         self._wake_r, self._wake_w = os.pipe()
 
     def wait(self, timeout: float | None) -> list[str]:
@@ -137,17 +140,17 @@ class InotifyNotifier(Notifier):
             if self._closed:
                 return self._drain()
             try:
-                buffer = os.read(self._fd, 256 * 1024)
+                length = os.readv(self._fd, [self._buffer])
             except BlockingIOError:
-                buffer = b""
-            self._parse(buffer)
+                length = 0
+            self._parse(memoryview(self._buffer)[:length])
             return self._drain()
 
-    def _parse(self, buffer: bytes) -> None:
+    def _parse(self, buffer: memoryview) -> None:
         offset, size = 0, self._EVENT.size
         while offset + size <= len(buffer):
             _wd, mask, _cookie, length = self._EVENT.unpack_from(buffer, offset)
-            raw = buffer[offset + size : offset + size + length].rstrip(b"\0")
+            raw = bytes(buffer[offset + size : offset + size + length]).rstrip(b"\0")
             offset += size + length
             if mask & self._overflow:
                 self._overflowed = True
