@@ -72,7 +72,8 @@ class Figures:
     faults: str = ""
     lost: int = 0
     partial: int = 0
-    outside: int = 0
+    #: -1: not audited (only scenarios that run strace set it)
+    outside: int = -1
     seconds: float = 0.0
 
 
