@@ -53,13 +53,15 @@ class Channel:
     ----------
     name
         Channel name (see the naming rules), or an absolute path to an existing folder
-        to use it as a drop-in exchange folder.
+        to use it as a drop-in exchange folder (which may belong to another user who
+        shared it; a symlink is always refused).
     root
         Folder holding channels; `default_root()` when None.
     format
         Default item format, ``"npy"`` or ``"hdf5"``; stored with the channel.
     mode
-        Permissions of the channel folder when it is created (0o700: only you).
+        Permissions of the channel folder when it is created (0o700: only you; 0o750
+        and a group, or 0o755, to share it read-only).
     keep_last, max_bytes, max_items, ttl, reserve_bytes
         Retention and limits, stored with the channel when it is created.
     recycle
@@ -89,9 +91,12 @@ class Channel:
         reserve_bytes: int | None = None,
         recycle: int | None = None,
     ) -> None:
-        if isinstance(name, os.PathLike) or os.path.isabs(name):
+        # A folder named by its path may be another user's, shared on purpose; a channel
+        # named under a root must be ours (someone may have pre-created the name).
+        by_path = isinstance(name, os.PathLike) or os.path.isabs(name)
+        if by_path:
             path = Path(name)
-            check_safe_dir(path)
+            check_safe_dir(path, owner_check=False)
             self.name = path.name
         else:
             self.name = check_name(name, "channel")
@@ -101,7 +106,7 @@ class Channel:
             path = base / self.name
         self.path = path
         self._layout = ChannelLayout(path)
-        self._layout.create(mode)
+        self._layout.create(mode, owner_check=not by_path)
         wanted = {
             key: value
             for key, value in {

@@ -87,11 +87,14 @@ class ChannelLayout:
         """``<name><suffix>`` in the channel folder."""
         return f"{self._prefixes[0]}{name}{suffix}"
 
-    def create(self, mode: int) -> None:
-        """Create the channel folder (with ``mode``) and its state folders."""
-        ensure_dir(self.path, mode)
+    def create(self, mode: int, *, owner_check: bool = True) -> None:
+        """Create the channel folder (with ``mode``) and its state folders.
+
+        ``owner_check=False``: the folders may belong to another user (a shared channel).
+        """
+        ensure_dir(self.path, mode, owner_check=owner_check)
         for folder in (self.state, self.tmp, self.meta, self.groups, self.pool):
-            ensure_dir(folder, mode)
+            ensure_dir(folder, mode, owner_check=owner_check)
 
     def temp_name(self, stem: str, suffix: str) -> str:
         """A unique temporary path in the hidden tmp folder: ``<stem>.<pid>.<random><suffix>``.

@@ -45,7 +45,7 @@ def _user_tag() -> str:
     return os.environ.get("USERNAME", "user")
 
 
-def ensure_dir(path: Path, mode: int = 0o700) -> Path:
+def ensure_dir(path: Path, mode: int = 0o700, *, owner_check: bool = True) -> Path:
     """Create ``path`` (and parents) if missing, then check it is safe to use.
 
     The folder itself gets ``mode``; it must not be a symlink and must belong to the
@@ -57,15 +57,16 @@ def ensure_dir(path: Path, mode: int = 0o700) -> Path:
             os.chmod(path, mode)  # mkdir's mode is filtered by the umask
     except FileExistsError:
         pass
-    check_safe_dir(path)
+    check_safe_dir(path, owner_check=owner_check)
     return path
 
 
-def check_safe_dir(path: Path) -> None:
+def check_safe_dir(path: Path, *, owner_check: bool = True) -> None:
     """Raise `UnsafeRoot` unless ``path`` is a real folder we may trust.
 
     A world-writable parent such as ``/dev/shm`` lets anyone pre-create our folder's
-    name or swap it for a symlink, so both are refused.
+    name or swap it for a symlink, so both are refused. ``owner_check=False`` accepts
+    another user's folder (one shared on purpose and named by its path), never a symlink.
     """
     try:
         info = os.lstat(path)
@@ -75,7 +76,7 @@ def check_safe_dir(path: Path) -> None:
         raise UnsafeRoot(f"{path} is a symlink; refusing to follow it", path=path)
     if not stat.S_ISDIR(info.st_mode):
         raise UnsafeRoot(f"{path} is not a folder", path=path)
-    if not hasattr(os, "geteuid"):
+    if not owner_check or not hasattr(os, "geteuid"):
         return
     me = os.geteuid()
     shared_mount = info.st_uid == 0 and info.st_mode & stat.S_ISVTX

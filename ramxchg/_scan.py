@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._errors import CorruptItem
+from ._errors import CorruptItem, InvalidName
 from ._layout import ChannelLayout
 from ._names import check_name
 from ._sidecar import Sidecar, read_sidecar
@@ -35,25 +35,74 @@ class Entry:
         return cls(name, path, sidecar.seq, sidecar.published_ns, info.st_size, sidecar)
 
 
-def scan(layout: ChannelLayout) -> Iterator[Entry]:
-    """Every published item in the channel folder (unordered); skips hidden and foreign files."""
+@dataclass(frozen=True)
+class Intruder:
+    """A file with an item's suffix that must not be taken for an item."""
+
+    filename: str
+    reason: str
+
+
+_KINDS = {
+    stat.S_IFLNK: "a symlink",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a folder",
+    stat.S_IFCHR: "a device",
+    stat.S_IFBLK: "a device",
+}
+
+
+def classify(layout: ChannelLayout, filename: str, info: os.stat_result) -> Entry | Intruder | None:
+    """What a file in the channel folder is, from its name and ``lstat``.
+
+    An `Entry` for an item; an `Intruder` for a file with an item suffix that is not
+    one (an invalid name, anything but a regular file, or a hard link without sidecar,
+    whose data may belong to a file outside the channel); None for hidden files and
+    other suffixes, which belong to whoever put them there.
+    """
+    name, dot, _ = filename.rpartition(".")
+    if not dot or filename.startswith(".") or format_for(filename) is None:
+        return None
+    try:
+        check_name(name)
+    except InvalidName as exc:
+        return Intruder(filename, str(exc))
+    if not stat.S_ISREG(info.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+        return Intruder(filename, f"{kind}, not a regular file: never opened or followed")
+    try:
+        sidecar = read_sidecar(layout.sidecar(name))
+    except CorruptItem:  # a hostile sidecar: treat the file as dropped in
+        sidecar = None
+    if sidecar is None and info.st_nlink > 1:
+        return Intruder(
+            filename,
+            f"a hard link ({info.st_nlink} names): its data may belong to a file outside "
+            "the channel",
+        )
+    return Entry.of(name, Path(layout.path, filename), info, sidecar)
+
+
+def scan(layout: ChannelLayout, intruders: list[Intruder] | None = None) -> Iterator[Entry]:
+    """Every published item in the channel folder (unordered).
+
+    Hidden files and other suffixes are skipped; files that look like items but must not
+    be taken for one are appended to ``intruders`` when a list is given.
+    """
     with os.scandir(layout.path) as entries:
         for entry in entries:
-            name, dot, _ = entry.name.rpartition(".")
-            if not dot or entry.name.startswith(".") or format_for(entry.name) is None:
+            if entry.name.startswith(".") or format_for(entry.name) is None:
                 continue
             try:
-                check_name(name)
                 info = entry.stat(follow_symlinks=False)
-            except (ValueError, FileNotFoundError):
+            except FileNotFoundError:
                 continue
-            if not stat.S_ISREG(info.st_mode):
-                continue
-            try:
-                sidecar = read_sidecar(layout.sidecar(name))
-            except CorruptItem:  # a hostile sidecar: treat the file as dropped in
-                sidecar = None
-            yield Entry.of(name, Path(entry.path), info, sidecar)
+            found = classify(layout, entry.name, info)
+            if isinstance(found, Entry):
+                yield found
+            elif found is not None and intruders is not None:
+                intruders.append(found)
 
 
 def publish_order(entry: Entry) -> tuple[int, int, str]:

@@ -10,13 +10,11 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ._errors import CorruptItem
+from ._aside import set_aside
 from ._groups import Group
 from ._item import Item
 from ._legacy import LegacyGate
-from ._names import check_name
-from ._scan import Entry, publish_order, scan
-from ._sidecar import read_sidecar
+from ._scan import Entry, Intruder, classify, publish_order, scan
 from ._watch import make_notifier
 from .formats import format_for
 
@@ -197,24 +195,24 @@ class Subscription:
             self._rescan()
 
     def _entry(self, filename: str) -> Entry | None:
-        name, dot, _ = filename.rpartition(".")
-        if not dot or format_for(filename) is None:
-            return None
+        if filename.startswith(".") or format_for(filename) is None:
+            return None  # not ours to judge: hidden files and other suffixes
         try:
-            check_name(name)
-        except ValueError:
-            return None
-        path = self.channel.path / filename
-        try:
-            info = os.lstat(path)
+            info = os.lstat(self.channel.path / filename)
         except FileNotFoundError:
             return None
-        try:
-            sidecar = read_sidecar(self._layout.sidecar(name))
-        except CorruptItem as exc:  # as in a scan: a broken sidecar makes a legacy item
-            log.warning("%s: %s; treating it as a legacy file", path, exc)
-            sidecar = None
-        return Entry.of(name, path, info, sidecar)
+        found = classify(self._layout, filename, info)
+        if isinstance(found, Intruder):
+            self._set_aside(found)
+            return None
+        return found
+
+    def _set_aside(self, intruder: Intruder) -> None:
+        """Move a file that must not be taken for an item into the quarantine folder."""
+        path = self.channel.path / intruder.filename
+        moved = set_aside(path, self._layout.quarantine, intruder.reason)
+        if moved is not None:
+            log.warning("quarantined %s as %s: %s", path, moved, intruder.reason)
 
     def _queue(self, entry: Entry) -> None:
         key = (entry.name, entry.seq)
@@ -238,7 +236,10 @@ class Subscription:
         """List the folder: catch up on anything events missed, and recover dead claims."""
         interval = RESCAN_SECONDS if self._notifier.has_events else POLL_SECONDS
         self._next_rescan = time.monotonic() + interval
-        present = list(scan(self._layout))
+        intruders: list[Intruder] = []
+        present = list(scan(self._layout, intruders))
+        for intruder in intruders:
+            self._set_aside(intruder)
         keys = {(e.name, e.seq) for e in present}
         self._seen &= keys  # forget what is gone: memory stays bounded by the folder
         self._legacy.forget_absent({os.path.basename(e.path) for e in present})

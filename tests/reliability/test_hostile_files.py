@@ -86,8 +86,8 @@ def test_hostile_files_are_set_aside(root: Path, tmp_path: Path, figures: Figure
     for _kind, (filename, build) in {**MALFORMED, **NOT_FILES}.items():
         build(ch.path / filename, outside)
     _publish_good(ch, GOOD_ITEMS // 2)
-    expected = {filename for filename, _ in MALFORMED.values()}
-    wait_for(lambda: expected <= set(_quarantined(ch)), 60, "malformed files to be quarantined")
+    expected = {filename for filename, _ in {**MALFORMED, **NOT_FILES}.values()}
+    wait_for(lambda: expected <= set(_quarantined(ch)), 60, "hostile files to be quarantined")
     wait_for(lambda: ch.groups()[0].backlog == 0, 60, "good items to be acked")
     stop.set()
     assert receive.poll(60)
@@ -102,13 +102,11 @@ def test_hostile_files_are_set_aside(root: Path, tmp_path: Path, figures: Figure
         assert (ch.path / ".ramxchg" / "quarantine" / filename).exists(), kind
         assert not os.path.lexists(ch.path / filename), kind
         assert any(filename in message for message in warnings), f"{kind} was not logged"
-    # Known gap: a hard link to a file outside is delivered as a legacy item (see below).
-    errors = [e for e in errors if not e.startswith("s4:")]
-    delivered = [d for d in delivered if d[0] != "s4"]
     assert sorted(delivered) == [(f"good{i}", True) for i in range(GOOD_ITEMS)], errors
     assert errors == []
-    for kind, (filename, _) in NOT_FILES.items():  # never taken for items, never followed
-        assert filename not in quarantined or kind != "fifo", kind
+    for kind, (filename, _) in NOT_FILES.items():  # set aside, never opened or followed
+        assert quarantined[filename]["reason"], kind
+        assert not os.path.lexists(ch.path / filename), kind
     assert not (outside / "PICKLE-EXECUTED").exists(), "a pickle was executed"
     assert not (outside / "CODE").exists(), "header text was executed"
     # secret.npy is the hard link's own inode: reading the delivered link reads it.
@@ -124,12 +122,6 @@ def test_hostile_files_are_set_aside(root: Path, tmp_path: Path, figures: Figure
     figures.outside = len(touched) + len(read_outside) if audit else -1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not implemented: the subscriber skips symlinks, FIFOs, sockets, folders and "
-    "non-item names without setting them aside, and delivers a hard link to a file outside "
-    "the channel as a legacy item",
-)
 def test_links_fifos_folders_and_bad_names_are_set_aside_too(root: Path) -> None:
     outside = root / "outside"
     outside.mkdir()

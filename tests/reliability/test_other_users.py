@@ -79,11 +79,6 @@ def test_shared_channel_is_readable_by_others(open_root: Path, mode: int) -> Non
     assert _reader(ch.path, "public") == ("read", 45)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Channel refuses a folder owned by another user (check_safe_dir) even when it was "
-    "shared on purpose, so another user can read a shared channel only as plain files",
-)
 def test_shared_channel_is_readable_through_the_api(open_root: Path) -> None:
     ch = Channel("shared", mode=0o755)
     ch.put(np.arange(10), "public")
