@@ -59,12 +59,19 @@ class Retention:
         """Delete an item and everything that refers to it, under the publish lock.
 
         The lock keeps a producer from re-publishing the same name half-way through.
+        Where a mapped file cannot be deleted (Windows), the item is left whole, with
+        its sidecar and acks, and ``gc`` tries again later.
         """
         with self.counter.locked():
             recycled = str(path).endswith(".npy") and self.pool.give(path)
             if not recycled:
-                with contextlib.suppress(FileNotFoundError):
+                try:
                     os.unlink(path)
+                except FileNotFoundError:
+                    pass
+                except PermissionError as exc:
+                    log.info("cannot delete %s yet (%s); gc will try again", path, exc)
+                    return
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.layout.sidecar(name))
             for group in groups if groups is not None else list_groups(self.layout):

@@ -404,3 +404,27 @@ def test_state_survives_a_fresh_process_view(root: Path) -> None:
     ch.subscribe("g", start="latest").close()  # existing group: start is ignored
     assert hashlib.sha256(group_file.read_bytes()).hexdigest() == digest
     assert Channel("state").groups()[0].backlog == 1
+
+
+def test_an_item_that_cannot_be_deleted_yet_is_left_whole_for_gc(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows refuses to delete a mapped file: the ack keeps the item, gc retries."""
+    ch = Channel("windows-like")
+    ch.subscribe("g").close()
+    ch.put(np.arange(4), "held")
+    real_unlink = os.unlink
+
+    def refuse_items(path: object, *args: object, **kwargs: object) -> None:
+        if str(path).endswith("held.npy"):
+            raise PermissionError(13, "The process cannot access the file", str(path))
+        real_unlink(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "unlink", refuse_items)
+    with ch.subscribe("g") as sub:
+        sub.get(timeout=5).ack()
+    assert ch.names() == ["held"]
+    assert ch.get("held").seq == 1  # sidecar kept: still an item, not a stray file
+    monkeypatch.setattr(os, "unlink", real_unlink)
+    assert ch.gc()["released"] == 1
+    assert ch.names() == []
