@@ -45,11 +45,14 @@ _WRITING = re.compile(
 _CALL = re.compile(r"^(?:\[pid\s+)?(\d+)\]?\s+([a-z0-9_]+)\((.*)$")
 _FD_PATH = re.compile(r"<((?:[^<>\\]|\\.)*)>")
 _STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_ALL_HEX = re.compile(r"(?:\\x[0-9a-f]{2})*")
 _RESULT_FD = re.compile(r"=\s+\d+<((?:[^<>\\]|\\.)*)>")
 
 
 def _unescape(text: str) -> str:
     """strace -xx prints bytes as \\xHH; decode them back to a file name."""
+    if _ALL_HEX.fullmatch(text):  # the usual case: one fast conversion
+        return os.fsdecode(bytes.fromhex(text.replace("\\x", "")))
     raw = re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m[1], 16)]), text.encode())
     return os.fsdecode(raw.replace(b'\\"', b'"').replace(b"\\\\", b"\\"))
 
