@@ -117,8 +117,8 @@ def test_hostile_files_are_set_aside(root: Path, tmp_path: Path, figures: Figure
     figures.runs = f"{len(MALFORMED) + len(NOT_FILES)} kinds, {GOOD_ITEMS} good items around them"
     figures.faults = (
         f"{len(MALFORMED)} malformed .npy/.h5 quarantined with reason; "
-        "symlinks, FIFO, socket, folders and bad names never opened; the hard link is "
-        "delivered (known gap)"
+        f"{len(NOT_FILES)} symlinks, hard link, FIFO, socket, folders and bad names set aside "
+        "unopened"
     )
     figures.outside = len(touched) + len(read_outside) if audit else -1
 
