@@ -29,6 +29,8 @@ RESCAN_SECONDS = 1.0
 POLL_SECONDS = 0.02
 #: At most one gap-triggered rescan per this interval.
 GAP_RESCAN_SECONDS = 0.05
+#: A rescan that took t seconds is not repeated for RESCAN_COST_FACTOR x t seconds.
+RESCAN_COST_FACTOR = 4
 
 
 class Subscription:
@@ -76,6 +78,7 @@ class Subscription:
         self._legacy = LegacyGate(self._layout, settle=settle, quarantine_after=quarantine_after)
         self._next_rescan = 0.0
         self._last_gap_rescan = 0.0
+        self._gap_rescan_pause = GAP_RESCAN_SECONDS
         self._closed = False
         if start == "latest" and self._group is None:
             self._seen.update((e.name, e.seq) for e in scan(self._layout))
@@ -190,7 +193,7 @@ class Subscription:
             gap = gap or (entry.seq is not None and entry.seq > self._high_seq + 1)
             self._queue(entry)
         now = time.monotonic()
-        if gap and now - self._last_gap_rescan > GAP_RESCAN_SECONDS:
+        if gap and now - self._last_gap_rescan > self._gap_rescan_pause:
             self._last_gap_rescan = now
             self._rescan()
 
@@ -234,8 +237,7 @@ class Subscription:
 
     def _rescan(self) -> None:
         """List the folder: catch up on anything events missed, and recover dead claims."""
-        interval = RESCAN_SECONDS if self._notifier.has_events else POLL_SECONDS
-        self._next_rescan = time.monotonic() + interval
+        started = time.monotonic()
         intruders: list[Intruder] = []
         present = list(scan(self._layout, intruders))
         for intruder in intruders:
@@ -248,6 +250,12 @@ class Subscription:
                 self._seen = {key for key in self._seen if key[0] != name}
         for entry in present:
             self._queue(entry)
+        # Paced by its own cost: listing 100,000 items takes seconds, and rescanning
+        # back to back would leave no time for delivering them.
+        took = time.monotonic() - started
+        interval = RESCAN_SECONDS if self._notifier.has_events else POLL_SECONDS
+        self._next_rescan = time.monotonic() + max(interval, RESCAN_COST_FACTOR * took)
+        self._gap_rescan_pause = max(GAP_RESCAN_SECONDS, RESCAN_COST_FACTOR * took)
 
     # -- lifetime ---------------------------------------------------------------------------
 

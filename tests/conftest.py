@@ -17,6 +17,16 @@ import pytest
 SHM = Path("/dev/shm")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # Here, not in tests/reliability/: options must be known wherever pytest starts.
+    parser.addoption(
+        "--profile",
+        choices=["fast", "full"],
+        default=None,
+        help="reliability suite profile (default: $RAMXCHG_RELIABILITY or 'fast')",
+    )
+
+
 def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
     """Poll ``condition`` until it is truthy; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

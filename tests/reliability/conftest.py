@@ -44,15 +44,6 @@ PROFILES = {
 }
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--profile",
-        choices=sorted(PROFILES),
-        default=None,
-        help=f"reliability suite profile (default: ${PROFILE_ENV} or 'fast')",
-    )
-
-
 @pytest.fixture(scope="session")
 def profile(request: pytest.FixtureRequest) -> Profile:
     """The selected profile: --profile, else $RAMXCHG_RELIABILITY, else fast."""
