@@ -154,7 +154,7 @@ class Channel:
         """
         fmt = self._format(format)
         if name is not None:
-            self._check_free_name(name)
+            check_name(name)  # whether it is taken is settled under the publish lock
         arrays = _as_arrays(array, fmt)
         meta = encode_attrs(attrs)
         layout = {key: (a.shape, a.dtype) for key, a in arrays.items()}
