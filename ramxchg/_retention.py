@@ -56,38 +56,60 @@ class Retention:
     # -- deleting ---------------------------------------------------------------------------
 
     def delete(self, name: str, path: Path, groups: list[Group] | None = None) -> None:
-        """Delete an item and everything that refers to it, under the publish lock.
+        """Delete an item and everything that refers to it, under the publish lock."""
+        self.delete_many([(name, path)], groups)
+
+    def delete_many(self, items: list[tuple[str, Path]], groups: list[Group] | None = None) -> None:
+        """Delete items and everything that refers to them, under one publish lock.
 
         The lock keeps a producer from re-publishing the same name half-way through.
         Where a mapped file cannot be deleted (Windows), the item is left whole, with
         its sidecar and acks, and ``gc`` tries again later.
         """
+        if groups is None:
+            groups = list_groups(self.layout)
         with self.counter.locked():
-            recycled = str(path).endswith(".npy") and self.pool.give(path)
-            if not recycled:
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
-                except PermissionError as exc:
-                    log.info("cannot delete %s yet (%s); gc will try again", path, exc)
-                    return
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.layout.sidecar(name))
-            for group in groups if groups is not None else list_groups(self.layout):
-                group.forget(name)
+            for name, path in items:
+                if self._remove_file(path):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.layout.sidecar(name))
+                    for group in groups:
+                        group.forget(name)
+
+    def _remove_file(self, path: Path) -> bool:
+        """Recycle or unlink an item file; False when it must stay for now."""
+        if str(path).endswith(".npy") and self.pool.give(path):
+            return True
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except PermissionError as exc:
+            log.info("cannot delete %s yet (%s); gc will try again", path, exc)
+            return False
+        return True
 
     def release_if_done(self, name: str, path: Path, seq: int | None, published_ns: int) -> bool:
         """Delete the item if every group that must ack it has; True if deleted.
 
         With no group at all the item stays (a plain folder keeps its files).
         """
+        return bool(self.release_done([(name, path, seq, published_ns)]))
+
+    def release_done(self, items: list[tuple[str, Path, int | None, int]]) -> int:
+        """`release_if_done` for many (name, path, seq, published_ns), under one lock.
+
+        Returns how many were deleted.
+        """
         groups = self._groups()
-        required = [group for group, info in groups if must_ack(info, seq, published_ns)]
-        if not required or not all(group.is_acked(name) for group in required):
-            return False
-        self.delete(name, path, [group for group, _ in groups])
-        return True
+        done = []
+        for name, path, seq, published_ns in items:
+            required = [group for group, info in groups if must_ack(info, seq, published_ns)]
+            if required and all(group.is_acked(name) for group in required):
+                done.append((name, path))
+        if done:
+            self.delete_many(done, [group for group, _ in groups])
+        return len(done)
 
     def _groups(self) -> list[tuple[Group, GroupInfo]]:
         """The registered groups; registrations are cached (they never change in place).
