@@ -221,11 +221,9 @@ class Retention:
             "released": 0,
             "expired": self.enforce_age_and_count(),
         }
-        present = {entry.name: entry for entry in scan(self.layout)}
-        for entry in present.values():
-            report["released"] += self.release_if_done(
-                entry.name, entry.path, entry.seq, entry.published_ns
-            )
+        report["released"] = self.release_done(
+            [(e.name, e.path, e.seq, e.published_ns) for e in scan(self.layout)]
+        )
         with self.counter.locked():  # no publish half-way: a sidecar without item is orphan
             live = {e.name for e in scan(self.layout)}
             for sidecar in _hidden_listing(self.layout.meta):
