@@ -32,14 +32,30 @@ class Pool:
             pooled = os.listdir(self.folder)
         except FileNotFoundError:
             return False
-        if len(pooled) >= self.capacity:
-            return False
         try:
             size = os.lstat(path).st_size
+        except FileNotFoundError:
+            return False
+        if len(pooled) >= self.capacity and not self._evict_other_size(pooled, size):
+            return False
+        try:
             os.rename(path, self.folder / f"{size}.{os.getpid()}.{os.urandom(4).hex()}")
         except FileNotFoundError:
             return False
         return True
+
+    def _evict_other_size(self, pooled: list[str], size: int) -> bool:
+        """Free a place held by a file of another size (items changed shape): True if done.
+
+        Without this, a pool filled by small items would never take big ones.
+        """
+        prefix = f"{size}."
+        for name in pooled:
+            if not name.startswith(prefix):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.folder / name)
+                    return True
+        return False
 
     def take(self, size: int, target: str) -> bool:
         """Move a pooled file of exactly ``size`` bytes to ``target``; False if none.

@@ -128,3 +128,17 @@ def test_a_stream_through_recycled_files_is_never_corrupt(root: Path) -> None:
 def test_recycle_is_stored_with_the_channel(root: Path, value: int) -> None:
     Channel(f"stored-{value}", recycle=value)
     assert Channel(f"stored-{value}").config.recycle == value
+
+
+def test_a_pool_full_of_another_size_makes_room(root: Path) -> None:
+    ch = Channel("recycle-shapes", recycle=1)
+    ch.subscribe("g").close()
+    ch.put(np.zeros(10, dtype=np.uint16))
+    _consume_one(ch)
+    assert len(_pool(ch)) == 1  # a small file holds the only place
+    ch.put(np.full(FRAME, 1, dtype=np.uint16))
+    _, _, big_inode = _consume_one(ch)
+    [pooled] = _pool(ch)
+    assert os.stat(ch.path / ".ramxchg" / "pool" / pooled).st_ino == big_inode
+    reused = ch.put(np.full(FRAME, 2, dtype=np.uint16))
+    assert os.stat(reused.path).st_ino == big_inode
