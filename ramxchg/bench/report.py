@@ -95,13 +95,20 @@ def plot(result: dict[str, Any], path: str | Path) -> None:
     except ImportError as exc:
         raise PlotUnavailable("--plot needs matplotlib: pip install 'ramxchg[plot]'") from exc
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
-    for entry in result["transports"]:
+    colors = plt.get_cmap("tab20").colors  # more transports than tab10 has colors
+    for index, entry in enumerate(result["transports"]):
         good = [r for r in entry["results"] if not r.get("error")]
         if not good:
             continue
         sizes = [r["size"] for r in good]
-        left.plot(sizes, [r["gbps"]["median"] for r in good], marker="o", label=entry["label"])
-        right.plot(sizes, [r["p50_us"]["median"] for r in good], marker="o", label=entry["label"])
+        style = {
+            "marker": "o",
+            "label": entry["label"],
+            "color": colors[index % len(colors)],
+            "linestyle": "-" if entry["name"].startswith("ramxchg") else ":",
+        }
+        left.plot(sizes, [r["gbps"]["median"] for r in good], **style)
+        right.plot(sizes, [r["p50_us"]["median"] for r in good], **style)
     left.axhline(result["memcpy_gbps"], color="black", linestyle="--", label="memcpy")
     for axis, ylabel in ((left, "GB/s (median)"), (right, "latency p50 (us)")):
         axis.set_xscale("log", base=2)
