@@ -51,6 +51,7 @@ class Retention:
         self.config = config
         self.counter = counter
         self.pool = Pool(layout.pool, config.recycle)
+        self._listing: tuple[tuple[int, int], list[tuple[Group, GroupInfo]]] | None = None
         self._group_cache: dict[tuple[str, int], tuple[Group, GroupInfo]] = {}
 
     # -- deleting ---------------------------------------------------------------------------
@@ -114,26 +115,34 @@ class Retention:
     def _groups(self) -> list[tuple[Group, GroupInfo]]:
         """The registered groups; registrations are cached (they never change in place).
 
-        The cache key includes the folder's inode, so a group dropped and registered
+        The listing is reused while the groups folder's mtime is unchanged (a group
+        added or dropped changes it), unless it saw a group still being registered.
+        Registrations are cached by folder inode, so a group dropped and registered
         again under the same name is read afresh.
         """
         try:
-            entries = list(os.scandir(self.layout.groups))
+            stamp = os.stat(self.layout.groups)
         except FileNotFoundError:
             return []
+        key = (stamp.st_ino, stamp.st_mtime_ns)
+        if self._listing is not None and self._listing[0] == key:
+            return self._listing[1]
         found = []
-        for entry in entries:
+        complete = True
+        for entry in os.scandir(self.layout.groups):
             if entry.name.startswith("."):
                 continue
-            key = (entry.name, entry.inode())
-            cached = self._group_cache.get(key)
+            cache_key = (entry.name, entry.inode())
+            cached = self._group_cache.get(cache_key)
             if cached is None:
                 group = Group(self.layout, entry.name)
                 info = group.info()
                 if info is None:
-                    continue  # being registered or dropped right now
-                cached = self._group_cache[key] = (group, info)
+                    complete = False  # being registered or dropped right now
+                    continue
+                cached = self._group_cache[cache_key] = (group, info)
             found.append(cached)
+        self._listing = (key, found) if complete else None
         return found
 
     def enforce_age_and_count(self) -> int:
