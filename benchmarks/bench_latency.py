@@ -4,12 +4,14 @@ Usage::
 
     python benchmarks/bench_latency.py [--items 2000] [--frames 300] [--json]
 
-Three runs, each a producer process publishing into a fresh channel on the default root
-and a consumer process subscribed as a durable group (acked items are deleted):
+Each run is a producer process publishing into a fresh channel on the default root and
+a consumer process subscribed as a durable group (acked items are deleted) unless said:
 
 1. latency: 1 KB items, one at a time (the producer waits until the consumer has the
    previous one); latency = consumer's receive time - the item's ``published_ns``;
 2. items/s: 4 KB items streamed (at most 64 in flight), from first put to last receive;
+   once as a durable group (claim, ack, delete per item) and once as an anonymous
+   subscriber (delivery only; the items stay);
 3. GB/s: 8 MB frames streamed (at most 4 in flight), the consumer copying every byte;
    once as is and once with ``Channel(recycle=4)`` (consumed files' pages reused).
 
@@ -44,10 +46,12 @@ def _produce(path: str, nbytes: int, count: int, window: int, semaphore: Any) ->
         channel.put(message, attrs={"i": index})
 
 
-def _consume(path: str, nbytes: int, count: int, semaphore: Any, results: Any) -> None:
+def _consume(
+    path: str, nbytes: int, count: int, semaphore: Any, results: Any, *, group: str | None
+) -> None:
     buffer = np.full(nbytes, 1, np.uint8)
     latencies, arrivals = [], []
-    with Channel(Path(path)).subscribe("bench") as sub:
+    with Channel(Path(path)).subscribe(group) as sub:
         for _ in range(count):
             item = sub.get(timeout=60)
             received = time.time_ns()
@@ -60,15 +64,29 @@ def _consume(path: str, nbytes: int, count: int, semaphore: Any, results: Any) -
     results.send((latencies, arrivals))
 
 
-def run(root: Path, nbytes: int, count: int, window: int, recycle: int = 0) -> dict[str, Any]:
-    """One producer/consumer run; latency percentiles, rate and the longest gap."""
+def run(
+    root: Path,
+    nbytes: int,
+    count: int,
+    window: int,
+    *,
+    recycle: int = 0,
+    group: str | None = "bench",
+) -> dict[str, Any]:
+    """One producer/consumer run; latency percentiles, rate and the longest gap.
+
+    ``group=None``: an anonymous subscriber (no claims, no acks, nothing deleted).
+    """
     ctx = mp.get_context("spawn")
-    channel = Channel(f"latency-{nbytes}-{window}-{recycle}", root, recycle=recycle)
-    channel.subscribe("bench").close()  # the group exists before the first item
+    channel = Channel(f"latency-{nbytes}-{window}-{recycle}-{group}", root, recycle=recycle)
+    if group is not None:
+        channel.subscribe(group).close()  # the group exists before the first item
     semaphore = ctx.Semaphore(0)
     receiver, sender = ctx.Pipe(duplex=False)
     consumer = ctx.Process(
-        target=_consume, args=(str(channel.path), nbytes, count, semaphore, sender)
+        target=_consume,
+        args=(str(channel.path), nbytes, count, semaphore, sender),
+        kwargs={"group": group},
     )
     consumer.start()
     start = time.monotonic()
@@ -108,6 +126,7 @@ def main() -> None:
         results = {
             "latency_1k_lockstep": run(root, 1024, args.items, 1),
             "rate_4k_streamed": run(root, 4096, args.items, 64),
+            "rate_4k_streamed_anonymous": run(root, 4096, args.items, 64, group=None),
             "rate_8m_streamed": run(root, 8 << 20, args.frames, 4),
             "rate_8m_streamed_recycle": run(root, 8 << 20, args.frames, 4, recycle=4),
         }
