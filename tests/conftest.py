@@ -5,10 +5,12 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from multiprocessing import resource_tracker
 from pathlib import Path
 
@@ -44,6 +46,26 @@ def root(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("RAMXCHG_ROOT", str(path))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def mounted_tmpfs(mountpoint: Path, size: int) -> Iterator[Path]:
+    """Mount a real tmpfs of ``size`` bytes at ``mountpoint``; skip without root."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tmpfs")
+    mountpoint.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=True)
 
 
 def _open_fds() -> set[int]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import pytest
 
 import ramxchg._channel
 from ramxchg import Channel, RamDiskFull
+from tests.conftest import mounted_tmpfs
 
 pytestmark = pytest.mark.root
 
@@ -21,22 +20,8 @@ SIZE = 4 << 20
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB tmpfs mounted at a temporary folder."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a tmpfs")
-    mountpoint = tmp_path / "small"
-    mountpoint.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={SIZE},mode=0700", "tmpfs", str(mountpoint)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "small", SIZE) as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=True)
 
 
 def _tmp_files(ch: Channel) -> list[Path]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel, CorruptItem, RamDiskFull
+from tests.conftest import mounted_tmpfs
 from tests.reliability._work import checksum, intact, publish_random, warm_up
 from tests.reliability.conftest import Figures, Profile
 
@@ -25,22 +25,8 @@ SIZE = 16 << 20
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 16 MiB tmpfs mounted at a temporary folder."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a tmpfs")
-    mountpoint = tmp_path / "small"
-    mountpoint.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={SIZE},mode=0700", "tmpfs", str(mountpoint)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "small", SIZE) as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=True)
 
 
 def _check_all(ch: Channel) -> int:
