@@ -8,24 +8,22 @@ from pathlib import Path
 import pytest
 
 from ramxchg.bench.report import markdown_table
+from ramxchg.bench.suite import TRANSPORT_NAMES
 from ramxchg.cli import main
 
 pytestmark = pytest.mark.slow
 
 SPREAD = {"median", "min", "max"}
-EXPECTED = {
+#: What issue #7 asks to compare; the suite may add variants (recycling, huge pages).
+REQUIRED = {
     "ramxchg_put",
     "ramxchg_create",
-    "ramxchg_put_recycle",
-    "ramxchg_create_recycle",
     "ramxchg_hdf5",
     "queue",
     "pipe",
     "shared_memory",
     "npy_disk",
     "ray",
-    "ramxchg_put_huge",
-    "ramxchg_create_huge",
 }
 
 
@@ -37,7 +35,9 @@ def test_quick_bench_json_structure(root: Path, capsys: pytest.CaptureFixture[st
     assert result["memcpy_gbps"] > 0
     assert result["config"] == {"sizes": [1024, 65536], "repeat": 1, "quick": True}
     assert {"cpus", "memory_bytes", "kernel", "python", "numpy"} <= set(result["machine"])
-    assert {entry["name"] for entry in result["transports"]} == EXPECTED
+    names = [entry["name"] for entry in result["transports"]]
+    assert names == list(TRANSPORT_NAMES)
+    assert set(names) >= REQUIRED
     for entry in result["transports"]:
         if entry["skipped"]:
             assert isinstance(entry["skipped"], str)
