@@ -75,16 +75,3 @@ class Pool:
                     os.rename(self.folder / name, target)
                     return True
         return False
-
-    def trim(self, keep: int) -> int:
-        """Remove pooled files beyond ``keep``; returns how many were removed."""
-        try:
-            pooled = sorted(os.listdir(self.folder))
-        except FileNotFoundError:
-            return 0
-        removed = 0
-        for name in pooled[keep:]:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.folder / name)
-                removed += 1
-        return removed

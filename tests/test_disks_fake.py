@@ -16,7 +16,7 @@ from ramxchg.disks import (
     get_adapter,
 )
 from ramxchg.disks.hdiutil import parse_attach, parse_hdiutil_info, parse_mount_output
-from ramxchg.disks.imdisk import drive_letter, parse_imdisk_list, parse_imdisk_status
+from ramxchg.disks.imdisk import drive_letter, parse_imdisk_status
 from ramxchg.disks.tmpfs import MOUNTINFO, SHMEM_ENABLED
 
 from .disk_fakes import FakeHost, FakeRunner
@@ -141,8 +141,6 @@ def test_windows_tool_failure_carries_the_command() -> None:
 
 
 def test_parse_imdisk_outputs() -> None:
-    assert parse_imdisk_list("\\Device\\ImDisk0\n\\Device\\ImDisk3\n") == [0, 3]
-    assert parse_imdisk_list("No virtual disks.\n") == []
     ram = parse_imdisk_status(IMDISK_STATUS)
     assert (ram.mount_point, ram.image_file, ram.size_bytes) == ("R:", None, 8 * GIB)
     assert ram.flags == ("Virtual Memory", "HDD", "Modified")

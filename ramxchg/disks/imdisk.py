@@ -39,11 +39,6 @@ def drive_letter(path: str) -> str:
     return match.group(1).upper() + ":"
 
 
-def parse_imdisk_list(text: str) -> list[int]:
-    """Device numbers from ``imdisk -l`` (``\\Device\\ImDisk0`` lines; none when empty)."""
-    return [int(n) for n in re.findall(r"\\Device\\ImDisk(\d+)", text)]
-
-
 @dataclass(frozen=True)
 class ImDiskStatus:
     """One drive as ``imdisk -l -m R:`` describes it."""
