@@ -34,7 +34,7 @@ from .formats import Format, suffixes
 log = logging.getLogger(__name__)
 
 #: Items at least this large are checked against the free space before writing.
-EARLY_CHECK_BYTES = 1 << 20
+EARLY_CHECK_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -147,9 +147,19 @@ def find_existing(layout: ChannelLayout, name: str) -> str | None:
     """The published file called ``name`` in any format, if there is one."""
     for suffix in suffixes():
         candidate = layout.item(name, suffix)
-        if os.path.lexists(candidate):
+        if _exists(candidate):
             return candidate
     return None
+
+
+if os.access in os.supports_follow_symlinks:
+
+    def _exists(path: str) -> bool:
+        # faccessat: no exception for the common "not there" answer, unlike lstat.
+        return os.access(path, os.F_OK, follow_symlinks=False)
+
+else:  # pragma: no cover - platforms without faccessat(AT_SYMLINK_NOFOLLOW)
+    _exists = os.path.lexists
 
 
 def discard(path: str | Path) -> None:

@@ -31,6 +31,12 @@ class Sidecar:
     attrs: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
+        if not self.attrs:  # the common case, without json's machinery
+            return b'{"version":1,"seq":%d,"format":"%s","published_ns":%d,"attrs":{}}' % (
+                self.seq,
+                self.format.encode(),
+                self.published_ns,
+            )
         return json.dumps(
             {
                 "version": 1,

@@ -261,9 +261,15 @@ def _open_sized(path: Path, size: int, access: int) -> int:
     with huge pages.
     """
     flags = access | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    fd = os.open(path, flags, 0o666)
     try:
-        current = os.fstat(fd).st_size
+        fd = os.open(path, flags | os.O_EXCL, 0o666)
+        current = 0  # new: the usual case, no fstat needed
+    except FileExistsError:
+        fd = os.open(path, flags, 0o666)
+        current = -1
+    try:
+        if current < 0:
+            current = os.fstat(fd).st_size
         if current != size and (current or size >= HUGE_PAGE or access == os.O_RDWR):
             os.ftruncate(fd, size)
     except BaseException:
