@@ -72,7 +72,6 @@ def run(sizes: list[int], repeat: int, root: Path) -> list[dict[str, float]]:
         row[".array ms"] = statistics.median(map_times) * 1e3
         rows.append(row)
         del item
-    shutil.rmtree(ch.path)
     return rows
 
 
@@ -110,7 +109,11 @@ def main() -> None:
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     print(f"machine: {platform.node()} {os.cpu_count()} cores, {platform.platform()}")
     print(f"root: {root}; repeat {args.repeat}, medians")
-    rows = run(sizes, args.repeat, Path(tempfile.mkdtemp(dir=root)))
+    scratch = Path(tempfile.mkdtemp(prefix="bench-core-", dir=root))
+    try:
+        rows = run(sizes, args.repeat, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     header = [
         "size",
         "put GB/s",
