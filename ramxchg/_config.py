@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from ._errors import ConfigMismatch, CorruptItem
-from ._statefile import read_state
+from ._statefile import create_once, read_state
 
 _MAX_CONFIG_BYTES = 64 * 1024
 
@@ -58,15 +57,9 @@ def load_or_store(path: Path, wanted: dict[str, Any]) -> ChannelConfig:
     stored = _read(path)
     if stored is None:
         candidate = ChannelConfig(**wanted)
-        tmp = path.with_name(f".config.{os.getpid()}.{os.urandom(4).hex()}")
-        tmp.write_bytes(candidate.to_json())
-        try:
-            os.link(tmp, path)  # fails if another process stored one first
+        if create_once(path, candidate.to_json()):
             return candidate
-        except FileExistsError:
-            stored = _read(path)
-        finally:
-            os.unlink(tmp)
+        stored = _read(path)  # another process stored one first: theirs counts
     assert stored is not None
     differing = {k: (v, getattr(stored, k)) for k, v in wanted.items() if getattr(stored, k) != v}
     if differing:

@@ -33,7 +33,7 @@ from ._errors import CorruptItem, ItemNotFound
 from ._layout import ChannelLayout
 from ._names import check_name
 from ._sequence import SequenceCounter, lock_file
-from ._statefile import read_state
+from ._statefile import create_once, read_state
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +121,8 @@ class Group:
         with counter.locked() as claim:
             now = claim.next - 1
             info = GroupInfo(self.name, now if start == "latest" else 0, now, time.time_ns())
-            tmp = self.folder / f".group.{os.getpid()}.json"
-            tmp.write_text(json.dumps({"version": 1, **info.__dict__}))
-            try:
-                os.link(tmp, self.info_file)
-            except FileExistsError:
-                pass  # another process registered it first: theirs counts
-            finally:
-                tmp.unlink()
+            # Another process may have registered it first: theirs counts.
+            create_once(self.info_file, json.dumps({"version": 1, **info.__dict__}).encode())
         stored = self.info()
         assert stored is not None
         return stored

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ._errors import CorruptItem
+from ._statefile import read_at
 
 WIDTH = 20  # digits; the file holds exactly one zero-padded number and a newline
 
@@ -75,7 +76,7 @@ class SequenceCounter:
         except FileNotFoundError:
             return 0
         try:
-            return self._parse(_read_at(fd))
+            return self._parse(read_at(fd, WIDTH + 1))
         finally:
             os.close(fd)
 
@@ -87,7 +88,7 @@ class SequenceCounter:
         so a crash leaves a gap rather than a number handed out twice).
         """
         with lock_file(self.path) as fd:
-            yield _Claim(fd, self._parse(_read_at(fd)) + 1)
+            yield _Claim(fd, self._parse(read_at(fd, WIDTH + 1)) + 1)
 
     def _parse(self, raw: bytes) -> int:
         if not raw:
@@ -108,13 +109,6 @@ class _Claim:
     def commit(self) -> None:
         # One 21-byte pwrite of a fixed-width number: never seen half-written by readers.
         _write_at(self._fd, b"%0*d\n" % (WIDTH, self.next))
-
-
-def _read_at(fd: int) -> bytes:
-    if hasattr(os, "pread"):
-        return os.pread(fd, WIDTH + 1, 0)
-    os.lseek(fd, 0, os.SEEK_SET)  # pragma: no cover - Windows has no pread
-    return os.read(fd, WIDTH + 1)  # pragma: no cover
 
 
 def _write_at(fd: int, data: bytes) -> None:

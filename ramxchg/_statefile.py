@@ -1,4 +1,5 @@
-"""Reading the small state files of a channel (config, sidecars, groups, claims) safely."""
+"""The small state files of a channel (config, sidecars, groups, claims): safe reads,
+positioned reads, and files written once by whichever process comes first."""
 
 from __future__ import annotations
 
@@ -30,3 +31,29 @@ def read_state(path: str | Path, limit: int, what: str) -> bytes | None:
     if len(raw) > limit:
         raise CorruptItem(f"{what} {path} is over {limit} bytes", path=path, limit_bytes=limit)
     return raw
+
+
+def read_at(fd: int, count: int, offset: int = 0) -> bytes:
+    """Up to ``count`` bytes at ``offset``, with ``pread`` where the OS has it."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, count, offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - Windows has no pread
+    return os.read(fd, count)  # pragma: no cover
+
+
+def create_once(path: Path, data: bytes) -> bool:
+    """Create ``path`` holding ``data`` unless it exists; True if this call created it.
+
+    The data goes into a hidden temporary file beside ``path`` first and is then
+    hard-linked into place: readers never see a partial file, and when several
+    processes race exactly one wins (``link`` fails on an existing name).
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
+    tmp.write_bytes(data)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
+    return True

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import CorruptItem
+from .._statefile import read_at
 from .base import (
     Allocation,
     Format,
@@ -153,11 +154,11 @@ def read_layout(fd: int, path: Path) -> tuple[tuple[int, ...], np.dtype[Any], bo
     Raises `CorruptItem` when the header promises more bytes than the file has.
     """
     size = os.fstat(fd).st_size
-    head = os.pread(fd, 4096, 0) if hasattr(os, "pread") else _read_at(fd, 4096)
+    head = read_at(fd, 4096)
     if len(head) >= 12 and head.startswith(MAGIC):
         need = 12 + int.from_bytes(head[8:12] if head[6] != 1 else head[8:10], "little")
         if len(head) < need <= min(size, MAX_HEADER_BYTES + 12):
-            head = os.pread(fd, need, 0) if hasattr(os, "pread") else _read_at(fd, need)
+            head = read_at(fd, need)
     shape, dtype, fortran, offset = parse_header(head, path)
     expected = offset + _nbytes(shape, dtype)
     if size < expected:
@@ -168,11 +169,6 @@ def read_layout(fd: int, path: Path) -> tuple[tuple[int, ...], np.dtype[Any], bo
             actual_bytes=size,
         )
     return shape, dtype, fortran, offset, size
-
-
-def _read_at(fd: int, count: int) -> bytes:  # Windows has no os.pread
-    os.lseek(fd, 0, os.SEEK_SET)
-    return os.read(fd, count)
 
 
 def _only_array(arrays: Mapping[str, Any], path: Path) -> Any:
