@@ -12,7 +12,7 @@ from rich.console import Console
 from ..bench import FULL_SIZES, QUICK_SIZES, BenchConfig, run_bench
 from ..bench.report import PlotUnavailable, plot, rich_table
 from ..bench.suite import TRANSPORT_NAMES
-from ..disks import parse_size
+from . import add_command, add_json, size_arg
 
 BENCH_EXAMPLE = """\
 examples:
@@ -28,8 +28,10 @@ exit codes: 0 ok, 1 a transport failed at some size, 2 usage error, 130 interrup
 
 def register(subparsers: Any) -> None:
     """Add ``bench`` to the ``ramxchg`` command."""
-    bench = subparsers.add_parser(
+    bench = add_command(
+        subparsers,
         "bench",
+        run,
         help="measure ramxchg against Queue, Pipe, shared_memory, np.save and Ray",
         description=(
             "Producer process -> consumer process, the consumer reading every byte: GB/s "
@@ -37,15 +39,13 @@ def register(subparsers: Any) -> None:
             "after a warm-up), as ratios to single-thread memcpy and to multiprocessing.Queue."
         ),
         epilog=BENCH_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     bench.add_argument("--quick", action="store_true", help="1 KB, 64 KB, 1 MB; few messages")
-    bench.add_argument("--sizes", nargs="+", type=parse_size, help="sizes, e.g. 1K 64M 512M")
+    bench.add_argument("--sizes", nargs="+", type=size_arg, help="sizes, e.g. 1K 64M 512M")
     bench.add_argument("--repeat", type=int, help="repetitions after warm-up (3; --quick 2)")
     bench.add_argument("--only", nargs="+", metavar="NAME", help="transports by name")
-    bench.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_json(bench)
     bench.add_argument("--plot", metavar="FILE.png", help="save a plot (needs matplotlib)")
-    bench.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from ..demo import DemoConfig, DemoSummary, run_demo
 from ..disks import format_size
+from . import add_command, add_json
 
 DEMO_EXAMPLE = """\
 examples:
@@ -29,8 +30,10 @@ exit codes: 0 every frame arrived intact, 1 a frame was lost or corrupt (or an e
 
 def register(subparsers: Any) -> None:
     """Add ``demo`` to the ``ramxchg`` command."""
-    demo = subparsers.add_parser(
+    demo = add_command(
+        subparsers,
         "demo",
+        run,
         help="stream frames from a producer process to a consumer process and verify them",
         description=(
             "A producer process publishes frames into a fresh channel; a consumer process "
@@ -39,7 +42,6 @@ def register(subparsers: Any) -> None:
             "the peak RAM-disk use, then removes the channel."
         ),
         epilog=DEMO_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument("--seconds", type=float, default=10.0, help="how long to stream (10)")
     demo.add_argument("--shape", type=_shape, default=(2048, 2048), help="frame shape (2048x2048)")
@@ -47,8 +49,7 @@ def register(subparsers: Any) -> None:
     demo.add_argument("--rate", type=float, metavar="GBPS", help="cap the producer at GB/s")
     demo.add_argument("--root", help="channel root (default: the default root, /dev/shm)")
     demo.add_argument("--format", choices=("npy", "hdf5"), default="npy", help="item format")
-    demo.add_argument("--json", action="store_true", help="print the summary as JSON")
-    demo.set_defaults(run=run)
+    add_json(demo, "print the summary as JSON")
 
 
 def _shape(text: str) -> tuple[int, ...]:

@@ -21,6 +21,7 @@ from .._root import default_root
 from .._scan import Entry, publish_order, scan
 from .._sidecar import encode_attrs
 from ..formats import format_for
+from . import add_command, add_json
 
 PUT_EXAMPLE = """\
 examples:
@@ -64,73 +65,71 @@ def open_channel(args: argparse.Namespace) -> Channel:
 
 def register(subparsers: Any) -> None:
     """Add ``put``, ``ls``, ``info``, ``ack`` and ``gc`` to the ``ramxchg`` command."""
-    raw = argparse.RawDescriptionHelpFormatter
-
-    put = subparsers.add_parser(
+    put = add_command(
+        subparsers,
         "put",
+        run_put,
         help="publish existing .npy/.h5 files atomically",
         description="Publish files as items, each named after its file's stem. The file "
         "is checked, copied (or moved) into the channel's hidden tmp folder, then "
         "published with one atomic link, like Channel.put.",
         epilog=PUT_EXAMPLE,
-        formatter_class=raw,
     )
     add_channel_args(put)
     put.add_argument("files", metavar="FILE", nargs="+", help=".npy or .h5 files")
     put.add_argument("--name", help="item name (only with one FILE)")
     put.add_argument("--move", action="store_true", help="move instead of copy (same disk)")
     put.add_argument("--attrs", type=_attrs, default={}, help="item attrs as a JSON object")
-    put.add_argument("--json", action="store_true", help="print what was published as JSON")
-    put.set_defaults(run=run_put)
+    add_json(put, "print what was published as JSON")
 
-    ls = subparsers.add_parser(
+    ls = add_command(
+        subparsers,
         "ls",
+        run_ls,
         help="list a channel's items in publish order",
         description="Name, sequence number, format, size and publish time of every item.",
         epilog=LS_EXAMPLE,
-        formatter_class=raw,
     )
     add_channel_args(ls)
-    ls.add_argument("--json", action="store_true", help="print a JSON list")
-    ls.set_defaults(run=run_ls)
+    add_json(ls, "print a JSON list")
 
-    info = subparsers.add_parser(
+    info = add_command(
+        subparsers,
         "info",
+        run_info,
         help="show one item: arrays, attrs and where each group is with it",
         description="An item's sequence number, arrays (shape, dtype), attrs and group state.",
         epilog=INFO_EXAMPLE,
-        formatter_class=raw,
     )
     add_channel_args(info)
     info.add_argument("name", metavar="NAME", help="item name")
-    info.add_argument("--json", action="store_true", help="print a JSON object")
-    info.set_defaults(run=run_info)
+    add_json(info, "print a JSON object")
 
-    ack = subparsers.add_parser(
+    ack = add_command(
+        subparsers,
         "ack",
+        run_ack,
         help="mark an item done for a durable group",
         description="Ack an item for a group, also one never delivered to it (a program "
         "that reads the files directly); the item is deleted once every group acked it.",
         epilog=ACK_EXAMPLE,
-        formatter_class=raw,
     )
     add_channel_args(ack)
     ack.add_argument("name", metavar="NAME", help="item name")
     ack.add_argument("--group", required=True, help="the durable group")
-    ack.set_defaults(run=run_ack)
 
-    gc = subparsers.add_parser(
+    gc = add_command(
+        subparsers,
         "gc",
+        run_gc,
         help="apply retention and remove what dead processes left",
         description="Remove dead producers' temporary files, orphan sidecars and stale "
         "claims/acks; delete items every group acked and items over keep_last/ttl.",
         epilog=GC_EXAMPLE,
-        formatter_class=raw,
     )
     gc.add_argument("channel", metavar="CHANNEL", nargs="?", help="one channel (default: all)")
     gc.add_argument("--root", help="folder holding channels (default: $RAMXCHG_ROOT)")
-    gc.add_argument("--json", action="store_true", help="print the counts as JSON")
-    gc.set_defaults(run=run_gc)
+    add_json(gc, "print the counts as JSON")
 
 
 def _attrs(text: str) -> dict[str, Any]:

@@ -13,8 +13,9 @@ from typing import Any
 from .._channel import Channel
 from .._errors import RamDiskError, RamxchgError
 from .._root import NotRamBackedWarning, default_root
-from ..disks import DiskSpec, RamDiskAdapter, format_size, get_adapter, parse_size
+from ..disks import DiskSpec, RamDiskAdapter, format_size, get_adapter
 from ..ramdisk import advice, info
+from . import add_command, add_json, size_arg
 
 SETUP_EXAMPLE = """\
 examples:
@@ -37,16 +38,16 @@ examples:
 
 def register(subparsers: Any) -> None:
     """Add ``setup``, ``teardown`` and ``status`` to the ``ramxchg`` command."""
-    raw = argparse.RawDescriptionHelpFormatter
-    setup = subparsers.add_parser(
+    setup = add_command(
+        subparsers,
         "setup",
+        run_setup,
         help="create a RAM disk and print the RAMXCHG_ROOT line",
         description="Mount a RAM disk (tmpfs, ImDisk/aim_ll or hdiutil) to hold channels.",
         epilog=SETUP_EXAMPLE,
-        formatter_class=raw,
     )
     setup.add_argument("path", nargs="?", help="mount point or drive letter (default per OS)")
-    setup.add_argument("--size", type=_size, default="8G", help="size, e.g. 8G, 512M (8G)")
+    setup.add_argument("--size", type=size_arg, default="8G", help="size, e.g. 8G, 512M (8G)")
     setup.add_argument("--no-huge", action="store_true", help="no transparent huge pages")
     setup.add_argument("--mode", type=_mode, default="1777", help="octal permissions (1777)")
     setup.add_argument("--fs", help="filesystem: HFS+/APFS on macOS, ntfs on Windows")
@@ -54,40 +55,32 @@ def register(subparsers: Any) -> None:
     setup.add_argument(
         "--persist-to", metavar="DIR", help="only write the persistence files into DIR"
     )
-    setup.add_argument("--json", action="store_true", help="print the result as JSON")
-    setup.set_defaults(run=run_setup)
+    add_json(setup)
 
-    teardown = subparsers.add_parser(
+    teardown = add_command(
+        subparsers,
         "teardown",
+        run_teardown,
         help="unmount a RAM disk made by setup",
         description="Unmount a RAM disk and give its memory back.",
         epilog=TEARDOWN_EXAMPLE,
-        formatter_class=raw,
     )
     teardown.add_argument("path", help="mount point or drive letter")
     teardown.add_argument(
         "--force", action="store_true", help="even while channels hold items or files are open"
     )
-    teardown.add_argument("--json", action="store_true", help="print the result as JSON")
-    teardown.set_defaults(run=run_teardown)
+    add_json(teardown)
 
-    status = subparsers.add_parser(
+    status = add_command(
+        subparsers,
         "status",
+        run_status,
         help="show the root's RAM disk and its channels",
         description="Root, filesystem, size/used/free, huge pages, and every channel.",
         epilog=STATUS_EXAMPLE,
-        formatter_class=raw,
     )
     status.add_argument("--root", help="channel root (default: $RAMXCHG_ROOT or the default)")
-    status.add_argument("--json", action="store_true", help="print the status as JSON")
-    status.set_defaults(run=run_status)
-
-
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
+    add_json(status, "print the status as JSON")
 
 
 def _mode(text: str) -> int:

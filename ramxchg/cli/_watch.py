@@ -36,7 +36,7 @@ from .._errors import CorruptItem
 from .._groups import list_groups
 from .._item import Item
 from .._subscription import Subscription
-from . import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
+from . import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, add_command, add_json
 from ._items import add_channel_args, arrays_record, open_channel
 
 log = logging.getLogger(__name__)
@@ -65,13 +65,14 @@ Ctrl-C once lets running commands finish; twice abandons them (never acked).
 
 def register(subparsers: Any) -> None:
     """Add ``watch`` to the ``ramxchg`` command."""
-    watch = subparsers.add_parser(
+    watch = add_command(
+        subparsers,
         "watch",
+        run_watch,
         help="follow a channel: print each item or run a command on it",
         description="Deliver the channel's items as they are published (catching up on "
         "what is there). With --group, items are acked when printed or when CMD succeeds.",
         epilog=WATCH_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_channel_args(watch)
     watch.add_argument("--group", help="durable consumer group (shares items, acks them)")
@@ -83,13 +84,12 @@ def register(subparsers: Any) -> None:
     watch.add_argument(
         "--retry-delay", type=float, default=1.0, help="seconds before retry n: n x this (1.0)"
     )
-    watch.add_argument("--json", action="store_true", help="print each item as a JSON line")
+    add_json(watch, "print each item as a JSON line")
     watch.add_argument("--count", type=_positive, help="exit after this many items")
     watch.add_argument(
         "--start", choices=("earliest", "latest"), default="earliest", help="(earliest)"
     )
     watch.add_argument("--settle", type=float, help="seconds a legacy file must stay unchanged")
-    watch.set_defaults(run=run_watch)
 
 
 def _positive(text: str) -> int:
