@@ -6,13 +6,14 @@ import argparse
 import json
 import os
 import warnings
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .._channel import Channel
 from .._errors import RamDiskError, RamxchgError
 from .._root import NotRamBackedWarning, default_root
+from .._scan import scan
 from ..disks import DiskSpec, RamDiskAdapter, format_size, get_adapter
 from ..ramdisk import advice, info
 from . import add_command, add_json, size_arg
@@ -138,7 +139,7 @@ def run_setup(args: argparse.Namespace) -> int:
 def run_teardown(args: argparse.Namespace) -> int:
     """Unmount ``args.path`` unless a channel still holds items (or ``--force``)."""
     path = Path(args.path)
-    busy = [row for row in channel_rows(path) if row.error or (row.items is not None and row.items)]
+    busy = [row for row in channel_rows(path) if row.error or row.items]
     if busy and not args.force:
         listed = ", ".join(f"{row.name} ({row.error or f'{row.items} items'})" for row in busy)
         raise RamDiskError(
@@ -181,27 +182,14 @@ def channel_rows(root: Path) -> list[ChannelRow]:
         row = ChannelRow(entry.name, os.fspath(entry))
         try:
             channel = Channel(entry)
-            items = channel.items()
+            items = list(scan(channel._layout))  # sizes come with the scan's lstat
             row.items = len(items)
-            row.bytes = sum(_size_of(item.path) for item in items)
-            if hasattr(channel, "groups"):  # durable consumer groups
-                row.groups = _group_dicts(channel.groups())
+            row.bytes = sum(item.size for item in items)
+            row.groups = [asdict(group) for group in channel.groups()]
         except (RamxchgError, OSError) as exc:
             row.error = str(exc)
         rows.append(row)
     return rows
-
-
-def _size_of(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:  # consumed between listing and stat
-        return 0
-
-
-def _group_dicts(groups: Any) -> list[dict[str, Any]]:
-    # GroupStatus: name, backlog, in_flight, holding.
-    return [asdict(g) if is_dataclass(g) else {"name": str(g)} for g in groups]
 
 
 def run_status(args: argparse.Namespace) -> int:
