@@ -13,7 +13,7 @@ from typing import Any
 
 from .._channel import Channel
 from .._errors import CorruptItem, ItemNotFound
-from .._groups import Group
+from .._groups import Group, list_groups
 from .._item import Item
 from .._names import check_name
 from .._publish import check_room, discard
@@ -261,7 +261,7 @@ def run_info(args: argparse.Namespace) -> int:
     item = channel.get(args.name)
     stat = os.stat(item.path)
     groups = {}
-    for group in _groups(channel):
+    for group in list_groups(channel._layout):
         state = "acked" if group.is_acked(item.name) else "pending"
         if os.path.lexists(group.claims / item.name):
             state = "claimed"
@@ -288,12 +288,6 @@ def run_info(args: argparse.Namespace) -> int:
     for group_name, state in groups.items():
         print(f"group {group_name}: {state}")
     return 0
-
-
-def _groups(channel: Channel) -> list[Group]:
-    from .._groups import list_groups
-
-    return list_groups(channel._layout)
 
 
 # -- ack, gc ------------------------------------------------------------------------------
