@@ -84,17 +84,16 @@ class Hdf5Format(Format):
     def write(
         self, path: Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None
     ) -> None:
+        layout = {key: (array.shape, array.dtype) for key, array in arrays.items()}
         if not all(a.flags.c_contiguous for a in arrays.values()):
-            allocation = self.allocate(
-                path, {k: (a.shape, a.dtype) for k, a in arrays.items()}, attrs
-            )
+            allocation = self.allocate(path, layout, attrs)
             try:
                 for key, array in arrays.items():
                     allocation.arrays[key][...] = array
             finally:
                 allocation.release()
             return
-        offsets = _create(path, {k: (a.shape, a.dtype) for k, a in arrays.items()}, attrs)
+        offsets = _create(path, layout, attrs)
         fd = os.open(path, os.O_WRONLY | getattr(os, "O_BINARY", 0))
         try:
             for key, array in arrays.items():
