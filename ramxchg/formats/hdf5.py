@@ -121,7 +121,7 @@ class Hdf5Format(Format):
 
     def describe(self, path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
         with _opened(path) as (_, h5file):
-            return {name: (ds.shape, ds.dtype) for name, ds in _datasets(h5file, path)}
+            return {name: (ds.shape, ds.dtype) for name, ds, _ in _datasets(h5file, path)}
 
     def open(self, path: Path, *, copy_on_write: bool = False) -> OpenedFile:
         with _opened(path) as (fd, h5file):
@@ -258,8 +258,13 @@ def _opened(path: Path) -> Iterator[tuple[int, h5py.File]]:
         os.close(fd)
 
 
-def _datasets(h5file: h5py.File, path: Path) -> Iterator[tuple[str, h5py.Dataset]]:
-    """Every dataset reached by hard links, in name order; refuse links to other files."""
+def _datasets(
+    h5file: h5py.File, path: Path
+) -> Iterator[tuple[str, h5py.Dataset, h5py.h5p.PropDCID]]:
+    """Every dataset reached by hard links, in name order, with its creation property list.
+
+    Refuses links and datasets whose data lives in other files.
+    """
     import h5py
     from h5py import h5d, h5l, h5o
 
@@ -291,14 +296,15 @@ def _datasets(h5file: h5py.File, path: Path) -> Iterator[tuple[str, h5py.Dataset
         if dataset.shape is None:
             log.warning("%s: skipping dataset %r, which has no dataspace", path, name)
             continue
-        yield name, dataset
+        yield name, dataset, dcpl
 
 
-def _map_offset(dataset: h5py.Dataset, size: int, path: Path) -> int | None:
+def _map_offset(
+    dataset: h5py.Dataset, dcpl: h5py.h5p.PropDCID, size: int, path: Path
+) -> int | None:
     """Where the dataset's bytes are in the file, if they can be mapped as they are."""
     from h5py import h5d, h5t
 
-    dcpl = dataset.id.get_create_plist()
     if dcpl.get_layout() != h5d.CONTIGUOUS or dcpl.get_nfilters() or dataset.dtype.hasobject:
         return None
     if dataset.id.get_type() != h5t.py_create(dataset.dtype, logical=True):
@@ -324,8 +330,8 @@ def _read_all(
     arrays: dict[str, np.ndarray] = {}
     zero_copy: dict[str, bool] = {}
     dataset_attrs: dict[str, dict[str, Any]] = {}
-    for name, dataset in _datasets(h5file, path):
-        offset = _map_offset(dataset, size, path)
+    for name, dataset, dcpl in _datasets(h5file, path):
+        offset = _map_offset(dataset, dcpl, size, path)
         if offset is not None:
             array = np.ndarray(dataset.shape, dataset.dtype, buffer=mapping, offset=offset)
         elif dataset.size == 0:
