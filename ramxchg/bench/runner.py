@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 KB, MB = 1 << 10, 1 << 20
 FULL_SIZES = (KB, 64 * KB, MB, 64 * MB, 512 * MB)
 QUICK_SIZES = (KB, 64 * KB, MB)
+#: Bytes in flight while streaming big messages.
+GB_IN_FLIGHT = 1 << 30
 #: Seconds a phase may take before the transport is given up at that size.
 PHASE_TIMEOUT = 300.0
 
@@ -57,9 +59,6 @@ def counts_for(nbytes: int, quick: bool) -> tuple[int, int, int]:
 def window_for(nbytes: int) -> int:
     """Messages in flight while streaming: deep for small ones, 1 GB at most for big ones."""
     return int(min(16, max(2, GB_IN_FLIGHT // nbytes)))
-
-
-GB_IN_FLIGHT = 1 << 30
 
 
 def memcpy_gbps(nbytes: int = 256 * MB, repeat: int = 7) -> float:

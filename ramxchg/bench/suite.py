@@ -31,20 +31,10 @@ RECYCLE = 4
 VERSION = 1
 
 
-#: Every transport's name, in table order (``--only`` takes these).
-TRANSPORT_NAMES = (
-    "ramxchg_put",
-    "ramxchg_create",
-    "ramxchg_put_recycle",
-    "ramxchg_create_recycle",
-    "ramxchg_hdf5",
-    "queue",
-    "pipe",
-    "shared_memory",
-    "npy_disk",
-    "ray",
-    "ramxchg_put_huge",
-    "ramxchg_create_huge",
+#: The channel transports that run on a huge-page tmpfs: (name, label, mode).
+HUGE_TRANSPORTS = (
+    ("ramxchg_put_huge", "ramxchg put, huge tmpfs", "npy"),
+    ("ramxchg_create_huge", "ramxchg create, huge tmpfs", "create"),
 )
 
 
@@ -64,12 +54,13 @@ def transports(huge_root: str | None, huge_skip: str | None) -> list[Transport]:
         NpyDiskTransport(DISK_FOLDER),
         RayTransport(),
     ]
-    for name, label, mode in (
-        ("ramxchg_put_huge", "ramxchg put, huge tmpfs", "npy"),
-        ("ramxchg_create_huge", "ramxchg create, huge tmpfs", "create"),
-    ):
+    for name, label, mode in HUGE_TRANSPORTS:
         found.append(ChannelTransport(name, label, mode, huge_root, skip=huge_skip))
     return found
+
+
+#: Every transport's name, in table order (``--only`` takes these).
+TRANSPORT_NAMES = tuple(transport.name for transport in transports(None, None))
 
 
 @contextmanager
@@ -122,7 +113,10 @@ def run_bench(config: BenchConfig, tick: Callable[[str], None] = lambda _: None)
     tick("memcpy")
     memcpy = memcpy_gbps(64 << 20 if config.quick else 256 << 20)
     entries = []
-    with work_folder() as workdir, huge_tmpfs() as (huge_root, huge_skip):
+    # Mount the huge-page tmpfs (root, 4 GB limit) only when one of its transports runs.
+    wants_huge = not config.only or any(name in config.only for name, _, _ in HUGE_TRANSPORTS)
+    huge = huge_tmpfs() if wants_huge else contextlib.nullcontext((None, "not selected"))
+    with work_folder() as workdir, huge as (huge_root, huge_skip):
         for transport in transports(huge_root, huge_skip):
             if config.only and transport.name not in config.only:
                 continue
