@@ -135,17 +135,19 @@ class HdiutilAdapter(RamDiskAdapter):
         if not mounts:
             raise RamDiskError(f"no mount holds {path}", path=path)
         mount = max(mounts, key=lambda m: len(m.mount_point))
-        ram = False
-        for image in self.ram_images():
-            for device, point in image.devices:
-                if _whole_disk(mount.device) == device or point == mount.mount_point:
-                    ram = True
+        disk = _whole_disk(mount.device)
+        ram = any(
+            device == disk or point == mount.mount_point
+            for image in self.ram_images()
+            for device, point in image.devices
+        )
         return mount, ram
 
     def unmount(self, path: str, *, force: bool = False) -> None:
         """``hdiutil detach`` the RAM disk mounted at ``path`` (memory is freed only then)."""
-        mount, ram = self._find(path.rstrip("/"))
-        if not ram or mount.mount_point != path.rstrip("/"):
+        point = path.rstrip("/")
+        mount, ram = self._find(point)
+        if not ram or mount.mount_point != point:
             raise RamDiskError(
                 f"{path} is not the mount point of a RAM disk; refusing to detach it",
                 path=path,
