@@ -96,11 +96,12 @@ def parse_mountinfo(text: str) -> list[MountEntry]:
 def find_mount(entries: Sequence[MountEntry], path: str) -> MountEntry:
     """The mount that holds ``path``: the longest mount point, the last one stacked on it."""
     best: MountEntry | None = None
+    best_len = -1
     for entry in entries:
-        point = entry.mount_point.rstrip("/") or "/"
-        inside = path == point or path.startswith(point.rstrip("/") + "/")
-        if inside and (best is None or len(point) >= len(best.mount_point.rstrip("/") or "/")):
-            best = entry
+        bare = entry.mount_point.rstrip("/")  # "" for the root
+        inside = path == (bare or "/") or path.startswith(bare + "/")
+        if inside and len(bare) >= best_len:
+            best, best_len = entry, len(bare)
     if best is None:
         raise RamDiskError(f"no mount in {MOUNTINFO} holds {path}", path=path)
     return best
