@@ -11,7 +11,7 @@ import os
 import re
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .._errors import RamDiskError
 from .base import (
@@ -161,7 +161,7 @@ class TmpfsAdapter(RamDiskAdapter):
     def mount(self, spec: DiskSpec) -> MountedDisk:
         """Mount a tmpfs at ``spec.path`` (created if missing)."""
         path = os.path.abspath(spec.path)
-        spec = DiskSpec(**{**spec.__dict__, "path": path})
+        spec = replace(spec, path=path)
         command = self.mount_command(spec)
         if not self.host.is_admin():
             raise RamDiskError(
