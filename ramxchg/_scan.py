@@ -61,9 +61,9 @@ def classify(layout: ChannelLayout, filename: str, info: os.stat_result) -> Entr
     whose data may belong to a file outside the channel); None for hidden files and
     other suffixes, which belong to whoever put them there.
     """
-    name, dot, _ = filename.rpartition(".")
-    if not dot or filename.startswith(".") or format_for(filename) is None:
+    if not _candidate(filename):
         return None
+    name = filename.rpartition(".")[0]
     try:
         check_name(name)
     except InvalidName as exc:
@@ -84,6 +84,22 @@ def classify(layout: ChannelLayout, filename: str, info: os.stat_result) -> Entr
     return Entry.of(name, Path(layout.path, filename), info, sidecar)
 
 
+def _candidate(filename: str) -> bool:
+    """Could this file be an item? (not hidden, an item suffix): decided before any stat."""
+    return not filename.startswith(".") and format_for(filename) is not None
+
+
+def look(layout: ChannelLayout, filename: str) -> Entry | Intruder | None:
+    """`classify` the file ``filename`` of the channel folder (None also when it is gone)."""
+    if not _candidate(filename):
+        return None
+    try:
+        info = os.lstat(layout.path / filename)
+    except FileNotFoundError:
+        return None
+    return classify(layout, filename, info)
+
+
 def scan(layout: ChannelLayout, intruders: list[Intruder] | None = None) -> Iterator[Entry]:
     """Every published item in the channel folder (unordered).
 
@@ -92,7 +108,7 @@ def scan(layout: ChannelLayout, intruders: list[Intruder] | None = None) -> Iter
     """
     with os.scandir(layout.path) as entries:
         for entry in entries:
-            if entry.name.startswith(".") or format_for(entry.name) is None:
+            if not _candidate(entry.name):
                 continue
             try:
                 info = entry.stat(follow_symlinks=False)

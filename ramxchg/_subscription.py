@@ -14,7 +14,7 @@ from ._aside import set_aside
 from ._groups import Group
 from ._item import Item
 from ._legacy import LegacyGate
-from ._scan import Entry, Intruder, classify, publish_order, scan
+from ._scan import Entry, Intruder, look, publish_order, scan
 from ._watch import make_notifier
 from .formats import format_for
 
@@ -80,9 +80,9 @@ class Subscription:
         self._last_gap_rescan = 0.0
         self._gap_rescan_pause = GAP_RESCAN_SECONDS
         self._closed = False
-        if start == "latest" and self._group is None:
-            self._seen.update((e.name, e.seq) for e in scan(self._layout))
-        self._rescan()
+        # start="latest" without a group: what the first listing finds counts as seen
+        # (dropped-in files have no sequence number for the floor to skip them).
+        self._rescan(skip_present=start == "latest" and self._group is None)
 
     @property
     def group(self) -> str | None:
@@ -198,13 +198,7 @@ class Subscription:
             self._rescan()
 
     def _entry(self, filename: str) -> Entry | None:
-        if filename.startswith(".") or format_for(filename) is None:
-            return None  # not ours to judge: hidden files and other suffixes
-        try:
-            info = os.lstat(self.channel.path / filename)
-        except FileNotFoundError:
-            return None
-        found = classify(self._layout, filename, info)
+        found = look(self._layout, filename)
         if isinstance(found, Intruder):
             self._set_aside(found)
             return None
@@ -235,7 +229,7 @@ class Subscription:
             self._high_seq = max(self._high_seq, entry.seq)
         heapq.heappush(self._pending, (publish_order(entry), entry))
 
-    def _rescan(self) -> None:
+    def _rescan(self, *, skip_present: bool = False) -> None:
         """List the folder: catch up on anything events missed, and recover dead claims."""
         started = time.monotonic()
         intruders: list[Intruder] = []
@@ -243,7 +237,7 @@ class Subscription:
         for intruder in intruders:
             self._set_aside(intruder)
         keys = {(e.name, e.seq) for e in present}
-        self._seen &= keys  # forget what is gone: memory stays bounded by the folder
+        self._seen = keys if skip_present else self._seen & keys  # bounded by the folder
         self._legacy.forget_absent({os.path.basename(e.path) for e in present})
         if self._group is not None:
             for name in self._group.reclaim_dead():
