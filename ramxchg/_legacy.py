@@ -118,14 +118,13 @@ class LegacyGate:
         filename = os.path.basename(entry.path)
         closed = filename in self._closed_early
         self._closed_early.discard(filename)
+        now = self._clock()
         waiting = self._waiting.get(filename)
         if waiting is not None:
             waiting.closed = waiting.closed or closed
         else:
-            self._waiting[filename] = _Waiting(
-                entry, entry.size, entry.published_ns, self._clock(), closed
-            )
-        self._due = 0.0 if closed else min(self._due, self._clock())
+            self._waiting[filename] = _Waiting(entry, entry.size, entry.published_ns, now, closed)
+        self._due = 0.0 if closed else min(self._due, now)
 
     def closed(self, filenames: set[str]) -> None:
         """Record close-after-write events (before or after the file is offered)."""
