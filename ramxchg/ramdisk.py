@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from pathlib import Path
 
 from ._errors import RamDiskError
 from ._root import NotRamBackedWarning
@@ -69,7 +68,7 @@ def warn_if_not_ram(
         return None
     _warned.add(key)
     try:
-        disk = info(Path(root), adapter=adapter)
+        disk = info(root, adapter=adapter)
     except (RamDiskError, OSError) as exc:
         # Not knowing is not a reason to fail the caller's publish; say so in the log.
         log.info("could not tell whether %s is RAM-backed: %s", root, exc)
