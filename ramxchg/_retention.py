@@ -155,8 +155,8 @@ class Retention:
         if ttl is not None:
             cutoff = time.time_ns() - int(ttl * 1e9)
             doomed += [e for e in entries[len(doomed) :] if e.published_ns < cutoff]
-        for entry in doomed:
-            self.delete(entry.name, entry.path)
+        if doomed:
+            self.delete_many([(entry.name, entry.path) for entry in doomed])
         return len(doomed)
 
     # -- backpressure -----------------------------------------------------------------------
@@ -225,14 +225,13 @@ class Retention:
         """
         report = {
             "tmp_files": self._collect_tmp(),
+            "expired": self.enforce_age_and_count(),
+            "released": self.release_done(
+                [(e.name, e.path, e.seq, e.published_ns) for e in scan(self.layout)]
+            ),
             "orphan_sidecars": 0,
             "stale_state": 0,
-            "released": 0,
-            "expired": self.enforce_age_and_count(),
         }
-        report["released"] = self.release_done(
-            [(e.name, e.path, e.seq, e.published_ns) for e in scan(self.layout)]
-        )
         with self.counter.locked():  # no publish half-way: a sidecar without item is orphan
             live = {e.name for e in scan(self.layout)}
             for sidecar in _hidden_listing(self.layout.meta):
