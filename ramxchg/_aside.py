@@ -32,7 +32,8 @@ def set_aside(
     The move is one ``rename`` (same filesystem), so two processes racing to set the
     same file aside cannot both succeed: the loser gets None. A file of the same name
     already in ``folder`` is kept; the new one gets ``<name>.<ns><suffix>``.
-    ``details`` (JSON values) are added to the reason file.
+    ``details`` (JSON values) are added to the reason file. Logs a warning naming the
+    file and the reason, so every caller reports it the same way.
     """
     source = Path(source)
     ensure_dir(folder)
@@ -55,6 +56,7 @@ def set_aside(
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, reason_file)  # readers never see a half-written reason
+    log.warning("set aside %s as %s: %s", source, target, reason)
     return target
 
 

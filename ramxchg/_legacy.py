@@ -21,7 +21,6 @@ unchanged (longer: without a close event, a stalled writer looks just like a bro
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import time
@@ -35,7 +34,6 @@ from ._layout import ChannelLayout
 from ._scan import Entry
 from .formats import format_for
 
-log = logging.getLogger(__name__)
 
 #: A legacy file unchanged this long (and with a good header) is complete.
 SETTLE_SECONDS = 0.5
@@ -171,7 +169,7 @@ class LegacyGate:
             return replace(waiting.entry, size=info.st_size, published_ns=info.st_mtime_ns)
         if unchanged < (self.settle if waiting.closed else self.quarantine_after):
             return None
-        moved = set_aside(
+        set_aside(
             path,
             self.layout.quarantine,
             problem,
@@ -179,6 +177,4 @@ class LegacyGate:
             unchanged_seconds=round(unchanged, 3),
             closed_event=waiting.closed,
         )
-        if moved is not None:
-            log.warning("quarantined %s as %s: %s", path, moved, problem)
         return False

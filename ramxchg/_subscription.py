@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import heapq
-import logging
 import os
 import time
 from collections.abc import Iterator
@@ -21,7 +20,6 @@ from .formats import format_for
 if TYPE_CHECKING:
     from ._channel import Channel
 
-log = logging.getLogger(__name__)
 
 #: Rescan the folder this often even when events flow (events can be lost).
 RESCAN_SECONDS = 1.0
@@ -206,10 +204,7 @@ class Subscription:
 
     def _set_aside(self, intruder: Intruder) -> None:
         """Move a file that must not be taken for an item into the quarantine folder."""
-        path = self.channel.path / intruder.filename
-        moved = set_aside(path, self._layout.quarantine, intruder.reason)
-        if moved is not None:
-            log.warning("quarantined %s as %s: %s", path, moved, intruder.reason)
+        set_aside(self.channel.path / intruder.filename, self._layout.quarantine, intruder.reason)
 
     def _queue(self, entry: Entry) -> None:
         key = (entry.name, entry.seq)
