@@ -34,7 +34,6 @@ from ._layout import ChannelLayout
 from ._scan import Entry
 from .formats import format_for
 
-
 #: A legacy file unchanged this long (and with a good header) is complete.
 SETTLE_SECONDS = 0.5
 #: Without a close event, a file unchanged and malformed this long is quarantined.
