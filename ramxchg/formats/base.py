@@ -89,8 +89,10 @@ def check_dtype(dtype: np.dtype[Any], what: str) -> np.dtype[Any]:
     return dtype
 
 
-def open_regular(path: Path, *, writable: bool = False) -> int:
-    """Open ``path`` without following a symlink or blocking on a FIFO; return the fd.
+def open_regular(path: Path, *, writable: bool = False) -> tuple[int, int]:
+    """Open ``path`` without following a symlink or blocking on a FIFO: (fd, size).
+
+    The size comes from the same ``fstat`` that checks the file's type.
 
     Raises `CorruptItem` for anything but a regular file (FIFO, socket, folder, link).
     """
@@ -102,11 +104,12 @@ def open_regular(path: Path, *, writable: bool = False) -> int:
         if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EMLINK):
             raise CorruptItem(f"{path} is not a regular file ({exc.strerror})", path=path) from exc
         raise
-    kind = stat.S_IFMT(os.fstat(fd).st_mode)
+    info = os.fstat(fd)
+    kind = stat.S_IFMT(info.st_mode)
     if kind != stat.S_IFREG:
         os.close(fd)
         raise CorruptItem(f"{path} is not a regular file (mode {kind:o})", path=path)
-    return fd
+    return fd, info.st_size
 
 
 def map_fd(fd: int, size: int, *, writable: bool = False, copy_on_write: bool = False) -> mmap.mmap:

@@ -120,12 +120,11 @@ class Hdf5Format(Format):
         return Allocation(arrays, closer(mapping))
 
     def describe(self, path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
-        with _opened(path) as (_, h5file):
+        with _opened(path) as (_, _, h5file):
             return {name: (ds.shape, ds.dtype) for name, ds, _ in _datasets(h5file, path)}
 
     def open(self, path: Path, *, copy_on_write: bool = False) -> OpenedFile:
-        with _opened(path) as (fd, h5file):
-            size = os.fstat(fd).st_size
+        with _opened(path) as (fd, size, h5file):
             mapping = map_fd(fd, size, copy_on_write=copy_on_write)
             try:
                 return _read_all(h5file, path, mapping, size, copy_on_write)
@@ -234,11 +233,12 @@ def _write_attrs(target: h5py.AttributeManager, attrs: Mapping[str, Any]) -> Non
 
 
 @contextmanager
-def _opened(path: Path) -> Iterator[tuple[int, h5py.File]]:
-    """The file's descriptor and h5py's view of it; h5py errors become `CorruptItem`."""
+def _opened(path: Path) -> Iterator[tuple[int, int, h5py.File]]:
+    """The file's descriptor, its size and h5py's view of it; h5py errors become
+    `CorruptItem`."""
     import h5py
 
-    fd = open_regular(path)
+    fd, size = open_regular(path)
     try:
         with io.FileIO(fd, "rb", closefd=False) as raw:
             try:
@@ -247,7 +247,7 @@ def _opened(path: Path) -> Iterator[tuple[int, h5py.File]]:
                 raise CorruptItem(f"{path} is not a readable HDF5 file: {exc}", path=path) from exc
             with h5file:
                 try:
-                    yield fd, h5file
+                    yield fd, size, h5file
                 except CorruptItem:
                     raise
                 except _H5PY_ERRORS as exc:

@@ -148,12 +148,12 @@ def _nbytes(shape: tuple[int, ...], dtype: np.dtype[Any]) -> int:
     return math.prod(shape) * dtype.itemsize
 
 
-def read_layout(fd: int, path: Path) -> tuple[tuple[int, ...], np.dtype[Any], bool, int, int]:
-    """Read and check the header of an open file: shape, dtype, fortran, offset, file size.
+def read_layout(fd: int, size: int, path: Path) -> tuple[tuple[int, ...], np.dtype[Any], bool, int]:
+    """Read and check the header of an open file of ``size`` bytes: shape, dtype,
+    fortran, data offset.
 
     Raises `CorruptItem` when the header promises more bytes than the file has.
     """
-    size = os.fstat(fd).st_size
     head = read_at(fd, 4096)
     if len(head) >= 12 and head.startswith(MAGIC):
         need = 12 + int.from_bytes(head[8:12] if head[6] != 1 else head[8:10], "little")
@@ -225,17 +225,17 @@ class NpyFormat(Format):
         return Allocation({"data": array}, closer(mapping))
 
     def describe(self, path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
-        fd = open_regular(path)
+        fd, size = open_regular(path)
         try:
-            shape, dtype, _, _, _ = read_layout(fd, path)
+            shape, dtype, _, _ = read_layout(fd, size, path)
         finally:
             os.close(fd)
         return {"data": (shape, dtype)}
 
     def open(self, path: Path, *, copy_on_write: bool = False) -> OpenedFile:
-        fd = open_regular(path)
+        fd, size = open_regular(path)
         try:
-            shape, dtype, fortran, offset, size = read_layout(fd, path)
+            shape, dtype, fortran, offset = read_layout(fd, size, path)
             mapping = map_fd(fd, size, copy_on_write=copy_on_write)
         finally:
             os.close(fd)
