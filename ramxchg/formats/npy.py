@@ -168,7 +168,7 @@ def read_layout(fd: int, size: int, path: Path) -> tuple[tuple[int, ...], np.dty
             expected_bytes=expected,
             actual_bytes=size,
         )
-    return shape, dtype, fortran, offset, size
+    return shape, dtype, fortran, offset
 
 
 def _only_array(arrays: Mapping[str, Any], path: Path) -> Any:
