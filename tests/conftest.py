@@ -13,8 +13,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing import resource_tracker
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from ramxchg import Item, Subscription
 
 SHM = Path("/dev/shm")
 
@@ -46,6 +49,16 @@ def root(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("RAMXCHG_ROOT", str(path))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+def items_until(sub: Subscription, stop: Any, poll: float = 0.2) -> Iterator[Item]:
+    """The subscription's items, until ``stop`` (an Event) is set and none came for ``poll`` s."""
+    while True:
+        try:
+            yield sub.get(timeout=poll)
+        except TimeoutError:
+            if stop.is_set():
+                return
 
 
 @contextmanager

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel, ChannelFull, ItemNotFound
-from tests.conftest import wait_for
+from tests.conftest import items_until, wait_for
 
 SPAWN = mp.get_context("spawn")
 
@@ -40,13 +40,7 @@ def _consume(root: str, channel: str, group: str, stop: mp.Event, out: mp.Queue)
     ch = Channel(channel)
     got: list[tuple[str, bool]] = []
     with ch.subscribe(group) as sub:
-        while True:
-            try:
-                item = sub.get(timeout=0.2)
-            except TimeoutError:
-                if stop.is_set():
-                    break
-                continue
+        for item in items_until(sub, stop):
             with item:
                 got.append((item.name, _checksum(item.array) == item.attrs["crc"]))
             item.ack()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel
-from tests.conftest import wait_for
+from tests.conftest import items_until, wait_for
 from tests.reliability._audit import STRACE, Audit
 from tests.reliability._work import intact, publish_random, resources, warm_up
 from tests.reliability.conftest import Figures, Profile
@@ -47,13 +47,7 @@ def _consume(root: str, group: str, ready: mp.Event, stop: mp.Event, out: mp.Que
     warm = None
     with ch.subscribe(group) as sub:
         ready.set()
-        while True:
-            try:
-                item = sub.get(timeout=0.2)
-            except TimeoutError:
-                if stop.is_set():
-                    break
-                continue
+        for item in items_until(sub, stop):
             with item:
                 ids.append(item.attrs["id"])
                 bad += not intact(item)
