@@ -7,6 +7,7 @@ import multiprocessing as mp
 import os
 import pickle
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -422,6 +423,45 @@ def test_a_second_process_reads_what_the_first_published(root: Path) -> None:
     assert attrs == {"source": "parent"}
     assert seq == 1
     assert base == "mmap"
+
+
+def _put_concurrently(root: str, producer: int, threads: int, count: int) -> None:
+    """``threads`` threads share one Channel, each publishing ``count`` auto-named items."""
+    os.environ["RAMXCHG_ROOT"] = root
+    ch = Channel("many")
+
+    def produce(thread: int) -> None:
+        for i in range(count):
+            ch.put(np.array([producer, thread, i]), attrs={"from": [producer, thread, i]})
+
+    workers = [threading.Thread(target=produce, args=(t,)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+
+def test_concurrent_producers_get_distinct_numbers_in_publish_order(root: Path) -> None:
+    """Three processes with two threads each: every number once, names in sequence order."""
+    producers, threads, count = 3, 2, 150
+    ctx = mp.get_context("spawn")
+    children = [
+        ctx.Process(target=_put_concurrently, args=(str(root), p, threads, count))
+        for p in range(producers)
+    ]
+    for child in children:
+        child.start()
+    _put_concurrently(str(root), producers, threads, count)  # this process joins in
+    for child in children:
+        child.join(timeout=120)
+        assert child.exitcode == 0
+    items = Channel("many").items()
+    total = (producers + 1) * threads * count
+    assert [item.seq for item in items] == list(range(1, total + 1))
+    assert [item.name for item in items] == [f"{seq:012d}" for seq in range(1, total + 1)]
+    sent = {tuple(item.array.tolist()) for item in items}
+    assert len(sent) == total
+    assert all(item.attrs["from"] == list(item.array) for item in items)
 
 
 def test_item_too_large_for_the_disk_raises_ram_disk_full(root: Path) -> None:
