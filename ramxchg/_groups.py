@@ -32,7 +32,7 @@ import psutil
 from ._errors import CorruptItem, ItemNotFound
 from ._layout import ChannelLayout
 from ._names import check_name
-from ._sequence import SequenceCounter, lock_file
+from ._sequence import FileLock, SequenceCounter
 from ._statefile import create_once, read_state
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ class Group:
             if owner is None or owner_is_alive(owner):
                 continue
             # Under the group lock, so two reclaimers never remove a fresh live claim.
-            with lock_file(self.folder / "lock"):
+            with FileLock(self.folder / "lock"):
                 owner_again = _read_owner(self.claims / item)
                 if owner_again == owner:
                     with contextlib.suppress(FileNotFoundError):

@@ -25,14 +25,14 @@ class Item:
     def __init__(
         self,
         name: str,
-        path: Path,
+        path: str | Path,
         fmt: Format,
-        sidecar_path: Path,
+        sidecar_path: str | Path,
         *,
         sidecar: Sidecar | None = None,
     ) -> None:
         self.name = name
-        self.path = path
+        self._path = path
         self.format = fmt.name
         self._fmt = fmt
         self._sidecar_path = sidecar_path
@@ -45,6 +45,13 @@ class Item:
         return f"<Item {self.name!r} seq={self.seq} {self.path}>"
 
     # -- metadata ---------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        """The item's file."""
+        if not isinstance(self._path, Path):  # built on first use: put() need not pay for it
+            self._path = Path(self._path)
+        return self._path
 
     @property
     def sidecar(self) -> Sidecar | None:

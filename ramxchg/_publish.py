@@ -43,7 +43,7 @@ class Published:
 
     name: str
     seq: int
-    path: Path
+    path: str
 
 
 def check_room(layout: ChannelLayout, needed: int) -> None:
@@ -138,7 +138,7 @@ def make_visible(
                     path=target,
                     name=final_name,
                 ) from exc
-            return Published(final_name, claim.next, Path(target))
+            return Published(final_name, claim.next, target)
     finally:
         discard(tmp)
 

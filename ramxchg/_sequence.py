@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from ._errors import CorruptItem
@@ -44,19 +42,36 @@ else:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-@contextmanager
-def lock_file(path: Path) -> Iterator[int]:
-    """Hold an exclusive lock on ``path`` (created if missing); yields its descriptor."""
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    fd = os.open(path, flags, 0o666)
-    try:
-        _lock(fd)
+_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+
+
+class FileLock:
+    """Hold an exclusive lock on ``path`` (created if missing); ``with`` yields its descriptor.
+
+    One ``with`` at a time per object. A class, not a generator-based context manager:
+    it runs for every published item.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = path
+        self._fd = -1
+
+    def __enter__(self) -> int:
+        fd = os.open(self.path, _LOCK_FLAGS, 0o666)
         try:
-            yield fd
-        finally:
+            _lock(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return fd
+
+    def __exit__(self, *exc_info: object) -> None:
+        fd, self._fd = self._fd, -1
+        try:
             _unlock(fd)
-    finally:
-        os.close(fd)
+        finally:
+            os.close(fd)
 
 
 class SequenceCounter:
@@ -76,39 +91,53 @@ class SequenceCounter:
         except FileNotFoundError:
             return 0
         try:
-            return self._parse(read_at(fd, WIDTH + 1))
+            return _parse(self.path, read_at(fd, WIDTH + 1))
         finally:
             os.close(fd)
 
-    @contextmanager
-    def locked(self) -> Iterator[_Claim]:
-        """Hold the publish lock; yields a claim whose ``next`` is the number to use.
+    def locked(self) -> _Claim:
+        """The publish lock, for a ``with`` block that gets a claim on the next number.
 
         Call ``claim.commit()`` to use the number up (before the item becomes visible,
         so a crash leaves a gap rather than a number handed out twice).
         """
-        with lock_file(self.path) as fd:
-            yield _Claim(fd, self._parse(read_at(fd, WIDTH + 1)) + 1)
-
-    def _parse(self, raw: bytes) -> int:
-        if not raw:
-            return 0
-        try:
-            return int(raw)
-        except ValueError as exc:
-            raise CorruptItem(
-                f"{self.path} should hold one number, found {raw[:40]!r}", path=self.path
-            ) from exc
+        return _Claim(self)
 
 
 class _Claim:
-    def __init__(self, fd: int, next_seq: int) -> None:
+    """The publish lock while in a ``with`` block; ``next`` is the number to use."""
+
+    def __init__(self, counter: SequenceCounter) -> None:
+        self._lock = FileLock(counter.path)
+        self._fd = -1
+        self.next = 0
+
+    def __enter__(self) -> _Claim:
+        fd = self._lock.__enter__()
+        try:
+            self.next = _parse(self._lock.path, read_at(fd, WIDTH + 1)) + 1
+        except BaseException:
+            self._lock.__exit__()
+            raise
         self._fd = fd
-        self.next = next_seq
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._fd = -1
+        self._lock.__exit__()
 
     def commit(self) -> None:
         # One 21-byte pwrite of a fixed-width number: never seen half-written by readers.
         _write_at(self._fd, b"%0*d\n" % (WIDTH, self.next))
+
+
+def _parse(path: str | Path, raw: bytes) -> int:
+    if not raw:
+        return 0
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise CorruptItem(f"{path} should hold one number, found {raw[:40]!r}", path=path) from exc
 
 
 def _write_at(fd: int, data: bytes) -> None:

@@ -10,11 +10,14 @@ from .hdf5 import Hdf5Format
 from .npy import NpyFormat
 
 _FORMATS: dict[str, Format] = {"npy": NpyFormat(), "hdf5": Hdf5Format()}
+_SUFFIXES = tuple(fmt.suffix for fmt in _FORMATS.values())
 
 
 def register(fmt: Format) -> None:
     """Make a format available by its name and its suffix."""
+    global _SUFFIXES
     _FORMATS[fmt.name] = fmt
+    _SUFFIXES = tuple(fmt.suffix for fmt in _FORMATS.values())
 
 
 def get_format(name: str) -> Format:
@@ -36,7 +39,7 @@ def format_for(path: PurePath | str) -> Format | None:
 
 def suffixes() -> tuple[str, ...]:
     """Suffixes of every item file format, e.g. (".npy", ".h5")."""
-    return tuple(fmt.suffix for fmt in _FORMATS.values())
+    return _SUFFIXES
 
 
 __all__ = [

@@ -38,6 +38,7 @@ ALIGN = 64
 #: numpy refuses headers over 10,000 bytes by default; wide structured dtypes need more.
 MAX_HEADER_BYTES = 1 << 20
 _PREAMBLE = len(MAGIC) + 2
+_CREATE_FLAGS = os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
 _KEYS = {"descr", "fortran_order", "shape"}
 
 
@@ -171,7 +172,7 @@ def read_layout(fd: int, size: int, path: Path) -> tuple[tuple[int, ...], np.dty
     return shape, dtype, fortran, offset
 
 
-def _only_array(arrays: Mapping[str, Any], path: Path) -> Any:
+def _only_array(arrays: Mapping[str, Any], path: str | Path) -> Any:
     if len(arrays) != 1:
         raise TypeError(
             f"a .npy item holds exactly one array, got {len(arrays)} for {path}; "
@@ -188,7 +189,7 @@ class NpyFormat(Format):
     recyclable = True
 
     def nbytes_for(self, layout: Layout) -> int:
-        shape, dtype = _only_array(layout, Path("<new item>"))
+        shape, dtype = _only_array(layout, "<new item>")
         return len(build_header(shape, dtype, False)) + _nbytes(shape, dtype)
 
     def write(
@@ -256,7 +257,7 @@ def _open_sized(path: Path, size: int, access: int) -> int:
     file is sized before writing when large, which lets a huge=within_size tmpfs back it
     with huge pages.
     """
-    flags = access | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    flags = access | _CREATE_FLAGS
     try:
         fd = os.open(path, flags | os.O_EXCL, 0o666)
         current = 0  # new: the usual case, no fstat needed
