@@ -102,3 +102,19 @@ class ChannelLayout:
         The pid lets ``gc`` tell a dead producer's leftovers from a live one's work.
         """
         return f"{self._prefixes[2]}{stem}.{os.getpid()}.{os.urandom(6).hex()}{suffix}"
+
+
+def channel_folders(root: Path) -> list[Path]:
+    """The channel folders directly under ``root``, sorted: real folders (not symlinks,
+    not hidden) holding a ``.ramxchg`` state folder. Empty if ``root`` is not a folder.
+    """
+    if not root.is_dir():
+        return []
+    return [
+        entry
+        for entry in sorted(root.iterdir())
+        if not entry.name.startswith(".")
+        and not entry.is_symlink()
+        and entry.is_dir()
+        and (entry / STATE_DIR).is_dir()
+    ]

@@ -164,3 +164,25 @@ def test_gc_every_channel_and_absolute_paths(
     code, out, _ = _run(capsys, "ls", str(root / "one"), "--json")
     assert code == 0
     assert json.loads(out) == []
+
+
+def test_gc_of_every_channel_skips_links_and_reports_a_broken_channel(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = Channel("good")
+    (good.path / ".ramxchg" / "meta" / "orphan.json").write_text("{}")
+    broken = Channel("broken")
+    (broken.path / ".ramxchg" / "config.json").write_text("not json")
+    (tmp_path / "elsewhere").mkdir()
+    elsewhere = Channel(tmp_path / "elsewhere")  # a channel outside the root...
+    (elsewhere.path / ".ramxchg" / "meta" / "orphan.json").write_text("{}")
+    (root / "linked").symlink_to(elsewhere.path)  # ...linked into it: not ours to walk
+    code, out, _ = _run(capsys, "gc", "--json")
+    assert code == 1
+    report = json.loads(out)
+    assert set(report) == {str(good.path), str(broken.path)}
+    assert report[str(good.path)]["orphan_sidecars"] == 1
+    assert "config.json" in report[str(broken.path)]["error"]
+    assert (elsewhere.path / ".ramxchg" / "meta" / "orphan.json").exists()
+    code, out, _ = _run(capsys, "status", "--json")
+    assert {row["name"] for row in json.loads(out)["channels"]} == {"good", "broken"}

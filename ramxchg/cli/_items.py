@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from .._channel import Channel
-from .._errors import CorruptItem, ItemNotFound
+from .._errors import CorruptItem, ItemNotFound, RamxchgError
 from .._groups import Group, list_groups
 from .._item import Item
+from .._layout import channel_folders
 from .._names import check_name
 from .._publish import check_room, discard
 from .._root import default_root
@@ -313,20 +314,29 @@ def run_ack(args: argparse.Namespace) -> int:
 
 
 def run_gc(args: argparse.Namespace) -> int:
-    """Garbage-collect one channel or every channel under the root."""
+    """Garbage-collect one channel or every channel under the root.
+
+    With every channel, one that fails (e.g. another user's) is reported and the rest
+    are still collected; the exit code is then 1.
+    """
     if args.channel is not None:
-        channels = [open_channel(args)]
+        channel = open_channel(args)
+        reports: dict[str, dict[str, Any]] = {str(channel.path): channel.gc()}
     else:
         base = Path(args.root) if args.root else default_root()
-        channels = [
-            Channel(path.absolute())
-            for path in sorted(base.iterdir())
-            if path.is_dir() and (path / ".ramxchg").is_dir() and not path.name.startswith(".")
-        ]
-    reports = {str(channel.path): channel.gc() for channel in channels}
+        reports = {str(path): _gc_or_error(path) for path in channel_folders(base)}
+    failed = any("error" in counts for counts in reports.values())
     if args.json:
         print(json.dumps(reports, indent=1))
-        return 0
+        return int(failed)
     for path, counts in reports.items():
         print(path + ": " + ", ".join(f"{key} {value}" for key, value in counts.items()))
-    return 0
+    return int(failed)
+
+
+def _gc_or_error(path: Path) -> dict[str, Any]:
+    """The channel's gc counts, or ``{"error": ...}`` if it cannot be collected."""
+    try:
+        return Channel(path.absolute()).gc()
+    except (RamxchgError, OSError) as exc:
+        return {"error": str(exc)}

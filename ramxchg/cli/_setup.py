@@ -12,6 +12,7 @@ from typing import Any
 
 from .._channel import Channel
 from .._errors import RamDiskError, RamxchgError
+from .._layout import channel_folders
 from .._root import NotRamBackedWarning, default_root
 from .._scan import scan
 from ..disks import DiskSpec, RamDiskAdapter, format_size, get_adapter
@@ -174,11 +175,7 @@ class ChannelRow:
 def channel_rows(root: Path) -> list[ChannelRow]:
     """Every channel folder under ``root`` (folders holding a ``.ramxchg`` state folder)."""
     rows = []
-    if not root.is_dir():
-        return rows
-    for entry in sorted(root.iterdir()):
-        if entry.is_symlink() or not (entry / ".ramxchg").is_dir():
-            continue
+    for entry in channel_folders(root):
         row = ChannelRow(entry.name, os.fspath(entry))
         try:
             channel = Channel(entry)
