@@ -140,6 +140,26 @@ def test_windows_tool_failure_carries_the_command() -> None:
     assert caught.value.command[0] == "imdisk"
 
 
+def test_powershell_export_line_quotes_the_root() -> None:
+    adapter, _ = _windows()
+    assert adapter.export_line("R:\\ramxchg") == "$env:RAMXCHG_ROOT = 'R:\\ramxchg'"
+    # In single quotes PowerShell expands nothing ($x, `n stay); only ' is doubled.
+    assert adapter.export_line("R:\\it's $x `n") == "$env:RAMXCHG_ROOT = 'R:\\it''s $x `n'"
+
+
+@pytest.mark.parametrize("root", ["/mnt/ram disk", "/mnt/it's", "/mnt/$HOME;`x`"])
+def test_shell_export_line_round_trips_through_sh(root: str) -> None:
+    adapter, _ = _linux(admin=True)
+    line = adapter.export_line(root)
+    shown = subprocess.run(
+        ["sh", "-c", line + '; printf %s "$RAMXCHG_ROOT"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert shown == root
+
+
 def test_parse_imdisk_outputs() -> None:
     ram = parse_imdisk_status(IMDISK_STATUS)
     assert (ram.mount_point, ram.image_file, ram.size_bytes) == ("R:", None, 8 * GIB)

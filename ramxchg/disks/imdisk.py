@@ -110,8 +110,13 @@ class ImDiskAdapter(RamDiskAdapter):
         ]
 
     def export_line(self, root: str) -> str:
-        """The PowerShell line that points ramxchg at ``root``."""
-        return f"$env:RAMXCHG_ROOT = '{root}'"
+        """The PowerShell line that points ramxchg at ``root``.
+
+        A single-quoted PowerShell string takes everything literally except ``'``,
+        which is doubled.
+        """
+        quoted = root.replace("'", "''")
+        return f"$env:RAMXCHG_ROOT = '{quoted}'"
 
     def _need_admin(self, command: list[str], what: str) -> None:
         if not self.host.is_admin():
