@@ -5,8 +5,9 @@ Usage: python benchmarks/bench_core.py [--repeat 7] [--sizes 1M,64M,512M]
 Each size is warmed up first (first-touch page faults are very expensive on VMs),
 then the three writers run interleaved, ``--repeat`` times, each sample writing at
 least 64 MB (64 items of 1 MB); the table shows medians and the ratio of each to
-np.save. Not a test: numbers are recorded in
-docs/benchmarks.md.
+np.save. A last line gives the fixed cost per item: microseconds per put / np.save of
+a 16-byte array (medians of ``--repeat`` samples of 2,000 items). Not a test: numbers
+are recorded in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -75,6 +76,19 @@ def run(sizes: list[int], repeat: int, root: Path) -> list[dict[str, float]]:
     return rows
 
 
+def fixed_cost(repeat: int, root: Path, items: int = 2000) -> dict[str, float]:
+    """Microseconds per item for a 16-byte array: what writing costs besides the bytes."""
+    ch = ramxchg.Channel("bench-fixed", root=root)
+    writers = _writers(ch, np.zeros(16, np.uint8))
+    times: dict[str, list[float]] = {"put": [], "np.save": []}
+    for _ in range(repeat + 1):  # the first round warms up
+        for name, samples in times.items():
+            writer = writers[name]
+            samples.append(timed(lambda w=writer: [w() for _ in range(items)]) / items)
+            _clear(ch)
+    return {name: statistics.median(samples[1:]) * 1e6 for name, samples in times.items()}
+
+
 def _writers(ch: ramxchg.Channel, data: np.ndarray) -> dict[str, Callable[[], None]]:
     """The three ways of writing ``data`` into the channel's folder, each a new file."""
     counter = iter(range(10**9))
@@ -112,6 +126,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="bench-core-", dir=root))
     try:
         rows = run(sizes, args.repeat, scratch)
+        fixed = fixed_cost(args.repeat, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     header = [
@@ -129,6 +144,9 @@ def main() -> None:
         size = f"{row['bytes'] / (1 << 20):g} MB"
         cells = [size] + [f"{row[h]:.2f}" if "ms" not in h else f"{row[h]:.3f}" for h in header[1:]]
         print("| " + " | ".join(cells) + " |")
+    print(
+        f"fixed cost per item (16 B): put {fixed['put']:.1f} us, np.save {fixed['np.save']:.1f} us"
+    )
 
 
 if __name__ == "__main__":
