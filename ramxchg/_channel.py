@@ -201,7 +201,7 @@ class Channel:
         check_room(self._layout, needed)
         allocation = None
 
-        def allocate(path: Path) -> None:
+        def allocate(path: str) -> None:
             nonlocal allocation
             allocation = fmt.allocate(path, layout, meta)
 
@@ -219,7 +219,7 @@ class Channel:
         allocation.release()
         self._publish(tmp, fmt, name, meta)
 
-    def _publish(self, tmp: Path, fmt: Format, name: str | None, attrs: dict[str, Any]) -> Item:
+    def _publish(self, tmp: str, fmt: Format, name: str | None, attrs: dict[str, Any]) -> Item:
         published = make_visible(self._layout, self._counter, tmp, fmt, name=name, attrs=attrs)
         self._retention.enforce_age_and_count()
         return Item(published.name, published.path, fmt, self._layout.sidecar(published.name))
@@ -245,9 +245,9 @@ class Channel:
             raise ItemNotFound(
                 f"no item {name!r} in channel {self.path}", path=self.path, name=name
             )
-        return self._item(name, Path(path))
+        return self._item(name, path)
 
-    def _item(self, name: str, path: Path) -> Item:
+    def _item(self, name: str, path: str) -> Item:
         fmt = format_for(path)
         assert fmt is not None
         return Item(name, path, fmt, self._layout.sidecar(name))

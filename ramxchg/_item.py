@@ -105,7 +105,7 @@ class Item:
         )
 
     def _layouts(self) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
-        return self._fmt.describe(self.path)
+        return self._fmt.describe(self._path)
 
     def _single_layout(self) -> tuple[tuple[int, ...], np.dtype[Any]]:
         if self._opened is not None:
@@ -120,7 +120,7 @@ class Item:
 
     def _open(self) -> OpenedFile:
         if self._opened is None:
-            self._opened = self._fmt.open(self.path)
+            self._opened = self._fmt.open(self._path)
         return self._opened
 
     @property
@@ -156,7 +156,7 @@ class Item:
             raise ValueError(f"mode must be 'r' or 'c', not {mode!r}")
         if mode == "r":
             return self.array
-        opened = self._fmt.open(self.path, copy_on_write=True)
+        opened = self._fmt.open(self._path, copy_on_write=True)
         if len(opened.arrays) != 1:
             raise _several(self, opened.arrays)
         return next(iter(opened.arrays.values()))

@@ -87,6 +87,10 @@ class ChannelLayout:
         """``<name><suffix>`` in the channel folder."""
         return f"{self._prefixes[0]}{name}{suffix}"
 
+    def file(self, filename: str) -> str:
+        """``filename`` in the channel folder."""
+        return f"{self._prefixes[0]}{filename}"
+
     def create(self, mode: int, *, owner_check: bool = True) -> None:
         """Create the channel folder (with ``mode``) and its state folders.
 

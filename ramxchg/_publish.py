@@ -69,10 +69,10 @@ def write_hidden(
     fmt: Format,
     stem: str,
     needed: int,
-    write: Callable[[Path], Any],
+    write: Callable[[str], Any],
     *,
     pool: Pool | None = None,
-) -> Path:
+) -> str:
     """Run ``write(tmp_path)`` on a fresh temporary path; clean up if it fails.
 
     With a ``pool``, a recycled file of exactly ``needed`` bytes is put at the

@@ -56,11 +56,13 @@ class Retention:
 
     # -- deleting ---------------------------------------------------------------------------
 
-    def delete(self, name: str, path: Path, groups: list[Group] | None = None) -> None:
+    def delete(self, name: str, path: str | Path, groups: list[Group] | None = None) -> None:
         """Delete an item and everything that refers to it, under the publish lock."""
         self.delete_many([(name, path)], groups)
 
-    def delete_many(self, items: list[tuple[str, Path]], groups: list[Group] | None = None) -> None:
+    def delete_many(
+        self, items: list[tuple[str, str | Path]], groups: list[Group] | None = None
+    ) -> None:
         """Delete items and everything that refers to them, under one publish lock.
 
         The lock keeps a producer from re-publishing the same name half-way through.
@@ -77,7 +79,7 @@ class Retention:
                     for group in groups:
                         group.forget(name)
 
-    def _remove_file(self, path: Path) -> bool:
+    def _remove_file(self, path: str | Path) -> bool:
         """Recycle or unlink an item file; False when it must stay for now."""
         if str(path).endswith(".npy") and self.pool.give(path):
             return True
@@ -90,14 +92,16 @@ class Retention:
             return False
         return True
 
-    def release_if_done(self, name: str, path: Path, seq: int | None, published_ns: int) -> bool:
+    def release_if_done(
+        self, name: str, path: str | Path, seq: int | None, published_ns: int
+    ) -> bool:
         """Delete the item if every group that must ack it has; True if deleted.
 
         With no group at all the item stays (a plain folder keeps its files).
         """
         return bool(self.release_done([(name, path, seq, published_ns)]))
 
-    def release_done(self, items: list[tuple[str, Path, int | None, int]]) -> int:
+    def release_done(self, items: list[tuple[str, str | Path, int | None, int]]) -> int:
         """`release_if_done` for many (name, path, seq, published_ns), under one lock.
 
         Returns how many were deleted.

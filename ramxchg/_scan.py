@@ -6,7 +6,6 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ._errors import CorruptItem, InvalidName
 from ._layout import ChannelLayout
@@ -20,7 +19,8 @@ class Entry:
     """A published item file as seen by a scan."""
 
     name: str
-    path: Path
+    #: a plain string: entries are made for every item seen, where pathlib costs
+    path: str
     seq: int | None
     published_ns: int
     size: int
@@ -28,7 +28,7 @@ class Entry:
     sidecar: Sidecar | None = field(default=None, compare=False)
 
     @classmethod
-    def of(cls, name: str, path: Path, info: os.stat_result, sidecar: Sidecar | None) -> Entry:
+    def of(cls, name: str, path: str, info: os.stat_result, sidecar: Sidecar | None) -> Entry:
         """The entry for a file with stat ``info`` and the given sidecar."""
         if sidecar is None:
             return cls(name, path, None, info.st_mtime_ns, info.st_size)
@@ -81,7 +81,7 @@ def classify(layout: ChannelLayout, filename: str, info: os.stat_result) -> Entr
             f"a hard link ({info.st_nlink} names): its data may belong to a file outside "
             "the channel",
         )
-    return Entry.of(name, Path(layout.path, filename), info, sidecar)
+    return Entry.of(name, layout.file(filename), info, sidecar)
 
 
 def _candidate(filename: str) -> bool:
@@ -94,7 +94,7 @@ def look(layout: ChannelLayout, filename: str) -> Entry | Intruder | None:
     if not _candidate(filename):
         return None
     try:
-        info = os.lstat(layout.path / filename)
+        info = os.lstat(layout.file(filename))
     except FileNotFoundError:
         return None
     return classify(layout, filename, info)

@@ -163,7 +163,9 @@ class Subscription:
             def ack(done: Item) -> None:
                 group.ack(done.name)
                 self._claimed.discard(done.name)
-                self._retention.release_if_done(done.name, done.path, entry.seq, entry.published_ns)
+                self._retention.release_if_done(
+                    done.name, entry.path, entry.seq, entry.published_ns
+                )
 
             item._on_ack = ack
         return item

@@ -54,23 +54,25 @@ class Format(ABC):
 
     @abstractmethod
     def write(
-        self, path: Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None
+        self, path: str | Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None
     ) -> None:
         """Write ``arrays`` into the new file ``path`` (a hidden temporary file)."""
 
     @abstractmethod
-    def allocate(self, path: Path, layout: Layout, attrs: Mapping[str, Any] | None) -> Allocation:
+    def allocate(
+        self, path: str | Path, layout: Layout, attrs: Mapping[str, Any] | None
+    ) -> Allocation:
         """Create ``path`` sized for ``layout`` and map each array's data region writable."""
 
     @abstractmethod
-    def open(self, path: Path, *, copy_on_write: bool = False) -> OpenedFile:
+    def open(self, path: str | Path, *, copy_on_write: bool = False) -> OpenedFile:
         """Map the arrays of a published file read-only (or copy-on-write).
 
         Raises `CorruptItem` naming the file when it is malformed.
         """
 
     @abstractmethod
-    def describe(self, path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
+    def describe(self, path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
         """Shape and dtype of each array, from the file's metadata only."""
 
     @abstractmethod
@@ -89,7 +91,7 @@ def check_dtype(dtype: np.dtype[Any], what: str) -> np.dtype[Any]:
     return dtype
 
 
-def open_regular(path: Path, *, writable: bool = False) -> tuple[int, int]:
+def open_regular(path: str | Path, *, writable: bool = False) -> tuple[int, int]:
     """Open ``path`` without following a symlink or blocking on a FIFO: (fd, size).
 
     The size comes from the same ``fstat`` that checks the file's type.

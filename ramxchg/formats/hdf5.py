@@ -82,7 +82,7 @@ class Hdf5Format(Format):
         return total
 
     def write(
-        self, path: Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None
+        self, path: str | Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None
     ) -> None:
         layout = {key: (array.shape, array.dtype) for key, array in arrays.items()}
         if not all(a.flags.c_contiguous for a in arrays.values()):
@@ -102,7 +102,9 @@ class Hdf5Format(Format):
         finally:
             os.close(fd)
 
-    def allocate(self, path: Path, layout: Layout, attrs: Mapping[str, Any] | None) -> Allocation:
+    def allocate(
+        self, path: str | Path, layout: Layout, attrs: Mapping[str, Any] | None
+    ) -> Allocation:
         offsets = _create(path, layout, attrs)
         fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
         try:
@@ -119,11 +121,11 @@ class Hdf5Format(Format):
                 arrays[key] = np.ndarray(shape, dtype, buffer=mapping, offset=offset)
         return Allocation(arrays, closer(mapping))
 
-    def describe(self, path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
+    def describe(self, path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
         with _opened(path) as (_, _, h5file):
             return {name: (ds.shape, ds.dtype) for name, ds, _ in _datasets(h5file, path)}
 
-    def open(self, path: Path, *, copy_on_write: bool = False) -> OpenedFile:
+    def open(self, path: str | Path, *, copy_on_write: bool = False) -> OpenedFile:
         with _opened(path) as (fd, size, h5file):
             mapping = map_fd(fd, size, copy_on_write=copy_on_write)
             try:
@@ -180,7 +182,9 @@ def _file_type(dtype: np.dtype[Any], what: str) -> Any:
         ) from exc
 
 
-def _create(path: Path, layout: Layout, attrs: Mapping[str, Any] | None) -> dict[str, int | None]:
+def _create(
+    path: str | Path, layout: Layout, attrs: Mapping[str, Any] | None
+) -> dict[str, int | None]:
     """Create the file with every dataset allocated (never filled); return data offsets."""
     import h5py
     from h5py import h5d, h5p, h5s
@@ -233,7 +237,7 @@ def _write_attrs(target: h5py.AttributeManager, attrs: Mapping[str, Any]) -> Non
 
 
 @contextmanager
-def _opened(path: Path) -> Iterator[tuple[int, int, h5py.File]]:
+def _opened(path: str | Path) -> Iterator[tuple[int, int, h5py.File]]:
     """The file's descriptor, its size and h5py's view of it; h5py errors become
     `CorruptItem`."""
     import h5py
@@ -259,7 +263,7 @@ def _opened(path: Path) -> Iterator[tuple[int, int, h5py.File]]:
 
 
 def _datasets(
-    h5file: h5py.File, path: Path
+    h5file: h5py.File, path: str | Path
 ) -> Iterator[tuple[str, h5py.Dataset, h5py.h5p.PropDCID]]:
     """Every dataset reached by hard links, in name order, with its creation property list.
 
@@ -300,7 +304,7 @@ def _datasets(
 
 
 def _map_offset(
-    dataset: h5py.Dataset, dcpl: h5py.h5p.PropDCID, size: int, path: Path
+    dataset: h5py.Dataset, dcpl: h5py.h5p.PropDCID, size: int, path: str | Path
 ) -> int | None:
     """Where the dataset's bytes are in the file, if they can be mapped as they are."""
     from h5py import h5d, h5t
@@ -325,7 +329,7 @@ def _map_offset(
 
 
 def _read_all(
-    h5file: h5py.File, path: Path, mapping: Any, size: int, copy_on_write: bool
+    h5file: h5py.File, path: str | Path, mapping: Any, size: int, copy_on_write: bool
 ) -> OpenedFile:
     arrays: dict[str, np.ndarray] = {}
     zero_copy: dict[str, bool] = {}
@@ -349,7 +353,7 @@ def _read_all(
     return OpenedFile(arrays, zero_copy, attrs, dataset_attrs, release=closer(mapping))
 
 
-def _read_attrs(source: h5py.AttributeManager, path: Path, owner: str) -> dict[str, Any]:
+def _read_attrs(source: h5py.AttributeManager, path: str | Path, owner: str) -> dict[str, Any]:
     """Attributes as Python values; the keys listed in `JSON_ATTRS` decoded from JSON."""
     values: dict[str, Any] = {}
     for key in source:

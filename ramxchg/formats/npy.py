@@ -64,7 +64,7 @@ def build_header(shape: tuple[int, ...], dtype: np.dtype[Any], fortran_order: bo
     raise AssertionError("utf8 encodes every str")  # pragma: no cover
 
 
-def parse_header(head: bytes, path: Path) -> tuple[tuple[int, ...], np.dtype[Any], bool, int]:
+def parse_header(head: bytes, path: str | Path) -> tuple[tuple[int, ...], np.dtype[Any], bool, int]:
     """Parse the header at the start of ``head``: (shape, dtype, fortran_order, data offset).
 
     ``head`` must hold at least the preamble; raises `CorruptItem` if more is needed.
@@ -149,7 +149,9 @@ def _nbytes(shape: tuple[int, ...], dtype: np.dtype[Any]) -> int:
     return math.prod(shape) * dtype.itemsize
 
 
-def read_layout(fd: int, size: int, path: Path) -> tuple[tuple[int, ...], np.dtype[Any], bool, int]:
+def read_layout(
+    fd: int, size: int, path: str | Path
+) -> tuple[tuple[int, ...], np.dtype[Any], bool, int]:
     """Read and check the header of an open file of ``size`` bytes: shape, dtype,
     fortran, data offset.
 
@@ -193,7 +195,7 @@ class NpyFormat(Format):
         return len(build_header(shape, dtype, False)) + _nbytes(shape, dtype)
 
     def write(
-        self, path: Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None
+        self, path: str | Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None
     ) -> None:
         array = _only_array(arrays, path)
         if not (array.flags.c_contiguous or array.flags.f_contiguous):
@@ -212,7 +214,9 @@ class NpyFormat(Format):
         finally:
             os.close(fd)
 
-    def allocate(self, path: Path, layout: Layout, attrs: Mapping[str, Any] | None) -> Allocation:
+    def allocate(
+        self, path: str | Path, layout: Layout, attrs: Mapping[str, Any] | None
+    ) -> Allocation:
         shape, dtype = _only_array(layout, path)
         header = build_header(shape, dtype, False)
         size = len(header) + _nbytes(shape, dtype)
@@ -225,7 +229,7 @@ class NpyFormat(Format):
         array = np.ndarray(shape, dtype, buffer=mapping, offset=len(header))
         return Allocation({"data": array}, closer(mapping))
 
-    def describe(self, path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
+    def describe(self, path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
         fd, size = open_regular(path)
         try:
             shape, dtype, _, _ = read_layout(fd, size, path)
@@ -233,7 +237,7 @@ class NpyFormat(Format):
             os.close(fd)
         return {"data": (shape, dtype)}
 
-    def open(self, path: Path, *, copy_on_write: bool = False) -> OpenedFile:
+    def open(self, path: str | Path, *, copy_on_write: bool = False) -> OpenedFile:
         fd, size = open_regular(path)
         try:
             shape, dtype, fortran, offset = read_layout(fd, size, path)
@@ -249,7 +253,7 @@ class NpyFormat(Format):
         return OpenedFile({"data": array}, {"data": size > 0}, release=closer(mapping))
 
 
-def _open_sized(path: Path, size: int, access: int) -> int:
+def _open_sized(path: str | Path, size: int, access: int) -> int:
     """Open the temporary file at ``path`` for writing ``size`` bytes from offset 0.
 
     A file already there is a recycled one (see ramxchg/_pool.py): if it has exactly
