@@ -71,7 +71,7 @@ class Retention:
         """
         if groups is None:
             groups = list_groups(self.layout)
-        with self.counter.locked():
+        with self.counter.lock():
             for name, path in items:
                 if self._remove_file(path):
                     with contextlib.suppress(FileNotFoundError):
@@ -236,7 +236,7 @@ class Retention:
             "orphan_sidecars": 0,
             "stale_state": 0,
         }
-        with self.counter.locked():  # no publish half-way: a sidecar without item is orphan
+        with self.counter.lock():  # no publish half-way: a sidecar without item is orphan
             live = {e.name for e in scan(self.layout)}
             for sidecar in _hidden_listing(self.layout.meta):
                 if sidecar.endswith(".json") and sidecar[:-5] not in live:

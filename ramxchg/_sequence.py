@@ -95,6 +95,10 @@ class SequenceCounter:
         finally:
             os.close(fd)
 
+    def lock(self) -> FileLock:
+        """The publish lock alone, for a ``with`` block that takes no number (deletes)."""
+        return FileLock(self.path)
+
     def locked(self) -> _Claim:
         """The publish lock, for a ``with`` block that gets a claim on the next number.
 

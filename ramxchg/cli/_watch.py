@@ -179,7 +179,7 @@ def dead_letter(channel: Channel, item: Item, reason: str, **details: Any) -> Pa
     """
     layout = channel._layout
     sidecar = item.sidecar
-    with channel._counter.locked():
+    with channel._counter.lock():
         moved = set_aside(
             item.path,
             layout.dead,
