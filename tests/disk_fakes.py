@@ -54,6 +54,7 @@ class FakeHost(HostView):
         self.written: dict[str, str] = {}
         self.touched: list[str] = []
         self.made: list[str] = []
+        self.removed: list[str] = []
 
     def read_text(self, path: str) -> str | None:
         return self.files.get(path)
@@ -84,6 +85,10 @@ class FakeHost(HostView):
 
     def write_text(self, path: str, text: str) -> None:
         self.written[path] = text
+
+    def remove(self, path: str) -> bool:
+        self.removed.append(path)
+        return self.files.pop(path, None) is not None
 
     def make_dir(self, path: str) -> None:
         self.made.append(path)

@@ -136,5 +136,40 @@ def test_empty_disk_tears_down_without_force(
     ramxchg.Channel("empty", root=point)
     assert main(["teardown", str(point), "--json"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert json.loads(lines[-1]) == {"unmounted": str(point), "dropped": []}
+    assert json.loads(lines[-1]) == {"unmounted": str(point), "dropped": [], "unpersisted": []}
     assert not _mounted(point)
+
+
+@pytest.mark.root
+@needs_root
+def test_teardown_persist_undoes_setup_persist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real mounts and files; only /etc/fstab and the unit folder are stand-ins."""
+    fstab = tmp_path / "fstab"
+    fstab.write_text("UUID=1234 / ext4 defaults 0 1\n")
+    units = tmp_path / "systemd"
+    monkeypatch.setattr(ramxchg.disks.tmpfs, "FSTAB", str(fstab))
+    monkeypatch.setattr(ramxchg.disks.tmpfs, "UNIT_DIR", str(units))
+    if Path("/run/systemd/system").exists():
+        pytest.skip("systemd runs here: setup --persist would enable a real mount unit")
+    point = tmp_path / "ram disk"  # a space: escaped as \040 in fstab
+    assert main(["setup", str(point), "--size", "16M", "--persist"]) == 0
+    try:
+        capsys.readouterr()
+        assert "\\040" in fstab.read_text().splitlines()[-1]  # persist added the line
+        units.mkdir()  # and a unit left by a setup from when systemd ran
+        (units / mount_unit_name(str(point))).write_text("[Mount]\n")
+        assert main(["teardown", str(point), "--persist"]) == 0
+        out = capsys.readouterr().out
+    finally:
+        if _mounted(point):
+            main(["teardown", str(point), "--force"])
+    assert not _mounted(point)
+    assert f"removed {units / mount_unit_name(str(point))}" in out
+    assert fstab.read_text() == "UUID=1234 / ext4 defaults 0 1\n"  # the rest is kept
+    assert f"unmounted {point}" in out
+    assert main(["teardown", str(point), "--persist"]) == 0  # twice: nothing left to undo
+    out = capsys.readouterr().out
+    assert "nothing was installed" in out
+    assert "not a mounted RAM disk" in out

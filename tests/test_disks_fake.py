@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -16,7 +17,8 @@ from ramxchg.disks import (
     get_adapter,
 )
 from ramxchg.disks.hdiutil import parse_attach, parse_hdiutil_info, parse_mount_output
-from ramxchg.disks.imdisk import drive_letter, parse_imdisk_status
+from ramxchg.disks.imdisk import SCRIPT_NAME, drive_letter, parse_imdisk_status
+from ramxchg.disks.persist import fstab_line, mount_unit_name
 from ramxchg.disks.tmpfs import MOUNTINFO, SHMEM_ENABLED
 
 from .disk_fakes import FakeHost, FakeRunner
@@ -337,3 +339,76 @@ def test_linux_refuses_to_unmount_what_is_not_a_ram_disk() -> None:
     with pytest.raises(RamDiskError, match="not a mount point"):
         adapter.unmount("/mnt/nothing")
     assert runner.calls == []
+
+
+# -- undoing --persist ------------------------------------------------------------------------
+
+
+def test_tmpfs_unpersist_disables_the_unit_and_drops_only_its_fstab_line() -> None:
+    adapter, runner = _linux(admin=True)
+    path = "/mnt/ram disk"
+    unit = mount_unit_name(path)
+    unit_file = f"/etc/systemd/system/{unit}"
+    others = "UUID=1 / ext4 defaults 0 1\ntmpfs /mnt/other tmpfs size=1G 0 0\n"
+    host = adapter.host
+    assert isinstance(host, FakeHost)
+    host.files.update(
+        {"/run/systemd/system": "", unit_file: "[Mount]\n", "/etc/fstab": others + fstab_line(path)}
+    )
+    done = adapter.unpersist(path)
+    assert runner.calls == [["systemctl", "disable", unit], ["systemctl", "daemon-reload"]]
+    assert host.removed == [unit_file]
+    assert host.written["/etc/fstab"] == others
+    assert len(done) == 4
+    host.files["/etc/fstab"] = others
+    assert adapter.unpersist(path) == []  # nothing left: nothing run
+    assert len(runner.calls) == 2
+
+
+def test_tmpfs_unpersist_needs_root_and_says_how() -> None:
+    adapter, runner = _linux(admin=False)
+    host = adapter.host
+    assert isinstance(host, FakeHost)
+    host.files["/etc/fstab"] = fstab_line("/mnt/ramxchg")
+    with pytest.raises(RamDiskError, match="sudo ramxchg teardown /mnt/ramxchg --persist"):
+        adapter.unpersist("/mnt/ramxchg")
+    assert runner.calls == []
+    assert host.written == {}
+
+
+def test_imdisk_unpersist_deletes_the_logon_task_and_script(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LOCALAPPDATA", "/appdata")
+    adapter, runner = _windows()
+    host = adapter.host
+    assert isinstance(host, FakeHost)
+    script = os.path.join("/appdata", "ramxchg", SCRIPT_NAME)
+    host.files[script] = "# logon script"
+    assert adapter.unpersist("R:") == [
+        "ran schtasks /Delete /TN ramxchg-ramdisk /F",
+        f"removed {script}",
+    ]
+    assert runner.calls == [
+        ["schtasks", "/Query", "/TN", "ramxchg-ramdisk"],
+        ["schtasks", "/Delete", "/TN", "ramxchg-ramdisk", "/F"],
+    ]
+    missing = {("schtasks", "/Query"): (1, "", "ERROR: The system cannot find the file")}
+    nothing, runner = _windows(replies=missing)
+    assert nothing.unpersist("R:") == []
+    assert runner.calls == [["schtasks", "/Query", "/TN", "ramxchg-ramdisk"]]
+
+
+def test_hdiutil_unpersist_unloads_and_removes_the_agent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/Users/alice")
+    adapter, runner = _mac()
+    host = adapter.host
+    assert isinstance(host, FakeHost)
+    plist = "/Users/alice/Library/LaunchAgents/org.ramxchg.ramdisk.plist"
+    script = "/Users/alice/Library/Application Support/ramxchg/ramxchg-ramdisk.sh"
+    host.files.update({plist: "<plist/>", script: "#!/bin/sh"})
+    done = adapter.unpersist("/Volumes/ramxchg")
+    assert runner.calls == [["launchctl", "unload", "-w", plist]]
+    assert host.removed == [plist, script]
+    assert done[1:] == [f"removed {plist}", f"removed {script}"]
+    assert adapter.unpersist("/Volumes/ramxchg") == []

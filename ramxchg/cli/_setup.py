@@ -30,6 +30,7 @@ TEARDOWN_EXAMPLE = """\
 examples:
   sudo ramxchg teardown /mnt/ramxchg          # refuses while a channel holds items
   sudo ramxchg teardown /mnt/ramxchg --force  # drop them anyway
+  sudo ramxchg teardown /mnt/ramxchg --persist  # ... and undo setup --persist
 """
 STATUS_EXAMPLE = """\
 examples:
@@ -70,6 +71,11 @@ def register(subparsers: Any) -> None:
     teardown.add_argument("path", help="mount point or drive letter")
     teardown.add_argument(
         "--force", action="store_true", help="even while channels hold items or files are open"
+    )
+    teardown.add_argument(
+        "--persist",
+        action="store_true",
+        help="also remove what setup --persist installed (works when already unmounted)",
     )
     add_json(teardown)
 
@@ -138,7 +144,11 @@ def run_setup(args: argparse.Namespace) -> int:
 
 
 def run_teardown(args: argparse.Namespace) -> int:
-    """Unmount ``args.path`` unless a channel still holds items (or ``--force``)."""
+    """Unmount ``args.path`` unless a channel still holds items (or ``--force``).
+
+    ``--persist`` first removes what ``setup --persist`` installed; the disk is then
+    unmounted if it is mounted.
+    """
     path = Path(args.path)
     busy = [row for row in channel_rows(path) if row.error or row.items]
     if busy and not args.force:
@@ -149,12 +159,42 @@ def run_teardown(args: argparse.Namespace) -> int:
             path=path,
             channels=[row.name for row in busy],
         )
-    _adapter().unmount(os.fspath(path), force=args.force)
+    adapter = _adapter()
+    removed = adapter.unpersist(os.fspath(path)) if args.persist else []
+    mounted = not args.persist or _is_ram_disk_at(adapter, path)
+    if mounted:
+        adapter.unmount(os.fspath(path), force=args.force)
     if args.json:
-        print(json.dumps({"unmounted": os.fspath(path), "dropped": [r.name for r in busy]}))
-    else:
+        result = {
+            "unmounted": os.fspath(path) if mounted else None,
+            "dropped": [r.name for r in busy],
+            "unpersisted": removed,
+        }
+        print(json.dumps(result))
+        return 0
+    for line in removed:
+        print(line)
+    if args.persist and not removed:
+        print("nothing was installed to recreate it")
+    if mounted:
         print(f"unmounted {path}" + (f"; dropped {len(busy)} channels" if busy else ""))
+    else:
+        print(f"{path} is not a mounted RAM disk; nothing to unmount")
     return 0
+
+
+def _is_ram_disk_at(adapter: RamDiskAdapter, path: Path) -> bool:
+    """Whether a RAM disk is mounted at ``path`` itself (not just somewhere above it)."""
+    try:
+        disk = adapter.describe(os.fspath(path))
+    except (RamDiskError, OSError):
+        return False
+    return disk.ram_backed and _bare(disk.mount_point) == _bare(disk.path)
+
+
+def _bare(path: str) -> str:
+    """``path`` without trailing separators ("R:\\" and "R:" are the same place)."""
+    return os.path.normcase(path.rstrip("\\/") or path)
 
 
 # -- status ---------------------------------------------------------------------------------

@@ -186,6 +186,14 @@ class HostView:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, target)
 
+    def remove(self, path: str) -> bool:
+        """Delete a file ramxchg installed; False when it was not there."""
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            return False
+        return True
+
     def make_dir(self, path: str) -> None:
         """Create a mount point folder (and parents)."""
         Path(path).mkdir(parents=True, exist_ok=True)
@@ -310,6 +318,13 @@ class RamDiskAdapter(ABC):
 
         With ``target_dir`` the files are only written there (for images and tests):
         nothing is registered with the system.
+        """
+
+    @abstractmethod
+    def unpersist(self, path: str) -> list[str]:
+        """Remove what `persist` installed for the disk at ``path``; return what was done.
+
+        An empty list when nothing was installed.
         """
 
     def export_line(self, root: str) -> str:

@@ -174,11 +174,7 @@ class HdiutilAdapter(RamDiskAdapter):
 
     def persist(self, spec: DiskSpec, target_dir: str | None = None) -> list[str]:
         """Write the script and a launchd agent that runs it at login, then load it."""
-        home = os.path.expanduser("~")
-        script_dir = target_dir or os.path.join(home, "Library/Application Support/ramxchg")
-        agent_dir = target_dir or os.path.join(home, "Library/LaunchAgents")
-        script = os.path.join(script_dir, "ramxchg-ramdisk.sh")
-        plist = os.path.join(agent_dir, f"{LAUNCHD_LABEL}.plist")
+        script, plist = _persist_files(target_dir)
         name = os.path.basename(spec.path.rstrip("/"))
         fs = spec.filesystem or "HFS+"
         self.host.write_text(script, macos_script())
@@ -189,6 +185,30 @@ class HdiutilAdapter(RamDiskAdapter):
             self._run(command, "loading the launchd agent")
             done.append("ran " + " ".join(command))
         return done
+
+    def unpersist(self, path: str) -> list[str]:
+        """Unload and remove the launchd agent and its script (one per user)."""
+        script, plist = _persist_files(None)
+        done = []
+        if self.host.exists(plist):
+            command = ["launchctl", "unload", "-w", plist]
+            self._run(command, "unloading the launchd agent")
+            done.append("ran " + " ".join(command))
+        for installed in (plist, script):
+            if self.host.remove(installed):
+                done.append(f"removed {installed}")
+        return done
+
+
+def _persist_files(target_dir: str | None) -> tuple[str, str]:
+    """The login script and the launchd agent: in ``target_dir``, or where they belong."""
+    home = os.path.expanduser("~")
+    script_dir = target_dir or os.path.join(home, "Library/Application Support/ramxchg")
+    agent_dir = target_dir or os.path.join(home, "Library/LaunchAgents")
+    return (
+        os.path.join(script_dir, "ramxchg-ramdisk.sh"),
+        os.path.join(agent_dir, f"{LAUNCHD_LABEL}.plist"),
+    )
 
 
 def _inside(path: str, mount_point: str) -> bool:

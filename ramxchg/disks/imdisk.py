@@ -23,7 +23,7 @@ from .base import (
     RamDiskInfo,
     format_size,
 )
-from .persist import windows_logon_script, windows_task_command
+from .persist import TASK_NAME, windows_logon_script, windows_task_command
 
 SCRIPT_NAME = "ramxchg-ramdisk.ps1"
 
@@ -172,10 +172,7 @@ class ImDiskAdapter(RamDiskAdapter):
 
     def persist(self, spec: DiskSpec, target_dir: str | None = None) -> list[str]:
         """Write the logon script and register it as an elevated logon scheduled task."""
-        folder = target_dir or os.path.join(
-            os.environ.get("LOCALAPPDATA", os.path.expanduser("~")), "ramxchg"
-        )
-        script = os.path.join(folder, SCRIPT_NAME)
+        script = os.path.join(target_dir or _script_folder(), SCRIPT_NAME)
         text = windows_logon_script(drive_letter(spec.path), spec.size_bytes)
         if target_dir is not None:
             self.host.write_text(script, text)
@@ -185,3 +182,24 @@ class ImDiskAdapter(RamDiskAdapter):
         self.host.write_text(script, text)
         self._run(command, "registering the logon task")
         return [f"wrote {script}", f"ran {subprocess.list2cmdline(command)}"]
+
+    def unpersist(self, path: str) -> list[str]:
+        """Delete the logon task and its script (the task is per machine, not per drive)."""
+        script = os.path.join(_script_folder(), SCRIPT_NAME)
+        has_task = self.runner.run(["schtasks", "/Query", "/TN", TASK_NAME]).returncode == 0
+        if not has_task and not self.host.exists(script):
+            return []
+        done = []
+        if has_task:
+            command = ["schtasks", "/Delete", "/TN", TASK_NAME, "/F"]
+            self._need_admin(command, "deleting the elevated logon task")
+            self._run(command, "deleting the logon task")
+            done.append(f"ran {subprocess.list2cmdline(command)}")
+        if self.host.remove(script):
+            done.append(f"removed {script}")
+        return done
+
+
+def _script_folder() -> str:
+    """Where the logon script lives: ``%LOCALAPPDATA%\\ramxchg``."""
+    return os.path.join(os.environ.get("LOCALAPPDATA", os.path.expanduser("~")), "ramxchg")

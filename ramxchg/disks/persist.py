@@ -73,9 +73,21 @@ def systemd_mount_unit(path: str, options: str = DEFAULT_LINUX_OPTIONS) -> str:
 
 
 def fstab_line(path: str, options: str = DEFAULT_LINUX_OPTIONS) -> str:
-    """The ``/etc/fstab`` line for the same mount (spaces escaped as ``\\040``)."""
-    escaped = path.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011")
-    return f"tmpfs {escaped} tmpfs {options} 0 0\n"
+    """The ``/etc/fstab`` line for the same mount."""
+    return f"tmpfs {fstab_escape(path)} tmpfs {options} 0 0\n"
+
+
+def fstab_escape(path: str) -> str:
+    """``path`` as an fstab field: backslash, space and tab as octal escapes."""
+    return path.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011")
+
+
+def is_ramxchg_fstab_line(row: str, path: str) -> bool:
+    """Whether the fstab ``row`` mounts a tmpfs at ``path``, as `fstab_line` writes it."""
+    fields = row.split()
+    return (
+        len(fields) >= 3 and fields[0] == fields[2] == "tmpfs" and fields[1] == fstab_escape(path)
+    )
 
 
 def windows_logon_script(drive: str = "R:", size_bytes: int = DEFAULT_SIZE) -> str:

@@ -23,7 +23,7 @@ from .base import (
     RamDiskInfo,
     format_size,
 )
-from .persist import fstab_line, mount_unit_name, systemd_mount_unit
+from .persist import fstab_line, is_ramxchg_fstab_line, mount_unit_name, systemd_mount_unit
 
 MOUNTINFO = "/proc/self/mountinfo"
 UNIT_DIR = "/etc/systemd/system"
@@ -258,6 +258,38 @@ class TmpfsAdapter(RamDiskAdapter):
         sep = "" if not current or current.endswith("\n") else "\n"
         self.host.write_text(FSTAB, current + sep + line)
         return [f"added to {FSTAB}: {line.strip()}"]
+
+    def unpersist(self, path: str) -> list[str]:
+        """Disable and remove the mount unit, and drop the fstab line, `persist` added."""
+        path = os.path.abspath(path)
+        unit = mount_unit_name(path)
+        unit_file = os.path.join(UNIT_DIR, unit)
+        has_unit = self.host.exists(unit_file)
+        rows = (self.host.read_text(FSTAB) or "").splitlines(keepends=True)
+        kept = [row for row in rows if not is_ramxchg_fstab_line(row, path)]
+        if not has_unit and len(kept) == len(rows):
+            return []
+        if not self.host.is_admin():
+            raise RamDiskError(
+                f"removing what mounts {path} at boot needs root. Run:\n  sudo ramxchg "
+                f"teardown {shlex.quote(path)} --persist",
+                path=path,
+            )
+        done = []
+        if has_unit:
+            systemd = self.host.exists("/run/systemd/system")
+            if systemd:
+                self._run(["systemctl", "disable", unit], f"disabling {unit}")
+                done.append(f"ran systemctl disable {unit}")
+            self.host.remove(unit_file)
+            done.append(f"removed {unit_file}")
+            if systemd:
+                self._run(["systemctl", "daemon-reload"], f"forgetting {unit}")
+                done.append("ran systemctl daemon-reload")
+        if len(kept) != len(rows):
+            self.host.write_text(FSTAB, "".join(kept))
+            done.append(f"removed the tmpfs line for {path} from {FSTAB}")
+        return done
 
     def _mounts(self) -> list[MountEntry]:
         text = self.host.read_text(MOUNTINFO)
