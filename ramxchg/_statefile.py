@@ -9,6 +9,9 @@ from pathlib import Path
 from ._errors import CorruptItem
 
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+#: The first read asks for this much: asking for the whole limit (1 MiB for sidecars)
+#: makes Python allocate, and glibc mmap, a buffer that size for every ~100-byte file.
+_FIRST_READ = 1 << 16
 
 
 def read_state(path: str | Path, limit: int, what: str) -> bytes | None:
@@ -25,7 +28,12 @@ def read_state(path: str | Path, limit: int, what: str) -> bytes | None:
     except OSError as exc:
         raise CorruptItem(f"{what} {path} cannot be opened: {exc.strerror}", path=path) from exc
     try:
-        raw = os.read(fd, limit + 1)
+        raw = os.read(fd, min(limit + 1, _FIRST_READ))
+        while _FIRST_READ <= len(raw) <= limit:  # a large file: read on, to past the limit
+            more = os.read(fd, limit + 1 - len(raw))
+            if not more:
+                break
+            raw += more
     finally:
         os.close(fd)
     if len(raw) > limit:
