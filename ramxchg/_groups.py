@@ -118,7 +118,7 @@ class Group:
             with contextlib.suppress(FileExistsError):
                 folder.mkdir(mode=0o700)
         # Under the publish lock: no item can be half-way published while we read seq.
-        with counter.locked() as claim:
+        with counter.claim() as claim:
             now = claim.next - 1
             info = GroupInfo(self.name, now if start == "latest" else 0, now, time.time_ns())
             # Another process may have registered it first: theirs counts.

@@ -113,7 +113,7 @@ def make_visible(
     Raises `ItemExists` (and removes ``tmp``) if the name is taken.
     """
     try:
-        with counter.locked() as claim:
+        with counter.claim() as claim:
             final_name = name if name is not None else f"{claim.next:012d}"
             target = layout.item(final_name, fmt.suffix)
             existing = find_existing(layout, final_name)

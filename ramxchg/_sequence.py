@@ -99,7 +99,7 @@ class SequenceCounter:
         """The publish lock alone, for a ``with`` block that takes no number (deletes)."""
         return FileLock(self.path)
 
-    def locked(self) -> _Claim:
+    def claim(self) -> _Claim:
         """The publish lock, for a ``with`` block that gets a claim on the next number.
 
         Call ``claim.commit()`` to use the number up (before the item becomes visible,
