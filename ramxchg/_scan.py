@@ -53,16 +53,14 @@ _KINDS = {
 }
 
 
-def classify(layout: ChannelLayout, filename: str, info: os.stat_result) -> Entry | Intruder | None:
+def classify(layout: ChannelLayout, filename: str, info: os.stat_result) -> Entry | Intruder:
     """What a file in the channel folder is, from its name and ``lstat``.
 
-    An `Entry` for an item; an `Intruder` for a file with an item suffix that is not
-    one (an invalid name, anything but a regular file, or a hard link without sidecar,
-    whose data may belong to a file outside the channel); None for hidden files and
-    other suffixes, which belong to whoever put them there.
+    ``filename`` has passed `_candidate` (not hidden, an item suffix: other files belong
+    to whoever put them there). An `Entry` for an item; an `Intruder` for a file that is
+    not one (an invalid name, anything but a regular file, or a hard link without
+    sidecar, whose data may belong to a file outside the channel).
     """
-    if not _candidate(filename):
-        return None
     name = filename.rpartition(".")[0]
     try:
         check_name(name)
@@ -117,7 +115,7 @@ def scan(layout: ChannelLayout, intruders: list[Intruder] | None = None) -> Iter
             found = classify(layout, entry.name, info)
             if isinstance(found, Entry):
                 yield found
-            elif found is not None and intruders is not None:
+            elif intruders is not None:
                 intruders.append(found)
 
 
