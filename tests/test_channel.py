@@ -346,6 +346,19 @@ def test_malformed_files_raise_corrupt_item_naming_the_file(root: Path, kind: st
     assert info.value.path == str(path)
 
 
+def test_a_header_longer_than_the_first_read_is_read_whole(root: Path) -> None:
+    """A 300-field structured dtype: a ~6.7 KB version-1 header, and no data after it."""
+    ch = Channel("wide")
+    dtype = np.dtype([(f"field{i}", "<f8") for i in range(300)])
+    for rows in (0, 2):
+        written = np.zeros((rows,), dtype)
+        ch.put(written, f"rows{rows}")
+        item = ch.get(f"rows{rows}")
+        assert item.array.dtype == dtype
+        assert item.shape == (rows,)
+        np.testing.assert_array_equal(np.load(item.path), item.array)
+
+
 def test_truncated_item_reports_the_numbers(root: Path) -> None:
     ch = Channel("numbers")
     (ch.path / "t.npy").write_bytes(_npy_bytes(np.zeros(100))[:-80])

@@ -69,6 +69,28 @@ def parse_header(head: bytes, path: str | Path) -> tuple[tuple[int, ...], np.dty
 
     ``head`` must hold at least the preamble; raises `CorruptItem` if more is needed.
     """
+    major, start, length = _preamble(head, path)
+    end = start + length
+    if len(head) < end:
+        raise CorruptItem(
+            f"{path} is truncated inside its header: it declares {length} header "
+            f"bytes but the file has {len(head)} bytes",
+            path=path,
+            expected_bytes=end,
+            actual_bytes=len(head),
+        )
+    try:
+        shape, dtype, fortran = _parse_fields(head[start:end], major)
+    except _BadHeader as exc:
+        raise CorruptItem(f"{path} {exc}", path=path) from exc.__cause__
+    return shape, dtype, fortran, end
+
+
+def _preamble(head: bytes, path: str | Path) -> tuple[int, int, int]:
+    """Format version, header start and header length from the first bytes of a .npy file.
+
+    Raises `CorruptItem` for a file that is not .npy or declares an oversized header.
+    """
     if len(head) < _PREAMBLE + 2 or not head.startswith(MAGIC):
         raise CorruptItem(
             f"{path} is not a .npy file (no numpy magic in its first bytes)", path=path
@@ -92,20 +114,7 @@ def parse_header(head: bytes, path: str | Path) -> tuple[tuple[int, ...], np.dty
             path=path,
             header_bytes=length,
         )
-    end = start + length
-    if len(head) < end:
-        raise CorruptItem(
-            f"{path} is truncated inside its header: it declares {length} header "
-            f"bytes but the file has {len(head)} bytes",
-            path=path,
-            expected_bytes=end,
-            actual_bytes=len(head),
-        )
-    try:
-        shape, dtype, fortran = _parse_fields(head[start:end], major)
-    except _BadHeader as exc:
-        raise CorruptItem(f"{path} {exc}", path=path) from exc.__cause__
-    return shape, dtype, fortran, end
+    return major, start, length
 
 
 class _BadHeader(ValueError):
@@ -158,10 +167,9 @@ def read_layout(
     Raises `CorruptItem` when the header promises more bytes than the file has.
     """
     head = read_at(fd, 4096)
-    if len(head) >= 12 and head.startswith(MAGIC):
-        need = 12 + int.from_bytes(head[8:12] if head[6] != 1 else head[8:10], "little")
-        if len(head) < need <= min(size, MAX_HEADER_BYTES + 12):
-            head = read_at(fd, need)
+    _, start, length = _preamble(head, path)
+    if len(head) < start + length <= size:  # a long header (wide structured dtypes)
+        head = read_at(fd, start + length)
     shape, dtype, fortran, offset = parse_header(head, path)
     expected = offset + _nbytes(shape, dtype)
     if size < expected:
