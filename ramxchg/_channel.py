@@ -13,17 +13,17 @@ from typing import Any
 import numpy as np
 
 from ._config import ChannelConfig, load_or_store
-from ._errors import InvalidName, ItemExists, ItemNotFound
+from ._errors import InvalidName, ItemNotFound
 from ._groups import drop, list_groups
 from ._item import Item
 from ._layout import ChannelLayout
 from ._names import check_name
-from ._publish import check_room, discard, find_existing, make_visible, write_hidden
+from ._publish import check_free, check_room, discard, find_existing, make_visible, write_hidden
 from ._retention import Retention, must_ack
 from ._root import check_safe_dir, default_root, ensure_dir
-from ._scan import publish_order, scan
+from ._scan import Entry, publish_order, scan
 from ._sequence import SequenceCounter
-from ._sidecar import encode_attrs
+from ._sidecar import Sidecar, encode_attrs
 from ._subscription import Subscription
 from .formats import Format, format_for, get_format
 from .formats.base import check_dtype
@@ -222,18 +222,14 @@ class Channel:
     def _publish(self, tmp: str, fmt: Format, name: str | None, attrs: dict[str, Any]) -> Item:
         published = make_visible(self._layout, self._counter, tmp, fmt, name=name, attrs=attrs)
         self._retention.enforce_age_and_count()
-        return Item(published.name, published.path, fmt, self._layout.sidecar(published.name))
+        return self._item(published.name, published.path, fmt, published.sidecar)
 
     def _format(self, name: str | None) -> Format:
         return get_format(name or self.config.format)
 
     def _check_free_name(self, name: str) -> None:
         check_name(name)
-        existing = find_existing(self._layout, name)
-        if existing is not None:
-            raise ItemExists(
-                f"{existing} is already published; items are immutable", path=existing, name=name
-            )
+        check_free(self._layout, name)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -247,15 +243,22 @@ class Channel:
             )
         return self._item(name, path)
 
-    def _item(self, name: str, path: str) -> Item:
-        fmt = format_for(path)
-        assert fmt is not None
-        return Item(name, path, fmt, self._layout.sidecar(name))
+    def _item(
+        self, name: str, path: str, fmt: Format | None = None, sidecar: Sidecar | None = None
+    ) -> Item:
+        """An `Item` for a published file; ``sidecar`` when already read (else read lazily)."""
+        if fmt is None:
+            fmt = format_for(path)
+            assert fmt is not None
+        return Item(name, path, fmt, self._layout.sidecar(name), sidecar=sidecar)
+
+    def _entry_item(self, entry: Entry) -> Item:
+        """The `Item` of a scanned entry, with the sidecar the scan read."""
+        return self._item(entry.name, entry.path, sidecar=entry.sidecar)
 
     def items(self) -> list[Item]:
         """Every published item, in publish order (dropped-in files last, by age)."""
-        entries = sorted(scan(self._layout), key=publish_order)
-        return [self._item(entry.name, entry.path) for entry in entries]
+        return [self._entry_item(entry) for entry in sorted(scan(self._layout), key=publish_order)]
 
     def names(self) -> list[str]:
         """Names of the published items, in publish order."""
@@ -263,8 +266,8 @@ class Channel:
 
     def latest(self) -> Item | None:
         """The most recently published item, or None when the channel is empty."""
-        found = self.items()
-        return found[-1] if found else None
+        newest = max(scan(self._layout), key=publish_order, default=None)
+        return self._entry_item(newest) if newest is not None else None
 
     def delete(self, name: str) -> None:
         """Remove a published item (consumers that mapped it keep their pages)."""

@@ -42,8 +42,9 @@ class Published:
     """Where and as what an item was published."""
 
     name: str
-    seq: int
     path: str
+    #: what the item's sidecar says, as written (so nobody reads it back)
+    sidecar: Sidecar
 
 
 def check_room(layout: ChannelLayout, needed: int) -> None:
@@ -116,15 +117,10 @@ def make_visible(
         with counter.claim() as claim:
             final_name = name if name is not None else f"{claim.next:012d}"
             target = layout.item(final_name, fmt.suffix)
-            existing = find_existing(layout, final_name)
-            if existing is not None:
-                raise ItemExists(
-                    f"{existing} is already published; items are immutable",
-                    path=existing,
-                    name=final_name,
-                )
+            check_free(layout, final_name)
             sidecar = layout.sidecar(final_name)
-            write_sidecar(sidecar, Sidecar(claim.next, fmt.name, time.time_ns(), attrs))
+            written = Sidecar(claim.next, fmt.name, time.time_ns(), attrs)
+            write_sidecar(sidecar, written)
             # Use the number up before the item appears: a producer killed between the two
             # leaves a gap (harmless), never a visible item whose number is handed out again
             # (the next auto-named put would find its name taken, for good).
@@ -138,9 +134,18 @@ def make_visible(
                     path=target,
                     name=final_name,
                 ) from exc
-            return Published(final_name, claim.next, target)
+            return Published(final_name, target, written)
     finally:
         discard(tmp)
+
+
+def check_free(layout: ChannelLayout, name: str) -> None:
+    """Raise `ItemExists` if an item called ``name`` is published, in any format."""
+    existing = find_existing(layout, name)
+    if existing is not None:
+        raise ItemExists(
+            f"{existing} is already published; items are immutable", path=existing, name=name
+        )
 
 
 def find_existing(layout: ChannelLayout, name: str) -> str | None:

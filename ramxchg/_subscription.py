@@ -15,7 +15,6 @@ from ._item import Item
 from ._legacy import LegacyGate
 from ._scan import Entry, Intruder, look, publish_order, scan
 from ._watch import make_notifier
-from .formats import format_for
 
 if TYPE_CHECKING:
     from ._channel import Channel
@@ -151,11 +150,7 @@ class Subscription:
         return None
 
     def _deliver(self, entry: Entry) -> Item:
-        fmt = format_for(entry.path)
-        assert fmt is not None
-        item = Item(
-            entry.name, entry.path, fmt, self._layout.sidecar(entry.name), sidecar=entry.sidecar
-        )
+        item = self.channel._entry_item(entry)
         if self._group is not None:
             group = self._group
             self._claimed.add(entry.name)
