@@ -24,7 +24,7 @@ from ._errors import ChannelFull, RamDiskFull
 from ._groups import Group, GroupInfo, list_groups
 from ._layout import ChannelLayout
 from ._pool import Pool
-from ._scan import publish_order, scan
+from ._scan import is_item_filename, publish_order, scan
 from ._sequence import SequenceCounter
 from .formats import format_for
 
@@ -81,7 +81,8 @@ class Retention:
 
     def _remove_file(self, path: str | Path) -> bool:
         """Recycle or unlink an item file; False when it must stay for now."""
-        if str(path).endswith(".npy") and self.pool.give(path):
+        fmt = format_for(path)
+        if fmt is not None and fmt.recyclable and self.pool.give(path):
             return True
         try:
             os.unlink(path)
@@ -213,7 +214,7 @@ class Retention:
         count = used = 0
         with os.scandir(self.layout.path) as entries:
             for entry in entries:
-                if not entry.name.startswith(".") and format_for(entry.name) is not None:
+                if is_item_filename(entry.name):
                     count += 1
                     with contextlib.suppress(FileNotFoundError):
                         used += entry.stat(follow_symlinks=False).st_size

@@ -56,7 +56,7 @@ _KINDS = {
 def classify(layout: ChannelLayout, filename: str, info: os.stat_result) -> Entry | Intruder:
     """What a file in the channel folder is, from its name and ``lstat``.
 
-    ``filename`` has passed `_candidate` (not hidden, an item suffix: other files belong
+    ``filename`` has passed `is_item_filename` (not hidden, an item suffix: other files belong
     to whoever put them there). An `Entry` for an item; an `Intruder` for a file that is
     not one (an invalid name, anything but a regular file, or a hard link without
     sidecar, whose data may belong to a file outside the channel).
@@ -82,14 +82,14 @@ def classify(layout: ChannelLayout, filename: str, info: os.stat_result) -> Entr
     return Entry.of(name, layout.file(filename), info, sidecar)
 
 
-def _candidate(filename: str) -> bool:
+def is_item_filename(filename: str) -> bool:
     """Could this file be an item? (not hidden, an item suffix): decided before any stat."""
     return not filename.startswith(".") and format_for(filename) is not None
 
 
 def look(layout: ChannelLayout, filename: str) -> Entry | Intruder | None:
     """`classify` the file ``filename`` of the channel folder (None also when it is gone)."""
-    if not _candidate(filename):
+    if not is_item_filename(filename):
         return None
     try:
         info = os.lstat(layout.file(filename))
@@ -106,7 +106,7 @@ def scan(layout: ChannelLayout, intruders: list[Intruder] | None = None) -> Iter
     """
     with os.scandir(layout.path) as entries:
         for entry in entries:
-            if not _candidate(entry.name):
+            if not is_item_filename(entry.name):
                 continue
             try:
                 info = entry.stat(follow_symlinks=False)
