@@ -52,28 +52,17 @@ class GroupInfo:
     created_ns: int
 
 
-@cache
-def _me() -> dict[str, Any]:
-    proc = psutil.Process()
-    return {"pid": proc.pid, "started": proc.create_time(), "host": socket.gethostname()}
-
-
 def _identity_json() -> bytes:
+    """This process as written into claims: pid, start time, host."""
     return _identity_json_of(os.getpid())
 
 
 @cache
 def _identity_json_of(pid: int) -> bytes:  # keyed by pid: a forked child gets its own
-    return json.dumps(my_identity()).encode()
-
-
-def my_identity() -> dict[str, Any]:
-    """This process as written into claims: pid, start time, host."""
-    identity = _me()
-    if identity["pid"] != os.getpid():  # forked: recompute
-        _me.cache_clear()
-        identity = _me()
-    return identity
+    proc = psutil.Process(pid)
+    return json.dumps(
+        {"pid": pid, "started": proc.create_time(), "host": socket.gethostname()}
+    ).encode()
 
 
 def owner_is_alive(owner: dict[str, Any]) -> bool:
