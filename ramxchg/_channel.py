@@ -155,7 +155,7 @@ class Channel:
         fmt = self._format(format)
         if name is not None:
             check_name(name)  # whether it is taken is settled under the publish lock
-        arrays = _as_arrays(array, fmt)
+        arrays = _as_arrays(array)
         meta = encode_attrs(attrs)
         layout = {key: (a.shape, a.dtype) for key, a in arrays.items()}
         needed = fmt.nbytes_for(layout)
@@ -358,7 +358,7 @@ class Channel:
         return iter(self.names())
 
 
-def _as_arrays(array: ArrayInput, fmt: Format) -> dict[str, np.ndarray]:
+def _as_arrays(array: ArrayInput) -> dict[str, np.ndarray]:
     if isinstance(array, Mapping):
         arrays = {str(key): np.asarray(value) for key, value in array.items()}
     else:

@@ -98,16 +98,12 @@ def _mode(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an octal mode: {text!r}") from exc
 
 
-def _adapter() -> RamDiskAdapter:
-    return get_adapter()
-
-
 # -- setup / teardown -----------------------------------------------------------------------
 
 
 def run_setup(args: argparse.Namespace) -> int:
     """Mount, optionally persist, and print the ``export RAMXCHG_ROOT=...`` line."""
-    adapter = _adapter()
+    adapter = get_adapter()
     spec = DiskSpec(
         path=args.path or adapter.default_path,
         size_bytes=args.size,
@@ -159,7 +155,7 @@ def run_teardown(args: argparse.Namespace) -> int:
             path=path,
             channels=[row.name for row in busy],
         )
-    adapter = _adapter()
+    adapter = get_adapter()
     removed = adapter.unpersist(os.fspath(path)) if args.persist else []
     mounted = not args.persist or _is_ram_disk_at(adapter, path)
     if mounted:
