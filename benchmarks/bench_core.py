@@ -25,14 +25,10 @@ from pathlib import Path
 import numpy as np
 
 import ramxchg
+from ramxchg.disks import parse_size
 
-UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 #: Bytes written per timing sample (several items for small sizes).
 BATCH_BYTES = 64 << 20
-
-
-def parse_size(text: str) -> int:
-    return int(float(text[:-1]) * UNITS[text[-1].upper()]) if text[-1].isalpha() else int(text)
 
 
 def timed(action: Callable[[], object]) -> float:
@@ -109,8 +105,6 @@ def _writers(ch: ramxchg.Channel, data: np.ndarray) -> dict[str, Callable[[], No
 def _clear(ch: ramxchg.Channel) -> None:
     for name in ch.names():
         ch.delete(name)
-    for path in ch.path.glob("s*.npy"):
-        path.unlink()
 
 
 def main() -> None:
