@@ -15,10 +15,13 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 
+from ._aside import set_aside
 from ._config import ChannelConfig
 from ._errors import ChannelFull, RamDiskFull
 from ._groups import Group, GroupInfo, list_groups
@@ -61,23 +64,46 @@ class Retention:
         self.delete_many([(name, path)], groups)
 
     def delete_many(
-        self, items: list[tuple[str, str | Path]], groups: list[Group] | None = None
+        self,
+        items: list[tuple[str, str | Path]],
+        groups: list[Group] | None = None,
+        *,
+        remove: Callable[[str | Path], bool] | None = None,
     ) -> None:
         """Delete items and everything that refers to them, under one publish lock.
 
         The lock keeps a producer from re-publishing the same name half-way through.
-        Where a mapped file cannot be deleted (Windows), the item is left whole, with
-        its sidecar and acks, and ``gc`` tries again later.
+        ``remove(path)`` takes the file away (default: recycle or unlink); where it
+        returns False (a mapped file on Windows), the item is left whole, with its
+        sidecar and acks, and ``gc`` tries again later.
         """
         if groups is None:
             groups = list_groups(self.layout)
+        remove = remove or self._remove_file
         with self.counter.lock():
             for name, path in items:
-                if self._remove_file(path):
+                if remove(path):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(self.layout.sidecar(name))
                     for group in groups:
                         group.forget(name)
+
+    def set_aside(
+        self, name: str, path: str | Path, folder: Path, reason: str, **details: Any
+    ) -> Path | None:
+        """Move an item into ``folder`` with a reason file, and drop it like a delete.
+
+        The reason file records ``name`` and ``details``. Returns where the file went
+        (None if it was gone already).
+        """
+        moved: list[Path | None] = []
+
+        def move(source: str | Path) -> bool:
+            moved.append(set_aside(source, folder, reason, name=name, **details))
+            return True
+
+        self.delete_many([(name, path)], remove=move)
+        return moved[0]
 
     def _remove_file(self, path: str | Path) -> bool:
         """Recycle or unlink an item file; False when it must stay for now."""

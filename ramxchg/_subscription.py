@@ -6,8 +6,9 @@ import heapq
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._aside import set_aside
 from ._groups import Group
@@ -164,6 +165,28 @@ class Subscription:
 
             item._on_ack = ack
         return item
+
+    def dead_letter(self, item: Item, reason: str, **details: Any) -> Path | None:
+        """Move a delivered item to ``.ramxchg/dead/`` with a reason file, instead of an ack.
+
+        It leaves the channel and every group, as a delete would; ``details`` (JSON
+        values) go into the reason file. Returns where the file went (None if it was
+        gone already).
+        """
+        sidecar = item.sidecar
+        moved = self._retention.set_aside(
+            item.name,
+            item.path,
+            self._layout.dead,
+            reason,
+            seq=item.seq,
+            format=item.format,
+            attrs=sidecar.attrs if sidecar else {},
+            **details,
+        )
+        item._on_ack = None  # nothing left to ack
+        self._claimed.discard(item.name)  # not ours to give back on close any more
+        return moved
 
     def _skip(self, entry: Entry) -> None:
         """latest_only: an older item passed over counts as done for the group."""

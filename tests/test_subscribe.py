@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import multiprocessing as mp
 import os
@@ -325,6 +326,34 @@ def test_unacked_items_go_back_to_the_group_on_close(root: Path) -> None:
         assert item.name == "x"
         item.ack()
     assert len(ch) == 0
+
+
+def test_dead_letter_moves_the_item_and_gives_nothing_back_on_close(root: Path) -> None:
+    ch = Channel("dead")
+    first = ch.subscribe("g")
+    second = ch.subscribe("g")
+    ch.put(np.arange(4), "frame", attrs={"n": 1})
+    item = first.get(timeout=5)
+    moved = first.dead_letter(item, "command failed", exit_status=3)
+    assert moved is not None
+    assert moved.parent == ch.path / ".ramxchg" / "dead"
+    np.testing.assert_array_equal(np.load(moved), np.arange(4))
+    reason = json.loads(moved.with_name(moved.name + ".reason.json").read_text())
+    assert (reason["reason"], reason["exit_status"], reason["attrs"]) == (
+        "command failed",
+        3,
+        {"n": 1},
+    )
+    assert "frame" not in ch
+    item.ack()  # nothing left to ack: a no-op
+    ch.put(np.arange(5), "frame")  # the name is free again; the other member claims it
+    again = second.get(timeout=5)
+    assert again.name == "frame"
+    first.close()  # must not give back the other member's claim
+    assert (ch.path / ".ramxchg" / "groups" / "g" / "claims" / "frame").exists()
+    again.ack()
+    second.close()
+    assert "frame" not in ch
 
 
 def test_keep_last_and_ttl(root: Path) -> None:

@@ -26,14 +26,11 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from .._aside import set_aside
 from .._channel import Channel
 from .._errors import CorruptItem
-from .._groups import list_groups
 from .._item import Item
 from .._subscription import Subscription
 from . import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, add_command, add_json
@@ -172,31 +169,6 @@ def environment_for(record: dict[str, Any], channel: Channel, group: str | None)
     return env
 
 
-def dead_letter(channel: Channel, item: Item, reason: str, **details: Any) -> Path | None:
-    """Move ``item`` to ``.ramxchg/dead/`` with a reason file; drop it from every group.
-
-    Under the publish lock, like a delete, so the name cannot be re-published half-way.
-    """
-    layout = channel._layout
-    sidecar = item.sidecar
-    with channel._counter.lock():
-        moved = set_aside(
-            item.path,
-            layout.dead,
-            reason,
-            name=item.name,
-            seq=item.seq,
-            format=item.format,
-            attrs=sidecar.attrs if sidecar else {},
-            **details,
-        )
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(layout.sidecar(item.name))
-        for group in list_groups(layout):
-            group.forget(item.name)
-    return moved
-
-
 # -- the loop -------------------------------------------------------------------------------
 
 
@@ -333,8 +305,7 @@ class Watcher:
                 return
 
     def _finish_failed(self, item: Item, reason: str, status: int) -> None:
-        moved = dead_letter(
-            self.channel,
+        moved = self.subscription.dead_letter(
             item,
             reason,
             group=self.args.group,
