@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from ramxchg import Item, Subscription
+from ramxchg.disks.tmpfs import MountEntry, parse_mountinfo
 
 SHM = Path("/dev/shm")
 
@@ -30,6 +31,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="reliability suite profile (default: $RAMXCHG_RELIABILITY or 'fast')",
     )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``root`` are skipped, with a reason, when not running as root."""
+    if item.get_closest_marker("root") is not None and os.geteuid() != 0:
+        pytest.skip("needs root (mounts a tmpfs or changes users)")
+
+
+def mount_entry(path: Path) -> MountEntry | None:
+    """The topmost mount at exactly ``path``, from /proc/self/mountinfo (escapes decoded)."""
+    entries = parse_mountinfo(Path("/proc/self/mountinfo").read_text())
+    found = [entry for entry in entries if entry.mount_point == str(path)]
+    return found[-1] if found else None
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:

@@ -14,15 +14,11 @@ from ramxchg.cli import main
 from ramxchg.disks import HostView
 from ramxchg.disks.persist import fstab_line, mount_unit_name, systemd_mount_unit
 from ramxchg.disks.tmpfs import kernel_at_least
-
-needs_root = pytest.mark.skipif(
-    not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root"
-)
+from tests.conftest import mount_entry
 
 
 def _mounted(path: Path) -> bool:
-    text = Path("/proc/self/mountinfo").read_text()
-    return any(line.split()[4] == str(path) for line in text.splitlines())
+    return mount_entry(path) is not None
 
 
 @pytest.mark.parametrize("command", ["setup", "teardown", "status"])
@@ -71,7 +67,6 @@ def test_status_table(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.root
-@needs_root
 def test_setup_status_teardown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     point = tmp_path / "ram"
     assert main(["setup", str(point), "--size", "32M", "--json"]) == 0
@@ -102,7 +97,6 @@ def test_setup_status_teardown(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 @pytest.mark.root
-@needs_root
 def test_setup_prints_export_and_persists_to_a_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -127,7 +121,6 @@ def test_setup_prints_export_and_persists_to_a_folder(
 
 
 @pytest.mark.root
-@needs_root
 def test_empty_disk_tears_down_without_force(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -141,7 +134,6 @@ def test_empty_disk_tears_down_without_force(
 
 
 @pytest.mark.root
-@needs_root
 def test_teardown_persist_undoes_setup_persist(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,19 +15,11 @@ from ramxchg import ramdisk
 from ramxchg._errors import RamDiskError
 from ramxchg.disks import DiskSpec, TmpfsAdapter
 from ramxchg.disks.tmpfs import find_mount, kernel_at_least, parse_mountinfo
+from tests.conftest import mount_entry
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root"),
-]
+pytestmark = pytest.mark.root
 
 MIB = 1024**2
-
-
-def _mount_entry(path: Path):
-    entries = parse_mountinfo(Path("/proc/self/mountinfo").read_text())
-    found = [e for e in entries if e.mount_point == str(path)]
-    return found[-1] if found else None
 
 
 @pytest.fixture
@@ -37,7 +29,7 @@ def mounted(tmp_path: Path) -> Iterator[Path]:
     adapter = TmpfsAdapter()
     adapter.mount(DiskSpec(str(point), 64 * MIB))
     yield point
-    if _mount_entry(point) is not None:
+    if mount_entry(point) is not None:
         adapter.unmount(str(point), force=True)
 
 
@@ -46,7 +38,7 @@ def _read_sum(root: str, name: str) -> float:
 
 
 def test_mount_shows_in_mountinfo_with_size_and_huge_pages(mounted: Path) -> None:
-    entry = _mount_entry(mounted)
+    entry = mount_entry(mounted)
     assert entry is not None
     assert entry.fs_type == "tmpfs"
     assert entry.option("size") == "65536k"
@@ -88,5 +80,5 @@ def test_unmount_gives_the_folder_back(tmp_path: Path) -> None:
     with pytest.raises(RamDiskError, match="already a mount point"):
         adapter.mount(DiskSpec(str(point), 16 * MIB))
     adapter.unmount(str(point))
-    assert _mount_entry(point) is None
+    assert mount_entry(point) is None
     assert not ramdisk.info(point).ram_backed or ramdisk.info(point).mount_point != str(point)
