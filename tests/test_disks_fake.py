@@ -338,7 +338,23 @@ def test_linux_refuses_to_unmount_what_is_not_a_ram_disk() -> None:
         adapter.unmount("/", force=True)
     with pytest.raises(RamDiskError, match="not a mount point"):
         adapter.unmount("/mnt/nothing")
+    assert adapter.unmount("/mnt/nothing", missing_ok=True) is False
+    with pytest.raises(RamDiskError, match="not a tmpfs/ramfs RAM disk"):
+        adapter.unmount("/", missing_ok=True)  # something is there: still refused
     assert runner.calls == []
+
+
+def test_unmount_missing_ok_on_windows_and_macos() -> None:
+    not_there = {("imdisk", "-l"): (1, "", "Not an ImDisk drive")}
+    windows, runner = _windows(replies=not_there)
+    assert windows.unmount("R:", missing_ok=True) is False
+    assert runner.calls == [["imdisk", "-l", "-m", "R:"]]
+    mac, runner = _mac_listing()
+    assert mac.unmount("/Volumes/gone", missing_ok=True) is False
+    assert not any(call[:2] == ["hdiutil", "detach"] for call in runner.calls)
+    with pytest.raises(RamDiskError, match="refusing to detach"):
+        mac.unmount("/Volumes/Tool", missing_ok=True)
+    assert mac.unmount("/Volumes/ramxchg", missing_ok=True) is True
 
 
 # -- undoing --persist ------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from .._errors import RamDiskError, RamxchgError
 from .._layout import channel_folders
 from .._root import NotRamBackedWarning, default_root
 from .._scan import scan
-from ..disks import DiskSpec, RamDiskAdapter, format_size, get_adapter
+from ..disks import DiskSpec, format_size, get_adapter
 from ..ramdisk import advice, info
 from . import add_command, add_json, size_arg
 
@@ -157,9 +157,8 @@ def run_teardown(args: argparse.Namespace) -> int:
         )
     adapter = get_adapter()
     removed = adapter.unpersist(os.fspath(path)) if args.persist else []
-    mounted = not args.persist or _is_ram_disk_at(adapter, path)
-    if mounted:
-        adapter.unmount(os.fspath(path), force=args.force)
+    # With --persist, the disk may be gone already: undoing the persistence is enough.
+    mounted = adapter.unmount(os.fspath(path), force=args.force, missing_ok=args.persist)
     if args.json:
         result = {
             "unmounted": os.fspath(path) if mounted else None,
@@ -177,20 +176,6 @@ def run_teardown(args: argparse.Namespace) -> int:
     else:
         print(f"{path} is not a mounted RAM disk; nothing to unmount")
     return 0
-
-
-def _is_ram_disk_at(adapter: RamDiskAdapter, path: Path) -> bool:
-    """Whether a RAM disk is mounted at ``path`` itself (not just somewhere above it)."""
-    try:
-        disk = adapter.describe(os.fspath(path))
-    except (RamDiskError, OSError):
-        return False
-    return disk.ram_backed and _bare(disk.mount_point) == _bare(disk.path)
-
-
-def _bare(path: str) -> str:
-    """``path`` without trailing separators ("R:\\" and "R:" are the same place)."""
-    return os.path.normcase(path.rstrip("\\/") or path)
 
 
 # -- status ---------------------------------------------------------------------------------

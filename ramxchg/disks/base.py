@@ -305,8 +305,12 @@ class RamDiskAdapter(ABC):
         """Create and mount a RAM disk as ``spec`` says; `RamDiskError` on failure."""
 
     @abstractmethod
-    def unmount(self, path: str, *, force: bool = False) -> None:
-        """Remove the RAM disk at ``path`` and give its memory back."""
+    def unmount(self, path: str, *, force: bool = False, missing_ok: bool = False) -> bool:
+        """Remove the RAM disk at ``path`` and give its memory back; True if one was there.
+
+        ``missing_ok``: nothing mounted at ``path`` returns False instead of raising (what
+        is mounted there but is not a RAM disk is still refused).
+        """
 
     @abstractmethod
     def describe(self, path: str) -> RamDiskInfo:

@@ -143,10 +143,12 @@ class HdiutilAdapter(RamDiskAdapter):
         )
         return mount, ram
 
-    def unmount(self, path: str, *, force: bool = False) -> None:
+    def unmount(self, path: str, *, force: bool = False, missing_ok: bool = False) -> bool:
         """``hdiutil detach`` the RAM disk mounted at ``path`` (memory is freed only then)."""
         point = path.rstrip("/")
         mount, ram = self._find(point)
+        if mount.mount_point != point and missing_ok:
+            return False
         if not ram or mount.mount_point != point:
             raise RamDiskError(
                 f"{path} is not the mount point of a RAM disk; refusing to detach it",
@@ -154,6 +156,7 @@ class HdiutilAdapter(RamDiskAdapter):
             )
         command = ["hdiutil", "detach", _whole_disk(mount.device)]
         self._run([*command, "-force"] if force else command, f"detaching {path}")
+        return True
 
     def describe(self, path: str) -> RamDiskInfo:
         """Filesystem, size and RAM backing (an attached ``ram://`` image) of ``path``."""

@@ -135,12 +135,15 @@ class ImDiskAdapter(RamDiskAdapter):
         device = self.host.query_dos_device(letter) or command[0]
         return MountedDisk(letter + "\\", device, self.name, (tuple(command),))
 
-    def unmount(self, path: str, *, force: bool = False) -> None:
+    def unmount(self, path: str, *, force: bool = False, missing_ok: bool = False) -> bool:
         """Remove the drive (``-D``: force even while files are open)."""
         letter = drive_letter(path)
+        if missing_ok and self.status(path) is None:
+            return False
         command = [self.tool(), "-D" if force else "-d", "-m", letter]
         self._need_admin(command, f"removing the RAM drive {letter}")
         self._run(command, f"removing the RAM drive {letter}")
+        return True
 
     def status(self, path: str) -> ImDiskStatus | None:
         """``imdisk -l -m R:`` parsed, or None when the drive is not one of the tool's."""

@@ -186,10 +186,12 @@ class TmpfsAdapter(RamDiskAdapter):
         self._run(command, f"mounting a tmpfs at {path}")
         return MountedDisk(path, "tmpfs", self.name, (tuple(command),))
 
-    def unmount(self, path: str, *, force: bool = False) -> None:
+    def unmount(self, path: str, *, force: bool = False, missing_ok: bool = False) -> bool:
         """Unmount the tmpfs at ``path`` (``force``: detach lazily even while busy)."""
         path = os.path.abspath(path)
         entry = self._mount_at(path)
+        if entry is None and missing_ok:
+            return False
         if entry is None or entry.fs_type not in RAM_FS_TYPES:
             what = "not a mount point" if entry is None else f"a {entry.fs_type} mount"
             raise RamDiskError(
@@ -204,6 +206,7 @@ class TmpfsAdapter(RamDiskAdapter):
                 command=command,
             )
         self._run(command, f"unmounting {path}")
+        return True
 
     def describe(self, path: str) -> RamDiskInfo:
         """Filesystem, size, RAM backing and huge-page policy of ``path``."""
