@@ -360,6 +360,23 @@ def test_unmount_missing_ok_on_windows_and_macos() -> None:
 # -- undoing --persist ------------------------------------------------------------------------
 
 
+def test_tmpfs_persist_without_systemd_adds_one_fstab_line() -> None:
+    adapter, _ = _linux(admin=True)
+    host = adapter.host
+    assert isinstance(host, FakeHost)
+    spec = DiskSpec("/mnt/ramxchg", 1 << 30)
+    commented = "# tmpfs /mnt/ramxchg tmpfs size=1G 0 0\n"  # a comment mounts nothing
+    host.files["/etc/fstab"] = commented
+    assert adapter.persist(spec) == [
+        f"added to /etc/fstab: {fstab_line('/mnt/ramxchg', adapter.options(spec)).strip()}"
+    ]
+    assert host.written["/etc/fstab"] == commented + fstab_line(
+        "/mnt/ramxchg", adapter.options(spec)
+    )
+    host.files["/etc/fstab"] = "tmpfs /mnt/ramxchg tmpfs size=2G 0 0\n"
+    assert adapter.persist(spec) == ["/etc/fstab already mounts /mnt/ramxchg; left unchanged"]
+
+
 def test_tmpfs_unpersist_disables_the_unit_and_drops_only_its_fstab_line() -> None:
     adapter, runner = _linux(admin=True)
     path = "/mnt/ram disk"

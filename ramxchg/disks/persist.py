@@ -82,12 +82,16 @@ def fstab_escape(path: str) -> str:
     return path.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011")
 
 
+def fstab_mounts_at(row: str, path: str) -> bool:
+    """Whether the fstab ``row`` mounts something at ``path`` (comments do not)."""
+    fields = row.split()
+    return len(fields) >= 2 and not fields[0].startswith("#") and fields[1] == fstab_escape(path)
+
+
 def is_ramxchg_fstab_line(row: str, path: str) -> bool:
     """Whether the fstab ``row`` mounts a tmpfs at ``path``, as `fstab_line` writes it."""
     fields = row.split()
-    return (
-        len(fields) >= 3 and fields[0] == fields[2] == "tmpfs" and fields[1] == fstab_escape(path)
-    )
+    return fstab_mounts_at(row, path) and fields[0] == "tmpfs" and fields[2:3] == ["tmpfs"]
 
 
 def windows_logon_script(drive: str = "R:", size_bytes: int = DEFAULT_SIZE) -> str:

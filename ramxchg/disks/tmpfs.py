@@ -23,7 +23,13 @@ from .base import (
     RamDiskInfo,
     format_size,
 )
-from .persist import fstab_line, is_ramxchg_fstab_line, mount_unit_name, systemd_mount_unit
+from .persist import (
+    fstab_line,
+    fstab_mounts_at,
+    is_ramxchg_fstab_line,
+    mount_unit_name,
+    systemd_mount_unit,
+)
 
 MOUNTINFO = "/proc/self/mountinfo"
 UNIT_DIR = "/etc/systemd/system"
@@ -256,7 +262,7 @@ class TmpfsAdapter(RamDiskAdapter):
             return done
         current = self.host.read_text(FSTAB) or ""
         line = fstab_line(path, options)
-        if any(row.split()[1:2] == line.split()[1:2] for row in current.splitlines()):
+        if any(fstab_mounts_at(row, path) for row in current.splitlines()):
             return [f"{FSTAB} already mounts {path}; left unchanged"]
         sep = "" if not current or current.endswith("\n") else "\n"
         self.host.write_text(FSTAB, current + sep + line)
