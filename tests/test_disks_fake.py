@@ -365,7 +365,7 @@ def test_tmpfs_persist_without_systemd_adds_one_fstab_line() -> None:
     host = adapter.host
     assert isinstance(host, FakeHost)
     spec = DiskSpec("/mnt/ramxchg", 1 << 30)
-    commented = "# tmpfs /mnt/ramxchg tmpfs size=1G 0 0\n"  # a comment mounts nothing
+    commented = "#tmpfs /mnt/ramxchg tmpfs size=1G 0 0\n"  # a comment mounts nothing
     host.files["/etc/fstab"] = commented
     assert adapter.persist(spec) == [
         f"added to /etc/fstab: {fstab_line('/mnt/ramxchg', adapter.options(spec)).strip()}"
