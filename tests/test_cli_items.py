@@ -12,6 +12,7 @@ import pytest
 
 from ramxchg import Channel
 from ramxchg.cli import main
+from tests.conftest import mounted_tmpfs
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -73,6 +74,21 @@ def test_put_move_across_filesystems_is_refused(
     assert "another filesystem" in err
     assert source.exists()
     assert Channel("cam").names() == []
+
+
+@pytest.mark.root
+def test_put_of_a_file_larger_than_the_ram_disk_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "big.npy"
+    np.save(source, np.zeros(2 << 20, np.uint8))  # 2 MiB into a 1 MiB tmpfs
+    with mounted_tmpfs(tmp_path / "small", 1 << 20) as small:
+        code, out, err = _run(capsys, "put", "cam", str(source), "--root", str(small))
+        assert (code, out) == (1, "")
+        assert "filled up while writing an item of" in err
+        channel = Channel("cam", root=small)
+        assert channel.names() == []
+        assert os.listdir(channel.path / ".ramxchg" / "tmp") == []  # nothing half-written
 
 
 def test_put_refuses_garbage_and_taken_names(

@@ -17,7 +17,7 @@ from .._groups import Group, list_groups
 from .._item import Item
 from .._layout import channel_folders
 from .._names import check_name
-from .._publish import check_room, discard
+from .._publish import check_room, write_hidden
 from .._root import default_root
 from .._scan import Entry, publish_order, scan
 from .._sidecar import encode_attrs
@@ -156,21 +156,13 @@ def run_put(args: argparse.Namespace) -> int:
     for file in args.files:
         source = Path(file)
         name = check_name(args.name if args.name is not None else source.stem)
-        try:
-            item = put_file(channel, source, name, args.attrs, move=args.move)
-        except _CrossDevice as exc:
-            print(f"ramxchg: error: {exc}", file=sys.stderr)
-            return 1
+        item = put_file(channel, source, name, args.attrs, move=args.move)
         done.append({"name": item.name, "seq": item.seq, "path": str(item.path)})
         if not args.json:
             print(f"{item.name}\t{item.seq}\t{item.path}")
     if args.json:
         print(json.dumps(done, indent=1))
     return 0
-
-
-class _CrossDevice(OSError):
-    """--move across filesystems (a rename cannot do that)."""
 
 
 def put_file(
@@ -180,7 +172,8 @@ def put_file(
 
     With ``move`` the file is hard-linked into tmp (same filesystem only) and removed
     once published, so a failure leaves it where it was. Raises `CorruptItem` for a
-    file whose header does not parse or promises more bytes than it has.
+    file whose header does not parse or promises more bytes than it has, `RamDiskFull`
+    when the copy does not fit, `RamxchgError` for ``move`` across filesystems.
     """
     fmt = format_for(source)
     if fmt is None:
@@ -193,26 +186,26 @@ def put_file(
     size = os.stat(source).st_size
     layout = channel._layout
     channel._retention.wait_for_room(size, None)
-    tmp = layout.temp_name(name, fmt.suffix)
     if move:
+        tmp = layout.temp_name(name, fmt.suffix)
         try:
             os.link(source, tmp)
         except OSError as exc:
             if exc.errno == errno.EXDEV:
-                raise _CrossDevice(
-                    exc.errno,
+                raise RamxchgError(
                     f"--move: {source} is on another filesystem than {channel.path}; "
                     "drop --move to copy it",
+                    path=source,
                 ) from exc
             raise
     else:
         check_room(layout, size)
-        try:
-            shutil.copyfile(source, tmp)
-            fmt.describe(Path(tmp))  # what is published is what was checked
-        except BaseException:
-            discard(tmp)
-            raise
+
+        def copy_checked(target: str) -> None:
+            shutil.copyfile(source, target)
+            fmt.describe(target)  # what is published is what was checked
+
+        tmp = write_hidden(layout, fmt, name, size, copy_checked)
     item = channel._publish(tmp, fmt, name, attrs)
     if move:
         os.unlink(source)
