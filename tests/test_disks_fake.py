@@ -107,6 +107,18 @@ def test_imdisk_mount_and_unmount_command_lines() -> None:
     assert runner.calls[1:] == [["imdisk", "-d", "-m", "R:"], ["imdisk", "-D", "-m", "R:"]]
 
 
+def test_windows_persistence_formats_with_the_chosen_filesystem() -> None:
+    adapter, runner = _windows()
+    spec = DiskSpec("R:", 4 * GIB, filesystem="FAT32")
+    adapter.mount(spec)
+    assert runner.calls[0][-2:] == ["-p", "/fs:fat32 /q /y"]
+    adapter.persist(spec)
+    host = adapter.host
+    assert isinstance(host, FakeHost)
+    [script] = [text for path, text in host.written.items() if path.endswith(".ps1")]
+    assert '-p "/fs:fat32 /q /y"' in script  # the drive made at logon is the same drive
+
+
 def test_aim_ll_is_preferred_with_the_same_switches() -> None:
     adapter, runner = _windows(tools=("imdisk", "aim_ll"))
     adapter.mount(DiskSpec("S:", 512 * 1024**2))

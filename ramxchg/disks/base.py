@@ -32,8 +32,12 @@ RAM_FS_TYPES = frozenset({"tmpfs", "ramfs"})
 #: Where to get the Windows tools (named in errors and in the generated logon script).
 IMDISK_URL = "https://sourceforge.net/projects/imdisk-toolkit/"
 AIM_URL = "https://arsenalrecon.com/downloads"
-#: ImDisk/aim_ll ``-p``: format the new drive with NTFS, quickly, without asking.
-FORMAT_PARAMS = "/fs:ntfs /q /y"
+
+
+def format_params(filesystem: str | None = None) -> str:
+    """ImDisk/aim_ll ``-p``: format the new drive (NTFS by default), quickly, without asking."""
+    return f"/fs:{(filesystem or 'ntfs').lower()} /q /y"
+
 
 #: Below this a RAM disk is "small": Docker's default /dev/shm is 64 MB.
 SMALL_BYTES = 256 * 1024**2

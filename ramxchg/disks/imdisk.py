@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from .._errors import RamDiskError
 from .base import (
     AIM_URL,
-    FORMAT_PARAMS,
     IMDISK_URL,
     DiskSpec,
     MountedDisk,
     RamDiskAdapter,
     RamDiskInfo,
+    format_params,
     format_size,
 )
 from .persist import TASK_NAME, windows_logon_script, windows_task_command
@@ -96,8 +96,6 @@ class ImDiskAdapter(RamDiskAdapter):
 
     def mount_command(self, spec: DiskSpec) -> list[str]:
         """``imdisk -a -s <size> -m R: -p "/fs:ntfs /q /y"`` (or the same with aim_ll)."""
-        fs = spec.filesystem or "ntfs"
-        params = FORMAT_PARAMS.replace("ntfs", fs.lower())
         return [
             self.tool(),
             "-a",
@@ -106,7 +104,7 @@ class ImDiskAdapter(RamDiskAdapter):
             "-m",
             drive_letter(spec.path),
             "-p",
-            params,
+            format_params(spec.filesystem),
         ]
 
     def export_line(self, root: str) -> str:
@@ -176,7 +174,7 @@ class ImDiskAdapter(RamDiskAdapter):
     def persist(self, spec: DiskSpec, target_dir: str | None = None) -> list[str]:
         """Write the logon script and register it as an elevated logon scheduled task."""
         script = os.path.join(target_dir or _script_folder(), SCRIPT_NAME)
-        text = windows_logon_script(drive_letter(spec.path), spec.size_bytes)
+        text = windows_logon_script(drive_letter(spec.path), spec.size_bytes, spec.filesystem)
         if target_dir is not None:
             self.host.write_text(script, text)
             return [f"wrote {script}"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import plistlib
 import subprocess
 
-from .base import AIM_URL, FORMAT_PARAMS, IMDISK_URL, format_size
+from .base import AIM_URL, IMDISK_URL, format_params, format_size
 
 DEFAULT_SIZE = 8 * 1024**3
 DEFAULT_LINUX_OPTIONS = "size=8G,mode=1777,huge=within_size,noswap"
@@ -94,7 +94,9 @@ def is_ramxchg_fstab_line(row: str, path: str) -> bool:
     return fstab_mounts_at(row, path) and fields[0] == "tmpfs" and fields[2:3] == ["tmpfs"]
 
 
-def windows_logon_script(drive: str = "R:", size_bytes: int = DEFAULT_SIZE) -> str:
+def windows_logon_script(
+    drive: str = "R:", size_bytes: int = DEFAULT_SIZE, filesystem: str | None = None
+) -> str:
     """PowerShell that creates the RAM drive with aim_ll or imdisk (run elevated at logon)."""
     return (
         "# ramxchg RAM drive, created at logon by the scheduled task "
@@ -113,7 +115,7 @@ def windows_logon_script(drive: str = "R:", size_bytes: int = DEFAULT_SIZE) -> s
         f'    Write-Error "Install ImDisk ({IMDISK_URL}) or Arsenal Image Mounter ({AIM_URL})"\n'
         "    exit 1\n"
         "}\n"
-        f'& $tool.Source -a -s $Size -m $Drive -p "{FORMAT_PARAMS}"\n'
+        f'& $tool.Source -a -s $Size -m $Drive -p "{format_params(filesystem)}"\n'
         "exit $LASTEXITCODE\n"
     )
 
