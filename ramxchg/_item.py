@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ._sidecar import Sidecar, read_sidecar
 from .formats import Format, OpenedFile
+from .formats.base import nbytes
+
+_T = TypeVar("_T")
 
 
 class Item:
@@ -78,7 +81,7 @@ class Item:
         """The ``attrs`` given to ``put``/``create`` (plus in-file attributes for HDF5)."""
         sidecar = self.sidecar
         stored = dict(sidecar.attrs) if sidecar else {}
-        if self._fmt.name != "npy":
+        if self._fmt.file_attrs:
             stored.update(self._open().attrs)
         return stored
 
@@ -95,14 +98,9 @@ class Item:
     @property
     def nbytes(self) -> int:
         """Bytes of array data in the item (all arrays, for HDF5)."""
-        layout = (
-            self._layouts()
-            if self._opened is None
-            else {k: (a.shape, a.dtype) for k, a in self._opened.arrays.items()}
-        )
-        return sum(
-            int(np.prod(shape, dtype=np.int64)) * dtype.itemsize for shape, dtype in layout.values()
-        )
+        if self._opened is not None:
+            return sum(array.nbytes for array in self._opened.arrays.values())
+        return sum(nbytes(shape, dtype) for shape, dtype in self._layouts().values())
 
     def _layouts(self) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
         return self._fmt.describe(self._path)
@@ -111,10 +109,7 @@ class Item:
         if self._opened is not None:
             array = self.array
             return array.shape, array.dtype
-        layouts = self._layouts()
-        if len(layouts) != 1:
-            raise _several(self, layouts)
-        return next(iter(layouts.values()))
+        return _only(self, self._layouts())
 
     # -- data -------------------------------------------------------------------------------
 
@@ -131,10 +126,7 @@ class Item:
     @property
     def array(self) -> np.ndarray:
         """The item's array, read-only and mapped zero-copy from the file."""
-        arrays = self._open().arrays
-        if len(arrays) != 1:
-            raise _several(self, arrays)
-        return next(iter(arrays.values()))
+        return _only(self, self._open().arrays)
 
     @property
     def zero_copy(self) -> dict[str, bool]:
@@ -156,10 +148,7 @@ class Item:
             raise ValueError(f"mode must be 'r' or 'c', not {mode!r}")
         if mode == "r":
             return self.array
-        opened = self._fmt.open(self._path, copy_on_write=True)
-        if len(opened.arrays) != 1:
-            raise _several(self, opened.arrays)
-        return next(iter(opened.arrays.values()))
+        return _only(self, self._fmt.open(self._path, copy_on_write=True).arrays)
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -187,7 +176,11 @@ class Item:
         self.close()
 
 
-def _several(item: Item, arrays: dict[str, Any]) -> ValueError:
-    return ValueError(
-        f"{item.path} holds {len(arrays)} arrays {sorted(arrays)}, not one; use item.arrays[name]"
-    )
+def _only(item: Item, arrays: Mapping[str, _T]) -> _T:
+    """The one value of ``arrays``; ValueError naming the file when it holds several."""
+    if len(arrays) != 1:
+        raise ValueError(
+            f"{item.path} holds {len(arrays)} arrays {sorted(arrays)}, not one; "
+            "use item.arrays[name]"
+        )
+    return next(iter(arrays.values()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import mmap
 import os
 import stat
@@ -51,6 +52,8 @@ class Format(ABC):
     #: True when ``write``/``allocate`` overwrite a file already at the path in place
     #: (keeping its pages) when it has the right size: recycled files (see _pool.py)
     recyclable: bool = False
+    #: True when the file itself carries attributes (HDF5), which `Item.attrs` merges in
+    file_attrs: bool = False
 
     @abstractmethod
     def write(
@@ -89,6 +92,11 @@ def check_dtype(dtype: np.dtype[Any], what: str) -> np.dtype[Any]:
             dtype=str(dtype),
         )
     return dtype
+
+
+def nbytes(shape: tuple[int, ...], dtype: Any) -> int:
+    """Bytes of array data for ``shape`` and ``dtype`` (exact: Python integers)."""
+    return math.prod(shape) * np.dtype(dtype).itemsize
 
 
 def open_regular(path: str | Path, *, writable: bool = False) -> tuple[int, int]:

@@ -46,6 +46,7 @@ from .base import (
     closer,
     map_fd,
     map_reserved,
+    nbytes,
     open_regular,
 )
 
@@ -72,12 +73,13 @@ class Hdf5Format(Format):
     """HDF5 files (``.h5``): named datasets and attributes, readable by any HDF5 tool."""
 
     name = "hdf5"
+    file_attrs = True
     suffix = ".h5"
 
     def nbytes_for(self, layout: Layout) -> int:
         total = _METADATA_BYTES
         for shape, dtype in layout.values():
-            size = _nbytes(shape, dtype)
+            size = nbytes(shape, dtype)
             total += _PER_DATASET_BYTES + size + (ALIGNMENT if size >= ALIGN_THRESHOLD else 0)
         return total
 
@@ -133,10 +135,6 @@ class Hdf5Format(Format):
             except BaseException:
                 closer(mapping)()
                 raise
-
-
-def _nbytes(shape: tuple[int, ...], dtype: np.dtype[Any]) -> int:
-    return int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
@@ -316,7 +314,7 @@ def _map_offset(
     offset = dataset.id.get_offset()
     if offset is None:
         return None  # never written: reading gives the fill value
-    end = offset + _nbytes(dataset.shape, dataset.dtype)
+    end = offset + nbytes(dataset.shape, dataset.dtype)
     if end > size:
         raise CorruptItem(
             f"{path} is truncated: dataset {dataset.name!r} ends at byte {end} "

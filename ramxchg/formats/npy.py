@@ -7,7 +7,6 @@ naming the file and the numbers, and so that nothing is ever unpickled.
 from __future__ import annotations
 
 import ast
-import math
 import os
 import struct
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ from .base import (
     closer,
     map_fd,
     map_reserved,
+    nbytes,
     open_regular,
 )
 
@@ -154,10 +154,6 @@ def _parse_fields(raw: bytes, major: int) -> tuple[tuple[int, ...], np.dtype[Any
     return shape, dtype, fortran
 
 
-def _nbytes(shape: tuple[int, ...], dtype: np.dtype[Any]) -> int:
-    return math.prod(shape) * dtype.itemsize
-
-
 def read_layout(
     fd: int, size: int, path: str | Path
 ) -> tuple[tuple[int, ...], np.dtype[Any], bool, int]:
@@ -171,7 +167,7 @@ def read_layout(
     if len(head) < start + length <= size:  # a long header (wide structured dtypes)
         head = read_at(fd, start + length)
     shape, dtype, fortran, offset = parse_header(head, path)
-    expected = offset + _nbytes(shape, dtype)
+    expected = offset + nbytes(shape, dtype)
     if size < expected:
         raise CorruptItem(
             f"{path} is truncated: its header promises {expected} bytes but the file has {size}",
@@ -200,7 +196,7 @@ class NpyFormat(Format):
 
     def nbytes_for(self, layout: Layout) -> int:
         shape, dtype = _only_array(layout, "<new item>")
-        return len(build_header(shape, dtype, False)) + _nbytes(shape, dtype)
+        return len(build_header(shape, dtype, False)) + nbytes(shape, dtype)
 
     def write(
         self, path: str | Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None
@@ -227,7 +223,7 @@ class NpyFormat(Format):
     ) -> Allocation:
         shape, dtype = _only_array(layout, path)
         header = build_header(shape, dtype, False)
-        size = len(header) + _nbytes(shape, dtype)
+        size = len(header) + nbytes(shape, dtype)
         fd = _open_sized(path, size, os.O_RDWR)
         try:
             _write_all(fd, memoryview(header))
@@ -253,7 +249,7 @@ class NpyFormat(Format):
         finally:
             os.close(fd)
         buffer: Any = mapping
-        if size == 0 or _nbytes(shape, dtype) == 0:
+        if size == 0 or nbytes(shape, dtype) == 0:
             buffer, offset = b"", 0  # an empty array: nothing to map
         array = np.ndarray(
             shape, dtype, buffer=buffer, offset=offset, order="F" if fortran else "C"
