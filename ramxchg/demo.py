@@ -37,6 +37,7 @@ import numpy as np
 
 from ._channel import Channel
 from ._errors import ChannelFull, RamxchgError
+from ._layout import ChannelLayout
 from ._root import default_root
 
 log = logging.getLogger(__name__)
@@ -261,7 +262,8 @@ def _consumer(path: str, config: DemoConfig, shared: _Shared, results: Any) -> N
 def channel_bytes(path: Path) -> int:
     """Bytes the channel's items (published and being written) take on the RAM disk."""
     total = 0
-    for folder in (path, path / ".ramxchg" / "tmp"):
+    layout = ChannelLayout(path)
+    for folder in (layout.path, layout.tmp):
         with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
             for entry in entries:
                 with contextlib.suppress(FileNotFoundError):
