@@ -14,7 +14,7 @@ import numpy as np
 
 from ._config import ChannelConfig, load_or_store
 from ._errors import InvalidName, ItemNotFound
-from ._groups import drop, list_groups
+from ._groups import drop, list_groups, registered_group
 from ._item import Item
 from ._layout import ChannelLayout
 from ._names import check_name
@@ -328,6 +328,16 @@ class Channel:
             holding = sum(1 for e in unacked if must_ack(info, e.seq, e.published_ns))
             result.append(GroupStatus(group.name, backlog, len(group.claimed()), holding))
         return result
+
+    def ack(self, name: str, group: str) -> bool:
+        """Mark the item ``name`` done for ``group`` (delivered to it or not).
+
+        Returns True when that was the last group to ack, so the item was deleted.
+        Raises `ItemNotFound` for an unknown item or group.
+        """
+        item = self.get(name)
+        done_by = registered_group(self._layout, group)
+        return self._retention.ack(done_by, name, item._path, item.seq, item.published_ns)
 
     def drop_group(self, name: str) -> None:
         """Remove a durable group: it no longer receives items or holds back retention."""

@@ -255,13 +255,19 @@ def list_groups(layout: ChannelLayout) -> list[Group]:
     return groups
 
 
-def drop(layout: ChannelLayout, name: str) -> None:
-    """Remove a group and its state; `ItemNotFound` if there is no such group."""
+def registered_group(layout: ChannelLayout, name: str) -> Group:
+    """The group called ``name``; `ItemNotFound` if no such group is registered."""
     group = Group(layout, name)
     if group.info() is None:
         raise ItemNotFound(
             f"no group {name!r} in channel {layout.path}", path=layout.path, name=name
         )
+    return group
+
+
+def drop(layout: ChannelLayout, name: str) -> None:
+    """Remove a group and its state; `ItemNotFound` if there is no such group."""
+    group = registered_group(layout, name)
     # Remove the registration first so retention stops waiting for the group at once.
     os.unlink(group.info_file)
     shutil.rmtree(group.folder, ignore_errors=True)

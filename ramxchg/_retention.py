@@ -119,6 +119,13 @@ class Retention:
             return False
         return True
 
+    def ack(
+        self, group: Group, name: str, path: str | Path, seq: int | None, published_ns: int
+    ) -> bool:
+        """Mark the item done for ``group``; delete it if every group is done. True if deleted."""
+        group.ack(name)
+        return self.release_if_done(name, path, seq, published_ns)
+
     def release_if_done(
         self, name: str, path: str | Path, seq: int | None, published_ns: int
     ) -> bool:

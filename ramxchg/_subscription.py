@@ -157,11 +157,8 @@ class Subscription:
             self._claimed.add(entry.name)
 
             def ack(done: Item) -> None:
-                group.ack(done.name)
                 self._claimed.discard(done.name)
-                self._retention.release_if_done(
-                    done.name, entry.path, entry.seq, entry.published_ns
-                )
+                self._retention.ack(group, done.name, entry.path, entry.seq, entry.published_ns)
 
             item._on_ack = ack
         return item
@@ -194,8 +191,7 @@ class Subscription:
         self._queued.discard(key)
         self._seen.add(key)
         if self._group is not None and self._group.try_claim(entry.name):
-            self._group.ack(entry.name)
-            self._retention.release_if_done(entry.name, entry.path, entry.seq, entry.published_ns)
+            self._retention.ack(self._group, entry.name, entry.path, entry.seq, entry.published_ns)
 
     # -- discovery --------------------------------------------------------------------------
 

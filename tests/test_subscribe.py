@@ -356,6 +356,19 @@ def test_dead_letter_moves_the_item_and_gives_nothing_back_on_close(root: Path) 
     assert "frame" not in ch
 
 
+def test_channel_ack_without_a_subscription(root: Path) -> None:
+    ch = Channel("acks")
+    ch.subscribe("a").close()
+    ch.subscribe("b").close()
+    ch.put(np.arange(3), "x")
+    with pytest.raises(ItemNotFound, match="no group 'nobody'"):
+        ch.ack("x", "nobody")
+    assert ch.ack("x", "a") is False  # b has not acked yet
+    assert "x" in ch
+    assert ch.ack("x", "b") is True
+    assert "x" not in ch
+
+
 def test_keep_last_and_ttl(root: Path) -> None:
     ring = Channel("ring", keep_last=3)
     for i in range(10):

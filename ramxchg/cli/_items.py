@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from .._channel import Channel
-from .._errors import CorruptItem, ItemNotFound, RamxchgError
-from .._groups import Group, list_groups
+from .._errors import CorruptItem, RamxchgError
+from .._groups import list_groups
 from .._item import Item
 from .._layout import channel_folders
 from .._names import check_name
@@ -289,19 +289,9 @@ def run_info(args: argparse.Namespace) -> int:
 
 def run_ack(args: argparse.Namespace) -> int:
     """Ack an item for a group (delivered to it or not)."""
-    channel = open_channel(args)
-    item = channel.get(args.name)
-    group = Group(channel._layout, args.group)
-    if group.info() is None:
-        raise ItemNotFound(
-            f"no group {args.group!r} in channel {channel.path}",
-            path=channel.path,
-            name=args.group,
-        )
-    group.ack(item.name)
-    deleted = channel._retention.release_if_done(item.name, item.path, item.seq, item.published_ns)
+    deleted = open_channel(args).ack(args.name, args.group)
     print(
-        f"acked {item.name} for {group.name}" + ("; deleted (every group acked)" if deleted else "")
+        f"acked {args.name} for {args.group}" + ("; deleted (every group acked)" if deleted else "")
     )
     return 0
 
