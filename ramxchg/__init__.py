@@ -6,7 +6,7 @@ map them zero-copy. See README.md and docs/ for the guide and the on-disk protoc
 
 from __future__ import annotations
 
-from ._channel import Channel, GroupStatus
+from ._channel import Channel, ChannelStatus, GroupStatus
 from ._errors import (
     ChannelFull,
     ConfigMismatch,
@@ -28,6 +28,7 @@ from ._version import __version__
 __all__ = [
     "Channel",
     "ChannelFull",
+    "ChannelStatus",
     "ConfigMismatch",
     "CorruptItem",
     "GroupStatus",

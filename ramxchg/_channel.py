@@ -46,6 +46,17 @@ class GroupStatus:
     holding: int
 
 
+@dataclass(frozen=True)
+class ChannelStatus:
+    """What `Channel.status` reports: one listing of the folder."""
+
+    #: published items (dropped-in files included)
+    items: int
+    #: bytes their files take
+    bytes: int
+    groups: list[GroupStatus]
+
+
 class Channel:
     """A channel: one folder, ``<root>/<name>``, of published arrays.
 
@@ -317,7 +328,16 @@ class Channel:
 
     def groups(self) -> list[GroupStatus]:
         """Every durable group with its backlog (items it has not acked yet)."""
+        return self._group_status(list(scan(self._layout)))
+
+    def status(self) -> ChannelStatus:
+        """Items, bytes and every group's backlog, from one listing of the folder."""
         entries = list(scan(self._layout))
+        return ChannelStatus(
+            len(entries), sum(entry.size for entry in entries), self._group_status(entries)
+        )
+
+    def _group_status(self, entries: list[Entry]) -> list[GroupStatus]:
         result = []
         for group in list_groups(self._layout):
             info = group.info()

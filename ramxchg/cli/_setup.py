@@ -14,7 +14,6 @@ from .._channel import Channel
 from .._errors import RamDiskError, RamxchgError
 from .._layout import channel_folders
 from .._root import NotRamBackedWarning, default_root
-from .._scan import scan
 from ..disks import DiskSpec, format_size, get_adapter
 from ..ramdisk import advice, info
 from . import add_command, add_json, size_arg
@@ -199,11 +198,9 @@ def channel_rows(root: Path) -> list[ChannelRow]:
     for entry in channel_folders(root):
         row = ChannelRow(entry.name, os.fspath(entry))
         try:
-            channel = Channel(entry)
-            items = list(scan(channel._layout))  # sizes come with the scan's lstat
-            row.items = len(items)
-            row.bytes = sum(item.size for item in items)
-            row.groups = [asdict(group) for group in channel.groups()]
+            status = Channel(entry).status()
+            row.items, row.bytes = status.items, status.bytes
+            row.groups = [asdict(group) for group in status.groups]
         except (RamxchgError, OSError) as exc:
             row.error = str(exc)
         rows.append(row)
