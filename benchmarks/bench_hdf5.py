@@ -24,7 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ramxchg import Channel
+from ramxchg import Channel, default_root
 
 
 def _timed(run: Callable[[], object], cleanup: Callable[[], object]) -> float:
@@ -87,7 +87,7 @@ def _cases(ch: Channel, folder: Path, data: np.ndarray) -> dict[str, Callable[[]
 
 def run(sizes_mb: list[int], repeat: int) -> str:
     """Measure and return the markdown table."""
-    folder = Path(tempfile.mkdtemp(prefix="ramxchg-bench-", dir="/dev/shm"))
+    folder = Path(tempfile.mkdtemp(prefix="ramxchg-bench-", dir=default_root()))
     rows = []
     try:
         for size_mb in sizes_mb:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ramxchg import Channel, ramdisk
-from ramxchg.disks import DiskSpec, TmpfsAdapter
+from ramxchg.bench.suite import huge_tmpfs
 
 
 @contextmanager
@@ -37,18 +37,6 @@ def _temp_root(base: str) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path)
-
-
-@contextmanager
-def _huge_tmpfs(size: int) -> Iterator[Path]:
-    point = Path(tempfile.mkdtemp(prefix="ramxchg-bench-huge-"))
-    adapter = TmpfsAdapter()
-    adapter.mount(DiskSpec(str(point), size, mode=0o700))
-    try:
-        yield point
-    finally:
-        adapter.unmount(str(point))
-        point.rmdir()
 
 
 def _put(ch: Channel, data: np.ndarray) -> float:
@@ -79,11 +67,11 @@ def main() -> None:
 
     with ExitStack() as stack:
         roots = {"/dev/shm (tmpfs, 4 KiB pages)": stack.enter_context(_temp_root("/dev/shm"))}
-        if os.geteuid() == 0:
-            huge = stack.enter_context(_huge_tmpfs(3 * nbytes))
-            roots["tmpfs huge=within_size"] = huge
+        huge, skipped = stack.enter_context(huge_tmpfs(3 * nbytes))
+        if huge is not None:
+            roots["tmpfs huge=within_size"] = Path(huge)
         else:
-            print("not root: skipping the huge-page tmpfs")
+            print(f"skipping the huge-page tmpfs: {skipped}")
         roots[f"disk ({args.disk})"] = stack.enter_context(_temp_root(args.disk))
         channels = {}
         for label, root in roots.items():

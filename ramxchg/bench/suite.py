@@ -64,15 +64,18 @@ TRANSPORT_NAMES = tuple(transport.name for transport in transports(None, None))
 
 
 @contextmanager
-def huge_tmpfs() -> Iterator[tuple[str | None, str | None]]:
-    """Mount a ``huge=within_size`` tmpfs in a temp folder: (path, None) or (None, reason)."""
+def huge_tmpfs(size: int = HUGE_TMPFS_BYTES) -> Iterator[tuple[str | None, str | None]]:
+    """Mount a ``huge=within_size`` tmpfs in a temp folder: (path, None) or (None, reason).
+
+    ``size`` is a limit: memory is used only by what is stored.
+    """
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         yield None, "needs root (mounts a huge=within_size tmpfs)"
         return
     adapter = get_adapter()
     path = tempfile.mkdtemp(prefix="ramxchg-bench-huge-")
     try:
-        adapter.mount(DiskSpec(path, HUGE_TMPFS_BYTES, mode=0o700, huge=True))
+        adapter.mount(DiskSpec(path, size, mode=0o700, huge=True))
     except RamDiskError as exc:
         os.rmdir(path)
         yield None, f"could not mount a huge-page tmpfs: {exc}"
