@@ -85,15 +85,22 @@ def markdown_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(result: dict[str, Any], path: str | Path) -> None:
-    """Save GB/s and p50 latency against message size, one line per transport."""
+def require_matplotlib() -> None:
+    """Raise `PlotUnavailable` now if matplotlib is missing (before a long run)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError as exc:
         raise PlotUnavailable("--plot needs matplotlib: pip install 'ramxchg[plot]'") from exc
+
+
+def plot(result: dict[str, Any], path: str | Path) -> None:
+    """Save GB/s and p50 latency against message size, one line per transport."""
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     colors = plt.get_cmap("tab20").colors  # more transports than tab10 has colors
     for index, entry in enumerate(result["transports"]):

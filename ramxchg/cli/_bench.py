@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 
 from ..bench import FULL_SIZES, QUICK_SIZES, BenchConfig, run_bench
-from ..bench.report import PlotUnavailable, plot, rich_table
+from ..bench.report import PlotUnavailable, plot, require_matplotlib, rich_table
 from ..bench.suite import TRANSPORT_NAMES
 from . import add_command, add_json, size_arg
 
@@ -70,12 +70,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.plot:
         try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            print(
-                "ramxchg bench: error: --plot needs matplotlib: pip install 'ramxchg[plot]'",
-                file=sys.stderr,
-            )
+            require_matplotlib()
+        except PlotUnavailable as exc:
+            print(f"ramxchg bench: error: {exc}", file=sys.stderr)
             return 2
     err = Console(stderr=True)
     with err.status("benchmarking") as status:
@@ -85,10 +82,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         Console().print(rich_table(result))
     if args.plot:
-        try:
-            plot(result, args.plot)
-        except PlotUnavailable as exc:
-            print(f"ramxchg bench: error: {exc}", file=sys.stderr)
-            return 2
+        plot(result, args.plot)  # matplotlib was checked before the run
     failed = any(r.get("error") for e in result["transports"] for r in e["results"])
     return 1 if failed else 0
