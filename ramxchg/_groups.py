@@ -188,11 +188,17 @@ class Group:
         except FileNotFoundError:
             return []
         freed: list[str] = []
+        alive: dict[str, bool] = {}  # one liveness check per owner, not per claim
         for item in names:
             if item.startswith("."):
                 continue
             owner = _read_owner(self.claims / item)
-            if owner is None or owner_is_alive(owner):
+            if owner is None:
+                continue
+            who = json.dumps(owner, sort_keys=True)
+            if who not in alive:
+                alive[who] = owner_is_alive(owner)
+            if alive[who]:
                 continue
             # Under the group lock, so two reclaimers never remove a fresh live claim.
             with FileLock(self.folder / "lock"):

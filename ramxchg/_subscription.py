@@ -140,9 +140,7 @@ class Subscription:
                     self._skip(old)
             else:
                 _, entry = heapq.heappop(self._pending)
-            key = (entry.name, entry.seq)
-            self._queued.discard(key)
-            self._seen.add(key)
+            self._mark_seen(entry)
             if not os.path.lexists(entry.path):
                 continue  # deleted meanwhile (retention, keep_last)
             if self._group is not None and not self._group.try_claim(entry.name):
@@ -187,11 +185,14 @@ class Subscription:
 
     def _skip(self, entry: Entry) -> None:
         """latest_only: an older item passed over counts as done for the group."""
+        self._mark_seen(entry)
+        if self._group is not None and self._group.try_claim(entry.name):
+            self._retention.ack(self._group, entry.name, entry.path, entry.seq, entry.published_ns)
+
+    def _mark_seen(self, entry: Entry) -> None:
         key = (entry.name, entry.seq)
         self._queued.discard(key)
         self._seen.add(key)
-        if self._group is not None and self._group.try_claim(entry.name):
-            self._retention.ack(self._group, entry.name, entry.path, entry.seq, entry.published_ns)
 
     # -- discovery --------------------------------------------------------------------------
 
@@ -251,8 +252,9 @@ class Subscription:
         self._seen = keys if skip_present else self._seen & keys  # bounded by the folder
         self._legacy.forget_absent({os.path.basename(e.path) for e in present})
         if self._group is not None:
-            for name in self._group.reclaim_dead():
-                self._seen = {key for key in self._seen if key[0] != name}
+            freed = set(self._group.reclaim_dead())
+            if freed:  # delivered again: no longer counted as seen
+                self._seen = {key for key in self._seen if key[0] not in freed}
         for entry in present:
             self._queue(entry)
         # Paced by its own cost: listing 100,000 items takes seconds, and rescanning
