@@ -139,6 +139,9 @@ class Group:
     def is_acked(self, item: str) -> bool:
         return os.path.lexists(self._ack_prefix + item)
 
+    def is_claimed(self, item: str) -> bool:
+        return os.path.lexists(self._claim_prefix + item)
+
     def try_claim(self, item: str) -> bool:
         """Claim ``item`` for this process; False if another member has it or it is done."""
         if self.is_acked(item):

@@ -100,16 +100,17 @@ class Item:
         """Bytes of array data in the item (all arrays, for HDF5)."""
         if self._opened is not None:
             return sum(array.nbytes for array in self._opened.arrays.values())
-        return sum(nbytes(shape, dtype) for shape, dtype in self._layouts().values())
+        return sum(nbytes(shape, dtype) for shape, dtype in self.layouts().values())
 
-    def _layouts(self) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
+    def layouts(self) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
+        """Shape and dtype of each array, read from the file's metadata (nothing mapped)."""
         return self._fmt.describe(self._path)
 
     def _single_layout(self) -> tuple[tuple[int, ...], np.dtype[Any]]:
         if self._opened is not None:
             array = self.array
             return array.shape, array.dtype
-        return _only(self, self._layouts())
+        return _only(self, self.layouts())
 
     # -- data -------------------------------------------------------------------------------
 

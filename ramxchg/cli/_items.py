@@ -245,32 +245,31 @@ def arrays_record(item: Item) -> dict[str, dict[str, Any]]:
     """``{array name: {"shape": [...], "dtype": "<f8"}}`` from the file's metadata."""
     return {
         key: {"shape": list(shape), "dtype": dtype.str}
-        for key, (shape, dtype) in item._fmt.describe(Path(item.path)).items()
+        for key, (shape, dtype) in item.layouts().items()
     }
 
 
 def run_info(args: argparse.Namespace) -> int:
     """Show one item."""
     channel = open_channel(args)
-    item = channel.get(args.name)
-    stat = os.stat(item.path)
     groups = {}
-    for group in list_groups(channel._layout):
-        state = "acked" if group.is_acked(item.name) else "pending"
-        if os.path.lexists(group.claims / item.name):
-            state = "claimed"
-        groups[group.name] = state
-    record = {
-        "name": item.name,
-        "seq": item.seq,
-        "format": item.format,
-        "path": str(item.path),
-        "bytes": stat.st_size,
-        "published_ns": item.published_ns,
-        "arrays": arrays_record(item),
-        "attrs": item.attrs,
-        "groups": groups,
-    }
+    with channel.get(args.name) as item:  # closes what attrs opens (HDF5)
+        for group in list_groups(channel._layout):
+            if group.is_claimed(item.name):
+                groups[group.name] = "claimed"
+            else:
+                groups[group.name] = "acked" if group.is_acked(item.name) else "pending"
+        record = {
+            "name": item.name,
+            "seq": item.seq,
+            "format": item.format,
+            "path": str(item.path),
+            "bytes": os.stat(item.path).st_size,
+            "published_ns": item.published_ns,
+            "arrays": arrays_record(item),
+            "attrs": item.attrs,
+            "groups": groups,
+        }
     if args.json:
         print(json.dumps(record, indent=1))
         return 0
