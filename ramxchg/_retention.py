@@ -211,11 +211,12 @@ class Retention:
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.0005
         while True:
-            count, used = self._usage()
-            free = shutil.disk_usage(self.layout.path).free
+            # Only what a limit needs: sizes for max_bytes, free space for the reserve.
+            count, used = self._usage(sizes=config.max_bytes is not None)
+            free = shutil.disk_usage(self.layout.path).free if config.reserve_bytes else 0
             over_items = config.max_items is not None and count + 1 > config.max_items
             over_bytes = config.max_bytes is not None and used + needed > config.max_bytes
-            over_disk = free - needed < config.reserve_bytes
+            over_disk = bool(config.reserve_bytes) and free - needed < config.reserve_bytes
             if not (over_items or over_bytes or over_disk):
                 return
             if deadline is not None and time.monotonic() >= deadline:
@@ -243,12 +244,15 @@ class Retention:
             time.sleep(pause)
             pause = min(pause * 2, 0.02)
 
-    def _usage(self) -> tuple[int, int]:
+    def _usage(self, *, sizes: bool) -> tuple[int, int]:
+        """Items in the channel folder, and the bytes they take when ``sizes``."""
         count = used = 0
         with os.scandir(self.layout.path) as entries:
             for entry in entries:
                 if is_item_filename(entry.name):
                     count += 1
+                    if not sizes:
+                        continue
                     with contextlib.suppress(FileNotFoundError):
                         used += entry.stat(follow_symlinks=False).st_size
         return count, used
