@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from ramxchg import Item, Subscription
+from ramxchg import Channel, Item, Subscription
+from ramxchg.cli import main
 from ramxchg.disks.tmpfs import MountEntry, parse_mountinfo
 
 SHM = Path("/dev/shm")
@@ -44,6 +45,18 @@ def mount_entry(path: Path) -> MountEntry | None:
     entries = parse_mountinfo(Path("/proc/self/mountinfo").read_text())
     found = [entry for entry in entries if entry.mount_point == str(path)]
     return found[-1] if found else None
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """``ramxchg <argv>`` in this process: (exit code, stdout, stderr)."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def tmp_files(channel: Channel) -> list[Path]:
+    """What is left in the channel's hidden tmp folder (half-written items would be)."""
+    return list((channel.path / ".ramxchg" / "tmp").iterdir())
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:

@@ -23,10 +23,7 @@ from ramxchg import (
     RamxchgError,
     UnsupportedDtype,
 )
-
-
-def _tmp_files(ch: Channel) -> list[Path]:
-    return list((ch.path / ".ramxchg" / "tmp").iterdir())
+from tests.conftest import tmp_files
 
 
 def test_put_get_round_trip_with_attrs(root: Path, no_leaks: None) -> None:
@@ -44,7 +41,7 @@ def test_put_get_round_trip_with_attrs(root: Path, no_leaks: None) -> None:
         np.testing.assert_array_equal(got.array, data)
     # a plain .npy that numpy itself reads
     np.testing.assert_array_equal(np.load(root / "cam" / "frame.npy"), data)
-    assert _tmp_files(ch) == []
+    assert tmp_files(ch) == []
 
 
 def test_auto_names_are_zero_padded_sequence_numbers(root: Path) -> None:
@@ -99,7 +96,7 @@ def test_create_fills_in_place_and_publishes_on_exit(root: Path, no_leaks: None)
     assert item.attrs == {"n": 1}
     assert int(item.array.sum()) == 3 * 128 * 64
     item.close()
-    assert _tmp_files(ch) == []
+    assert tmp_files(ch) == []
 
 
 def test_exception_inside_create_publishes_nothing(root: Path, no_leaks: None) -> None:
@@ -114,7 +111,7 @@ def test_exception_inside_create_publishes_nothing(root: Path, no_leaks: None) -
         fill_then_fail()
     assert "x" not in ch
     assert len(ch) == 0
-    assert _tmp_files(ch) == []
+    assert tmp_files(ch) == []
     assert not (ch.path / ".ramxchg" / "meta" / "x.json").exists()
 
 
@@ -128,7 +125,7 @@ def test_published_items_are_immutable(root: Path) -> None:
     with pytest.raises(ItemExists), ch.create(3, "i8", name="a"):
         pass
     np.testing.assert_array_equal(ch.get("a").array, np.arange(3))
-    assert _tmp_files(ch) == []
+    assert tmp_files(ch) == []
 
 
 def test_a_file_appearing_under_the_name_during_publish_is_not_replaced(root: Path) -> None:
@@ -139,7 +136,7 @@ def test_a_file_appearing_under_the_name_during_publish_is_not_replaced(root: Pa
         np.save(ch.path / "a.npy", foreign)  # another program wins the name meanwhile
         del frame
     np.testing.assert_array_equal(np.load(ch.path / "a.npy"), foreign)
-    assert _tmp_files(ch) == []
+    assert tmp_files(ch) == []
 
 
 @pytest.mark.parametrize(
@@ -200,7 +197,7 @@ def test_object_dtypes_are_refused_before_writing(root: Path, array: np.ndarray)
     with pytest.raises(TypeError), ch.create(3, array.dtype, name="o"):
         pass
     assert len(ch) == 0
-    assert _tmp_files(ch) == []
+    assert tmp_files(ch) == []
 
 
 @pytest.mark.parametrize(
@@ -214,7 +211,7 @@ def test_non_json_attrs_are_refused_before_writing(
     with pytest.raises(error):
         ch.put(np.zeros(3), "a", attrs=attrs)  # type: ignore[arg-type]
     assert "a" not in ch
-    assert _tmp_files(ch) == []
+    assert tmp_files(ch) == []
 
 
 BAD_NAMES = [
@@ -484,4 +481,4 @@ def test_item_too_large_for_the_disk_raises_ram_disk_full(root: Path) -> None:
         pass
     assert info.value.needed_bytes > free
     assert str(ch.path) in str(info.value)
-    assert _tmp_files(ch) == []
+    assert tmp_files(ch) == []

@@ -11,21 +11,14 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel
-from ramxchg.cli import main
-from tests.conftest import mounted_tmpfs
-
-
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.conftest import mounted_tmpfs, run_cli
 
 
 @pytest.mark.parametrize("command", ["put", "ls", "info", "ack", "gc", "watch"])
 def test_every_subcommand_has_help_with_an_example(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = _run(capsys, command, "--help")
+    code, out, _ = run_cli(capsys, command, "--help")
     assert code == 0
     assert f"ramxchg {command} " in out.split("examples:", 1)[1]
 
@@ -35,7 +28,7 @@ def test_put_copies_and_publishes_atomically(
 ) -> None:
     source = tmp_path / "frame.npy"
     np.save(source, np.arange(12.0).reshape(3, 4))
-    code, out, _ = _run(capsys, "put", "cam", str(source), "--attrs", '{"exposure": 0.5}')
+    code, out, _ = run_cli(capsys, "put", "cam", str(source), "--attrs", '{"exposure": 0.5}')
     assert code == 0
     assert out.split("\t")[:2] == ["frame", "1"]
     assert source.exists()  # a copy
@@ -53,7 +46,7 @@ def test_put_move_on_the_same_filesystem(root: Path, capsys: pytest.CaptureFixtu
     np.save(files[0], np.ones(5))
     with h5py.File(files[1], "w") as f:
         f["x"] = np.arange(3)
-    code, out, _ = _run(capsys, "put", "cam", *map(str, files), "--move", "--json")
+    code, out, _ = run_cli(capsys, "put", "cam", *map(str, files), "--move", "--json")
     assert code == 0
     assert [(r["name"], r["seq"]) for r in json.loads(out)] == [("a", 1), ("b", 2)]
     assert not any(f.exists() for f in files)
@@ -69,7 +62,7 @@ def test_put_move_across_filesystems_is_refused(
         pytest.skip("needs the temp dir and the root on different filesystems")
     source = tmp_path / "a.npy"
     np.save(source, np.ones(5))
-    code, _, err = _run(capsys, "put", "cam", str(source), "--move")
+    code, _, err = run_cli(capsys, "put", "cam", str(source), "--move")
     assert code == 1
     assert "another filesystem" in err
     assert source.exists()
@@ -83,7 +76,7 @@ def test_put_of_a_file_larger_than_the_ram_disk_is_a_clear_error(
     source = tmp_path / "big.npy"
     np.save(source, np.zeros(2 << 20, np.uint8))  # 2 MiB into a 1 MiB tmpfs
     with mounted_tmpfs(tmp_path / "small", 1 << 20) as small:
-        code, out, err = _run(capsys, "put", "cam", str(source), "--root", str(small))
+        code, out, err = run_cli(capsys, "put", "cam", str(source), "--root", str(small))
         assert (code, out) == (1, "")
         assert "filled up while writing an item of" in err
         channel = Channel("cam", root=small)
@@ -100,17 +93,17 @@ def test_put_refuses_garbage_and_taken_names(
     np.save(truncated, np.ones(1000))
     os.truncate(truncated, 500)
     for path in (junk, truncated):
-        code, _, err = _run(capsys, "put", "cam", str(path))
+        code, _, err = run_cli(capsys, "put", "cam", str(path))
         assert code == 1
         assert str(path) in err
     good = tmp_path / "good.npy"
     np.save(good, np.ones(2))
-    assert _run(capsys, "put", "cam", str(good))[0] == 0
-    code, _, err = _run(capsys, "put", "cam", str(good))
+    assert run_cli(capsys, "put", "cam", str(good))[0] == 0
+    code, _, err = run_cli(capsys, "put", "cam", str(good))
     assert code == 1
     assert "already published" in err
     assert Channel("cam").names() == ["good"]
-    assert _run(capsys, "put", "cam", str(good), str(junk), "--name", "x")[0] == 2
+    assert run_cli(capsys, "put", "cam", str(good), str(junk), "--name", "x")[0] == 2
 
 
 def test_ls_and_info_json(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -119,7 +112,7 @@ def test_ls_and_info_json(root: Path, capsys: pytest.CaptureFixture[str]) -> Non
     channel.put({"a": np.arange(4), "b/c": np.ones((2, 2))}, name="multi", format="hdf5")
     (channel.path / "legacy.npy").write_bytes((channel.path / "000000000001.npy").read_bytes())
     channel.subscribe(group="g").close()
-    code, out, _ = _run(capsys, "ls", "cam", "--json")
+    code, out, _ = run_cli(capsys, "ls", "cam", "--json")
     assert code == 0
     listing = json.loads(out)
     assert [(r["name"], r["seq"], r["format"]) for r in listing] == [
@@ -130,17 +123,17 @@ def test_ls_and_info_json(root: Path, capsys: pytest.CaptureFixture[str]) -> Non
     for record in listing:
         assert set(record) == {"name", "seq", "format", "path", "bytes", "published_ns"}
         assert record["bytes"] == os.stat(record["path"]).st_size
-    code, out, _ = _run(capsys, "info", "cam", "000000000001", "--json")
+    code, out, _ = run_cli(capsys, "info", "cam", "000000000001", "--json")
     info = json.loads(out)
     assert info["arrays"] == {"data": {"shape": [2, 3], "dtype": "<f4"}}
     assert info["attrs"] == {"k": [1, 2]}
     assert info["groups"] == {"g": "pending"}
-    code, out, _ = _run(capsys, "info", "cam", "multi", "--json")
+    code, out, _ = run_cli(capsys, "info", "cam", "multi", "--json")
     assert json.loads(out)["arrays"] == {
         "a": {"shape": [4], "dtype": "<i8"},
         "b/c": {"shape": [2, 2], "dtype": "<f8"},
     }
-    code, _, err = _run(capsys, "info", "cam", "nothing")
+    code, _, err = run_cli(capsys, "info", "cam", "nothing")
     assert code == 1
     assert "no item 'nothing'" in err
 
@@ -152,16 +145,16 @@ def test_ack_an_item_never_delivered_releases_it(
     channel.subscribe(group="reader").close()
     channel.subscribe(group="other").close()
     name = channel.put(np.ones(3)).name
-    code, out, _ = _run(capsys, "ack", "cam", name, "--group", "reader")
+    code, out, _ = run_cli(capsys, "ack", "cam", name, "--group", "reader")
     assert code == 0
     assert "deleted" not in out
     assert (channel.path / ".ramxchg" / "groups" / "reader" / "acks" / name).exists()
-    code, out, _ = _run(capsys, "ack", "cam", name, "--group", "other")
+    code, out, _ = run_cli(capsys, "ack", "cam", name, "--group", "other")
     assert "deleted" in out
     assert name not in channel
-    assert _run(capsys, "ack", "cam", name, "--group", "other")[0] == 1
+    assert run_cli(capsys, "ack", "cam", name, "--group", "other")[0] == 1
     channel.put(np.ones(3), name="x")
-    code, _, err = _run(capsys, "ack", "cam", "x", "--group", "nobody")
+    code, _, err = run_cli(capsys, "ack", "cam", "x", "--group", "nobody")
     assert code == 1
     assert "no group 'nobody'" in err
 
@@ -172,12 +165,12 @@ def test_gc_every_channel_and_absolute_paths(
     for name in ("one", "two"):
         channel = Channel(name)
         (channel.path / ".ramxchg" / "meta" / "orphan.json").write_text("{}")
-    code, out, _ = _run(capsys, "gc", "--json")
+    code, out, _ = run_cli(capsys, "gc", "--json")
     assert code == 0
     report = json.loads(out)
     assert {Path(p).name for p in report} == {"one", "two"}
     assert all(counts["orphan_sidecars"] == 1 for counts in report.values())
-    code, out, _ = _run(capsys, "ls", str(root / "one"), "--json")
+    code, out, _ = run_cli(capsys, "ls", str(root / "one"), "--json")
     assert code == 0
     assert json.loads(out) == []
 
@@ -193,12 +186,12 @@ def test_gc_of_every_channel_skips_links_and_reports_a_broken_channel(
     elsewhere = Channel(tmp_path / "elsewhere")  # a channel outside the root...
     (elsewhere.path / ".ramxchg" / "meta" / "orphan.json").write_text("{}")
     (root / "linked").symlink_to(elsewhere.path)  # ...linked into it: not ours to walk
-    code, out, _ = _run(capsys, "gc", "--json")
+    code, out, _ = run_cli(capsys, "gc", "--json")
     assert code == 1
     report = json.loads(out)
     assert set(report) == {str(good.path), str(broken.path)}
     assert report[str(good.path)]["orphan_sidecars"] == 1
     assert "config.json" in report[str(broken.path)]["error"]
     assert (elsewhere.path / ".ramxchg" / "meta" / "orphan.json").exists()
-    code, out, _ = _run(capsys, "status", "--json")
+    code, out, _ = run_cli(capsys, "status", "--json")
     assert {row["name"] for row in json.loads(out)["channels"]} == {"good", "broken"}

@@ -16,15 +16,9 @@ import pytest
 
 from ramxchg import Channel
 from ramxchg._aside import read_reason
-from ramxchg.cli import main
+from tests.conftest import run_cli
 
 from .conftest import wait_for
-
-
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _acked(channel: Channel, group: str, name: str) -> bool:
@@ -41,7 +35,7 @@ def test_watch_prints_one_line_or_json_per_item(
     channel = Channel("cam")
     channel.put(np.zeros((2, 3), "<i2"), attrs={"run": 7})
     channel.put({"a": np.ones(2), "b": np.ones(3)}, format="hdf5")
-    code, out, _ = _run(capsys, "watch", "cam", "--count", "2")
+    code, out, _ = run_cli(capsys, "watch", "cam", "--count", "2")
     assert code == 0
     first, second = out.splitlines()
     assert first.split("\t") == [
@@ -52,7 +46,7 @@ def test_watch_prints_one_line_or_json_per_item(
         str(channel.path / "000000000001.npy"),
     ]
     assert second.split("\t")[:4] == ["000000000002", "2", "-", "-"]
-    code, out, _ = _run(capsys, "watch", "cam", "--count", "2", "--json")
+    code, out, _ = run_cli(capsys, "watch", "cam", "--count", "2", "--json")
     records = [json.loads(line) for line in out.splitlines()]
     assert records[0] == {
         "name": "000000000001",
@@ -83,7 +77,7 @@ def test_exec_success_acks_with_placeholders_and_environment(
         "{k: v for k, v in os.environ.items() if k.startswith('RAMXCHG_')}]) + '\\n')"
     )
     command = shlex.join([sys.executable, "-c", script, "{path}", "{name}", "seq={seq}"])
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys, "watch", "cam", "--group", "g", "--exec", command, "--count", "3", "--jobs", "2"
     )
     assert code == 0, err
@@ -112,7 +106,7 @@ def test_failing_command_is_retried_then_dead_lettered(
     good = channel.put(np.ones(3), name="good")
     log = tmp_path / "attempts"
     command = f"sh -c 'echo $RAMXCHG_ATTEMPT >> {log}.{{name}}; test {{name}} = good || exit 3'"
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys,
         *("watch", "cam", "--group", "g", "--exec", command),
         *("--retries", "2", "--retry-delay", "0", "--count", "2"),
@@ -143,7 +137,7 @@ def test_missing_program_is_a_failure_not_a_crash(
 ) -> None:
     channel = Channel("cam")
     channel.put(np.ones(3), name="x")
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys,
         *("watch", "cam", "--exec", "/nonexistent/tool {path}", "--retries", "0", "--count", "1"),
     )

@@ -10,7 +10,7 @@ import pytest
 
 import ramxchg._channel
 from ramxchg import Channel, RamDiskFull
-from tests.conftest import mounted_tmpfs
+from tests.conftest import mounted_tmpfs, tmp_files
 
 pytestmark = pytest.mark.root
 
@@ -24,10 +24,6 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
         yield mountpoint
 
 
-def _tmp_files(ch: Channel) -> list[Path]:
-    return list((ch.path / ".ramxchg" / "tmp").iterdir())
-
-
 def test_item_larger_than_the_free_space_is_refused_up_front(small_tmpfs: Path) -> None:
     ch = Channel("full", root=small_tmpfs)
     with pytest.raises(RamDiskFull) as info:
@@ -36,7 +32,7 @@ def test_item_larger_than_the_free_space_is_refused_up_front(small_tmpfs: Path) 
     assert error.needed_bytes > error.free_bytes
     assert str(error.free_bytes) in str(error)
     assert "big" not in ch
-    assert _tmp_files(ch) == []
+    assert tmp_files(ch) == []
 
 
 @pytest.mark.parametrize("how", ["put", "create"])
@@ -58,7 +54,7 @@ def test_disk_filling_up_while_writing_raises_and_leaves_nothing(
     assert info.value.errno == 28
     assert info.value.needed_bytes >= big.nbytes
     assert ch.names() == ["first"]
-    assert _tmp_files(ch) == []
+    assert tmp_files(ch) == []
     # once space is freed the channel works again
     ch.delete("first")
     np.testing.assert_array_equal(ch.put(big, "second").array, big)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ramxchg import Channel
+from tests.reliability._work import checksum
 
 SPAWN = mp.get_context("spawn")
 FRAME = (512, 1024)  # 1 MiB of uint16
@@ -86,17 +86,13 @@ def test_without_recycle_and_for_hdf5_files_are_freed(root: Path) -> None:
     assert _pool(h5) == []
 
 
-def _checksum(array: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(array).view(np.uint8))
-
-
 def _verify(root: str, count: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
     os.environ["RAMXCHG_ROOT"] = root
     ok = 0
     with Channel("recycle-stream").subscribe("g") as sub:
         for _ in range(count):
             item = sub.get(timeout=30)
-            if _checksum(item.array) == item.attrs["crc"]:
+            if checksum(item.array) == item.attrs["crc"]:
                 ok += 1  # checked before ack: the contract a consumer must follow
             item.close()
             item.ack()
@@ -114,7 +110,7 @@ def test_a_stream_through_recycled_files_is_never_corrupt(root: Path) -> None:
     inodes = set()
     for _ in range(count):
         frame = rng.integers(0, 65535, FRAME, dtype=np.uint16)
-        item = ch.put(frame, attrs={"crc": _checksum(frame)}, timeout=30)
+        item = ch.put(frame, attrs={"crc": checksum(frame)}, timeout=30)
         with contextlib.suppress(FileNotFoundError):  # the consumer may be done with it
             inodes.add(item.path.stat().st_ino)
     assert out.get(timeout=120) == count

@@ -10,7 +10,6 @@ import os
 import signal
 import threading
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +17,9 @@ import pytest
 
 from ramxchg import Channel, ChannelFull, ItemNotFound
 from tests.conftest import items_until, wait_for
+from tests.reliability._work import checksum
 
 SPAWN = mp.get_context("spawn")
-
-
-def _checksum(array: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(array).view(np.uint8))
 
 
 def _produce(root: str, channel: str, count: int, seed: int, started: mp.Event) -> None:  # type: ignore[valid-type]
@@ -33,7 +29,7 @@ def _produce(root: str, channel: str, count: int, seed: int, started: mp.Event) 
     started.set()
     for i in range(count):
         data = rng.integers(0, 255, size=int(rng.integers(1, 2000)), dtype=np.uint8)
-        ch.put(data, attrs={"crc": _checksum(data), "i": i})
+        ch.put(data, attrs={"crc": checksum(data), "i": i})
 
 
 def _consume(root: str, channel: str, group: str, stop: mp.Event, out: mp.Queue) -> None:  # type: ignore[valid-type]
@@ -43,7 +39,7 @@ def _consume(root: str, channel: str, group: str, stop: mp.Event, out: mp.Queue)
     with ch.subscribe(group) as sub:
         for item in items_until(sub, stop):
             with item:
-                got.append((item.name, _checksum(item.array) == item.attrs["crc"]))
+                got.append((item.name, checksum(item.array) == item.attrs["crc"]))
             item.ack()
     out.put((group, os.getpid(), got))
 
