@@ -79,6 +79,9 @@ class Channel:
         Keep up to this many deleted ``.npy`` item files and write later items of the
         same size into their pages (faster on tmpfs with 4 KiB pages). Contract: an
         item's arrays must not be used after the item is deleted (acked by every group).
+    create
+        False: open only a channel whose folder exists (`ItemNotFound` otherwise), for
+        readers that must not leave a new channel behind.
 
     Examples
     --------
@@ -101,6 +104,7 @@ class Channel:
         ttl: float | None = None,
         reserve_bytes: int | None = None,
         recycle: int | None = None,
+        create: bool = True,
     ) -> None:
         # A folder named by its path may be another user's, shared on purpose; a channel
         # named under a root must be ours (someone may have pre-created the name).
@@ -112,9 +116,11 @@ class Channel:
         else:
             self.name = check_name(name, "channel")
             base = Path(root) if root is not None else default_root()
+            path = base / self.name
+            if not create and not path.is_dir():
+                raise ItemNotFound(f"no channel {self.name!r} in {base}", path=path, name=name)
             if root is not None:
                 ensure_dir(base)
-            path = base / self.name
         self.path = path
         self._layout = ChannelLayout(path)
         self._layout.create(mode, owner_check=not by_path)

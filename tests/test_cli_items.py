@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from ramxchg import Channel
+from ramxchg import Channel, ItemNotFound
 from tests.conftest import mounted_tmpfs, run_cli
 
 
@@ -195,3 +195,20 @@ def test_gc_of_every_channel_skips_links_and_reports_a_broken_channel(
     assert (elsewhere.path / ".ramxchg" / "meta" / "orphan.json").exists()
     code, out, _ = run_cli(capsys, "status", "--json")
     assert {row["name"] for row in json.loads(out)["channels"]} == {"good", "broken"}
+
+
+@pytest.mark.parametrize(
+    "argv", [("ls", "typo"), ("info", "typo", "x"), ("ack", "typo", "x", "--group", "g")]
+)
+def test_reading_a_missing_channel_fails_and_creates_nothing(
+    root: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]
+) -> None:
+    code, out, err = run_cli(capsys, *argv)
+    assert (code, out) == (1, "")
+    assert "no channel 'typo'" in err
+    assert os.listdir(root) == []
+    with pytest.raises(ItemNotFound):
+        Channel("typo", create=False)
+    assert os.listdir(root) == []
+    Channel("typo")  # publishers still create it
+    assert Channel("typo", create=False).names() == []

@@ -57,11 +57,14 @@ def add_channel_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", help="folder holding channels (default: $RAMXCHG_ROOT)")
 
 
-def open_channel(args: argparse.Namespace) -> Channel:
-    """The channel named by ``args.channel`` (a name under ``--root``, or a path)."""
+def open_channel(args: argparse.Namespace, *, create: bool = False) -> Channel:
+    """The channel named by ``args.channel`` (a name under ``--root``, or a path).
+
+    Only commands that publish create a channel; the others refuse a missing one.
+    """
     if os.path.isabs(args.channel) or os.sep in args.channel:
         return Channel(Path(args.channel).absolute())
-    return Channel(args.channel, root=args.root)
+    return Channel(args.channel, root=args.root, create=create)
 
 
 def register(subparsers: Any) -> None:
@@ -151,7 +154,7 @@ def run_put(args: argparse.Namespace) -> int:
     if args.name is not None and len(args.files) != 1:
         print("ramxchg: error: --name needs exactly one FILE", file=sys.stderr)
         return 2
-    channel = open_channel(args)
+    channel = open_channel(args, create=True)
     done = []
     for file in args.files:
         source = Path(file)

@@ -105,7 +105,7 @@ def _not_negative(text: str) -> int:
 
 def run_watch(args: argparse.Namespace) -> int:
     """Run ``ramxchg watch``."""
-    channel = open_channel(args)
+    channel = open_channel(args, create=True)  # the producer may not have started yet
     subscription = Subscription(channel, args.group, start=args.start, settle=args.settle)
     watcher = Watcher(channel, subscription, args)
     with _signals_counted(watcher):
