@@ -14,7 +14,7 @@ import numpy as np
 
 from ._config import ChannelConfig, load_or_store
 from ._errors import InvalidName, ItemNotFound
-from ._groups import drop, list_groups, registered_group
+from ._groups import drop, registered_group
 from ._item import Item
 from ._layout import ChannelLayout
 from ._names import check_name
@@ -345,10 +345,7 @@ class Channel:
 
     def _group_status(self, entries: list[Entry]) -> list[GroupStatus]:
         result = []
-        for group in list_groups(self._layout):
-            info = group.info()
-            if info is None:
-                continue
+        for group, info in self._retention.registered():
             unacked = [e for e in entries if not group.is_acked(e.name)]
             backlog = sum(1 for e in unacked if e.seq is None or e.seq > info.start_seq)
             holding = sum(1 for e in unacked if must_ack(info, e.seq, e.published_ns))

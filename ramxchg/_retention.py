@@ -78,7 +78,7 @@ class Retention:
         sidecar and acks, and ``gc`` tries again later.
         """
         if groups is None:
-            groups = list_groups(self.layout)
+            groups = [group for group, _ in self.registered()]
         remove = remove or self._remove_file
         with self.counter.lock():
             for name, path in items:
@@ -140,7 +140,7 @@ class Retention:
 
         Returns how many were deleted.
         """
-        groups = self._groups()
+        groups = self.registered()
         done = []
         for name, path, seq, published_ns in items:
             required = [group for group, info in groups if must_ack(info, seq, published_ns)]
@@ -150,7 +150,7 @@ class Retention:
             self.delete_many(done, [group for group, _ in groups])
         return len(done)
 
-    def _groups(self) -> list[tuple[Group, GroupInfo]]:
+    def registered(self) -> list[tuple[Group, GroupInfo]]:
         """The registered groups; registrations are cached (they never change in place).
 
         The listing is reused while the groups folder's mtime is unchanged (a group
