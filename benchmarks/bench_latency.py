@@ -127,7 +127,7 @@ def per_item_cost(root: Path, items: int, rounds: int = 5) -> dict[str, float]:
     message = np.zeros(16, np.uint8)
     for index in range(rounds + 1):  # the first round warms up
         for group, label in ((None, "deliver"), ("bench", "deliver+ack, group")):
-            channel = Channel(f"cost-{index}-{label[:7]}", root)
+            channel = Channel(f"cost-{index}-{group or 'anonymous'}", root)
             with channel.subscribe(group) as sub:
                 start = time.perf_counter()
                 for _ in range(items):
