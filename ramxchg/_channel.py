@@ -238,7 +238,7 @@ class Channel:
 
     def _publish(self, tmp: str, fmt: Format, name: str | None, attrs: dict[str, Any]) -> Item:
         published = make_visible(self._layout, self._counter, tmp, fmt, name=name, attrs=attrs)
-        self._retention.enforce_age_and_count()
+        self._retention.enforce_age_and_count(keep=published.name)
         return self._item(published.name, published.path, fmt, published.sidecar)
 
     def _format(self, name: str | None) -> Format:
@@ -274,7 +274,7 @@ class Channel:
         return self._item(entry.name, entry.path, sidecar=entry.sidecar)
 
     def items(self) -> list[Item]:
-        """Every published item, in publish order (dropped-in files last, by age)."""
+        """Every published item, in publish order (by arrival, dropped-in files included)."""
         return [self._entry_item(entry) for entry in sorted(scan(self._layout), key=publish_order)]
 
     def names(self) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ._scan import arrival_ns
 from ._sidecar import Sidecar, read_sidecar
 from .formats import Format, OpenedFile
 from .formats.base import nbytes
@@ -72,9 +73,9 @@ class Item:
 
     @property
     def published_ns(self) -> int:
-        """Publish time in ns since the epoch (the file's mtime for dropped-in files)."""
+        """Publish time in ns since the epoch (when it arrived, for dropped-in files)."""
         sidecar = self.sidecar
-        return sidecar.published_ns if sidecar else os.stat(self.path).st_mtime_ns
+        return sidecar.published_ns if sidecar else arrival_ns(os.stat(self.path))
 
     @property
     def attrs(self) -> dict[str, Any]:

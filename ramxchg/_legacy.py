@@ -7,7 +7,7 @@ is complete (docs/protocol.md, "Legacy producers"):
 
 - **closed**: the filesystem reported a close-after-write (inotify ``IN_CLOSE_WRITE``,
   watchdog's `FileClosedEvent`, Linux only) and the header checks; or
-- **settled**: its size and mtime have not changed for `SETTLE_SECONDS` (watched by
+- **settled**: its size and ctime have not changed for `SETTLE_SECONDS` (watched by
   us, not taken from the mtime's age) and the header checks.
 
 "The header checks" means the format's ``describe()`` parses it and it promises no more
@@ -31,7 +31,7 @@ from pathlib import Path
 from ._aside import set_aside
 from ._errors import CorruptItem
 from ._layout import ChannelLayout
-from ._scan import Entry
+from ._scan import Entry, arrival_ns
 from .formats import format_for
 
 #: A legacy file unchanged this long (and with a good header) is complete.
@@ -46,7 +46,8 @@ CHECK_SECONDS = 0.05
 class _Waiting:
     entry: Entry
     size: int
-    mtime_ns: int
+    #: its `arrival_ns` (the ctime): every write moves it on, as it does the mtime
+    changed_ns: int
     unchanged_since: float
     closed: bool
 
@@ -157,15 +158,15 @@ class LegacyGate:
             info = os.lstat(path)
         except FileNotFoundError:
             return False
-        if (info.st_size, info.st_mtime_ns) != (waiting.size, waiting.mtime_ns):
-            waiting.size, waiting.mtime_ns = info.st_size, info.st_mtime_ns
+        if (info.st_size, arrival_ns(info)) != (waiting.size, waiting.changed_ns):
+            waiting.size, waiting.changed_ns = info.st_size, arrival_ns(info)
             waiting.unchanged_since = now
         unchanged = now - waiting.unchanged_since
         if not waiting.closed and unchanged < self.settle:
             return None
         problem = self._check(path)
         if problem is None:
-            return replace(waiting.entry, size=info.st_size, published_ns=info.st_mtime_ns)
+            return replace(waiting.entry, size=info.st_size, published_ns=arrival_ns(info))
         if unchanged < (self.settle if waiting.closed else self.quarantine_after):
             return None
         set_aside(

@@ -38,7 +38,11 @@ TMP_GRACE_SECONDS = 5.0
 
 
 def must_ack(info: GroupInfo, seq: int | None, published_ns: int) -> bool:
-    """Does the group have to ack an item before it may be deleted?"""
+    """Does the group have to ack an item before it may be deleted?
+
+    Those published after the group was created: by seq, or for a legacy item (no seq)
+    when it arrived (``published_ns`` is its `arrival_ns`, not its mtime).
+    """
     if seq is not None:
         return info.created_seq < seq
     return info.created_ns <= published_ns
@@ -183,8 +187,14 @@ class Retention:
         self._listing = (key, found) if complete else None
         return found
 
-    def enforce_age_and_count(self) -> int:
-        """Apply ``keep_last`` and ``ttl``; return how many items were deleted."""
+    def enforce_age_and_count(self, keep: str | None = None) -> int:
+        """Apply ``keep_last`` and ``ttl``; return how many items were deleted.
+
+        Both go by arrival (`publish_order`), dropped-in files included. ``keep`` names
+        the item a ``put`` has just published, which its own retention never deletes
+        (a file that arrived meanwhile, a clock set back or a tiny ttl could make it
+        look old); the next ``put`` or ``gc`` weighs it like any other.
+        """
         keep_last, ttl = self.config.keep_last, self.config.ttl
         if keep_last is None and ttl is None:
             return 0
@@ -193,6 +203,7 @@ class Retention:
         if ttl is not None:
             cutoff = time.time_ns() - int(ttl * 1e9)
             doomed += [e for e in entries[len(doomed) :] if e.published_ns < cutoff]
+        doomed = [entry for entry in doomed if entry.name != keep]
         if doomed:
             self.delete_many([(entry.name, entry.path) for entry in doomed])
         return len(doomed)

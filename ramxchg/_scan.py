@@ -22,6 +22,7 @@ class Entry:
     #: a plain string: entries are made for every item seen, where pathlib costs
     path: str
     seq: int | None
+    #: the sidecar's publish time; for a file without one, its `arrival_ns`
     published_ns: int
     size: int
     #: the sidecar as read by the scan (None for files dropped in by other programs)
@@ -31,7 +32,7 @@ class Entry:
     def of(cls, name: str, path: str, info: os.stat_result, sidecar: Sidecar | None) -> Entry:
         """The entry for a file with stat ``info`` and the given sidecar."""
         if sidecar is None:
-            return cls(name, path, None, info.st_mtime_ns, info.st_size)
+            return cls(name, path, None, arrival_ns(info), info.st_size)
         return cls(name, path, sidecar.seq, sidecar.published_ns, info.st_size, sidecar)
 
 
@@ -119,8 +120,31 @@ def scan(layout: ChannelLayout, intruders: list[Intruder] | None = None) -> Iter
                 intruders.append(found)
 
 
+def arrival_ns(info: os.stat_result) -> int:
+    """When the file with stat ``info`` arrived in its folder, ns since the epoch.
+
+    The publish time of an item without sidecar. Not its mtime, which travels with
+    the data (``mv`` keeps an old one, ``touch -d`` sets any, even a future one), but its
+    inode change time: on Linux creating, linking or renaming a file into a folder all
+    set it to now (and so does every write). A later ``chmod`` sets it too, which only
+    makes the file younger: kept longer, never deleted early. (Windows reports the
+    creation time here, which a move within a drive keeps.)
+    """
+    return info.st_ctime_ns
+
+
+#: Ranks a legacy item after every sequenced item of the same arrival time (a sequence
+#: number has at most 20 digits, see `_sequence.WIDTH`).
+_LEGACY_RANK = 10**20
+
+
 def publish_order(entry: Entry) -> tuple[int, int, str]:
-    """Sort key: our items by sequence number, then dropped-in files by age."""
-    if entry.seq is not None:
-        return (0, entry.seq, entry.name)
-    return (1, entry.published_ns, entry.name)
+    """Sort key: arrival order (docs/protocol.md section 8).
+
+    By arrival time (a sequenced item's publish time, a legacy item's `arrival_ns`),
+    then sequenced items by seq before legacy items, then by name. Sequenced items take
+    their number and their publish time under the publish lock, so among themselves
+    this is seq order (unless the system clock is set back between two publishes).
+    """
+    rank = entry.seq if entry.seq is not None else _LEGACY_RANK
+    return (entry.published_ns, rank, entry.name)

@@ -5,8 +5,9 @@
  *   - items are the non-hidden files "<name>.npy" in the channel folder;
  *   - a published item appears in one step (a hard link), after its sidecar
  *     ".ramxchg/meta/<name>.json" that holds its "seq";
- *   - catch up on the items already there in sequence order (files without a
- *     sidecar, written by other programs, after them by mtime), then follow
+ *   - catch up on the items already there in publish order: by arrival time (the
+ *     sidecar's "published_ns"; for a file without sidecar, written by another
+ *     program, its ctime), then seq (files without sidecar last), then name; follow
  *     inotify: IN_CREATE/IN_MOVED_TO of a file with a sidecar is a complete item;
  *     a file without one is complete at IN_CLOSE_WRITE (a legacy writer);
  *   - a jump in seq or an inotify overflow means events were lost: rescan.
@@ -83,8 +84,9 @@ static int item_name(const char *file, char *out) {
     return 1;
 }
 
-/* The item's seq from its sidecar; 0 when it has none (a legacy file). */
-static long long sidecar_seq(const char *name) {
+/* The item's seq from its sidecar, and its "published_ns" into *published when not
+ * NULL; 0 when it has none (a legacy file: *published is left alone). */
+static long long sidecar_seq(const char *name, long long *published) {
     char path[PATH_MAX], buf[4096];
     snprintf(path, sizeof path, "%s/.ramxchg/meta/%s.json", channel, name);
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
@@ -94,7 +96,10 @@ static long long sidecar_seq(const char *name) {
     if (n <= 0) return 0;
     buf[n] = 0;
     char *at = strstr(buf, "\"seq\":");
-    return at ? strtoll(at + 6, NULL, 10) : 0;
+    char *when = strstr(buf, "\"published_ns\":");
+    if (!at || !when) return 0;
+    if (published) *published = strtoll(when + 15, NULL, 10);
+    return strtoll(at + 6, NULL, 10);
 }
 
 /* Sum the values of a .npy file; returns 0 and sets *sum on success. */
@@ -172,13 +177,13 @@ static void deliver(const char *name, long long seq) {
     if (max_items > 0 && ++delivered >= max_items) exit(0);
 }
 
-struct found { char name[MAX_NAME]; long long seq; long long mtime; };
+struct found { char name[MAX_NAME]; long long seq; long long arrival; };
 
 static int by_publish_order(const void *a, const void *b) {
     const struct found *x = a, *y = b;
-    if ((x->seq == 0) != (y->seq == 0)) return x->seq == 0 ? 1 : -1; /* legacy last */
+    if (x->arrival != y->arrival) return x->arrival < y->arrival ? -1 : 1;
+    if ((x->seq == 0) != (y->seq == 0)) return x->seq == 0 ? 1 : -1; /* legacy after */
     if (x->seq != y->seq) return x->seq < y->seq ? -1 : 1;
-    if (x->mtime != y->mtime) return x->mtime < y->mtime ? -1 : 1;
     return strcmp(x->name, y->name);
 }
 
@@ -198,8 +203,9 @@ static void rescan(void) {
         if (lstat(path, &st) || !S_ISREG(st.st_mode)) continue;
         if (len == cap) list = realloc(list, (cap = cap ? 2 * cap : 64) * sizeof *list);
         strcpy(list[len].name, name);
-        list[len].seq = sidecar_seq(name);
-        list[len].mtime = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+        /* a legacy file arrived when it was created or moved in: its ctime, not mtime */
+        list[len].arrival = (long long)st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec;
+        list[len].seq = sidecar_seq(name, &list[len].arrival);
         len++;
     }
     closedir(dir);
@@ -238,7 +244,7 @@ int main(int argc, char **argv) {
             char name[MAX_NAME];
             if (ev->mask & IN_Q_OVERFLOW) { lost = 1; continue; }
             if (!ev->len || !item_name(ev->name, name)) continue;
-            long long seq = sidecar_seq(name);
+            long long seq = sidecar_seq(name, NULL);
             if (seq == 0 && !(ev->mask & IN_CLOSE_WRITE)) continue; /* legacy: wait for close */
             if (seq > high_seq + 1) rescan(); /* a gap: events were missed; in order */
             else deliver(name, seq);
