@@ -1,15 +1,17 @@
 """Publishing an item: write it hidden, then make it visible in one atomic step.
 
 1. The data goes into a temporary file in ``.ramxchg/tmp/`` (same filesystem).
-2. Under the channel's publish lock: take the next sequence number, write the sidecar,
-   store the number, and hard-link the temporary file to ``<name><suffix>``. ``link``
-   fails if the name exists, so a published item is never replaced; and the link appears
-   in the channel folder as one "created" event, never as a half-written file.
+2. Under the channel's publish lock: take the next sequence number, write the sidecar
+   (complete, beside the data in ``tmp/``, then renamed into ``meta/``), store the
+   number, and hard-link the temporary file to ``<name><suffix>``. ``link`` fails if
+   the name exists, so a published item is never replaced; and the link appears in
+   the channel folder as one "created" event, never as a half-written file.
 3. The temporary name is unlinked.
 
-A crash before step 2 leaves only a temporary file (``gc`` removes it); a crash in
+A crash before step 2 leaves only temporary files (``gc`` removes them); a crash in
 step 2 leaves at most an orphan sidecar with no item (``gc`` removes it too) and a
-gap in the sequence numbers.
+gap in the sequence numbers. A full disk in step 2 raises `RamDiskFull` and leaves
+nothing (and no gap when the sidecar is what did not fit).
 """
 
 from __future__ import annotations
@@ -87,17 +89,25 @@ def write_hidden(
         write(tmp)
     except BaseException as exc:
         discard(tmp)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            free = shutil.disk_usage(layout.path).free
-            raise RamDiskFull(
-                f"{layout.path} filled up while writing an item of {needed} bytes; "
-                f"{free} bytes are free",
-                path=layout.path,
-                needed_bytes=needed,
-                free_bytes=free,
-            ) from exc
+        if _is_full(exc):
+            raise _full(layout, f"an item of {needed} bytes", needed) from exc
         raise
     return tmp
+
+
+def _is_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _full(layout: ChannelLayout, what: str, needed: int) -> RamDiskFull:
+    """The `RamDiskFull` for a write of ``needed`` bytes (``what``) that ran out of space."""
+    free = shutil.disk_usage(layout.path).free
+    return RamDiskFull(
+        f"{layout.path} filled up while writing {what}; {free} bytes are free",
+        path=layout.path,
+        needed_bytes=needed,
+        free_bytes=free,
+    )
 
 
 def make_visible(
@@ -111,7 +121,8 @@ def make_visible(
 ) -> Published:
     """Steps 2 and 3: give ``tmp`` its sequence number and name, atomically.
 
-    Raises `ItemExists` (and removes ``tmp``) if the name is taken.
+    Raises `ItemExists` if the name is taken and `RamDiskFull` if the sidecar (or the
+    counter, or the link) finds no room; either way ``tmp`` and the sidecar are removed.
     """
     try:
         with counter.claim() as claim:
@@ -120,20 +131,28 @@ def make_visible(
             check_free(layout, final_name)
             sidecar = layout.sidecar(final_name)
             written = Sidecar(claim.next, fmt.name, time.time_ns(), attrs)
-            write_sidecar(sidecar, written)
-            # Use the number up before the item appears: a producer killed between the two
-            # leaves a gap (harmless), never a visible item whose number is handed out again
-            # (the next auto-named put would find its name taken, for good).
-            claim.commit()
             try:
+                # Beside the data, under its temporary name: gc knows whose it is.
+                write_sidecar(sidecar, written, os.path.splitext(tmp)[0] + ".json")
+                # Use the number up before the item appears: a producer killed between the
+                # two leaves a gap (harmless), never a visible item whose number is handed
+                # out again (the next auto-named put would find its name taken, for good).
+                claim.commit()
                 os.link(tmp, target)
-            except FileExistsError as exc:
+            except FileExistsError as exc:  # from link: the sidecar's temporary name is new
                 discard(sidecar)
                 raise ItemExists(
                     f"{target} appeared while publishing; items are immutable",
                     path=target,
                     name=final_name,
                 ) from exc
+            except BaseException as exc:
+                discard(sidecar)  # whole or absent: without its item it is an orphan
+                if _is_full(exc):
+                    size = len(written.to_json())
+                    what = f"the {size}-byte sidecar of {final_name!r}"
+                    raise _full(layout, what, size) from exc
+                raise
             return Published(final_name, target, written)
     finally:
         discard(tmp)

@@ -1,12 +1,13 @@
 """Sidecars: the small JSON file that travels with each published item.
 
 ``.ramxchg/meta/<name>.json`` holds the item's sequence number, format, publish time
-and the user's ``attrs``. It is written before the item becomes visible, so a reader
-that sees the item can always read its sidecar.
+and the user's ``attrs``. It is written (complete, then renamed into place) before the
+item becomes visible, so a reader that sees the item can always read its sidecar.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping
@@ -19,6 +20,8 @@ from ._statefile import read_state
 
 #: A sidecar larger than this is refused (a hostile file must not exhaust memory).
 MAX_SIDECAR_BYTES = 1 << 20
+
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
 
 
 @dataclass(frozen=True)
@@ -74,13 +77,26 @@ def encode_attrs(attrs: Mapping[str, Any] | None) -> dict[str, Any]:
     return result
 
 
-def write_sidecar(path: Path, sidecar: Sidecar) -> None:
-    """Write the sidecar of an item that is not yet visible (so no temp file needed)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o666)
+def write_sidecar(path: str, sidecar: Sidecar, tmp: str) -> None:
+    """Write a sidecar complete at the fresh path ``tmp``, then rename it to ``path``.
+
+    So ``path`` holds a whole sidecar or none (an orphan one of a crashed producer is
+    replaced): a full disk fails the write, never leaving a short file in its place.
+    On any error ``tmp`` is removed and the error raised.
+    """
+    data = memoryview(sidecar.to_json())
     try:
-        os.write(fd, sidecar.to_json())
-    finally:
-        os.close(fd)
+        fd = os.open(tmp, _CREATE_FLAGS, 0o666)
+        try:
+            while data:  # a nearly full disk may take part of it, then fail
+                data = data[os.write(fd, data) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def read_sidecar(path: Path) -> Sidecar | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,3 +60,30 @@ def test_disk_filling_up_while_writing_raises_and_leaves_nothing(
     # once space is freed the channel works again
     ch.delete("first")
     np.testing.assert_array_equal(ch.put(big, "second").array, big)
+
+
+def test_item_that_fits_but_whose_sidecar_does_not_raises_and_leaves_nothing(
+    small_tmpfs: Path,
+) -> None:
+    ch = Channel("brim", root=small_tmpfs)
+    ch.put(np.zeros(1, dtype=np.uint8), "first")  # the counter file takes its page now
+    sidecars = ch.path / ".ramxchg" / "meta"
+    seq_before = (ch.path / ".ramxchg" / "seq").read_bytes()
+    # The item (a 128-byte .npy header and its data) takes every free page but leaves
+    # less than one page: its data fits, a sidecar needs a page of its own and does not.
+    free = shutil.disk_usage(small_tmpfs).free
+    data = np.full(free - 128 - 100, 7, dtype=np.uint8)
+    with pytest.raises(RamDiskFull) as info:
+        ch.put(data, "brimful", attrs={"note": "x" * 50})
+    error = info.value
+    assert error.errno == 28
+    assert str(ch.path) in str(error)
+    assert error.needed_bytes > 0
+    assert str(error.needed_bytes) in str(error)
+    assert ch.names() == ["first"]
+    assert sorted(os.listdir(sidecars)) == ["first.json"]  # no partial sidecar
+    assert tmp_files(ch) == []
+    assert (ch.path / ".ramxchg" / "seq").read_bytes() == seq_before  # no number used up
+    # once space is freed the channel works again, under the same name
+    ch.delete("first")
+    np.testing.assert_array_equal(ch.put(data, "brimful").array, data)

@@ -138,7 +138,9 @@ def _foreign_publish(channel: Path, name: str | None, array: np.ndarray) -> str:
             "published_ns": time.time_ns(),
             "attrs": {"producer": "foreign"},
         }
-        (state / "meta" / f"{final}.json").write_text(json.dumps(sidecar))  # step 4
+        tmp_sidecar = tmp.with_suffix(".json")  # step 4: complete, then renamed into place
+        tmp_sidecar.write_text(json.dumps(sidecar))
+        os.rename(tmp_sidecar, state / "meta" / f"{final}.json")
         os.pwrite(fd, b"%020d\n" % seq, 0)  # step 5
         os.link(tmp, channel / f"{final}.npy")  # step 6
     finally:
