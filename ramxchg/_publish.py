@@ -139,15 +139,14 @@ def make_visible(
                 # out again (the next auto-named put would find its name taken, for good).
                 claim.commit()
                 os.link(tmp, target)
-            except FileExistsError as exc:  # from link: the sidecar's temporary name is new
+            except OSError as exc:  # the item did not appear: its sidecar must not stay
                 discard(sidecar)
-                raise ItemExists(
-                    f"{target} appeared while publishing; items are immutable",
-                    path=target,
-                    name=final_name,
-                ) from exc
-            except BaseException as exc:
-                discard(sidecar)  # whole or absent: without its item it is an orphan
+                if isinstance(exc, FileExistsError):  # from link (the temporary name is new)
+                    raise ItemExists(
+                        f"{target} appeared while publishing; items are immutable",
+                        path=target,
+                        name=final_name,
+                    ) from exc
                 if _is_full(exc):
                     size = len(written.to_json())
                     what = f"the {size}-byte sidecar of {final_name!r}"
