@@ -32,12 +32,13 @@ def _member(where: tuple[str, str], group: str, ack_delay: float, stop: Any, out
     """Take items of the channel ``where`` (root, name) until told to stop, ack each after
     up to ``ack_delay`` s; report them.
 
-    Reports (id, the value read) per item; the value is None when the item was deleted
-    before it could be read (only allowed where the producer withdrew it).
+    Reports (id, the value read, what the ack returned) per item; the value is None when
+    the item was deleted before it could be read (only allowed where the producer
+    withdrew it).
     """
     root, channel = where
     rng = random.Random()
-    got: list[tuple[int, int | None]] = []
+    got: list[tuple[int, int | None, bool]] = []
     with Channel(channel, root=root).subscribe(group) as sub:
         out.put(("ready", group, []))
         for item in items_until(sub, stop):
@@ -46,10 +47,9 @@ def _member(where: tuple[str, str], group: str, ack_delay: float, stop: Any, out
                     value: int | None = int(item.array[0])
             except FileNotFoundError:
                 value = None
-            got.append((item.attrs["id"], value))
             if ack_delay:
                 time.sleep(rng.uniform(0, ack_delay))  # an ack that comes late, on purpose
-            item.ack()
+            got.append((item.attrs["id"], value, item.ack()))
     out.put(("done", group, got))
 
 
@@ -69,10 +69,13 @@ def _start_members(
     return procs, stop, out
 
 
-def _collect(procs: list[Any], stop: Any, out: Any) -> dict[str, list[tuple[int, int | None]]]:
+Received = list[tuple[int, int | None, bool]]
+
+
+def _collect(procs: list[Any], stop: Any, out: Any) -> dict[str, Received]:
     """Stop the members; every item each group received, over all its members."""
     stop.set()
-    per_group: dict[str, list[tuple[int, int | None]]] = {}
+    per_group: dict[str, Received] = {}
     for _ in procs:
         kind, group, got = out.get(timeout=120)
         assert kind == "done"
@@ -98,16 +101,17 @@ def test_competing_members_with_instant_acks(
             time.sleep(PACE)  # the pace of the stream, not a synchronisation
         wait_for(lambda: len(ch) == 0, 60, f"round {round_} to be acked")
     [got] = _collect(procs, stop, out).values()
-    counts = Counter(ident for ident, _ in got)
+    counts = Counter(ident for ident, _, _ in got)
     published = rounds * ITEMS
     twice = sorted(ident for ident, n in counts.items() if n > 1)
     assert not twice, f"delivered more than once: {twice[:20]}"
     assert sorted(counts) == list(range(published)), "items lost"
-    assert all(value == ident for ident, value in got), "an item read another item's data"
+    assert all(value == ident for ident, value, _ in got), "an item read another item's data"
+    assert all(acked for _, _, acked in got), "an ack found its item gone"
     figures.runs = f"{rounds} x {ITEMS} items, 3 members of one group"
     figures.faults = f"an item every {PACE * 1000:g} ms, acks at once (ack deletes the item)"
     figures.lost = published - len(counts)
-    figures.partial = sum(1 for ident, value in got if value != ident)
+    figures.partial = sum(1 for ident, value, _ in got if value != ident)
 
 
 def test_names_published_again_while_acks_are_late(
@@ -129,7 +133,7 @@ def test_names_published_again_while_acks_are_late(
     count = REUSES[profile.name]
     for ident in range(count):
         ch.put(np.full(1, ident), "frame", attrs={"id": ident})
-        deadline = time.monotonic() + rng.uniform(0, 0.003)
+        deadline = time.monotonic() + rng.uniform(0, 0.005)
         while "frame" in ch and time.monotonic() < deadline:
             time.sleep(0.0002)  # give the groups a random while to ack, then withdraw it
         try:
@@ -139,21 +143,23 @@ def test_names_published_again_while_acks_are_late(
             pass  # both groups acked it
     per_group = _collect(procs, stop, out)
     kept = set(range(count)) - withdrawn
-    lost = 0
+    lost = late = 0
     for group, got in per_group.items():
-        counts = Counter(ident for ident, _ in got)
+        counts = Counter(ident for ident, _, _ in got)
         twice = sorted(ident for ident, n in counts.items() if n > 1)
         assert not twice, f"group {group} received more than once: {twice[:20]}"
         missed = sorted(kept - set(counts))
         lost += len(missed)
         assert not missed, f"group {group} never received (deleted by a late ack?): {missed[:20]}"
-        wrong = [(i, v) for i, v in got if i in kept and v != i]
+        wrong = [(i, v) for i, v, _ in got if i in kept and v != i]
         assert not wrong, f"group {group} read another frame's data: {wrong[:20]}"
+        assert all(acked for i, _, acked in got if i in kept), "an ack of a kept frame failed"
+        late += sum(1 for _, _, acked in got if not acked)
     assert len(kept) > count // 10, "too few frames acked by both groups to test anything"
-    assert len(withdrawn) > count // 10, "too few late acks to test anything"
+    assert late > count // 10, "too few late acks to test anything"
     figures.runs = f"{count} x the same name, 2 groups x 2 members"
     figures.faults = (
-        f"acks up to 2 ms late; {len(withdrawn)} frames withdrawn and published again "
-        "under the same name before every group acked"
+        f"acks up to 2 ms late: {len(withdrawn)} frames withdrawn and the name published "
+        f"again first; {late} acks came after their frame was gone and changed nothing"
     )
     figures.lost = lost
