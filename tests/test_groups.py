@@ -4,7 +4,6 @@ groups and coarse timestamps (issue #12)."""
 from __future__ import annotations
 
 import errno
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel, GroupNotFound, ItemNotFound, RamDiskFull
-from tests.conftest import mounted_tmpfs
+from tests.conftest import mounted, mounted_tmpfs
 
 
 def _frame(ch: Channel, value: int) -> int:
@@ -126,20 +125,8 @@ def test_a_full_ram_disk_gives_ramdiskfull_and_leaves_no_claim(tmp_path: Path) -
 @pytest.fixture
 def ramfs(tmp_path: Path) -> Iterator[Path]:
     """A ramfs mount: directory timestamps of one clock tick (coarse, unlike tmpfs now)."""
-    mountpoint = tmp_path / "ramfs"
-    mountpoint.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "ramfs", "-o", "mode=0700", "ramfs", str(mountpoint)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a ramfs here: {result.stderr.strip()}")
-    try:
+    with mounted("ramfs", tmp_path / "ramfs", "mode=0700") as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=True)
 
 
 @pytest.mark.root
