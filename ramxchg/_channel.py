@@ -360,7 +360,8 @@ class Channel:
         """
         item = self.get(name)
         done_by = registered_group(self._layout, group)
-        return self._retention.ack(done_by, name, item._path, item.seq, item.published_ns)
+        outcome = self._retention.ack(done_by, name, item._path, item.seq, item.published_ns)
+        return outcome == "deleted"
 
     def drop_group(self, name: str) -> None:
         """Remove a durable group: it no longer receives items or holds back retention."""

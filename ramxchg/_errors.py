@@ -6,6 +6,7 @@ from the builtin a caller would naturally catch::
     RamxchgError(Exception)
     ├── InvalidName(ValueError)        a name breaks the naming rules
     ├── ItemNotFound(KeyError)         no item of that name in the channel
+    │   └── GroupNotFound              no durable group of that name (or it was dropped)
     ├── ItemExists(FileExistsError)    publishing a name that is taken
     ├── CorruptItem(ValueError)        a file that looks like an item but is malformed
     ├── UnsupportedDtype(TypeError)    object dtypes: never pickled, never written
@@ -58,6 +59,11 @@ class InvalidName(RamxchgError, ValueError):
 
 class ItemNotFound(RamxchgError, KeyError):
     """No published item of that name (``.name``) exists in the channel."""
+
+
+class GroupNotFound(ItemNotFound):
+    """No durable group ``.group`` in the channel ``.path``: never registered, or dropped
+    (`Channel.drop_group`) while a member was still using it."""
 
 
 class ItemExists(RamxchgError, FileExistsError):

@@ -4,13 +4,25 @@ A group ``G`` of a channel is the folder ``.ramxchg/groups/G/``::
 
     group.json        {"version": 1, "name": G, "start_seq": N, "created_seq": N,
                        "created_ns": T}
-    claims/<item>     {"pid": P, "started": S, "host": H}: a member is working on <item>
-    acks/<item>       <item> is done for the group (the claim renamed here, or created)
+    claims/<item>     {"pid": P, "started": S, "host": H, "seq": Q, "ino": I}: a member
+                      is working on the item <item> of seq Q (inode I)
+    acks/<item>       that item is done for the group (the claim renamed here, or
+                      {"seq": Q, "ino": I})
 
-Claiming is ``open(O_CREAT | O_EXCL)``: exactly one member of the group wins an
-item. Acking is one ``rename`` of the claim into ``acks/``. A claim whose process
-has died (same pid *and* start time, so a reused pid is not mistaken for the owner)
-is removed under the group's lock, and the item is handed out again.
+A name is not an item: once an item is deleted its name may be published again. So
+claims and acks say which item they are for, and count for that item only:
+
+- A claim is written complete under a hidden name in ``claims/`` and ``link``ed to
+  ``claims/<item>``: the link lets exactly one member win, and no member ever sees an
+  empty claim. The winner then checks that the item is still the one it saw (same
+  inode, same seq); if it was deleted meanwhile (perhaps published again), it takes
+  its claim back and skips it.
+- An ack is made under the publish lock after the same check (`Retention.ack`): a late
+  ack of an item that is gone changes nothing.
+
+A claim whose process has died (same pid *and* start time, so a reused pid is not
+mistaken for the owner) is removed under the group's lock, and the item is handed out
+again.
 """
 
 from __future__ import annotations
@@ -29,16 +41,18 @@ from typing import Any
 
 import psutil
 
-from ._errors import CorruptItem, ItemNotFound
+from ._errors import CorruptItem, GroupNotFound
 from ._layout import ChannelLayout
 from ._names import check_name
 from ._sequence import FileLock, SequenceCounter
-from ._statefile import create_once, read_state
+from ._sidecar import read_sidecar
+from ._statefile import create_once, read_state, replace_whole
 
 log = logging.getLogger(__name__)
 
 _MAX_STATE_BYTES = 64 * 1024
-#: An unreadable claim this old was left by a member that died between create and write.
+#: An unreadable claim this old was left by a member that died between create and write
+#: (claims are created complete now; older versions and foreign consumers may not).
 CLAIM_GRACE_SECONDS = 5.0
 
 
@@ -52,17 +66,55 @@ class GroupInfo:
     created_ns: int
 
 
-def _identity_json() -> bytes:
-    """This process as written into claims: pid, start time, host."""
-    return _identity_json_of(os.getpid())
+def _claim_record(seq: int | None, ino: int | None) -> bytes:
+    """A claim by this process on the item (seq, ino): who works on which item."""
+    return json.dumps({**_owner(os.getpid()), "seq": seq, "ino": ino}).encode()
 
 
 @cache
-def _identity_json_of(pid: int) -> bytes:  # keyed by pid: a forked child gets its own
-    proc = psutil.Process(pid)
-    return json.dumps(
-        {"pid": pid, "started": proc.create_time(), "host": socket.gethostname()}
-    ).encode()
+def _owner(pid: int) -> dict[str, Any]:  # keyed by pid: a forked child gets its own
+    return {"pid": pid, "started": psutil.Process(pid).create_time(), "host": socket.gethostname()}
+
+
+def records_item(raw: bytes, seq: int | None, ino: int | None) -> bool:
+    """Is the claim or ack ``raw`` for the item (seq, ino)?
+
+    ``"seq"`` (null for a legacy item) and ``"ino"``, where the record has them, must be
+    the item's; ``ino=None`` means the item's inode is not known. A record naming no item
+    (an empty ack from an older version or a foreign consumer) counts for any.
+    """
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return True
+    if not isinstance(record, dict):
+        return True
+    if "seq" in record and record["seq"] != seq:
+        return False
+    return ino is None or record.get("ino", ino) == ino
+
+
+def is_current(
+    layout: ChannelLayout, name: str, path: str | Path, seq: int | None, ino: int | None
+) -> bool:
+    """Is the file at ``path`` still the item ``name`` of ``seq`` (and inode ``ino``)?
+
+    A deleted item's name may be published again: the new file has another seq, and
+    mostly another inode (a recycled file keeps its inode, hence the seq). Sidecars
+    are written before their item appears and removed after it went, so a sidecar with
+    ``seq`` read after the file was seen proves it was that item.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if ino is not None and info.st_ino != ino:
+        return False
+    try:
+        sidecar = read_sidecar(layout.sidecar(name))
+    except CorruptItem:  # a new item's sidecar half-written, or a hostile one (legacy)
+        sidecar = None
+    return (sidecar.seq if sidecar is not None else None) == seq
 
 
 def owner_is_alive(owner: dict[str, Any]) -> bool:
@@ -89,9 +141,12 @@ class Group:
         self.claims = self.folder / "claims"
         self.acks = self.folder / "acks"
         self.info_file = self.folder / "group.json"
+        self._layout = layout
         # Plain string prefixes: these paths are built several times per item.
         self._claim_prefix = f"{self.claims}{os.sep}"
         self._ack_prefix = f"{self.acks}{os.sep}"
+        #: claims this handle made and holds, by item name: the bytes it wrote
+        self._held: dict[str, bytes] = {}
 
     # -- registration -----------------------------------------------------------------------
 
@@ -137,46 +192,98 @@ class Group:
     # -- claims and acks --------------------------------------------------------------------
 
     def is_acked(self, item: str) -> bool:
+        """Is there an ack for the name ``item`` (for whichever item had it)?"""
         return os.path.lexists(self._ack_prefix + item)
+
+    def acked(self, item: str, seq: int | None, ino: int | None = None) -> bool:
+        """Is the item ``item`` of ``seq`` (and inode ``ino``) done for the group?"""
+        raw = read_small(self._ack_prefix + item)
+        return raw is not None and records_item(raw, seq, ino)
 
     def is_claimed(self, item: str) -> bool:
         return os.path.lexists(self._claim_prefix + item)
 
-    def try_claim(self, item: str) -> bool:
-        """Claim ``item`` for this process; False if another member has it or it is done."""
-        if self.is_acked(item):
+    def try_claim(self, item: str, path: str | Path, seq: int | None, ino: int) -> bool:
+        """Claim the item ``item`` of ``seq`` at ``path`` (inode ``ino``) for this process.
+
+        False if another member has it, it is done, or it is no longer that item (deleted,
+        perhaps published again). Raises `RamDiskFull` when there is no room for the
+        claim, `GroupNotFound` when the group was dropped; nothing is left behind.
+        """
+        if self.acked(item, seq, ino):
             return False
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-        try:
-            fd = os.open(self._claim_prefix + item, flags, 0o666)
-        except FileExistsError:
-            return False
-        try:
-            os.write(fd, _identity_json())
-        finally:
-            os.close(fd)
-        if self.is_acked(item):  # another member acked it between our two checks
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._claim_prefix + item)
+        record = _claim_record(seq, ino)
+        if not self._create_claim(item, record):
+            return False  # another member's claim
+        self._held[item] = record
+        # Done, or deleted, between our first look and our claim: take the claim back.
+        if self.acked(item, seq, ino) or not is_current(self._layout, item, path, seq, ino):
+            self.release(item)
             return False
         return True
 
-    def release(self, item: str) -> None:
-        """Give a claimed item back to the group without acking it."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._claim_prefix + item)
-
-    def ack(self, item: str) -> None:
-        """Mark ``item`` done for the group (claimed by us or never delivered)."""
+    def _create_claim(self, item: str, record: bytes) -> bool:
+        """Create ``claims/<item>`` holding ``record``, complete; False if it exists."""
         try:
-            os.replace(self._claim_prefix + item, self._ack_prefix + item)
+            return create_once(self._claim_prefix + item, record)
         except FileNotFoundError:
-            fd = os.open(
-                self._ack_prefix + item,
-                os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0),
-                0o666,
-            )
-            os.close(fd)
+            # `gc` removes hidden files from claims/ (what dead members left) and may have
+            # taken ours half-way: try once more. Or the group was dropped.
+            self.check_registered()
+        try:
+            return create_once(self._claim_prefix + item, record)
+        except FileNotFoundError:
+            self.check_registered()
+            raise
+
+    def release(self, item: str) -> None:
+        """Give our claim on ``item`` back to the group without acking it.
+
+        Only a claim this handle made is removed, and only if it is still there: once
+        the item is deleted, its name may be claimed by another member for a new item.
+        Checked under the publish lock, which every deletion (removing claims) holds.
+        """
+        record = self._held.pop(item, None)
+        if record is None:
+            return
+        # FileNotFoundError: the channel or the group is gone, and our claim with it.
+        with contextlib.suppress(FileNotFoundError), FileLock(self._layout.seq_file):
+            if read_small(self._claim_prefix + item) == record:
+                os.unlink(self._claim_prefix + item)
+
+    def ack(self, item: str, seq: int | None, ino: int | None = None) -> None:
+        """Mark the item ``item`` of ``seq`` (inode ``ino``) done for the group.
+
+        Call under the publish lock, having checked that the item is still published
+        (`is_current`). Our claim becomes the ack; without one (never delivered to us)
+        an ack naming the item is written, replacing any ack left for an older item.
+        Raises `GroupNotFound` when the group was dropped.
+        """
+        if self._held.pop(item, None) is not None:
+            try:
+                os.replace(self._claim_prefix + item, self._ack_prefix + item)
+                return
+            except FileNotFoundError:
+                pass  # reclaimed, or the group dropped: write the ack afresh
+        try:
+            replace_whole(self._ack_prefix + item, json.dumps({"seq": seq, "ino": ino}).encode())
+        except FileNotFoundError:
+            self.check_registered()
+            raise
+
+    def check_registered(self) -> None:
+        """Raise `GroupNotFound` if the group is not (or no longer) registered."""
+        if not os.path.lexists(self.info_file):
+            raise self._not_found()
+
+    def _not_found(self) -> GroupNotFound:
+        return GroupNotFound(
+            f"no group {self.name!r} in channel {self._layout.path}: it was dropped "
+            "(Channel.drop_group) or never registered; subscribe again to register it",
+            path=self._layout.path,
+            group=self.name,
+            name=self.name,
+        )
 
     def forget(self, item: str) -> None:
         """Drop every trace of ``item`` (it was deleted, its name may be reused)."""
@@ -243,7 +350,7 @@ def _read_owner(path: Path) -> dict[str, Any] | None:
     return None
 
 
-def read_small(path: Path) -> bytes | None:
+def read_small(path: str | Path) -> bytes | None:
     """A group state file's bytes (None if missing); see `read_state`."""
     return read_state(path, _MAX_STATE_BYTES, "group state file")
 
@@ -265,12 +372,10 @@ def list_groups(layout: ChannelLayout) -> list[Group]:
 
 
 def registered_group(layout: ChannelLayout, name: str) -> Group:
-    """The group called ``name``; `ItemNotFound` if no such group is registered."""
+    """The group called ``name``; `GroupNotFound` if no such group is registered."""
     group = Group(layout, name)
     if group.info() is None:
-        raise ItemNotFound(
-            f"no group {name!r} in channel {layout.path}", path=layout.path, name=name
-        )
+        raise group._not_found()
     return group
 
 

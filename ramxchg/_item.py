@@ -43,7 +43,9 @@ class Item:
         self._sidecar = sidecar
         self._sidecar_read = sidecar is not None
         self._opened: OpenedFile | None = None
-        self._on_ack: Callable[[Item], None] | None = None
+        self._on_ack: Callable[[Item], bool] | None = None
+        #: the file's inode when a subscription delivered it: with ``seq``, which item this is
+        self._ino: int | None = None
 
     def __repr__(self) -> str:
         return f"<Item {self.name!r} seq={self.seq} {self.path}>"
@@ -154,11 +156,18 @@ class Item:
 
     # -- lifetime ---------------------------------------------------------------------------
 
-    def ack(self) -> None:
-        """Mark the item done for the subscription's group (a no-op outside a group)."""
-        if self._on_ack is not None:
-            on_ack, self._on_ack = self._on_ack, None
-            on_ack(self)
+    def ack(self) -> bool:
+        """Mark the item done for the subscription's group (a no-op outside a group).
+
+        An ack counts for this item only, never for a newer item published under its
+        name. Returns False when it changed nothing: the item was gone already (deleted
+        by ``keep_last``/``ttl``, by hand or as a dead letter), it was acked before, or
+        there is no group. Raises `GroupNotFound` when the group was dropped meanwhile.
+        """
+        if self._on_ack is None:
+            return False
+        on_ack, self._on_ack = self._on_ack, None
+        return on_ack(self)
 
     def close(self) -> None:
         """Release the mapping (it lives on while arrays taken from it are alive)."""

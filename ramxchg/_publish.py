@@ -162,7 +162,12 @@ def check_free(layout: ChannelLayout, name: str) -> None:
     existing = find_existing(layout, name)
     if existing is not None:
         raise ItemExists(
-            f"{existing} is already published; items are immutable", path=existing, name=name
+            f"{existing} is already published; items are immutable: use another name (or "
+            "none, for a numbered item) or delete it first (Channel.delete). An item stays "
+            "until every group that existed when it was published has acked it (with no "
+            "group then, until it is deleted)",
+            path=existing,
+            name=name,
         )
 
 

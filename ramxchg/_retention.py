@@ -17,14 +17,14 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psutil
 
 from ._aside import set_aside
 from ._config import ChannelConfig
 from ._errors import ChannelFull, RamDiskFull
-from ._groups import Group, GroupInfo, list_groups
+from ._groups import Group, GroupInfo, is_current, list_groups
 from ._layout import ChannelLayout
 from ._pool import Pool
 from ._scan import is_item_filename, publish_order, scan
@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 #: Temporary files younger than this are never collected, whatever their pid says.
 TMP_GRACE_SECONDS = 5.0
+
+#: What an ack did: nothing (the item was gone already), marked it, or deleted it too.
+AckOutcome = Literal["gone", "acked", "deleted"]
 
 
 def must_ack(info: GroupInfo, seq: int | None, published_ns: int) -> bool:
@@ -58,7 +61,6 @@ class Retention:
         self.config = config
         self.counter = counter
         self.pool = Pool(layout.pool, config.recycle)
-        self._listing: tuple[tuple[int, int], list[tuple[Group, GroupInfo]]] | None = None
         self._group_cache: dict[tuple[str, int], tuple[Group, GroupInfo]] = {}
 
     # -- deleting ---------------------------------------------------------------------------
@@ -83,31 +85,51 @@ class Retention:
         """
         if groups is None:
             groups = [group for group, _ in self.registered()]
-        remove = remove or self._remove_file
         with self.counter.lock():
-            for name, path in items:
-                if remove(path):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self.layout.sidecar(name))
-                    for group in groups:
-                        group.forget(name)
+            self._delete_locked(items, groups, remove)
+
+    def _delete_locked(
+        self,
+        items: list[tuple[str, str | Path]],
+        groups: list[Group],
+        remove: Callable[[str | Path], bool] | None = None,
+    ) -> None:
+        """`delete_many`, for a caller that holds the publish lock."""
+        remove = remove or self._remove_file
+        for name, path in items:
+            if remove(path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.layout.sidecar(name))
+                for group in groups:
+                    group.forget(name)
 
     def set_aside(
-        self, name: str, path: str | Path, folder: Path, reason: str, **details: Any
+        self,
+        name: str,
+        path: str | Path,
+        folder: Path,
+        reason: str,
+        *,
+        seq: int | None,
+        ino: int | None = None,
+        **details: Any,
     ) -> Path | None:
-        """Move an item into ``folder`` with a reason file, and drop it like a delete.
+        """Move the item ``name`` of ``seq`` (inode ``ino``) into ``folder`` with a reason
+        file, and drop it like a delete.
 
-        The reason file records ``name`` and ``details``. Returns where the file went
-        (None if it was gone already).
+        The reason file records ``name``, ``seq`` and ``details``. Returns where the file
+        went; None if that item was gone already (deleted, perhaps published again).
         """
         moved: list[Path | None] = []
 
         def move(source: str | Path) -> bool:
-            moved.append(set_aside(source, folder, reason, name=name, **details))
+            if not is_current(self.layout, name, source, seq, ino):
+                return False  # another item of that name now: not ours to move
+            moved.append(set_aside(source, folder, reason, name=name, seq=seq, **details))
             return True
 
         self.delete_many([(name, path)], remove=move)
-        return moved[0]
+        return moved[0] if moved else None
 
     def _remove_file(self, path: str | Path) -> bool:
         """Recycle or unlink an item file; False when it must stay for now."""
@@ -124,68 +146,100 @@ class Retention:
         return True
 
     def ack(
-        self, group: Group, name: str, path: str | Path, seq: int | None, published_ns: int
-    ) -> bool:
-        """Mark the item done for ``group``; delete it if every group is done. True if deleted."""
-        group.ack(name)
-        return self.release_if_done(name, path, seq, published_ns)
+        self,
+        group: Group,
+        name: str,
+        path: str | Path,
+        seq: int | None,
+        published_ns: int,
+        *,
+        ino: int | None = None,
+    ) -> AckOutcome:
+        """Mark the item ``name`` of ``seq`` (inode ``ino``) done for ``group``; delete it
+        if every group is done.
 
-    def release_if_done(
-        self, name: str, path: str | Path, seq: int | None, published_ns: int
-    ) -> bool:
-        """Delete the item if every group that must ack it has; True if deleted.
-
-        With no group at all the item stays (a plain folder keeps its files).
+        Only while the file at ``path`` is still that item, checked under the publish
+        lock: once deleted, its name may hold a new item, which a late ack must not
+        touch. Returns ``"gone"`` (nothing changed), ``"acked"`` or ``"deleted"``.
+        Raises `GroupNotFound` when the group was dropped.
         """
-        return bool(self.release_done([(name, path, seq, published_ns)]))
+        deleted = False
+        with self.counter.lock():
+            group.check_registered()
+            current = is_current(self.layout, name, path, seq, ino)
+            if current:
+                group.ack(name, seq, ino)
+                groups = self.registered()
+                deleted = self._is_done(groups, name, seq, published_ns)
+                if deleted:
+                    self._delete_locked([(name, path)], [g for g, _ in groups])
+        if not current:
+            group.release(name)  # our claim went with the item: forget we held it
+            log.info(
+                "ack of %s (seq %s) for group %s changed nothing: that item is gone already "
+                "(deleted, perhaps published again under its name)",
+                name,
+                seq,
+                group.name,
+            )
+            return "gone"
+        return "deleted" if deleted else "acked"
 
     def release_done(self, items: list[tuple[str, str | Path, int | None, int]]) -> int:
-        """`release_if_done` for many (name, path, seq, published_ns), under one lock.
+        """Delete those of the (name, path, seq, published_ns) items every group is done
+        with; return how many were deleted.
 
-        Returns how many were deleted.
+        With no group at all items stay (a plain folder keeps its files).
         """
         groups = self.registered()
-        done = []
-        for name, path, seq, published_ns in items:
-            required = [group for group, info in groups if must_ack(info, seq, published_ns)]
-            if required and all(group.is_acked(name) for group in required):
-                done.append((name, path))
-        if done:
-            self.delete_many(done, [group for group, _ in groups])
-        return len(done)
+        # Decided without the lock (acks of an item only accumulate while it exists) ...
+        done = [(n, p, s) for n, p, s, ns in items if self._is_done(groups, n, s, ns)]
+        if not done:
+            return 0
+        with self.counter.lock():
+            # ... but deleted only if still the item we looked at: meanwhile it may have
+            # been deleted and its name published again.
+            current = [(n, p) for n, p, s in done if is_current(self.layout, n, p, s, None)]
+            self._delete_locked(current, [group for group, _ in groups])
+        return len(current)
+
+    @staticmethod
+    def _is_done(
+        groups: list[tuple[Group, GroupInfo]], name: str, seq: int | None, published_ns: int
+    ) -> bool:
+        """Has every group that must ack the item acked it (and is there one)?"""
+        required = [group for group, info in groups if must_ack(info, seq, published_ns)]
+        return bool(required) and all(group.acked(name, seq) for group in required)
 
     def registered(self) -> list[tuple[Group, GroupInfo]]:
-        """The registered groups; registrations are cached (they never change in place).
+        """The registered groups, from a fresh listing of the groups folder.
 
-        The listing is reused while the groups folder's mtime is unchanged (a group
-        added or dropped changes it), unless it saw a group still being registered.
-        Registrations are cached by folder inode, so a group dropped and registered
-        again under the same name is read afresh.
+        Never from a cached listing: a folder's timestamp need not change when a group
+        is registered within one clock tick of the last look (ramfs, tmpfs before Linux
+        6.13), and a group missed here loses the items it must ack. Registrations never
+        change in place, so each is read once, keyed by its folder's inode (a group
+        dropped and registered again is read afresh).
         """
         try:
-            stamp = os.stat(self.layout.groups)
+            listing = os.scandir(self.layout.groups)
         except FileNotFoundError:
             return []
-        key = (stamp.st_ino, stamp.st_mtime_ns)
-        if self._listing is not None and self._listing[0] == key:
-            return self._listing[1]
-        found = []
-        complete = True
-        for entry in os.scandir(self.layout.groups):
-            if entry.name.startswith("."):
-                continue
-            cache_key = (entry.name, entry.inode())
-            cached = self._group_cache.get(cache_key)
-            if cached is None:
-                group = Group(self.layout, entry.name)
-                info = group.info()
-                if info is None:
-                    complete = False  # being registered or dropped right now
+        cache: dict[tuple[str, int], tuple[Group, GroupInfo]] = {}
+        with listing:
+            for entry in listing:
+                if entry.name.startswith("."):
                     continue
-                cached = self._group_cache[cache_key] = (group, info)
-            found.append(cached)
-        self._listing = (key, found) if complete else None
-        return found
+                key = (entry.name, entry.inode())
+                known = self._group_cache.get(key)
+                if known is None:
+                    group = Group(self.layout, entry.name)
+                    info = group.info()
+                    if info is None:
+                        continue  # being registered or dropped right now
+                    known = (group, info)
+                cache[key] = known
+        self._group_cache = cache  # dropped groups are forgotten
+        return list(cache.values())
 
     def enforce_age_and_count(self, keep: str | None = None) -> int:
         """Apply ``keep_last`` and ``ttl``; return how many items were deleted.

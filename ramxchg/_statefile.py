@@ -3,12 +3,16 @@ positioned reads, and files written once by whichever process comes first."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
 from pathlib import Path
 
-from ._errors import CorruptItem
+from ._errors import CorruptItem, RamDiskFull
 
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
 #: The first read asks for this much: asking for the whole limit (1 MiB for sidecars)
 #: makes Python allocate, and glibc mmap, a buffer that size for every ~100-byte file.
 _FIRST_READ = 1 << 16
@@ -49,19 +53,76 @@ def read_at(fd: int, count: int, offset: int = 0) -> bytes:
     return os.read(fd, count)  # pragma: no cover
 
 
-def create_once(path: Path, data: bytes) -> bool:
+def create_once(path: str | Path, data: bytes) -> bool:
     """Create ``path`` holding ``data`` unless it exists; True if this call created it.
 
     The data goes into a hidden temporary file beside ``path`` first and is then
     hard-linked into place: readers never see a partial file, and when several
-    processes race exactly one wins (``link`` fails on an existing name).
+    processes race exactly one wins (``link`` fails on an existing name). Nothing is
+    left behind when it fails; a full disk raises `RamDiskFull`.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
-    tmp.write_bytes(data)
+    tmp = _write_hidden(path, data)
     try:
         os.link(tmp, path)
     except FileExistsError:
         return False
+    except OSError as exc:  # tmpfs counts a hard link against its inodes
+        full = _full(exc, path, len(data))
+        if full is None:
+            raise
+        raise full from exc
     finally:
-        os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
     return True
+
+
+def replace_whole(path: str | Path, data: bytes) -> None:
+    """Set ``path`` to ``data`` in one ``rename``: readers see the old file or the new one.
+
+    Nothing is left behind when it fails; a full disk raises `RamDiskFull`.
+    """
+    tmp = _write_hidden(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _write_hidden(path: str | Path, data: bytes) -> str:
+    """A new hidden file beside ``path`` holding ``data``: its path."""
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{os.urandom(4).hex()}")
+    fd = os.open(tmp, _CREATE_FLAGS, 0o666)
+    try:
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        finally:
+            os.close(fd)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        full = _full(exc, path, len(data)) if isinstance(exc, OSError) else None
+        if full is None:
+            raise
+        raise full from exc
+    return tmp
+
+
+def _full(exc: OSError, path: str | Path, needed: int) -> RamDiskFull | None:
+    """`RamDiskFull` for an ENOSPC/EDQUOT writing ``path``; None for any other error."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    folder = os.path.dirname(path)
+    free = shutil.disk_usage(folder).free
+    return RamDiskFull(
+        f"{folder} is full: no room for {os.path.basename(path)} ({needed} bytes, {free} "
+        "bytes free); free some room (consume or delete items, `ramxchg gc`)",
+        path=path,
+        needed_bytes=needed,
+        free_bytes=free,
+    )

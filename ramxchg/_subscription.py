@@ -141,22 +141,37 @@ class Subscription:
             else:
                 _, entry = heapq.heappop(self._pending)
             self._mark_seen(entry)
-            if not os.path.lexists(entry.path):
+            try:
+                ino = os.lstat(entry.path).st_ino  # the item's identity, with its seq
+            except FileNotFoundError:
                 continue  # deleted meanwhile (retention, keep_last)
-            if self._group is not None and not self._group.try_claim(entry.name):
-                continue  # another member has it, or it is done
-            return self._deliver(entry)
+            if self._group is not None and not self._claim(self._group, entry, ino):
+                continue  # another member has it, it is done, or it is gone
+            return self._deliver(entry, ino)
         return None
 
-    def _deliver(self, entry: Entry) -> Item:
+    def _claim(self, group: Group, entry: Entry, ino: int) -> bool:
+        """Claim the item for us; when that fails (a full disk) it is queued again."""
+        try:
+            return group.try_claim(entry.name, entry.path, entry.seq, ino)
+        except BaseException:
+            self._seen.discard((entry.name, entry.seq))
+            self._push(entry)
+            raise
+
+    def _deliver(self, entry: Entry, ino: int) -> Item:
         item = self.channel._entry_item(entry)
+        item._ino = ino
         if self._group is not None:
             group = self._group
             self._claimed.add(entry.name)
 
-            def ack(done: Item) -> None:
+            def ack(done: Item) -> bool:
                 self._claimed.discard(done.name)
-                self._retention.ack(group, done.name, entry.path, entry.seq, entry.published_ns)
+                outcome = self._retention.ack(
+                    group, done.name, entry.path, entry.seq, entry.published_ns, ino=ino
+                )
+                return outcome != "gone"
 
             item._on_ack = ack
         return item
@@ -166,7 +181,7 @@ class Subscription:
 
         It leaves the channel and every group, as a delete would; ``details`` (JSON
         values) go into the reason file. Returns where the file went (None if it was
-        gone already).
+        gone already: deleted, perhaps published again under its name).
         """
         sidecar = item.sidecar
         moved = self._retention.set_aside(
@@ -175,19 +190,30 @@ class Subscription:
             self._layout.dead,
             reason,
             seq=item.seq,
+            ino=item._ino,
             format=item.format,
             attrs=sidecar.attrs if sidecar else {},
             **details,
         )
         item._on_ack = None  # nothing left to ack
         self._claimed.discard(item.name)  # not ours to give back on close any more
+        if self._group is not None:
+            self._group.release(item.name)  # gone with the item; a newer item's claim stays
         return moved
 
     def _skip(self, entry: Entry) -> None:
         """latest_only: an older item passed over counts as done for the group."""
         self._mark_seen(entry)
-        if self._group is not None and self._group.try_claim(entry.name):
-            self._retention.ack(self._group, entry.name, entry.path, entry.seq, entry.published_ns)
+        if self._group is None:
+            return
+        try:
+            ino = os.lstat(entry.path).st_ino
+        except FileNotFoundError:
+            return
+        if self._claim(self._group, entry, ino):
+            self._retention.ack(
+                self._group, entry.name, entry.path, entry.seq, entry.published_ns, ino=ino
+            )
 
     def _mark_seen(self, entry: Entry) -> None:
         key = (entry.name, entry.seq)

@@ -91,17 +91,24 @@ def items_until(sub: Subscription, stop: Any, poll: float = 0.2) -> Iterator[Ite
 @contextmanager
 def mounted_tmpfs(mountpoint: Path, size: int) -> Iterator[Path]:
     """Mount a real tmpfs of ``size`` bytes at ``mountpoint``; skip without root."""
+    with mounted("tmpfs", mountpoint, f"size={size},mode=0700") as path:
+        yield path
+
+
+@contextmanager
+def mounted(fstype: str, mountpoint: Path, options: str) -> Iterator[Path]:
+    """Mount a real ``fstype`` (tmpfs, ramfs) at ``mountpoint``; skip without root."""
     if os.geteuid() != 0:
-        pytest.skip("needs root to mount a tmpfs")
+        pytest.skip(f"needs root to mount a {fstype}")
     mountpoint.mkdir()
     result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(mountpoint)],
+        ["mount", "-t", fstype, "-o", options, fstype, str(mountpoint)],
         capture_output=True,
         text=True,
         check=False,
     )
     if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+        pytest.skip(f"cannot mount a {fstype} here: {result.stderr.strip()}")
     try:
         yield mountpoint
     finally:

@@ -29,11 +29,26 @@ def _run(code: str | Path, root: Path) -> str:
     return result.stdout
 
 
-def test_readme_quickstart_runs(root: Path) -> None:
+def _left_behind(root: Path) -> list[str]:
+    """Items, sidecars, temporary and pooled files left in the root's channels."""
+    return sorted(
+        str(path.relative_to(root))
+        for path in root.rglob("*")
+        if path.is_file()
+        and (
+            path.suffix in (".npy", ".h5")
+            or path.parent.name in ("meta", "tmp", "pool", "claims", "acks")
+        )
+    )
+
+
+def test_readme_quickstart_runs_twice_and_leaves_nothing(root: Path) -> None:
     readme = (REPO / "README.md").read_text()
     [code] = re.findall(r"```python\n(.*?)```", readme, re.S)
-    out = _run(code, root)
-    assert "(2048, 2048) uint16 42.0 {}" in out
+    for _ in range(2):  # a second run meets what the first left
+        out = _run(code, root)
+        assert "(2048, 2048) uint16 42.0 {}" in out
+        assert _left_behind(root) == []
 
 
 def test_readme_has_exactly_two_setup_commands() -> None:
@@ -48,6 +63,8 @@ def test_readme_has_exactly_two_setup_commands() -> None:
 
 
 @pytest.mark.parametrize("example", ["quickstart.py"])
-def test_docs_examples_run(root: Path, example: str) -> None:
-    out = _run(REPO / "docs" / "examples" / example, root)
-    assert out.count("got ") == 3
+def test_docs_examples_run_twice_and_leave_nothing(root: Path, example: str) -> None:
+    for _ in range(2):
+        out = _run(REPO / "docs" / "examples" / example, root)
+        assert out.count("got ") == 3
+        assert _left_behind(root) == []

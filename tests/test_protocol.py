@@ -182,6 +182,26 @@ def test_a_foreign_consumer_ack_lets_retention_delete_the_item(root: Path) -> No
     assert not ack.exists()
 
 
+def test_acks_name_their_item_and_a_foreign_late_ack_counts_for_no_newer_one(
+    root: Path,
+) -> None:
+    channel = Channel("late")
+    channel.subscribe(group="foreign").close()
+    acks = channel.path / ".ramxchg" / "groups" / "foreign" / "acks"
+    old = channel.put(np.ones(4), "frame")
+    channel.subscribe(group="other").close()  # holds the next frame back
+    assert channel.ack("frame", "foreign") is True  # "other" came after it: deleted
+    held = channel.put(np.ones(4), "frame")
+    channel.ack("frame", "foreign")
+    check_against(json.loads((acks / "frame").read_text()), "ack", "acks/frame")
+    assert json.loads((acks / "frame").read_text())["seq"] == held.seq
+    # A foreign consumer's ack of the old frame, arriving late, names the old seq.
+    (acks / "frame").write_text(json.dumps({"seq": old.seq}))
+    (acks.parent.parent / "other" / "acks" / "frame").write_text(json.dumps({"seq": held.seq}))
+    assert channel.gc()["released"] == 0
+    assert "frame" in channel
+
+
 def test_seq_gap_left_by_a_dead_producer_is_not_waited_for(root: Path) -> None:
     channel = Channel("gap")
     with channel.subscribe() as subscription:

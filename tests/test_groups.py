@@ -1,0 +1,148 @@
+"""Durable groups: a claim and an ack are for one item, not one name; full disks, dropped
+groups and coarse timestamps (issue #12)."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ramxchg import Channel, GroupNotFound, ItemNotFound, RamDiskFull
+from tests.conftest import mounted, mounted_tmpfs
+
+
+def _frame(ch: Channel, value: int) -> int:
+    """Publish ``frame`` holding ``value``; its seq."""
+    seq = ch.put(np.full(4, value), "frame", attrs={"value": value}).seq
+    assert seq is not None
+    return seq
+
+
+def _fill(path: Path) -> int:
+    """Write ``path`` until its disk is full; the errno that stopped it."""
+    with path.open("wb", buffering=0) as out:
+        while True:
+            try:
+                out.write(b"x" * 4096)
+            except OSError as exc:
+                return exc.errno or 0
+
+
+def _group_folder(ch: Channel, group: str) -> Path:
+    return ch.path / ".ramxchg" / "groups" / group
+
+
+def test_a_late_ack_leaves_a_new_item_of_the_same_name_alone(root: Path) -> None:
+    ch = Channel("reuse")
+    with ch.subscribe("g") as sub:
+        _frame(ch, 1)
+        old = sub.get(timeout=5)
+        ch.delete("frame")
+        second = _frame(ch, 2)
+        acked = old.ack()
+        assert "frame" in ch, "the old item's ack deleted the new one"
+        assert acked is False  # already gone: nothing changed
+        new = sub.get(timeout=5)
+        assert (new.seq, int(new.array[0])) == (second, 2)
+        assert new.ack() is True
+    assert "frame" not in ch
+
+
+def test_a_late_ack_does_not_mark_a_new_item_done_for_its_group(root: Path) -> None:
+    ch = Channel("reuse2")
+    with ch.subscribe("a") as a, ch.subscribe("b") as b:
+        _frame(ch, 1)
+        old = a.get(timeout=5)
+        ch.delete("frame")
+        second = _frame(ch, 2)
+        old.ack()
+        assert {g.name: g.backlog for g in ch.groups()} == {"a": 1, "b": 1}
+        b.get(timeout=5).ack()
+        assert "frame" in ch, "deleted before group a received it"
+        new = a.get(timeout=5)
+        assert new.seq == second
+        new.ack()
+    assert "frame" not in ch
+
+
+def test_a_member_never_delivers_an_item_replaced_under_its_name(root: Path) -> None:
+    ch = Channel("stale")
+    ch.subscribe("g").close()
+    _frame(ch, 1)
+    # Both members list frame #1 as they start; the first takes and acks it (deleting it),
+    # then frame is published again while the second still has #1 queued.
+    with ch.subscribe("g") as first, ch.subscribe("g") as second:
+        first.get(timeout=5).ack()
+        again = _frame(ch, 2)
+        got = second.get(timeout=5)
+        assert (got.seq, got.attrs, int(got.array[0])) == (again, {"value": 2}, 2)
+        got.ack()
+        with pytest.raises(TimeoutError):
+            first.get(timeout=0.3)
+    assert len(ch) == 0
+    assert list((_group_folder(ch, "g") / "claims").iterdir()) == []
+
+
+def test_a_dropped_group_gives_group_not_found_to_its_running_member(root: Path) -> None:
+    ch = Channel("dropped")
+    with ch.subscribe("g") as sub:
+        ch.put(np.arange(3), "one")
+        ch.put(np.arange(3), "two")
+        item = sub.get(timeout=5)
+        Channel("dropped").drop_group("g")  # e.g. `ramxchg` in another shell
+        with pytest.raises(GroupNotFound, match="subscribe again") as info:
+            item.ack()
+        assert (info.value.group, info.value.path) == ("g", str(ch.path))
+        assert isinstance(info.value, ItemNotFound)
+        with pytest.raises(GroupNotFound, match="group 'g'"):
+            sub.get(timeout=5)
+    with pytest.raises(GroupNotFound, match="no group 'g'"):
+        ch.ack("two", "g")
+
+
+@pytest.mark.root
+def test_a_full_ram_disk_gives_ramdiskfull_and_leaves_no_claim(tmp_path: Path) -> None:
+    with mounted_tmpfs(tmp_path / "small", 1 << 20) as mountpoint:
+        ch = Channel("full", root=mountpoint)
+        with ch.subscribe("g") as sub:
+            item = ch.put(np.arange(10))
+            filler = mountpoint / "filler"
+            assert _fill(filler) == errno.ENOSPC
+            with pytest.raises(RamDiskFull):
+                sub.get(timeout=5)
+            claims = _group_folder(ch, "g") / "claims"
+            assert list(claims.iterdir()) == [], "a claim (or its temporary file) was left"
+            filler.unlink()
+            got = sub.get(timeout=5)  # the item was not lost by the failed claim
+            assert got.name == item.name
+            got.ack()
+        assert len(ch) == 0
+
+
+@pytest.fixture
+def ramfs(tmp_path: Path) -> Iterator[Path]:
+    """A ramfs mount: directory timestamps of one clock tick (coarse, unlike tmpfs now)."""
+    with mounted("ramfs", tmp_path / "ramfs", "mode=0700") as mountpoint:
+        yield mountpoint
+
+
+@pytest.mark.root
+def test_a_group_registered_within_one_timestamp_tick_holds_retention(ramfs: Path) -> None:
+    ch = Channel("tick", root=ramfs)
+    with ch.subscribe("first") as first:
+        for round_ in range(20):
+            ch.put(np.arange(3))
+            first.get(timeout=5).ack()  # lists the groups
+            late = Channel("tick", root=ramfs).subscribe(f"late{round_}")  # same tick
+            held = ch.put(np.arange(3))
+            first.get(timeout=5).ack()
+            assert held.name in ch, f"round {round_}: deleted before late{round_} acked it"
+            got = late.get(timeout=5)
+            assert got.name == held.name
+            got.ack()
+            late.close()
+            ch.drop_group(f"late{round_}")
+            assert len(ch) == 0
