@@ -32,10 +32,11 @@ from types import FrameType
 from typing import Any
 
 from .._channel import Channel
-from .._errors import CorruptItem, ItemNotFound
+from .._errors import CorruptItem, ItemNotFound, RamxchgError
 from .._item import Item
 from .._subscription import Subscription
 from . import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, add_command, add_json
+from ._failures import explained
 from ._items import add_channel_args, arrays_record, open_channel
 
 log = logging.getLogger(__name__)
@@ -82,20 +83,29 @@ def register(subparsers: Any) -> None:
         "--retries", type=_not_negative, default=2, help="retries of a failing CMD (2)"
     )
     watch.add_argument(
-        "--retry-delay", type=float, default=1.0, help="seconds before retry n: n x this (1.0)"
+        "--retry-delay", type=_seconds, default=1.0, help="seconds before retry n: n x this (1.0)"
     )
     add_json(watch, "print each item as a JSON line")
     watch.add_argument("--count", type=_positive, help="exit after this many items")
     watch.add_argument(
         "--start", choices=("earliest", "latest"), default="earliest", help="(earliest)"
     )
-    watch.add_argument("--settle", type=float, help="seconds a legacy file must stay unchanged")
+    watch.add_argument(
+        "--settle", type=_seconds, help="seconds a legacy file must stay unchanged (0.5)"
+    )
 
 
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, not {text}")
     return value
 
 
@@ -109,7 +119,16 @@ def _not_negative(text: str) -> int:
 def run_watch(args: argparse.Namespace) -> int:
     """Run ``ramxchg watch``."""
     channel = open_channel(args, create=True)  # the producer may not have started yet
-    subscription = Subscription(channel, args.group, start=args.start, settle=args.settle)
+    try:
+        subscription = Subscription(channel, args.group, start=args.start, settle=args.settle)
+    except PermissionError as exc:
+        if args.group is None or isinstance(exc, RamxchgError):
+            raise
+        raise explained(
+            exc,
+            "a durable group records its claims and acks in the channel: watch without "
+            "--group, or ask its owner to share it (mode=0o770 and a group you are in)",
+        ) from exc
     watcher = Watcher(channel, subscription, args)
     with _signals_counted(watcher):
         try:
