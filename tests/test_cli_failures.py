@@ -157,3 +157,21 @@ def test_negative_seconds_are_a_usage_error(root: Path) -> None:
     assert code == 2
     assert "Traceback" not in err
     assert "--settle: must be 0 or more seconds" in err
+
+
+def test_a_reader_that_leaves_early_is_not_a_traceback(root: Path) -> None:
+    channel = Channel("many")
+    for index in range(2000):  # ls --json prints more than a pipe holds (64 KiB)
+        channel.put(np.ones(1), name=f"item{index}")
+    if not RAMXCHG.exists():
+        pytest.skip(f"needs the ramxchg executable beside {sys.executable}")
+    with subprocess.Popen(
+        [str(RAMXCHG), "ls", "many", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        proc.stdout.read(10)
+        proc.stdout.close()  # like 'ramxchg ls many --json | head -c 10'
+        err = proc.stderr.read().decode()
+        assert proc.wait(60) == 1
+    assert err == ""
