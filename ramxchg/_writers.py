@@ -141,8 +141,8 @@ def find_writers(keys: Iterable[FileKey], proc: ProcFs | None = None) -> WriterS
             writing |= _writes(proc, pid, wanted - writing)
         except FileNotFoundError:
             continue  # the process exited while we looked
-        except PermissionError:
-            complete = False  # another user's process: we cannot tell what it does
+        except OSError:  # another user's process (EACCES), a stale mount (ESTALE)...
+            complete = False  # we cannot tell what it does
         if writing == wanted:
             return WriterScan(frozenset(writing), complete=False)  # the rest need no look
     return WriterScan(frozenset(writing), complete)
