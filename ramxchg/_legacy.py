@@ -5,10 +5,15 @@ name makes the file visible while it is still being written. Such a file has no
 sidecar (`Entry.seq` is None); a subscriber holds it back in a `LegacyGate` until it
 is complete (docs/protocol.md, "Legacy producers"):
 
+- **nobody writes it**: no process holds it open for writing or maps it writable
+  (`find_writers`, from Linux's /proc). A file being written is not settled, whatever
+  its mtime says; elsewhere this cannot be known and the two rules below are all; and
 - **closed**: the filesystem reported a close-after-write (inotify ``IN_CLOSE_WRITE``,
-  watchdog's `FileClosedEvent`, Linux only) and the header checks; or
+  watchdog's `FileClosedEvent`, Linux only), trusted only when every process could be
+  looked at (not so for other users' processes when we are not root); or
 - **settled**: its size and ctime have not changed for `SETTLE_SECONDS` (watched by
-  us, not taken from the mtime's age) and the header checks.
+  us, not taken from the mtime's age); and
+- the header checks.
 
 "The header checks" means the format's ``describe()`` parses it and it promises no more
 bytes than the file has (.npy: header + shape x itemsize; HDF5: the library refuses a
@@ -16,11 +21,16 @@ file shorter than its superblock's end-of-file address).
 
 A file that stays malformed is moved to ``.ramxchg/quarantine/`` with a reason file:
 after `SETTLE_SECONDS` unchanged once it was closed, else after `QUARANTINE_SECONDS`
-unchanged (longer: without a close event, a stalled writer looks just like a broken file).
+unchanged (longer: without a close event, a stalled writer looks just like a broken file),
+and never while a process still writes it.
+
+/proc is read only for files that would otherwise be delivered or quarantined now, at
+most once per `PROBE_COST_FACTOR` times what the last look cost.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -29,10 +39,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ._aside import set_aside
-from ._errors import CorruptItem
+from ._errors import CorruptItem, ItemNotFound
 from ._layout import ChannelLayout
 from ._scan import Entry, arrival_ns
+from ._writers import FileKey, WriterScan, find_writers
 from .formats import format_for
+
+log = logging.getLogger(__name__)
 
 #: A legacy file unchanged this long (and with a good header) is complete.
 SETTLE_SECONDS = 0.5
@@ -40,6 +53,12 @@ SETTLE_SECONDS = 0.5
 QUARANTINE_SECONDS = 5.0
 #: How often waiting files are looked at again.
 CHECK_SECONDS = 0.05
+#: Looking for writers in /proc that took t seconds is not repeated for this x t seconds.
+PROBE_COST_FACTOR = 4
+
+
+#: A waiting file worth deciding on: its lstat and its header's problem (None: fine).
+_Looked = tuple[os.stat_result, "str | None"]
 
 
 @dataclass
@@ -59,7 +78,7 @@ def check_complete(path: Path) -> str | None:
         return f"{path.name} has no known item suffix"
     try:
         fmt.describe(path)
-    except CorruptItem as exc:
+    except (CorruptItem, ItemNotFound) as exc:
         return str(exc)
     except OSError as exc:
         return f"{path} cannot be read: {exc.strerror or exc}"
@@ -75,8 +94,8 @@ class LegacyGate:
         The channel whose files these are (for the quarantine folder).
     settle, quarantine_after
         Override `SETTLE_SECONDS` and `QUARANTINE_SECONDS`.
-    clock, check
-        Seams for tests: a monotonic clock and `check_complete`.
+    clock, check, probe
+        Seams for tests: a monotonic clock, `check_complete` and `find_writers`.
     """
 
     def __init__(
@@ -87,6 +106,7 @@ class LegacyGate:
         quarantine_after: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         check: Callable[[Path], str | None] = check_complete,
+        probe: Callable[[set[FileKey]], WriterScan] = find_writers,
     ) -> None:
         self.layout = layout
         self.settle = SETTLE_SECONDS if settle is None else settle
@@ -97,6 +117,8 @@ class LegacyGate:
             )
         self._clock = clock
         self._check = check
+        self._probe = probe
+        self._next_probe = -math.inf
         self._waiting: dict[str, _Waiting] = {}
         self._closed_early: set[str] = set()  # close events for files not offered yet
         self._due = math.inf
@@ -142,17 +164,28 @@ class LegacyGate:
         """Look at every waiting file: return the complete ones, quarantine broken ones."""
         now = self._clock()
         done: list[Entry] = []
+        decide: list[tuple[_Waiting, os.stat_result, str | None]] = []  # (waiting, *_Looked)
         for filename, waiting in list(self._waiting.items()):
-            verdict = self._look(waiting, now)
-            if verdict is not None:
+            looked = self._look(waiting, now)
+            if looked is False:
                 del self._waiting[filename]
-                if verdict is not False:
-                    done.append(verdict)
-        self._due = now + CHECK_SECONDS if self._waiting else math.inf
+            elif looked is not None:
+                decide.append((waiting, *looked))
+        if decide and now >= self._next_probe:
+            scan = self._probe({(info.st_dev, info.st_ino) for _, info, _ in decide})
+            # Paced by its own cost: reading /proc takes ~10-30 ms on a busy machine.
+            self._next_probe = now + PROBE_COST_FACTOR * (self._clock() - now)
+            for waiting, info, problem in decide:
+                verdict = self._decide(waiting, info, problem, scan, now)
+                if verdict is not None:
+                    del self._waiting[os.path.basename(waiting.entry.path)]
+                    if verdict is not False:
+                        done.append(verdict)
+        self._due = max(now + CHECK_SECONDS, self._next_probe) if self._waiting else math.inf
         return done
 
-    def _look(self, waiting: _Waiting, now: float) -> Entry | bool | None:
-        """An entry when ready, False when gone or quarantined, None to keep waiting."""
+    def _look(self, waiting: _Waiting, now: float) -> _Looked | bool | None:
+        """False when gone, None to keep waiting, else (stat, problem) to decide on."""
         path = Path(waiting.entry.path)
         try:
             info = os.lstat(path)
@@ -165,12 +198,38 @@ class LegacyGate:
         if not waiting.closed and unchanged < self.settle:
             return None
         problem = self._check(path)
+        if problem is not None and unchanged < (
+            self.settle if waiting.closed else self.quarantine_after
+        ):
+            return None
+        return info, problem
+
+    def _decide(
+        self,
+        waiting: _Waiting,
+        info: os.stat_result,
+        problem: str | None,
+        scan: WriterScan,
+        now: float,
+    ) -> Entry | bool | None:
+        """With the writers known: an entry when ready, False when quarantined, None to wait."""
+        path = waiting.entry.path
+        if (info.st_dev, info.st_ino) in scan.writing:
+            # Still open for writing or mapped writable: not settled, whatever its mtime.
+            log.debug("%s is still being written; waiting", path)
+            waiting.unchanged_since = now
+            return None
+        unchanged = now - waiting.unchanged_since
+        # A close event proves nothing while some process could not be looked at.
+        closed = waiting.closed and scan.complete
+        if not closed and unchanged < self.settle:
+            return None
         if problem is None:
             return replace(waiting.entry, size=info.st_size, published_ns=arrival_ns(info))
-        if unchanged < (self.settle if waiting.closed else self.quarantine_after):
+        if unchanged < (self.settle if closed else self.quarantine_after):
             return None
         set_aside(
-            path,
+            Path(path),
             self.layout.quarantine,
             problem,
             size=info.st_size,

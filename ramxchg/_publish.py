@@ -197,4 +197,5 @@ def discard(path: str | Path) -> None:
     except FileNotFoundError:
         pass
     except OSError as exc:  # e.g. still mapped on Windows: gc retries later
-        log.warning("could not remove %s: %s", path, exc)
+        if _exists(os.fspath(path)):  # a read-only disk says EROFS for a missing file too
+            log.warning("could not remove %s: %s", path, exc)

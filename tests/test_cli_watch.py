@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import shlex
 import signal
@@ -14,7 +15,7 @@ import numpy as np
 import psutil
 import pytest
 
-from ramxchg import Channel
+from ramxchg import Channel, ItemNotFound
 from ramxchg._aside import read_reason
 from tests.conftest import run_cli
 
@@ -199,3 +200,86 @@ def test_second_ctrl_c_abandons_the_command_without_acking(root: Path, tmp_path:
     assert not _acked(channel, "g", name)
     assert _claims(channel, "g") == []
     assert not (channel.path / ".ramxchg" / "dead").exists()
+
+
+SPAWN = mp.get_context("spawn")
+
+
+def _publish_fast(root: str, count: int) -> None:
+    channel = Channel("fast", root=root)
+    for index in range(count):
+        channel.put(np.full(1000, index), name=f"i{index}")
+    channel.put(np.ones(3), name="last")
+
+
+def test_an_item_retired_before_it_is_read_raises_item_not_found(root: Path) -> None:
+    channel = Channel("cam")
+    channel.put(np.ones(3), name="a")
+    channel.put({"x": np.ones(3)}, name="b", format="hdf5")
+    with channel.subscribe() as subscription:
+        items = [subscription.get(timeout=10), subscription.get(timeout=10)]
+        for item in items:
+            channel.delete(item.name)  # retention, between delivery and reading
+            with pytest.raises(ItemNotFound, match="gone") as raised:
+                item.layouts()
+            assert raised.value.path == str(item.path)
+            with pytest.raises(ItemNotFound):
+                item.arrays  # noqa: B018
+
+
+def test_watch_skips_items_retired_before_it_reads_them(root: Path, tmp_path: Path) -> None:
+    """keep_last=1 and a fast producer: items vanish between delivery and reading."""
+    Channel("fast", keep_last=1)
+    out = tmp_path / "out"
+    with (
+        out.open("w") as stdout,
+        subprocess.Popen(
+            ["ramxchg", "watch", "fast", "--json"], stdout=stdout, stderr=subprocess.PIPE, text=True
+        ) as watch,
+    ):
+        producer = SPAWN.Process(target=_publish_fast, args=(str(root), 2000))
+        producer.start()
+        producer.join(120)
+        assert producer.exitcode == 0
+        wait_for(lambda: '"last"' in out.read_text() or watch.poll() is not None, 60, "last")
+        alive = watch.poll() is None
+        watch.send_signal(signal.SIGTERM)
+        assert watch.stderr is not None
+        err = watch.stderr.read()
+        assert alive, f"watch died: {err[-2000:]}"
+        assert watch.wait(30) == 130
+    assert "Traceback" not in err
+    for line in err.splitlines():
+        assert "was deleted before it was read" in line, line
+
+
+def test_exec_with_big_attrs_passes_them_through_a_file(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Linux refuses one environment string over 128 KiB (E2BIG): a limit of ours, so
+    the attrs go through a file and the item is never dead-lettered for it."""
+    channel = Channel("cam")
+    channel.subscribe(group="g").close()
+    big = {"notes": "x" * (200 << 10), "n": 1}
+    channel.put(np.ones(3), name="big", attrs=big)
+    channel.put(np.ones(3), name="small", attrs={"n": 2})
+    report = tmp_path / "report"
+    script = (
+        "import json, os, sys; env = os.environ; file = env.get('RAMXCHG_ATTRS_FILE'); "
+        "attrs = json.load(open(file)) if file else json.loads(env['RAMXCHG_ATTRS']); "
+        f"open({str(report)!r} + '.' + env['RAMXCHG_NAME'], 'w').write(json.dumps("
+        "[attrs, 'RAMXCHG_ATTRS' in env, file]))"
+    )
+    command = shlex.join([sys.executable, "-c", script])
+    code, _, err = run_cli(
+        capsys, "watch", "cam", "--group", "g", "--exec", command, "--count", "2"
+    )
+    assert code == 0, err
+    attrs, in_env, file = json.loads(Path(f"{report}.big").read_text())
+    assert attrs == big
+    assert not in_env
+    assert not os.path.exists(file)  # removed once the command is done
+    attrs, in_env, file = json.loads(Path(f"{report}.small").read_text())
+    assert (attrs, in_env, file) == ({"n": 2}, True, None)
+    assert not (channel.path / ".ramxchg" / "dead").exists()
+    assert channel.names() == []  # both acked

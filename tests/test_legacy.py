@@ -18,6 +18,7 @@ from ramxchg._layout import ChannelLayout
 from ramxchg._legacy import LegacyGate
 from ramxchg._scan import Entry
 from ramxchg._subscription import Subscription
+from ramxchg._writers import FileKey, WriterScan
 
 BIG = 256 << 20  # bytes of array data per legacy file
 SPAWN = mp.get_context("spawn")
@@ -183,7 +184,22 @@ class _Clock:
         return self.now
 
 
-def _gate(tmp_path: Path, verdicts: dict[str, str | None]) -> tuple[LegacyGate, _Clock]:
+class _Probe:
+    """find_writers' stand-in: the files being written, and whether every process was seen."""
+
+    def __init__(self) -> None:
+        self.writing: set[FileKey] = set()
+        self.complete = True
+        self.calls = 0
+
+    def __call__(self, keys: set[FileKey]) -> WriterScan:
+        self.calls += 1
+        return WriterScan(frozenset(self.writing & keys), self.complete)
+
+
+def _gate(
+    tmp_path: Path, verdicts: dict[str, str | None], probe: _Probe | None = None
+) -> tuple[LegacyGate, _Clock]:
     clock = _Clock()
     gate = LegacyGate(
         ChannelLayout(tmp_path),
@@ -191,8 +207,14 @@ def _gate(tmp_path: Path, verdicts: dict[str, str | None]) -> tuple[LegacyGate, 
         quarantine_after=2.0,
         clock=clock,
         check=lambda path: verdicts[path.name],
+        probe=probe or _Probe(),
     )
     return gate, clock
+
+
+def _key(path: Path) -> FileKey:
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
 
 
 def _entry(tmp_path: Path, filename: str, data: bytes = b"x") -> Entry:
@@ -252,3 +274,67 @@ def test_gate_drops_files_that_vanish(tmp_path: Path) -> None:
     clock.now += 1
     assert gate.ready() == []
     assert len(gate) == 0
+
+
+def test_gate_never_delivers_a_file_still_being_written(tmp_path: Path) -> None:
+    probe = _Probe()
+    gate, clock = _gate(tmp_path, {"a.npy": None}, probe)
+    gate.offer(_entry(tmp_path, "a.npy"))
+    probe.writing.add(_key(tmp_path / "a.npy"))  # open for writing, or mapped writable
+    gate.closed({"a.npy"})  # the close event of an open_memmap writer's header
+    assert gate.ready() == []
+    clock.now += 10
+    assert gate.ready() == []  # unchanged for long: still not settled
+    probe.writing.clear()
+    assert [e.name for e in gate.ready()] == ["a"]  # closed, and nobody writes it
+
+
+def test_gate_settles_only_after_the_writer_is_gone(tmp_path: Path) -> None:
+    probe = _Probe()
+    gate, clock = _gate(tmp_path, {"a.npy": None}, probe)
+    gate.offer(_entry(tmp_path, "a.npy"))
+    probe.writing.add(_key(tmp_path / "a.npy"))
+    clock.now += 0.6
+    assert gate.ready() == []  # an h5py writer that flushed and pauses
+    probe.writing.clear()
+    clock.now += 0.4
+    assert gate.ready() == []  # settled counts from the writer's last sighting
+    clock.now += 0.2
+    assert [e.name for e in gate.ready()] == ["a"]
+
+
+def test_gate_trusts_a_close_event_only_when_every_process_was_seen(tmp_path: Path) -> None:
+    probe = _Probe()
+    probe.complete = False  # e.g. other users' processes, when not root
+    gate, clock = _gate(tmp_path, {"a.npy": None}, probe)
+    gate.closed({"a.npy"})
+    gate.offer(_entry(tmp_path, "a.npy"))
+    assert gate.ready() == []
+    clock.now += 0.5
+    assert [e.name for e in gate.ready()] == ["a"]  # the settle rule, as elsewhere
+
+
+def test_gate_never_quarantines_a_file_still_being_written(tmp_path: Path) -> None:
+    probe = _Probe()
+    gate, clock = _gate(tmp_path, {"a.npy": "truncated"}, probe)
+    gate.offer(_entry(tmp_path, "a.npy"))
+    gate.closed({"a.npy"})
+    probe.writing.add(_key(tmp_path / "a.npy"))
+    clock.now += 10
+    assert gate.ready() == []
+    assert "a.npy" in gate
+    assert not (tmp_path / ".ramxchg" / "quarantine").exists()
+
+
+def test_gate_reads_proc_only_for_files_about_to_be_decided(tmp_path: Path) -> None:
+    probe = _Probe()
+    gate, clock = _gate(tmp_path, {"a.npy": None, "b.npy": "truncated"}, probe)
+    gate.offer(_entry(tmp_path, "a.npy"))
+    gate.offer(_entry(tmp_path, "b.npy"))
+    gate.closed({"b.npy"})
+    clock.now += 0.1
+    assert gate.ready() == []  # a: not settled yet; b: malformed, closed only 0.1 s ago
+    assert probe.calls == 0
+    clock.now += 0.5
+    assert [e.name for e in gate.ready()] == ["a"]
+    assert probe.calls == 1  # one look at /proc for both files

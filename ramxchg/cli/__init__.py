@@ -1,6 +1,7 @@
 """The ``ramxchg`` command.
 
-Exit codes: 0 ok, 1 failure (the error is printed), 2 usage error, 130 interrupted.
+Exit codes: 0 ok, 1 failure (one line on stderr: the path and the fix, never a
+traceback; see _failures.py), 2 usage error, 130 interrupted.
 Each subcommand lives in its own module with a ``register(subparsers)`` function.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 from .._errors import RamxchgError
 from .._version import __version__
 from ..disks import parse_size
+from ._failures import failure_line
 
 #: Modules that add subcommands, in the order ``--help`` lists them.
 SUBCOMMAND_MODULES: tuple[str, ...] = ("_setup", "_demo", "_bench", "_items", "_watch")
@@ -87,6 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ramxchg: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except RamxchgError as exc:
-        print(f"ramxchg: error: {exc}", file=sys.stderr)
+    except BrokenPipeError:
+        # The reader of our output left (``ramxchg ls | head``): not a failure to report,
+        # and Python's final flush must not fail on the closed pipe again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+    except (RamxchgError, OSError) as exc:
+        print(f"ramxchg: error: {failure_line(exc)}", file=sys.stderr)
         return EXIT_FAILURE

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .._channel import Channel
-from .._errors import CorruptItem, RamxchgError
+from .._errors import CorruptItem, ItemNotFound, RamxchgError
 from .._groups import list_groups
 from .._item import Item
 from .._layout import channel_folders
@@ -23,6 +23,7 @@ from .._scan import Entry, publish_order, scan
 from .._sidecar import encode_attrs
 from ..formats import format_for
 from . import add_command, add_json
+from ._failures import failure_line
 
 PUT_EXAMPLE = """\
 examples:
@@ -185,7 +186,12 @@ def put_file(
             path=source,
         )
     channel._check_free_name(name)
-    fmt.describe(source)  # garbage is refused before anything is copied
+    try:
+        fmt.describe(source)  # garbage is refused before anything is copied
+    except ItemNotFound as exc:  # open_regular's word for a missing file
+        raise RamxchgError(
+            f"{source}: no such file to publish; check the FILE argument", path=source
+        ) from exc
     size = os.stat(source).st_size
     layout = channel._layout
     channel._retention.wait_for_room(size, None)
@@ -324,4 +330,4 @@ def _gc_or_error(path: Path) -> dict[str, Any]:
     try:
         return Channel(path.absolute()).gc()
     except (RamxchgError, OSError) as exc:
-        return {"error": str(exc)}
+        return {"error": failure_line(exc)}

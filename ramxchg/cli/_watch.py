@@ -24,16 +24,19 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
 from .._channel import Channel
-from .._errors import CorruptItem
+from .._errors import CorruptItem, ItemNotFound, RamxchgError
 from .._item import Item
 from .._subscription import Subscription
 from . import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, add_command, add_json
+from ._failures import explained
 from ._items import add_channel_args, arrays_record, open_channel
 
 log = logging.getLogger(__name__)
@@ -47,7 +50,8 @@ WATCH_EXAMPLE = """\
 placeholders in CMD: {path} {name} {seq}
 environment of CMD: RAMXCHG_CHANNEL RAMXCHG_GROUP RAMXCHG_NAME RAMXCHG_SEQ RAMXCHG_PATH
   RAMXCHG_FORMAT RAMXCHG_SHAPE RAMXCHG_DTYPE (JSON/npy descr) RAMXCHG_ARRAYS RAMXCHG_ATTRS
-  (JSON) RAMXCHG_ATTEMPT
+  (JSON) RAMXCHG_ATTEMPT; ARRAYS or ATTRS over 32 KiB are not in the environment but in
+  a file named by RAMXCHG_ARRAYS_FILE or RAMXCHG_ATTRS_FILE (removed when CMD is done)
 
 examples:
   ramxchg watch camera                                   # one line per item
@@ -79,20 +83,29 @@ def register(subparsers: Any) -> None:
         "--retries", type=_not_negative, default=2, help="retries of a failing CMD (2)"
     )
     watch.add_argument(
-        "--retry-delay", type=float, default=1.0, help="seconds before retry n: n x this (1.0)"
+        "--retry-delay", type=_seconds, default=1.0, help="seconds before retry n: n x this (1.0)"
     )
     add_json(watch, "print each item as a JSON line")
     watch.add_argument("--count", type=_positive, help="exit after this many items")
     watch.add_argument(
         "--start", choices=("earliest", "latest"), default="earliest", help="(earliest)"
     )
-    watch.add_argument("--settle", type=float, help="seconds a legacy file must stay unchanged")
+    watch.add_argument(
+        "--settle", type=_seconds, help="seconds a legacy file must stay unchanged (0.5)"
+    )
 
 
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, not {text}")
     return value
 
 
@@ -106,7 +119,16 @@ def _not_negative(text: str) -> int:
 def run_watch(args: argparse.Namespace) -> int:
     """Run ``ramxchg watch``."""
     channel = open_channel(args, create=True)  # the producer may not have started yet
-    subscription = Subscription(channel, args.group, start=args.start, settle=args.settle)
+    try:
+        subscription = Subscription(channel, args.group, start=args.start, settle=args.settle)
+    except PermissionError as exc:
+        if args.group is None or isinstance(exc, RamxchgError):
+            raise
+        raise explained(
+            exc,
+            "a durable group records its claims and acks in the channel: watch without "
+            "--group, or ask its owner to share it (mode=0o770 and a group you are in)",
+        ) from exc
     watcher = Watcher(channel, subscription, args)
     with _signals_counted(watcher):
         try:
@@ -151,8 +173,21 @@ def command_for(template: list[str], record: dict[str, Any]) -> list[str]:
     return argv
 
 
-def environment_for(record: dict[str, Any], channel: Channel, group: str | None) -> dict[str, str]:
-    """The command's environment: ours plus the item's metadata."""
+#: Metadata longer than this (bytes) goes to a file named by ``<VAR>_FILE`` instead:
+#: Linux refuses any one environment string over 128 KiB (MAX_ARG_STRLEN) with E2BIG.
+ENV_VALUE_MAX = 32 << 10
+
+
+@contextlib.contextmanager
+def environment_for(
+    record: dict[str, Any], channel: Channel, group: str | None
+) -> Iterator[dict[str, str]]:
+    """The command's environment: ours plus the item's metadata.
+
+    RAMXCHG_ARRAYS and RAMXCHG_ATTRS longer than `ENV_VALUE_MAX` are written to a
+    private temporary file instead, named by RAMXCHG_ARRAYS_FILE / RAMXCHG_ATTRS_FILE
+    (and the variable itself is unset); the file is removed on leaving the context.
+    """
     env = dict(os.environ)
     env.update(
         RAMXCHG_CHANNEL=str(channel.path),
@@ -163,10 +198,31 @@ def environment_for(record: dict[str, Any], channel: Channel, group: str | None)
         RAMXCHG_FORMAT=record["format"],
         RAMXCHG_SHAPE="" if record["shape"] is None else json.dumps(record["shape"]),
         RAMXCHG_DTYPE=record["dtype"] or "",
-        RAMXCHG_ARRAYS=json.dumps(record["arrays"]),
-        RAMXCHG_ATTRS=json.dumps(record["attrs"]),
     )
-    return env
+    files: list[str] = []
+    try:
+        for key, value in (("ARRAYS", record["arrays"]), ("ATTRS", record["attrs"])):
+            text = json.dumps(value)
+            # Ours only: not inherited from a watch that runs this one.
+            env.pop(f"RAMXCHG_{key}", None)
+            env.pop(f"RAMXCHG_{key}_FILE", None)
+            if len(text.encode()) <= ENV_VALUE_MAX:
+                env[f"RAMXCHG_{key}"] = text
+                continue
+            fd, path = tempfile.mkstemp(prefix=f"ramxchg-{key.lower()}-", suffix=".json")
+            files.append(path)
+            with os.fdopen(fd, "w") as out:
+                out.write(text)
+            env[f"RAMXCHG_{key}_FILE"] = path
+        yield env
+    finally:
+        for path in files:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass  # the command removed it
+            except OSError as exc:  # logged, not raised: the item's outcome is known
+                log.warning("cannot remove %s: %s", path, exc)
 
 
 # -- the loop -------------------------------------------------------------------------------
@@ -221,6 +277,14 @@ class Watcher:
     def _start(self, item: Item) -> None:
         try:
             record = item_record(item)
+        except ItemNotFound:
+            # Retired (keep_last, ttl) or deleted between delivery and reading: skip it.
+            print(
+                f"ramxchg: watch: {item.name} was deleted before it was read; skipped",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
         except CorruptItem as exc:
             self._finish_failed(item, f"unreadable item: {exc}", 0)
             return
@@ -243,8 +307,18 @@ class Watcher:
     def _run_job(self, job: _Job) -> None:
         """In a worker thread: run CMD up to 1 + retries times; report on the queue."""
         assert self.template is not None
+        try:
+            with environment_for(job.record, self.channel, self.args.group) as env:
+                self._attempts(job, env)
+        except OSError as exc:  # no room for the metadata file: not the item's fault
+            reason = f"cannot write its metadata file: {exc}"
+            print(f"ramxchg: watch: {job.record['name']}: {reason}", file=sys.stderr, flush=True)
+            self._results.put((job, "released", reason, 0))
+
+    def _attempts(self, job: _Job, env: dict[str, str]) -> None:
+        """Run CMD up to 1 + retries times with ``env``; report on the queue."""
+        assert self.template is not None
         argv = command_for(self.template, job.record)
-        env = environment_for(job.record, self.channel, self.args.group)
         attempts = 1 + self.args.retries
         reason, status = "", 0
         for attempt in range(1, attempts + 1):

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import CorruptItem, UnsupportedDtype
+from .._errors import CorruptItem, ItemNotFound, UnsupportedDtype
 
 #: name -> (shape, dtype): what ``create`` allocates.
 Layout = Mapping[str, "tuple[tuple[int, ...], np.dtype[Any]]"]
@@ -104,12 +104,18 @@ def open_regular(path: str | Path, *, writable: bool = False) -> tuple[int, int]
 
     The size comes from the same ``fstat`` that checks the file's type.
 
-    Raises `CorruptItem` for anything but a regular file (FIFO, socket, folder, link).
+    Raises `CorruptItem` for anything but a regular file (FIFO, socket, folder, link),
+    `ItemNotFound` when the file is gone (deleted or retired after it was listed).
     """
     flags = (os.O_RDWR if writable else os.O_RDONLY) | getattr(os, "O_BINARY", 0)
     flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(path, flags)
+    except FileNotFoundError as exc:
+        name = Path(path).stem
+        raise ItemNotFound(
+            f"{path} is gone (deleted since it was listed)", path=path, name=name
+        ) from exc
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EMLINK):
             raise CorruptItem(f"{path} is not a regular file ({exc.strerror})", path=path) from exc

@@ -86,7 +86,8 @@ def _inside(path: str, folders: Iterable[str]) -> bool:
 def _runtime_file(path: str) -> bool:
     if path.startswith("/dev/shm"):
         return False
-    return path.startswith(_SYSTEM) or _inside(path, _RUNTIME) or path in ("/dev", "/", "")
+    folders = ("/proc", "/sys", "/dev", "/", "")  # listing them too (legacy files: /proc)
+    return path.startswith(_SYSTEM) or _inside(path, _RUNTIME) or path in folders
 
 
 def parse(log: str, allowed: Iterable[str]) -> AuditReport:

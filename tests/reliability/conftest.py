@@ -36,11 +36,13 @@ class Profile:
     full_cycles: int
     #: event overflow: items in one burst
     burst_items: int
+    #: legacy writers: files per kind of writer and watch mode
+    legacy_runs: int
 
 
 PROFILES = {
-    "fast": Profile("fast", 200, 1 << 20, 12, 8, 3, 5_000),
-    "full": Profile("full", 10_000, 4 << 20, 100, 50, 20, 100_000),
+    "fast": Profile("fast", 200, 1 << 20, 12, 8, 3, 5_000, 2),
+    "full": Profile("full", 10_000, 4 << 20, 100, 50, 20, 100_000, 20),
 }
 
 
