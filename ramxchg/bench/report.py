@@ -14,10 +14,6 @@ class PlotUnavailable(RuntimeError):
     """matplotlib is missing: ``pip install 'ramxchg[plot]'``."""
 
 
-def _size(nbytes: int) -> str:
-    return format_size(nbytes).replace("K", " KB").replace("M", " MB").replace("G", " GB")
-
-
 def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
@@ -32,14 +28,14 @@ def rows(result: dict[str, Any]) -> list[list[str]]:
         for item in entry["results"]:
             if item.get("error"):
                 first_line = item["error"].splitlines()[0]
-                table.append([entry["label"], _size(item["size"]), f"error: {first_line}"])
+                table.append([entry["label"], format_size(item["size"]), f"error: {first_line}"])
                 table[-1] += [""] * 5
                 continue
             gbps, p50, p99 = item["gbps"], item["p50_us"], item["p99_us"]
             table.append(
                 [
                     entry["label"],
-                    _size(item["size"]),
+                    format_size(item["size"]),
                     f"{gbps['median']:.3g} ({gbps['min']:.3g}-{gbps['max']:.3g})",
                     _ratio(item["ratio_memcpy"]),
                     _ratio(item["ratio_queue"]),
