@@ -36,7 +36,8 @@ def register(subparsers: Any) -> None:
         description=(
             "Producer process -> consumer process, the consumer reading every byte: GB/s "
             "and latency p50/p99 per transport and size (median, min-max over repetitions "
-            "after a warm-up), as ratios to single-thread memcpy and to multiprocessing.Queue."
+            "after a warm-up), as ratios to single-thread memcpy and to multiprocessing.Queue; "
+            "ends with one line per size naming the transport with the most GB/s."
         ),
         epilog=BENCH_EXAMPLE,
     )
