@@ -5,6 +5,7 @@ from the builtin a caller would naturally catch::
 
     RamxchgError(Exception)
     ├── InvalidName(ValueError)        a name breaks the naming rules
+    ├── InvalidAttrs(ValueError, TypeError)  an attrs value without a JSON form
     ├── ItemNotFound(KeyError)         no item of that name in the channel
     │   └── GroupNotFound              no durable group of that name (or it was dropped)
     ├── ItemExists(FileExistsError)    publishing a name that is taken
@@ -55,6 +56,14 @@ class RamxchgError(Exception):
 
 class InvalidName(RamxchgError, ValueError):
     """A channel, item or group name breaks the naming rules (``.name`` holds it)."""
+
+
+class InvalidAttrs(RamxchgError, ValueError, TypeError):
+    """An ``attrs`` value has no JSON form (NaN, bytes, a large array, ...).
+
+    ``.key_path`` names the value, e.g. ``attrs['calib']['m'][1][0]``. Also a TypeError,
+    which is what unsupported types raised before this class existed.
+    """
 
 
 class ItemNotFound(RamxchgError, KeyError):

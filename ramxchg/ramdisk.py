@@ -51,7 +51,7 @@ def advice(disk: RamDiskInfo) -> list[str]:
     elif disk.small:
         found.append(
             f"{disk.path} is a RAM disk of only {format_size(disk.total_bytes)} "
-            "(Docker's default /dev/shm is 64M): large arrays will not fit"
+            "(Docker's default /dev/shm is 64 MB): large arrays will not fit"
         )
     return [*found, fixes] if found else []
 

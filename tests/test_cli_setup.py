@@ -82,7 +82,7 @@ def test_setup_status_teardown(tmp_path: Path, capsys: pytest.CaptureFixture[str
         assert main(["status", "--root", str(point), "--json"]) == 0
         status = json.loads(capsys.readouterr().out)
         assert status["channels"][0]["items"] == 1
-        assert any("only 32M" in tip for tip in status["advice"])
+        assert any("only 32 MB" in tip for tip in status["advice"])
 
         assert main(["teardown", str(point)]) == 1
         err = capsys.readouterr().err

@@ -56,7 +56,7 @@ def test_info_of_the_mount(mounted: Path) -> None:
     assert disk.total_bytes == 64 * MIB
     assert disk.huge_pages == "within_size"
     assert disk.small  # 64 MiB: the Docker trap, so it is reported
-    with pytest.warns(ramxchg.NotRamBackedWarning, match="only 64M"):
+    with pytest.warns(ramxchg.NotRamBackedWarning, match="only 64 MB"):
         ramdisk.warn_if_not_ram(mounted)
 
 

@@ -1,88 +1,232 @@
-"""Show a benchmark result: a rich table, a markdown table, or a plot (matplotlib)."""
+"""Show a benchmark result: a rich table, a markdown table, the winners, or a plot."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.table import Table
 
 from ..disks import format_size
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class PlotUnavailable(RuntimeError):
     """matplotlib is missing: ``pip install 'ramxchg[plot]'``."""
 
 
-def _size(nbytes: int) -> str:
-    return format_size(nbytes).replace("K", " KB").replace("M", " MB").replace("G", " GB")
-
-
 def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-def rows(result: dict[str, Any]) -> list[list[str]]:
+def _time_scale(us: float) -> tuple[float, str]:
+    """Divisor and unit that show ``us`` microseconds with at most 3 integer digits."""
+    if us < 1e3:
+        return 1.0, "us"
+    return (1e3, "ms") if us < 1e6 else (1e6, "s")
+
+
+def _duration(us: float) -> str:
+    """``16 us``, ``1.5 ms``, ``2.05 s``."""
+    scale, unit = _time_scale(us)
+    return f"{us / scale:.3g} {unit}"
+
+
+def _time(spread: dict[str, float], ranges: bool) -> str:
+    """``472 us``, ``48 (46.3-51.2) ms``: the median's unit for the whole cell."""
+    if not ranges:
+        return _duration(spread["median"])
+    scale, unit = _time_scale(spread["median"])
+    low, mid, high = (spread[k] / scale for k in ("min", "median", "max"))
+    return f"{mid:.3g} ({low:.3g}-{high:.3g}) {unit}"
+
+
+def _gbps(spread: dict[str, float], ranges: bool) -> str:
+    mid = f"{spread['median']:.3g}"
+    return f"{mid} ({spread['min']:.3g}-{spread['max']:.3g})" if ranges else mid
+
+
+def headers(ranges: bool) -> list[str]:
+    """Column titles; ``ranges`` adds min-max over the repetitions to GB/s and p50."""
+    spread = " (min-max)" if ranges else ""
+    return [
+        "transport",
+        "size",
+        f"GB/s{spread}",
+        "/memcpy",
+        "/Queue",
+        f"p50{spread}",
+        "p99",
+        "p50/Queue",
+    ]
+
+
+def rows(result: dict[str, Any], ranges: bool = True) -> list[list[str]]:
     """One row per transport and size: the cells both tables show."""
+    width = len(headers(ranges))
     table = []
     for entry in result["transports"]:
         if entry["skipped"]:
-            table.append([entry["label"], "-", f"skipped: {entry['skipped']}", *[""] * 5])
+            table.append([entry["label"], "-", f"skipped: {entry['skipped']}"])
+            table[-1] += [""] * (width - 3)
             continue
         for item in entry["results"]:
             if item.get("error"):
                 first_line = item["error"].splitlines()[0]
-                table.append([entry["label"], _size(item["size"]), f"error: {first_line}"])
-                table[-1] += [""] * 5
+                table.append([entry["label"], format_size(item["size"]), f"error: {first_line}"])
+                table[-1] += [""] * (width - 3)
                 continue
-            gbps, p50, p99 = item["gbps"], item["p50_us"], item["p99_us"]
             table.append(
                 [
                     entry["label"],
-                    _size(item["size"]),
-                    f"{gbps['median']:.3g} ({gbps['min']:.3g}-{gbps['max']:.3g})",
+                    format_size(item["size"]),
+                    _gbps(item["gbps"], ranges),
                     _ratio(item["ratio_memcpy"]),
                     _ratio(item["ratio_queue"]),
-                    f"{p50['median']:.0f} ({p50['min']:.0f}-{p50['max']:.0f})",
-                    f"{p99['median']:.0f}",
+                    _time(item["p50_us"], ranges),
+                    _time(item["p99_us"], False),
                     _ratio(item["latency_vs_queue"]),
                 ]
             )
     return table
 
 
-HEADERS = [
-    "transport",
-    "size",
-    "GB/s median (min-max)",
-    "x memcpy",
-    "x Queue",
-    "p50 us (min-max)",
-    "p99 us",
-    "p50 / Queue p50",
-]
-
-
 def rich_table(result: dict[str, Any]) -> Table:
-    """The result as a rich table, titled with memcpy bandwidth and the machine."""
+    """The result as a rich table, with memcpy bandwidth and the machine below it.
+
+    ``--quick`` results leave out the min-max ranges (two repetitions say little), so the
+    table fits 100 columns.
+    """
     m = result["machine"]
-    title = (
-        f"producer -> consumer process, consumer reads every byte; memcpy "
-        f"{result['memcpy_gbps']:.1f} GB/s; {m['cpus']} CPUs, {m['kernel']}"
+    ranges = not result["config"]["quick"]
+    table = Table(
+        title="producer -> consumer process, consumer reads every byte",
+        caption=f"memcpy {result['memcpy_gbps']:.1f} GB/s; {m['cpus']} CPUs, kernel {m['kernel']}",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
-    table = Table(title=title)
-    for header in HEADERS:
+    for header in headers(ranges):
         table.add_column(header, justify="left" if header in ("transport", "size") else "right")
-    for row in rows(result):
+    for row in rows(result, ranges):
         table.add_row(*row)
     return table
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    """The result as a markdown table (for docs/benchmarks.md)."""
-    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    """The result as a markdown table (for docs/benchmarks.md), with min-max ranges."""
+    titles = headers(ranges=True)
+    lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     lines += ["| " + " | ".join(row) + " |" for row in rows(result)]
     return "\n".join(lines)
+
+
+def _ranked(result: dict[str, Any], size: int) -> list[tuple[str, dict[str, Any]]]:
+    """(label, result) of every transport measured at ``size``, most GB/s first."""
+    found = [
+        (entry["label"], item)
+        for entry in result["transports"]
+        for item in entry["results"]
+        if item["size"] == size and not item.get("error")
+    ]
+    return sorted(found, key=lambda pair: -pair[1]["gbps"]["median"])
+
+
+def winners(result: dict[str, Any]) -> list[str]:
+    """One line per size: which transport moved the most GB/s, and by how much.
+
+    "(ranges overlap)": the runner-up's best repetition beat the winner's worst, so the
+    lead is within the run-to-run spread.
+    """
+    lines = []
+    for size in result["config"]["sizes"]:
+        ranked = _ranked(result, size)
+        head = f"{format_size(size)}:"
+        if not ranked:
+            lines.append(f"{head} no transport finished")
+            continue
+        label, best = ranked[0]
+        line = f"{head} {label} won ({best['gbps']['median']:.3g} GB/s)"
+        if len(ranked) == 1:
+            lines.append(f"{line}, the only one measured")
+            continue
+        second_label, second = ranked[1]
+        lead = best["gbps"]["median"] / second["gbps"]["median"]
+        line += f", {lead:.2f}x ahead of {second_label}"
+        if second["gbps"]["max"] >= best["gbps"]["min"]:
+            line += " (ranges overlap)"
+        lines.append(line)
+    return lines
+
+
+#: Matplotlib markers and colors, one each per transport (tab10, then two more).
+_MARKERS = "osD^vP<X>hp*"
+_EXTRA_COLORS = ("black", "goldenrod")
+
+
+def plot(result: dict[str, Any], path: str | Path) -> None:
+    """Save GB/s and p50 latency against message size, one line per transport, as a PNG.
+
+    Sizes are labelled as the table shows them, a ring marks the best transport at each
+    size (most GB/s; lowest p50), and the legend sits below the plots, off the data.
+    """
+    require_matplotlib()
+    draw(result).savefig(path, dpi=110)
+
+
+def draw(result: dict[str, Any]) -> Figure:
+    """The figure `plot` saves (needs matplotlib; pyplot and its backends stay untouched)."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    figure = Figure(figsize=(13, 7), layout="constrained")
+    left, right = figure.subplots(1, 2)
+    for axis in (left, right):
+        axis.set_yscale("log")  # before the tick formatters, which a new scale resets
+    colors = [*colormaps["tab10"].colors, *_EXTRA_COLORS]
+    most_gbps: dict[int, float] = {}
+    least_p50: dict[int, float] = {}
+    for index, entry in enumerate(result["transports"]):
+        good = [r for r in entry["results"] if not r.get("error")]
+        if not good:
+            continue
+        sizes = [r["size"] for r in good]
+        style = {
+            "marker": _MARKERS[index % len(_MARKERS)],
+            "label": entry["label"],
+            "color": colors[index % len(colors)],
+            "linestyle": "-" if entry["name"].startswith("ramxchg") else "--",
+            "markersize": 7,
+        }
+        gbps = [r["gbps"]["median"] for r in good]
+        p50 = [r["p50_us"]["median"] for r in good]
+        left.plot(sizes, gbps, **style)
+        right.plot(sizes, p50, **style)
+        for size, rate, latency in zip(sizes, gbps, p50, strict=True):
+            most_gbps[size] = max(rate, most_gbps.get(size, 0.0))
+            least_p50[size] = min(latency, least_p50.get(size, float("inf")))
+    left.axhline(result["memcpy_gbps"], color="black", linestyle=":", label="memcpy")
+    ring = {"s": 260, "facecolors": "none", "edgecolors": "black", "linewidths": 1.5}
+    for axis, marks in ((left, most_gbps), (right, least_p50)):
+        axis.scatter(list(marks), list(marks.values()), zorder=5, label="best at that size", **ring)
+    sizes = result["config"]["sizes"]
+    left.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    right.yaxis.set_major_formatter(FuncFormatter(lambda value, _: _duration(value)))
+    for axis, ylabel in ((left, "GB/s, streamed (median)"), (right, "latency p50, lock-step")):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(sizes, [format_size(size) for size in sizes])
+        axis.minorticks_off()
+        axis.set_xlim(min(sizes) / 2, max(sizes) * 2)
+        axis.set_xlabel("message size")
+        axis.set_ylabel(ylabel)
+        axis.grid(True, which="major", alpha=0.3)
+    handles, labels = left.get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncol=4, fontsize="small")
+    figure.suptitle("ramxchg bench: producer process -> consumer process")
+    return figure
 
 
 def require_matplotlib() -> None:
@@ -91,40 +235,3 @@ def require_matplotlib() -> None:
         import matplotlib  # noqa: F401
     except ImportError as exc:
         raise PlotUnavailable("--plot needs matplotlib: pip install 'ramxchg[plot]'") from exc
-
-
-def plot(result: dict[str, Any], path: str | Path) -> None:
-    """Save GB/s and p50 latency against message size, one line per transport."""
-    require_matplotlib()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
-    colors = plt.get_cmap("tab20").colors  # more transports than tab10 has colors
-    for index, entry in enumerate(result["transports"]):
-        good = [r for r in entry["results"] if not r.get("error")]
-        if not good:
-            continue
-        sizes = [r["size"] for r in good]
-        style = {
-            "marker": "o",
-            "label": entry["label"],
-            "color": colors[index % len(colors)],
-            "linestyle": "-" if entry["name"].startswith("ramxchg") else ":",
-        }
-        left.plot(sizes, [r["gbps"]["median"] for r in good], **style)
-        right.plot(sizes, [r["p50_us"]["median"] for r in good], **style)
-    left.axhline(result["memcpy_gbps"], color="black", linestyle="--", label="memcpy")
-    for axis, ylabel in ((left, "GB/s (median)"), (right, "latency p50 (us)")):
-        axis.set_xscale("log", base=2)
-        axis.set_yscale("log")
-        axis.set_xlabel("message size (bytes)")
-        axis.set_ylabel(ylabel)
-        axis.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize="small")
-    figure.suptitle("ramxchg bench: producer process -> consumer process")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)

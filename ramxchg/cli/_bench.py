@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 
 from ..bench import FULL_SIZES, QUICK_SIZES, BenchConfig, run_bench
-from ..bench.report import PlotUnavailable, plot, require_matplotlib, rich_table
+from ..bench.report import PlotUnavailable, plot, require_matplotlib, rich_table, winners
 from ..bench.suite import TRANSPORT_NAMES
 from . import add_command, add_json, size_arg
 
@@ -36,7 +36,8 @@ def register(subparsers: Any) -> None:
         description=(
             "Producer process -> consumer process, the consumer reading every byte: GB/s "
             "and latency p50/p99 per transport and size (median, min-max over repetitions "
-            "after a warm-up), as ratios to single-thread memcpy and to multiprocessing.Queue."
+            "after a warm-up), as ratios to single-thread memcpy and to multiprocessing.Queue; "
+            "ends with one line per size naming the transport with the most GB/s."
         ),
         epilog=BENCH_EXAMPLE,
     )
@@ -77,11 +78,17 @@ def run(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     with err.status("benchmarking") as status:
         result = run_bench(config, tick=lambda what: status.update(f"benchmarking {what}"))
+    if args.plot:
+        plot(result, args.plot)  # matplotlib was checked before the run
     if args.json:
         print(json.dumps(result, indent=1))
     else:
-        Console().print(rich_table(result))
-    if args.plot:
-        plot(result, args.plot)  # matplotlib was checked before the run
+        table, console = rich_table(result), Console()
+        if not console.is_terminal:  # piped: as wide as the table, not rich's default 80
+            unbounded = console.options.update_width(1 << 16)
+            console = Console(width=console.measure(table, options=unbounded).maximum)
+        console.print(table)
+        print('\nwinner per size: most GB/s streamed (median); "ranges overlap": no clear winner')
+        print("\n".join(winners(result)))
     failed = any(r.get("error") for e in result["transports"] for r in e["results"])
     return 1 if failed else 0

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .._channel import Channel
-from .._errors import CorruptItem, ItemNotFound, RamxchgError
+from .._errors import CorruptItem, InvalidAttrs, ItemNotFound, RamxchgError
 from .._groups import list_groups
 from .._item import Item
 from .._layout import channel_folders
@@ -144,7 +144,10 @@ def _attrs(text: str) -> dict[str, Any]:
         raise argparse.ArgumentTypeError(f"--attrs is not JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("--attrs must be a JSON object")
-    return encode_attrs(value)
+    try:
+        return encode_attrs(value)
+    except InvalidAttrs as exc:  # argparse would print only "invalid value"
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 # -- put --------------------------------------------------------------------------------------

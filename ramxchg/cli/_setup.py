@@ -242,7 +242,7 @@ def _print_status(root: Path, disk: Any, tips: list[str], rows: list[ChannelRow]
     summary.add_row("filesystem", f"{disk.fs_type} at {disk.mount_point} ({disk.device})")
     summary.add_row("RAM-backed", "yes" if disk.ram_backed else "NO")
     sizes = (disk.total_bytes, disk.used_bytes, disk.free_bytes)
-    summary.add_row("size / used / free", " / ".join(_human(n) for n in sizes))
+    summary.add_row("size / used / free", " / ".join(format_size(n) for n in sizes))
     summary.add_row("huge pages", disk.huge_pages or "n/a")
     summary.add_row("options", ",".join(disk.mount_options))
     console.print(summary)
@@ -257,14 +257,5 @@ def _print_status(root: Path, disk: Any, tips: list[str], rows: list[ChannelRow]
         if row.error:
             table.add_row(row.name, "?", "?", f"[red]{row.error}[/red]")
         else:
-            table.add_row(row.name, str(row.items), _human(row.bytes or 0), groups)
+            table.add_row(row.name, str(row.items), format_size(row.bytes or 0), groups)
     console.print(table)
-
-
-def _human(nbytes: int) -> str:
-    value = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"

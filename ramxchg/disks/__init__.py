@@ -24,12 +24,11 @@ from .base import (
     MountedDisk,
     RamDiskAdapter,
     RamDiskInfo,
-    format_size,
-    parse_size,
 )
 from .hdiutil import HdiutilAdapter
 from .imdisk import ImDiskAdapter
 from .tmpfs import TmpfsAdapter
+from .units import format_size, parse_size
 
 #: ``sys.platform`` prefix -> adapter class; the one place the choice is made.
 ADAPTERS: dict[str, type[RamDiskAdapter]] = {

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -41,38 +40,6 @@ def format_params(filesystem: str | None = None) -> str:
 
 #: Below this a RAM disk is "small": Docker's default /dev/shm is 64 MB.
 SMALL_BYTES = 256 * 1024**2
-
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgtpe]?)(i?b?)\s*", re.IGNORECASE)
-_UNITS = "kmgtpe"
-
-
-def parse_size(text: str | int) -> int:
-    """Bytes in ``text`` such as ``"8G"``, ``"512M"``, ``"1.5GiB"`` or ``"4096"``.
-
-    Units are binary (K = 1024), as ``mount -o size=``, ``docker --shm-size`` and
-    ImDisk read them; ``B``/``iB`` suffixes are accepted and ignored.
-    """
-    if isinstance(text, int):
-        value = text
-    else:
-        match = _SIZE.fullmatch(text)
-        if not match:
-            raise ValueError(f"not a size: {text!r} (use e.g. 8G, 512M, 1.5GiB or bytes)")
-        number, unit, _ = match.groups()
-        scale = 1024 ** (_UNITS.index(unit.lower()) + 1) if unit else 1
-        value = int(float(number) * scale)
-    if value <= 0:
-        raise ValueError(f"size must be positive, got {text!r}")
-    return value
-
-
-def format_size(nbytes: int) -> str:
-    """The shortest exact ``8G``/``512M``/``4096`` spelling of ``nbytes`` (binary units)."""
-    for power in range(len(_UNITS), 0, -1):
-        scale = 1024**power
-        if nbytes >= scale and nbytes % scale == 0:
-            return f"{nbytes // scale}{_UNITS[power - 1].upper()}"
-    return str(nbytes)
 
 
 @dataclass(frozen=True)

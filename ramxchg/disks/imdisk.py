@@ -21,9 +21,9 @@ from .base import (
     RamDiskAdapter,
     RamDiskInfo,
     format_params,
-    format_size,
 )
 from .persist import TASK_NAME, windows_logon_script, windows_task_command
+from .units import format_size
 
 SCRIPT_NAME = "ramxchg-ramdisk.ps1"
 
@@ -100,7 +100,7 @@ class ImDiskAdapter(RamDiskAdapter):
             self.tool(),
             "-a",
             "-s",
-            format_size(spec.size_bytes),
+            format_size(spec.size_bytes, exact=True),
             "-m",
             drive_letter(spec.path),
             "-p",

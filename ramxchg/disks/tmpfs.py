@@ -21,7 +21,6 @@ from .base import (
     MountedDisk,
     RamDiskAdapter,
     RamDiskInfo,
-    format_size,
 )
 from .persist import (
     fstab_line,
@@ -30,6 +29,7 @@ from .persist import (
     mount_unit_name,
     systemd_mount_unit,
 )
+from .units import format_size
 
 MOUNTINFO = "/proc/self/mountinfo"
 UNIT_DIR = "/etc/systemd/system"
@@ -146,7 +146,7 @@ class TmpfsAdapter(RamDiskAdapter):
         """The ``-o`` option string ``mount`` gets for ``spec``."""
         uid, gid = self.host.ids()
         opts = [
-            f"size={format_size(spec.size_bytes)}",
+            f"size={format_size(spec.size_bytes, exact=True)}",
             f"mode={spec.mode:o}",
             f"uid={spec.uid if spec.uid is not None else uid}",
             f"gid={spec.gid if spec.gid is not None else gid}",
@@ -170,11 +170,12 @@ class TmpfsAdapter(RamDiskAdapter):
         spec = replace(spec, path=path)
         command = self.mount_command(spec)
         if not self.host.is_admin():
+            size = format_size(spec.size_bytes, exact=True)
             raise RamDiskError(
                 f"mounting a tmpfs at {path} needs root or CAP_SYS_ADMIN. Run:\n"
                 f"  sudo mkdir -p {shlex.quote(path)} && sudo {shlex.join(command)}\n"
                 "or, with ramxchg installed for root: "
-                f"sudo ramxchg setup {shlex.quote(path)} --size {format_size(spec.size_bytes)}\n"
+                f"sudo ramxchg setup {shlex.quote(path)} --size {size}\n"
                 "/dev/shm is a tmpfs that works without root: "
                 "export RAMXCHG_ROOT=/dev/shm/ramxchg-$(id -u)",
                 path=path,
@@ -249,7 +250,7 @@ class TmpfsAdapter(RamDiskAdapter):
         if not self.host.is_admin():
             raise RamDiskError(
                 f"installing {unit} needs root. Run:\n  sudo ramxchg setup "
-                f"{shlex.quote(path)} --size {format_size(spec.size_bytes)} --persist",
+                f"{shlex.quote(path)} --size {format_size(spec.size_bytes, exact=True)} --persist",
                 path=path,
             )
         if self.host.exists("/run/systemd/system"):

@@ -216,8 +216,8 @@ def _create(
 
 
 def _write_attrs(target: h5py.AttributeManager, attrs: Mapping[str, Any]) -> None:
-    if JSON_ATTRS in attrs:
-        raise ValueError(f"attrs key {JSON_ATTRS!r} is reserved by ramxchg's HDF5 format")
+    """Store ``attrs`` as converted by ``encode_attrs`` (plain JSON values, non-empty keys
+    other than `JSON_ATTRS`): the one converter, so both formats follow the same rules."""
     as_json = []
     for key, value in attrs.items():
         if isinstance(value, (str, bool, float)) or (
@@ -373,7 +373,8 @@ def _read_attrs(source: h5py.AttributeManager, path: str | Path, owner: str) -> 
 
 
 def _plain(value: Any) -> Any:
-    """An attribute value as Python: scalars and text as such, numeric arrays as arrays."""
+    """An attribute value as plain Python: scalars and text as such, arrays as lists
+    (attributes written by other tools), so every attrs value has a JSON form."""
     import h5py
 
     if isinstance(value, h5py.Empty):
@@ -382,6 +383,8 @@ def _plain(value: Any) -> Any:
         return bytes(value).decode("utf-8", "replace")
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, np.ndarray) and value.dtype.kind in "OSU":
-        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, np.ndarray):
+        value = value.tolist()  # nested lists of Python scalars; text decoded below
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
     return value
