@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -172,14 +172,37 @@ def _fallocate(fd: int, size: int) -> None:
             raise
 
 
+def array_over(
+    mapping: mmap.mmap,
+    shape: tuple[int, ...],
+    dtype: np.dtype[Any],
+    offset: int,
+    order: Literal["C", "F"] = "C",
+) -> np.ndarray:
+    """An array over bytes of ``mapping`` that keeps them mapped for as long as it lives.
+
+    numpy releases the buffer of the object it is given at once (and
+    ``np.ndarray(buffer=memoryview)`` keeps only the view's underlying object), so
+    ``mapping.close()`` would unmap the pages under an array built that way (SIGSEGV on
+    its next read). ``np.frombuffer`` keeps the memoryview itself as the array's base,
+    and the memoryview holds its export of the mmap until it is freed; every view of the
+    array keeps it alive. So, like ``np.load(mmap_mode="r")``, the mapping lives until
+    the last array over it is gone, and ``close()`` raises BufferError until then.
+    """
+    count = math.prod(shape)
+    flat = np.frombuffer(memoryview(mapping), dtype, count=count, offset=offset)
+    return flat.reshape(shape, order=order)
+
+
 def closer(mapping: mmap.mmap) -> Callable[[], None]:
     """A release function that unmaps now if no array still uses the mapping.
 
-    If the caller still holds an array, the mapping stays until that array is freed.
+    If the caller still holds an array (made by `array_over`), the mapping stays until
+    the last such array is freed.
     """
 
     def release() -> None:
-        # While arrays are still exported the mapping is freed with the last of them.
+        # While arrays still hold an export, the mapping is freed with the last of them.
         with contextlib.suppress(BufferError):
             mapping.close()
 
