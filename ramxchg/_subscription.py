@@ -83,8 +83,9 @@ class Subscription:
         # Dropped without close() (a notebook cell run again, a `return` out of a `for`
         # loop), it is closed when collected, with a ResourceWarning as files are. The
         # finalizer holds what close() releases, never the subscription itself.
-        self._owner = (self._notifier, self._group, self._claimed, os.getpid())
-        self._finalizer = weakref.finalize(self, _close_unclosed, repr(self), *self._owner)
+        # what close() releases: the notifier, and the claims made by this process
+        self._held = (self._notifier, self._group, self._claimed, os.getpid())
+        self._finalizer = weakref.finalize(self, _close_unclosed, repr(self), *self._held)
         self._finalizer.atexit = False  # at exit the OS closes them; our claims die with us
         try:
             # start="latest" without a group: what the first listing finds counts as seen
@@ -288,7 +289,7 @@ class Subscription:
             return
         self._closed = True
         self._finalizer.detach()
-        _release(*self._owner)
+        _release(*self._held)
 
     def __enter__(self) -> Subscription:
         return self

@@ -52,7 +52,9 @@ class Notifier(ABC):
     has_events: bool = True
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Reentrant: a dropped subscription may be collected on a thread that holds it
+        # (watchdog's, dispatching an event), and its finalizer closes us right there.
+        self._lock = threading.RLock()
         self._names: list[str] = []
         self._closed_names: set[str] = set()
         self._overflowed = False
@@ -205,7 +207,8 @@ class ObserverNotifier(Notifier, FileSystemEventHandler):
             self._closed = True
             self._cond.notify_all()
         self._observer.stop()
-        self._observer.join()
+        if threading.current_thread() is not self._observer:  # else it ends after dispatch
+            self._observer.join()
 
 
 class PollingNotifier(Notifier):

@@ -11,14 +11,17 @@ from __future__ import annotations
 import errno
 import gc
 import os
+import threading
 import weakref
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from watchdog.events import FileSystemEvent
 
 from ramxchg import Channel, Subscription
+from ramxchg._watch import ObserverNotifier
 
 DROPPED = 200
 CHECK_EVERY = 10
@@ -162,3 +165,22 @@ def test_a_watch_that_fails_half_way_leaves_no_inotify_instance(
     with ch.subscribe() as sub:
         assert sub.watching == "polling"
     assert _fd_targets().count(INOTIFY) == inotify_before
+
+
+def test_an_observer_notifier_closes_from_its_own_thread(tmp_path: Path) -> None:
+    """A collection runs on whatever thread allocates, also watchdog's while it
+    dispatches an event under the notifier's lock: a dropped subscription's finalizer
+    closing the notifier there must neither deadlock nor join its own thread."""
+    notifier = ObserverNotifier(tmp_path)
+    closed = threading.Event()
+
+    def dispatch(event: FileSystemEvent) -> None:
+        with notifier._cond:  # where a collection may strike: in dispatch, lock held
+            notifier.close()
+        closed.set()
+
+    notifier.dispatch = dispatch  # type: ignore[method-assign]
+    (tmp_path / "a.npy").write_bytes(b"x")
+    assert closed.wait(10), "close() on the observer's thread deadlocked"
+    notifier._observer.join(10)
+    assert not notifier._observer.is_alive()

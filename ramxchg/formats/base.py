@@ -179,19 +179,19 @@ def array_over(
     offset: int,
     order: Literal["C", "F"] = "C",
 ) -> np.ndarray:
-    """An array over bytes of ``mapping`` that keeps them mapped for as long as it lives.
+    """``np.ndarray(shape, dtype, buffer=mapping, offset=offset, order=order)``, except
+    that the array keeps the bytes mapped for as long as it (or any view of it) lives.
 
     numpy releases the buffer of the object it is given at once (and
     ``np.ndarray(buffer=memoryview)`` keeps only the view's underlying object), so
-    ``mapping.close()`` would unmap the pages under an array built that way (SIGSEGV on
-    its next read). ``np.frombuffer`` keeps the memoryview itself as the array's base,
-    and the memoryview holds its export of the mmap until it is freed; every view of the
-    array keeps it alive. So, like ``np.load(mmap_mode="r")``, the mapping lives until
-    the last array over it is gone, and ``close()`` raises BufferError until then.
+    ``mapping.close()`` would unmap the pages under such an array (SIGSEGV on its next
+    read). ``np.frombuffer`` keeps the memoryview itself as its base, and the memoryview
+    holds its export of the mmap until it is freed. So, like
+    ``np.load(mmap_mode="r")``, the mapping lives until the last array over it is gone,
+    and ``close()`` raises BufferError until then.
     """
-    count = math.prod(shape)
-    flat = np.frombuffer(memoryview(mapping), dtype, count=count, offset=offset)
-    return flat.reshape(shape, order=order)
+    pinned = np.frombuffer(memoryview(mapping), np.uint8)
+    return np.ndarray(shape, dtype, buffer=pinned, offset=offset, order=order)
 
 
 def closer(mapping: mmap.mmap) -> Callable[[], None]:
