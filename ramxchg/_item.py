@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ._scan import arrival_ns
-from ._sidecar import Sidecar, read_sidecar
+from ._scan import arrival_ns, item_sidecar
+from ._sidecar import Sidecar
 from .formats import Format, OpenedFile
 from .formats.base import nbytes
 
@@ -61,15 +61,16 @@ class Item:
 
     @property
     def sidecar(self) -> Sidecar | None:
-        """The item's sidecar, or None for a file dropped in by another program."""
+        """The item's sidecar; None for a legacy item (dropped in by another program, or
+        with a sidecar that is not valid), as the channel's listing decides."""
         if not self._sidecar_read:
-            self._sidecar = read_sidecar(self._sidecar_path)
+            self._sidecar = item_sidecar(self._sidecar_path)
             self._sidecar_read = True
         return self._sidecar
 
     @property
     def seq(self) -> int | None:
-        """Position in the channel's publish order (None for files dropped in by others)."""
+        """Position in the channel's publish order (None for legacy items)."""
         sidecar = self.sidecar
         return sidecar.seq if sidecar else None
 
@@ -77,7 +78,7 @@ class Item:
     def published_ns(self) -> int:
         """Publish time in ns since the epoch (when it arrived, for dropped-in files)."""
         sidecar = self.sidecar
-        return sidecar.published_ns if sidecar else arrival_ns(os.stat(self.path))
+        return sidecar.published_ns if sidecar else arrival_ns(os.lstat(self._path))
 
     @property
     def attrs(self) -> dict[str, Any]:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ._errors import CorruptItem, InvalidName
 from ._layout import ChannelLayout
 from ._names import check_name
 from ._sidecar import Sidecar, read_sidecar
 from .formats import format_for
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,19 @@ class Entry:
         if sidecar is None:
             return cls(name, path, None, arrival_ns(info), info.st_size)
         return cls(name, path, sidecar.seq, sidecar.published_ns, info.st_size, sidecar)
+
+
+def item_sidecar(path: str | Path) -> Sidecar | None:
+    """The sidecar of an item; None makes the item legacy: it has none, or a bad one.
+
+    A sidecar that is not valid JSON, has fields of the wrong type or is too large gives
+    its item no place in publish order (docs/protocol.md, section 3).
+    """
+    try:
+        return read_sidecar(path)
+    except CorruptItem as exc:
+        log.debug("%s; its item counts as legacy", exc)
+        return None
 
 
 @dataclass(frozen=True)
@@ -70,10 +87,7 @@ def classify(layout: ChannelLayout, filename: str, info: os.stat_result) -> Entr
     if not stat.S_ISREG(info.st_mode):
         kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
         return Intruder(filename, f"{kind}, not a regular file: never opened or followed")
-    try:
-        sidecar = read_sidecar(layout.sidecar(name))
-    except CorruptItem:  # a hostile sidecar: treat the file as dropped in
-        sidecar = None
+    sidecar = item_sidecar(layout.sidecar(name))
     if sidecar is None and info.st_nlink > 1:
         return Intruder(
             filename,

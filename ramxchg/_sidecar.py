@@ -243,7 +243,7 @@ def write_sidecar(path: str, sidecar: Sidecar, tmp: str) -> None:
         raise
 
 
-def read_sidecar(path: Path) -> Sidecar | None:
+def read_sidecar(path: str | Path) -> Sidecar | None:
     """The sidecar at ``path``; None when there is none (a file dropped in by another tool).
 
     Raises `CorruptItem` for a sidecar that is too large or not the expected JSON.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import heapq
 import os
 import time
+import warnings
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -15,7 +17,7 @@ from ._groups import Group
 from ._item import Item
 from ._legacy import LegacyGate
 from ._scan import Entry, Intruder, look, publish_order, scan
-from ._watch import make_notifier
+from ._watch import Notifier, make_notifier
 
 if TYPE_CHECKING:
     from ._channel import Channel
@@ -60,8 +62,6 @@ class Subscription:
         self._layout = channel._layout
         self._retention = channel._retention
         self._group = Group(self._layout, group) if group is not None else None
-        # Watch first, then list: whatever lands in between is seen by both (deduplicated).
-        self._notifier = make_notifier(channel.path, watch)
         counter = channel._counter
         if self._group is not None:
             self._floor = self._group.register(counter, start).start_seq
@@ -78,9 +78,22 @@ class Subscription:
         self._last_gap_rescan = 0.0
         self._gap_rescan_pause = GAP_RESCAN_SECONDS
         self._closed = False
-        # start="latest" without a group: what the first listing finds counts as seen
-        # (dropped-in files have no sequence number for the floor to skip them).
-        self._rescan(skip_present=start == "latest" and self._group is None)
+        # Watch first, then list: whatever lands in between is seen by both (deduplicated).
+        self._notifier = make_notifier(channel.path, watch)
+        # Dropped without close() (a notebook cell run again, a `return` out of a `for`
+        # loop), it is closed when collected, with a ResourceWarning as files are. The
+        # finalizer holds what close() releases, never the subscription itself.
+        # what close() releases: the notifier, and the claims made by this process
+        self._held = (self._notifier, self._group, self._claimed, os.getpid())
+        self._finalizer = weakref.finalize(self, _close_unclosed, repr(self), *self._held)
+        self._finalizer.atexit = False  # at exit the OS closes them; our claims die with us
+        try:
+            # start="latest" without a group: what the first listing finds counts as seen
+            # (dropped-in files have no sequence number for the floor to skip them).
+            self._rescan(skip_present=start == "latest" and self._group is None)
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def group(self) -> str | None:
@@ -293,15 +306,16 @@ class Subscription:
     # -- lifetime ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop watching; claimed but unacked items go back to the group."""
+        """Stop watching; claimed but unacked items go back to the group.
+
+        A subscription collected without ``close()`` is closed then, with a
+        ResourceWarning.
+        """
         if self._closed:
             return
         self._closed = True
-        self._notifier.close()
-        if self._group is not None:
-            for name in self._claimed:
-                self._group.release(name)
-            self._claimed.clear()
+        self._finalizer.detach()
+        _release(*self._held)
 
     def __enter__(self) -> Subscription:
         return self
@@ -316,3 +330,24 @@ class Subscription:
 
     def __repr__(self) -> str:
         return f"<Subscription {self.channel.path} group={self.group!r} {self.watching}>"
+
+
+def _release(notifier: Notifier, group: Group | None, claimed: set[str], pid: int) -> None:
+    """What `Subscription.close` releases: the notifier, and the claims of unacked items
+    (only in the process that made them: a forked child's copy must not give back its
+    parent's items, which would then be delivered twice)."""
+    notifier.close()
+    if group is not None and os.getpid() == pid:
+        for name in claimed:
+            group.release(name)
+    claimed.clear()
+
+
+def _close_unclosed(
+    what: str, notifier: Notifier, group: Group | None, claimed: set[str], pid: int
+) -> None:
+    """Finalizer of a subscription collected without `Subscription.close`."""
+    try:
+        _release(notifier, group, claimed, pid)
+    finally:
+        warnings.warn(f"unclosed {what}", ResourceWarning, stacklevel=1)

@@ -52,7 +52,9 @@ class Notifier(ABC):
     has_events: bool = True
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Reentrant: a dropped subscription may be collected on a thread that holds it
+        # (watchdog's, dispatching an event), and its finalizer closes us right there.
+        self._lock = threading.RLock()
         self._names: list[str] = []
         self._closed_names: set[str] = set()
         self._overflowed = False
@@ -117,17 +119,20 @@ class InotifyNotifier(Notifier):
         fd = inotify_c.inotify_init()
         if fd < 0:
             raise OSError(_errno(), f"inotify_init failed: {os.strerror(_errno())}")
-        mask = self._created | self._close_write | constants.IN_ONLYDIR
-        if inotify_c.inotify_add_watch(fd, os.fsencode(folder), mask) < 0:
-            error = _errno()
+        try:  # a user has few inotify instances (128 by default): never leak one
+            mask = self._created | self._close_write | constants.IN_ONLYDIR
+            if inotify_c.inotify_add_watch(fd, os.fsencode(folder), mask) < 0:
+                error = _errno()
+                raise OSError(error, f"cannot watch {folder}: {os.strerror(error)}")
+            os.set_blocking(fd, False)
+            self._wake_r, self._wake_w = os.pipe()
+        except BaseException:
             os.close(fd)
-            raise OSError(error, f"cannot watch {folder}: {os.strerror(error)}")
-        os.set_blocking(fd, False)
+            raise
         self._fd = fd
         # One buffer for every read: a fresh 256 KiB bytes object per call costs an
         # mmap/munmap pair, and the common read finds nothing (EAGAIN).
         self._buffer = bytearray(256 * 1024)
-        self._wake_r, self._wake_w = os.pipe()
 
     def wait(self, timeout: float | None) -> list[str]:
         if timeout != 0.0:
@@ -202,7 +207,8 @@ class ObserverNotifier(Notifier, FileSystemEventHandler):
             self._closed = True
             self._cond.notify_all()
         self._observer.stop()
-        self._observer.join()
+        if threading.current_thread() is not self._observer:  # else it ends after dispatch
+            self._observer.join()
 
 
 class PollingNotifier(Notifier):

@@ -15,6 +15,7 @@ from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from ramxchg import Channel, Item, Subscription
@@ -113,6 +114,13 @@ def mounted(fstype: str, mountpoint: Path, options: str) -> Iterator[Path]:
         yield mountpoint
     finally:
         subprocess.run(["umount", "-l", str(mountpoint)], check=True)
+
+
+def mapped_from(array: Any) -> object:
+    """What an array's memory belongs to in the end: its chain of bases, through views."""
+    while isinstance(array, (np.ndarray, memoryview)):
+        array = array.obj if isinstance(array, memoryview) else array.base
+    return array
 
 
 def _open_fds() -> set[int]:

@@ -23,7 +23,7 @@ from ramxchg import (
     RamxchgError,
     UnsupportedDtype,
 )
-from tests.conftest import tmp_files
+from tests.conftest import mapped_from, tmp_files
 
 
 def test_put_get_round_trip_with_attrs(root: Path, no_leaks: None) -> None:
@@ -415,7 +415,7 @@ def _read_in_child(root: str, queue: mp.Queue) -> None:  # type: ignore[type-arg
     os.environ["RAMXCHG_ROOT"] = root
     ch = Channel("xproc")
     item = ch.get("shared")
-    queue.put((item.array.sum(), item.attrs, item.seq, type(item.array.base).__name__))
+    queue.put((item.array.sum(), item.attrs, item.seq, type(mapped_from(item.array)).__name__))
 
 
 def test_a_second_process_reads_what_the_first_published(root: Path) -> None:

@@ -38,7 +38,7 @@ def test_status_json_of_the_default_root(root: Path, capsys: pytest.CaptureFixtu
     channel = ramxchg.Channel("cam")
     channel.put(np.zeros(1000), "a")
     channel.put(np.zeros(500), "b")
-    channel.subscribe("viewers")
+    channel.subscribe("viewers").close()  # registers the group
     assert main(["status", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert set(data) == {"root", "disk", "advice", "channels"}

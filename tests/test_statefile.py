@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel, CorruptItem
-from ramxchg._sidecar import MAX_SIDECAR_BYTES
+from ramxchg._sidecar import MAX_SIDECAR_BYTES, read_sidecar
 from ramxchg._statefile import read_state
 
 LIMIT = 1 << 20
@@ -40,10 +40,12 @@ def test_read_state_of_a_missing_file_or_a_symlink(tmp_path: Path) -> None:
         read_state(tmp_path / "link", LIMIT, "sidecar")
 
 
-def test_an_oversized_sidecar_is_a_corrupt_item(root: Path) -> None:
+def test_an_oversized_sidecar_is_refused_and_its_item_is_legacy(root: Path) -> None:
     ch = Channel("big-sidecar")
-    ch.put(np.arange(3), "a")
+    ch.put(np.arange(3), "a", attrs={"k": 1})
     sidecar = ch.path / ".ramxchg" / "meta" / "a.json"
     sidecar.write_bytes(b" " * (MAX_SIDECAR_BYTES + 1))
     with pytest.raises(CorruptItem, match=f"over {MAX_SIDECAR_BYTES} bytes"):
-        _ = ch.get("a").attrs
+        read_sidecar(sidecar)
+    item = ch.get("a")  # never read: the item counts as legacy (tests/test_bad_sidecar.py)
+    assert (item.sidecar, item.seq, item.attrs) == (None, None, {})

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -178,14 +178,37 @@ def _fallocate(fd: int, size: int) -> None:
             raise
 
 
+def array_over(
+    mapping: mmap.mmap,
+    shape: tuple[int, ...],
+    dtype: np.dtype[Any],
+    offset: int,
+    order: Literal["C", "F"] = "C",
+) -> np.ndarray:
+    """``np.ndarray(shape, dtype, buffer=mapping, offset=offset, order=order)``, except
+    that the array keeps the bytes mapped for as long as it (or any view of it) lives.
+
+    numpy releases the buffer of the object it is given at once (and
+    ``np.ndarray(buffer=memoryview)`` keeps only the view's underlying object), so
+    ``mapping.close()`` would unmap the pages under such an array (SIGSEGV on its next
+    read). ``np.frombuffer`` keeps the memoryview itself as its base, and the memoryview
+    holds its export of the mmap until it is freed. So, like
+    ``np.load(mmap_mode="r")``, the mapping lives until the last array over it is gone,
+    and ``close()`` raises BufferError until then.
+    """
+    pinned = np.frombuffer(memoryview(mapping), np.uint8)
+    return np.ndarray(shape, dtype, buffer=pinned, offset=offset, order=order)
+
+
 def closer(mapping: mmap.mmap) -> Callable[[], None]:
     """A release function that unmaps now if no array still uses the mapping.
 
-    If the caller still holds an array, the mapping stays until that array is freed.
+    If the caller still holds an array (made by `array_over`), the mapping stays until
+    the last such array is freed.
     """
 
     def release() -> None:
-        # While arrays are still exported the mapping is freed with the last of them.
+        # While arrays still hold an export, the mapping is freed with the last of them.
         with contextlib.suppress(BufferError):
             mapping.close()
 

@@ -42,6 +42,7 @@ from .base import (
     Format,
     Layout,
     OpenedFile,
+    array_over,
     check_dtype,
     closer,
     map_fd,
@@ -120,7 +121,7 @@ class Hdf5Format(Format):
             if offset is None:  # nothing to store: HDF5 allocates no data region
                 arrays[key] = np.empty(shape, dtype)
             else:
-                arrays[key] = np.ndarray(shape, dtype, buffer=mapping, offset=offset)
+                arrays[key] = array_over(mapping, shape, dtype, offset)
         return Allocation(arrays, closer(mapping))
 
     def describe(self, path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
@@ -335,7 +336,7 @@ def _read_all(
     for name, dataset, dcpl in _datasets(h5file, path):
         offset = _map_offset(dataset, dcpl, size, path)
         if offset is not None:
-            array = np.ndarray(dataset.shape, dataset.dtype, buffer=mapping, offset=offset)
+            array = array_over(mapping, dataset.shape, dataset.dtype, offset)
         elif dataset.size == 0:
             array = np.empty(dataset.shape, dataset.dtype)
         else:

@@ -23,6 +23,7 @@ from .base import (
     Format,
     Layout,
     OpenedFile,
+    array_over,
     closer,
     map_fd,
     map_reserved,
@@ -230,7 +231,7 @@ class NpyFormat(Format):
             mapping = map_reserved(fd, size)
         finally:
             os.close(fd)
-        array = np.ndarray(shape, dtype, buffer=mapping, offset=len(header))
+        array = array_over(mapping, shape, dtype, len(header))
         return Allocation({"data": array}, closer(mapping))
 
     def describe(self, path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
@@ -248,12 +249,11 @@ class NpyFormat(Format):
             mapping = map_fd(fd, size, copy_on_write=copy_on_write)
         finally:
             os.close(fd)
-        buffer: Any = mapping
-        if size == 0 or nbytes(shape, dtype) == 0:
-            buffer, offset = b"", 0  # an empty array: nothing to map
-        array = np.ndarray(
-            shape, dtype, buffer=buffer, offset=offset, order="F" if fortran else "C"
-        )
+        order = "F" if fortran else "C"
+        if size == 0 or nbytes(shape, dtype) == 0:  # an empty array: nothing to map
+            array = np.ndarray(shape, dtype, buffer=b"", order=order)
+        else:
+            array = array_over(mapping, shape, dtype, offset, order)
         return OpenedFile({"data": array}, {"data": size > 0}, release=closer(mapping))
 
 
