@@ -69,6 +69,21 @@ def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str =
         time.sleep(0.005)
 
 
+def file_clock_passes(ns: int, probe: Path) -> None:
+    """Wait until files touched from now on get a ctime after ``ns``.
+
+    File times come from the kernel's coarse clock (a tick behind ``time.time_ns``), so
+    an item's arrival time can trail the publish time of a ``put`` made just before it.
+    """
+
+    def later() -> bool:
+        probe.touch()
+        os.utime(probe)
+        return os.stat(probe).st_ctime_ns > ns
+
+    wait_for(later, what="the file clock to pass the last publish time")
+
+
 @pytest.fixture
 def root(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh channel root on tmpfs (or the temp dir), also set as $RAMXCHG_ROOT."""

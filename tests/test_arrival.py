@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel
-from tests.conftest import wait_for
+from tests.conftest import file_clock_passes, wait_for
 
 DAY_NS = 86_400 * 10**9
 
@@ -32,20 +32,6 @@ def _move_in(channel: Channel, name: str, mtime_ns: int) -> Path:
     return inside
 
 
-def _file_times_pass(ns: int, probe: Path) -> None:
-    """Wait until files touched from now on get a ctime after ``ns``.
-
-    File times come from the kernel's coarse clock (a tick behind ``time.time_ns``).
-    """
-
-    def later() -> bool:
-        probe.touch()
-        os.utime(probe)
-        return os.stat(probe).st_ctime_ns > ns
-
-    wait_for(later, what="the file clock to pass the last publish time")
-
-
 def test_keep_last_keeps_the_new_put_over_an_older_dropped_in_file(root: Path) -> None:
     ch = Channel("ring", keep_last=1)
     np.save(ch.path / "dropped.npy", np.arange(3))
@@ -58,7 +44,7 @@ def test_keep_last_keeps_the_new_put_over_an_older_dropped_in_file(root: Path) -
 def test_items_are_in_arrival_order_and_keep_last_keeps_the_newest(root: Path) -> None:
     ch = Channel("mixed", keep_last=3)
     a = ch.put(np.zeros(1), "a")
-    _file_times_pass(a.published_ns, root / "probe")
+    file_clock_passes(a.published_ns, root / "probe")
     np.save(ch.path / "legacy.npy", np.arange(3))
     b = ch.put(np.zeros(1), "b")
     assert ch.names() == ["a", "legacy", "b"]
@@ -104,7 +90,7 @@ def test_ttl_expires_a_moved_in_file_with_a_future_mtime(root: Path) -> None:
 def test_a_moved_in_file_acked_by_its_group_is_deleted(root: Path) -> None:
     ch = Channel("acked")
     ch.subscribe("g").close()  # the group exists before the file arrives
-    _file_times_pass(time.time_ns(), root / "probe")
+    file_clock_passes(time.time_ns(), root / "probe")
     _move_in(ch, "old", time.time_ns() - DAY_NS)
     [status] = ch.groups()
     assert status.holding == 1  # the group must ack it before it may go
@@ -116,7 +102,7 @@ def test_a_moved_in_file_acked_by_its_group_is_deleted(root: Path) -> None:
 def test_a_group_member_acking_a_moved_in_file_deletes_it(root: Path) -> None:
     ch = Channel("member")
     with ch.subscribe("g", watch="polling", settle=0.05) as sub:
-        _file_times_pass(time.time_ns(), root / "probe")
+        file_clock_passes(time.time_ns(), root / "probe")
         _move_in(ch, "old", time.time_ns() - DAY_NS)
         item = sub.get(timeout=10)
         assert (item.name, item.seq) == ("old", None)

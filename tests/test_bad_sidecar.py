@@ -16,6 +16,7 @@ import pytest
 from ramxchg import Channel, Item
 from ramxchg._scan import Entry, look
 from ramxchg._sidecar import MAX_SIDECAR_BYTES
+from tests.conftest import file_clock_passes
 
 GOOD = {"version": 1, "seq": 1, "format": "npy", "published_ns": 1, "attrs": {"k": 1}}
 
@@ -53,14 +54,15 @@ def _assert_legacy(item: Item, listed: Entry) -> None:
 @pytest.mark.parametrize("case", sorted(BAD_SIDECARS))
 def test_an_item_with_a_bad_sidecar_is_legacy_everywhere(root: Path, case: str) -> None:
     ch = Channel("bad-sidecar")
+    good = ch.put(np.arange(3), "good")
+    file_clock_passes(good.published_ns, root / "probe")  # "bad" arrives after "good"
     ch.put(np.arange(5), "bad")
-    ch.put(np.arange(3), "good")
     (ch.path / ".ramxchg" / "meta" / "bad.json").write_text(BAD_SIDECARS[case])
     listed = _listed(ch, "bad")
     assert listed.seq is None
 
     _assert_legacy(ch.get("bad"), listed)
-    # ordered as legacy: after the sequenced items, and the item built from the listing
+    # ordered as legacy, by arrival (after "good"), and the item built from the listing
     # (which carries no sidecar) agrees
     items = ch.items()
     assert [item.name for item in items] == ["good", "bad"]
