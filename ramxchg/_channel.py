@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ._config import ChannelConfig, load_or_store
-from ._errors import InvalidName, ItemNotFound
+from ._errors import InvalidName, InvalidSetting, ItemNotFound
 from ._groups import drop, registered_group
 from ._item import Item
 from ._layout import ChannelLayout
@@ -83,6 +83,8 @@ class Channel:
         False: open only a channel whose folder exists (`ItemNotFound` otherwise), for
         readers that must not leave a new channel behind.
 
+    Every setting is checked first (`InvalidSetting` names a bad one).
+
     Examples
     --------
     >>> ch = Channel("camera")
@@ -106,6 +108,21 @@ class Channel:
         recycle: int | None = None,
         create: bool = True,
     ) -> None:
+        wanted = {
+            key: value
+            for key, value in {
+                "format": format,
+                "keep_last": keep_last,
+                "max_bytes": max_bytes,
+                "max_items": max_items,
+                "ttl": ttl,
+                "reserve_bytes": reserve_bytes,
+                "recycle": recycle,
+            }.items()
+            if value is not None
+        }
+        ChannelConfig(**wanted)  # every setting is checked before anything is stored
+        _check_mode(mode)
         # A folder named by its path may be another user's, shared on purpose; a channel
         # named under a root must be ours (someone may have pre-created the name).
         by_path = isinstance(name, os.PathLike) or os.path.isabs(name)
@@ -124,21 +141,6 @@ class Channel:
         self.path = path
         self._layout = ChannelLayout(path)
         self._layout.create(mode, owner_check=not by_path)
-        wanted = {
-            key: value
-            for key, value in {
-                "format": format,
-                "keep_last": keep_last,
-                "max_bytes": max_bytes,
-                "max_items": max_items,
-                "ttl": ttl,
-                "reserve_bytes": reserve_bytes,
-                "recycle": recycle,
-            }.items()
-            if value is not None
-        }
-        if format is not None:
-            get_format(format)  # unknown names fail before anything is stored
         self.config: ChannelConfig = load_or_store(self._layout.config_file, wanted)
         self._counter = SequenceCounter(self._layout.seq_file)
         self._retention = Retention(self._layout, self.config, self._counter)
@@ -389,6 +391,15 @@ class Channel:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def _check_mode(mode: object) -> None:
+    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+        raise InvalidSetting(
+            f"channel setting mode must be permission bits (0 to 0o7777), not {mode!r}",
+            setting="mode",
+            value=mode,
+        )
 
 
 def _as_arrays(array: ArrayInput) -> dict[str, np.ndarray]:
