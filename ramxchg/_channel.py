@@ -373,7 +373,8 @@ class Channel:
         """Apply retention now and remove what dead processes left behind.
 
         Returns how many of each were removed (``tmp_files``, ``orphan_sidecars``,
-        ``stale_state``, ``released``, ``expired``).
+        ``stale_state``, ``released``, ``expired``), and how many state folders were left
+        alone (``unsafe_folders``: a symlink, or neither the channel owner's nor yours).
         """
         return self._retention.gc()
 

@@ -128,7 +128,8 @@ def register(subparsers: Any) -> None:
         run_gc,
         help="apply retention and remove what dead processes left",
         description="Remove dead producers' temporary files, orphan sidecars and stale "
-        "claims/acks; delete items every group acked and items over keep_last/ttl.",
+        "claims/acks; delete items every group acked and items over keep_last/ttl. Other "
+        "users' channels are skipped (unless run as root); no link is ever followed.",
         epilog=GC_EXAMPLE,
     )
     gc.add_argument("channel", metavar="CHANNEL", nargs="?", help="one channel (default: all)")
@@ -301,8 +302,8 @@ def run_ack(args: argparse.Namespace) -> int:
 def run_gc(args: argparse.Namespace) -> int:
     """Garbage-collect one channel or every channel under the root.
 
-    With every channel, one that fails (e.g. another user's) is reported and the rest
-    are still collected; the exit code is then 1.
+    With every channel, other users' channels are skipped (unless we are root), one that
+    fails is reported and the rest are still collected; the exit code is then 1.
     """
     if args.channel is not None:
         channel = open_channel(args)
@@ -320,8 +321,13 @@ def run_gc(args: argparse.Namespace) -> int:
 
 
 def _gc_or_error(path: Path) -> dict[str, Any]:
-    """The channel's gc counts, or ``{"error": ...}`` if it cannot be collected."""
+    """The channel's gc counts, ``{"error": ...}`` if it cannot be collected, or
+    ``{"skipped": ...}`` for another user's channel (unless we are root)."""
     try:
+        owner = os.lstat(path).st_uid
+        me = os.geteuid() if hasattr(os, "geteuid") else owner
+        if me not in (0, owner):  # in a shared root: theirs to collect, and to booby-trap
+            return {"skipped": f"owned by uid {owner}, not yours"}
         return Channel(path.absolute()).gc()
     except (RamxchgError, OSError) as exc:
         return {"error": str(exc)}
