@@ -20,13 +20,14 @@ from ._layout import ChannelLayout
 from ._names import check_name
 from ._publish import check_free, check_room, discard, find_existing, make_visible, write_hidden
 from ._retention import Retention, must_ack
-from ._root import check_safe_dir, default_root, ensure_dir
+from ._root import check_safe_dir, ensure_dir, find_default_root
 from ._scan import Entry, publish_order, scan
 from ._sequence import SequenceCounter
 from ._sidecar import Sidecar, encode_attrs
 from ._subscription import Subscription
 from .formats import Format, format_for, get_format
 from .formats.base import check_dtype
+from .ramdisk import warn_if_not_ram
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +81,11 @@ class Channel:
         same size into their pages (faster on tmpfs with 4 KiB pages). Contract: an
         item's arrays must not be used after the item is deleted (acked by every group).
     create
-        False: open only a channel whose folder exists (`ItemNotFound` otherwise), for
-        readers that must not leave a new channel behind.
+        False: open only a channel whose folder exists (`ItemNotFound` otherwise), and
+        write nothing (no state folder, no config), for readers such as ``ramxchg ls``.
 
-    Every setting is checked first (`InvalidSetting` names a bad one).
+    Every setting is checked first (`InvalidSetting` names a bad one). A root, or a
+    folder used by path, that is not on a RAM disk gives a `NotRamBackedWarning`, once.
 
     Examples
     --------
@@ -130,18 +132,26 @@ class Channel:
             path = Path(name)
             check_safe_dir(path, owner_check=False)
             self.name = path.name
+            warn_if_not_ram(path, stacklevel=2)  # as for a root (once per filesystem)
         else:
             self.name = check_name(name, "channel")
-            base = Path(root) if root is not None else default_root()
+            base = Path(root) if root is not None else find_default_root(create=create)
             path = base / self.name
             if not create and not path.is_dir():
                 raise ItemNotFound(f"no channel {self.name!r} in {base}", path=path, name=name)
             if root is not None:
-                ensure_dir(base)
+                if create:
+                    ensure_dir(base)
+                else:
+                    check_safe_dir(base)
+            warn_if_not_ram(base, stacklevel=2)  # any root, not only the default one
         self.path = path
         self._layout = ChannelLayout(path)
-        self._layout.create(mode, owner_check=not by_path)
-        self.config: ChannelConfig = load_or_store(self._layout.config_file, wanted)
+        if create:
+            self._layout.create(mode, owner_check=not by_path)
+        else:  # a reader: nothing is created, not even the state folder
+            check_safe_dir(path, owner_check=not by_path)
+        self.config: ChannelConfig = load_or_store(self._layout.config_file, wanted, store=create)
         self._counter = SequenceCounter(self._layout.seq_file)
         self._retention = Retention(self._layout, self.config, self._counter)
 

@@ -78,15 +78,18 @@ def _invalid(setting: str, value: object, wanted: str) -> InvalidSetting:
     )
 
 
-def load_or_store(path: Path, wanted: dict[str, Any]) -> ChannelConfig:
+def load_or_store(path: Path, wanted: dict[str, Any], *, store: bool = True) -> ChannelConfig:
     """The channel's stored config; the first opener stores ``wanted`` atomically.
 
     ``wanted`` holds only settings the caller passed explicitly; any that differ from
-    the stored ones raise `ConfigMismatch`.
+    the stored ones raise `ConfigMismatch`. ``store=False`` (a reader): with no stored
+    config, ``wanted`` is used as it is and nothing is written.
     """
     stored = _read(path)
     if stored is None:
         candidate = ChannelConfig(**wanted)
+        if not store:
+            return candidate
         if create_once(path, candidate.to_json()):
             return candidate
         stored = _read(path)  # another process stored one first: theirs counts

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from ramxchg import Channel, Item, Subscription
+from ramxchg import Channel, Item, NotRamBackedWarning, Subscription, ramdisk
 from ramxchg.cli import main
 from ramxchg.disks.tmpfs import MountEntry, parse_mountinfo
 
@@ -68,6 +68,12 @@ def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str =
         time.sleep(0.005)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_ram_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test meets the once-per-filesystem `NotRamBackedWarning` afresh."""
+    monkeypatch.setattr(ramdisk, "_warned", set())
+
+
 @pytest.fixture
 def root(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh channel root on tmpfs (or the temp dir), also set as $RAMXCHG_ROOT."""
@@ -89,6 +95,17 @@ def items_until(sub: Subscription, stop: Any, poll: float = 0.2) -> Iterator[Ite
 
 
 @contextmanager
+def warned_if_not_ram(folder: Path) -> Iterator[None]:
+    """Expect the block to warn (`NotRamBackedWarning`) if ``folder`` is on a disk or a
+    small RAM disk, as every channel root there does once; else expect no warning."""
+    if ramdisk.advice(ramdisk.info(folder)):
+        with pytest.warns(NotRamBackedWarning):
+            yield
+    else:
+        yield
+
+
+@contextmanager
 def mounted_tmpfs(mountpoint: Path, size: int) -> Iterator[Path]:
     """Mount a real tmpfs of ``size`` bytes at ``mountpoint``; skip without root."""
     if os.geteuid() != 0:
@@ -103,6 +120,8 @@ def mounted_tmpfs(mountpoint: Path, size: int) -> Iterator[Path]:
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
     try:
+        with warned_if_not_ram(mountpoint):  # a small RAM disk: warned about once, here
+            ramdisk.warn_if_not_ram(mountpoint)
         yield mountpoint
     finally:
         subprocess.run(["umount", "-l", str(mountpoint)], check=True)

@@ -24,7 +24,7 @@ from ramxchg import (
     UnsupportedDtype,
 )
 from ramxchg._errors import InvalidSetting
-from tests.conftest import tmp_files
+from tests.conftest import tmp_files, warned_if_not_ram
 
 
 def test_put_get_round_trip_with_attrs(root: Path, no_leaks: None) -> None:
@@ -396,7 +396,8 @@ def test_absolute_path_uses_an_existing_folder_as_a_channel(root: Path, tmp_path
     folder = tmp_path / "exchange"
     folder.mkdir()
     np.save(folder / "existing.npy", np.ones(2))
-    ch = Channel(str(folder))
+    with warned_if_not_ram(folder):
+        ch = Channel(str(folder))
     assert ch.path == folder
     assert ch.names() == ["existing"]
     ch.put(np.zeros(2), "new")

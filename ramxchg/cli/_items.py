@@ -18,7 +18,7 @@ from .._item import Item
 from .._layout import channel_folders
 from .._names import check_name
 from .._publish import check_room, write_hidden
-from .._root import default_root
+from .._root import find_default_root
 from .._scan import Entry, publish_order, scan
 from .._sidecar import encode_attrs
 from ..formats import format_for
@@ -60,10 +60,11 @@ def add_channel_args(parser: argparse.ArgumentParser) -> None:
 def open_channel(args: argparse.Namespace, *, create: bool = False) -> Channel:
     """The channel named by ``args.channel`` (a name under ``--root``, or a path).
 
-    Only commands that publish create a channel; the others refuse a missing one.
+    Only commands that publish create a channel (or its state folder in a folder named by
+    path); the others refuse a missing one and write nothing to read it.
     """
     if os.path.isabs(args.channel) or os.sep in args.channel:
-        return Channel(Path(args.channel).absolute())
+        return Channel(Path(args.channel).absolute(), create=create)
     return Channel(args.channel, root=args.root, create=create)
 
 
@@ -309,7 +310,7 @@ def run_gc(args: argparse.Namespace) -> int:
         channel = open_channel(args)
         reports: dict[str, dict[str, Any]] = {str(channel.path): channel.gc()}
     else:
-        base = Path(args.root) if args.root else default_root()
+        base = Path(args.root) if args.root else find_default_root(create=False)
         reports = {str(path): _gc_or_error(path) for path in channel_folders(base)}
     failed = any("error" in counts for counts in reports.values())
     if args.json:
@@ -328,6 +329,6 @@ def _gc_or_error(path: Path) -> dict[str, Any]:
         me = os.geteuid() if hasattr(os, "geteuid") else owner
         if me not in (0, owner):  # in a shared root: theirs to collect, and to booby-trap
             return {"skipped": f"owned by uid {owner}, not yours"}
-        return Channel(path.absolute()).gc()
+        return Channel(path.absolute(), create=False).gc()
     except (RamxchgError, OSError) as exc:
         return {"error": str(exc)}
