@@ -17,11 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._root import ensure_dir
+from ._safedir import SafeDir
 
 log = logging.getLogger(__name__)
 
 REASON_SUFFIX = ".reason.json"
+#: Files we could not move (another user's channel): each is reported once, not per scan.
+_left_in_place: set[tuple[str, int]] = set()
+_MAX_REMEMBERED = 4096
 
 
 def set_aside(
@@ -29,21 +32,45 @@ def set_aside(
 ) -> Path | None:
     """Move ``source`` into ``folder`` and write ``<file>.reason.json`` next to it.
 
-    The move is one ``rename`` (same filesystem), so two processes racing to set the
+    ``source`` is a file of a channel and ``folder`` one of its state folders
+    (``<channel>/.ramxchg/quarantine``); both are reached through folder descriptors,
+    never through a link. The move is one ``rename``, so two processes racing to set the
     same file aside cannot both succeed: the loser gets None. A file of the same name
-    already in ``folder`` is kept; the new one gets ``<name>.<ns><suffix>``.
-    ``details`` (JSON values) are added to the reason file. Logs a warning naming the
-    file and the reason, so every caller reports it the same way.
+    already in ``folder`` is kept; the new one gets ``<name>.<ns><suffix>``. ``details``
+    (JSON values) are added to the reason file. Logs a warning naming the file and the
+    reason, so every caller reports it the same way.
+
+    A file we may not move (a reader of another user's channel, or a state folder that is
+    a link) is left where it is: logged once, and None is returned.
     """
     source = Path(source)
-    ensure_dir(folder)
-    target = folder / source.name
-    if os.path.lexists(target):
-        target = folder / f"{source.stem}.{time.time_ns()}{source.suffix}"
+    channel, state = folder.parent.parent, folder.parent.name
     try:
-        os.rename(source, target)
-    except FileNotFoundError:
+        with (
+            SafeDir.open(channel) as top,
+            top.make_sub(state) as inner,
+            inner.make_sub(folder.name) as aside,
+        ):
+            name = _move(top, aside, source, reason, details)
+    except (PermissionError, FileNotFoundError) as exc:  # UnsafeRoot is a PermissionError
+        _report_left(source, reason, exc)
+        return None
+    if name is None:
         return None  # gone already: deleted, or set aside by another process
+    target = folder / name
+    log.warning("set aside %s as %s: %s", source, target, reason)
+    return target
+
+
+def _move(
+    channel: SafeDir, aside: SafeDir, source: Path, reason: str, details: dict[str, Any]
+) -> str | None:
+    """Rename ``source`` from ``channel`` into ``aside``, write its reason: the name used."""
+    name = source.name
+    if aside.lstat(name) is not None:
+        name = f"{source.stem}.{time.time_ns()}{source.suffix}"
+    if not channel.rename(source.name, aside, name):
+        return None
     record = {
         "version": 1,
         "file": source.name,
@@ -52,12 +79,30 @@ def set_aside(
         "pid": os.getpid(),
         **details,
     }
-    reason_file = target.with_name(target.name + REASON_SUFFIX)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, reason_file)  # readers never see a half-written reason
-    log.warning("set aside %s as %s: %s", source, target, reason)
-    return target
+    # Written aside, then renamed: readers never see a half-written reason. O_EXCL: never
+    # written through a name someone planted there.
+    tmp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    fd = aside.open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, json.dumps(record, indent=1).encode())
+    finally:
+        os.close(fd)
+    aside.rename(tmp, aside, name + REASON_SUFFIX)
+    return name
+
+
+def _report_left(source: Path, reason: str, error: OSError) -> None:
+    """Log, once per file, that ``source`` stays where it is."""
+    try:
+        key = (os.fspath(source), os.lstat(source).st_ino)
+    except FileNotFoundError:
+        return
+    if key in _left_in_place:
+        return
+    if len(_left_in_place) >= _MAX_REMEMBERED:
+        _left_in_place.clear()
+    _left_in_place.add(key)
+    log.warning("cannot set aside %s (%s): %s; left where it is", source, reason, error)
 
 
 def read_reason(moved: Path) -> dict[str, Any]:

@@ -13,20 +13,21 @@ from typing import Any
 import numpy as np
 
 from ._config import ChannelConfig, load_or_store
-from ._errors import InvalidName, ItemNotFound
+from ._errors import InvalidName, InvalidSetting, ItemNotFound
 from ._groups import drop, registered_group
 from ._item import Item
 from ._layout import ChannelLayout
 from ._names import check_name
 from ._publish import check_free, check_room, discard, find_existing, make_visible, write_hidden
 from ._retention import Retention, must_ack
-from ._root import check_safe_dir, default_root, ensure_dir
+from ._root import check_safe_dir, ensure_dir, find_default_root
 from ._scan import Entry, publish_order, scan
 from ._sequence import SequenceCounter
 from ._sidecar import Sidecar, encode_attrs
 from ._subscription import Subscription
 from .formats import Format, format_for, get_format
 from .formats.base import check_dtype
+from .ramdisk import warn_if_not_ram
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,11 @@ class Channel:
         same size into their pages (faster on tmpfs with 4 KiB pages). Contract: an
         item's arrays must not be used after the item is deleted (acked by every group).
     create
-        False: open only a channel whose folder exists (`ItemNotFound` otherwise), for
-        readers that must not leave a new channel behind.
+        False: open only a channel whose folder exists (`ItemNotFound` otherwise), and
+        write nothing (no state folder, no config), for readers such as ``ramxchg ls``.
+
+    Every setting is checked first (`InvalidSetting` names a bad one). A root, or a
+    folder used by path, that is not on a RAM disk gives a `NotRamBackedWarning`, once.
 
     Examples
     --------
@@ -106,24 +110,6 @@ class Channel:
         recycle: int | None = None,
         create: bool = True,
     ) -> None:
-        # A folder named by its path may be another user's, shared on purpose; a channel
-        # named under a root must be ours (someone may have pre-created the name).
-        by_path = isinstance(name, os.PathLike) or os.path.isabs(name)
-        if by_path:
-            path = Path(name)
-            check_safe_dir(path, owner_check=False)
-            self.name = path.name
-        else:
-            self.name = check_name(name, "channel")
-            base = Path(root) if root is not None else default_root()
-            path = base / self.name
-            if not create and not path.is_dir():
-                raise ItemNotFound(f"no channel {self.name!r} in {base}", path=path, name=name)
-            if root is not None:
-                ensure_dir(base)
-        self.path = path
-        self._layout = ChannelLayout(path)
-        self._layout.create(mode, owner_check=not by_path)
         wanted = {
             key: value
             for key, value in {
@@ -137,9 +123,35 @@ class Channel:
             }.items()
             if value is not None
         }
-        if format is not None:
-            get_format(format)  # unknown names fail before anything is stored
-        self.config: ChannelConfig = load_or_store(self._layout.config_file, wanted)
+        ChannelConfig(**wanted)  # every setting is checked before anything is stored
+        _check_mode(mode)
+        # A folder named by its path may be another user's, shared on purpose; a channel
+        # named under a root must be ours (someone may have pre-created the name).
+        by_path = isinstance(name, os.PathLike) or os.path.isabs(name)
+        if by_path:
+            path = Path(name)
+            check_safe_dir(path, owner_check=False)
+            self.name = path.name
+            warn_if_not_ram(path, stacklevel=2)  # as for a root (once per filesystem)
+        else:
+            self.name = check_name(name, "channel")
+            base = Path(root) if root is not None else find_default_root(create=create)
+            path = base / self.name
+            if not create and not path.is_dir():
+                raise ItemNotFound(f"no channel {self.name!r} in {base}", path=path, name=name)
+            if root is not None:
+                if create:
+                    ensure_dir(base)
+                else:
+                    check_safe_dir(base)
+            warn_if_not_ram(base, stacklevel=2)  # any root, not only the default one
+        self.path = path
+        self._layout = ChannelLayout(path)
+        if create:
+            self._layout.create(mode, owner_check=not by_path)
+        else:  # a reader: nothing is created, not even the state folder
+            check_safe_dir(path, owner_check=not by_path)
+        self.config: ChannelConfig = load_or_store(self._layout.config_file, wanted, store=create)
         self._counter = SequenceCounter(self._layout.seq_file)
         self._retention = Retention(self._layout, self.config, self._counter)
 
@@ -372,7 +384,8 @@ class Channel:
         """Apply retention now and remove what dead processes left behind.
 
         Returns how many of each were removed (``tmp_files``, ``orphan_sidecars``,
-        ``stale_state``, ``released``, ``expired``).
+        ``stale_state``, ``released``, ``expired``), and how many state folders were left
+        alone (``unsafe_folders``: a symlink, or neither the channel owner's nor yours).
         """
         return self._retention.gc()
 
@@ -390,6 +403,15 @@ class Channel:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def _check_mode(mode: object) -> None:
+    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+        raise InvalidSetting(
+            f"channel setting mode must be permission bits (0 to 0o7777), not {mode!r}",
+            setting="mode",
+            value=mode,
+        )
 
 
 def _as_arrays(array: ArrayInput) -> dict[str, np.ndarray]:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ._errors import ConfigMismatch, CorruptItem
+from ._errors import ConfigMismatch, CorruptItem, InvalidSetting
 from ._statefile import create_once, read_state
+from .formats import get_format
 
 _MAX_CONFIG_BYTES = 64 * 1024
 
@@ -26,14 +29,35 @@ class ChannelConfig:
     recycle: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("keep_last", "max_bytes", "max_items", "ttl"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or value <= 0):
-                raise ValueError(f"{name} must be a positive number or None, not {value!r}")
-        if self.recycle < 0:
-            raise ValueError(f"recycle must be >= 0, not {self.recycle}")
-        if self.reserve_bytes < 0:
-            raise ValueError(f"reserve_bytes must be >= 0, not {self.reserve_bytes}")
+        # Checked here, so neither a caller's value nor a config.json written by another
+        # program can reach a put as, say, keep_last=2.5 (a TypeError after publishing).
+        try:
+            get_format(self.format)
+        except (ValueError, TypeError) as exc:
+            raise _invalid("format", self.format, "a known format name ('npy', 'hdf5')") from exc
+        for name in ("keep_last", "max_bytes", "max_items"):
+            if getattr(self, name) is not None:
+                self._set_int(name, minimum=1, wanted="a positive integer or None")
+        self._set_int("reserve_bytes", minimum=0, wanted="an integer >= 0")
+        self._set_int("recycle", minimum=0, wanted="an integer >= 0")
+        ttl = self.ttl
+        if ttl is not None:
+            wanted = "a finite number of seconds > 0, or None"
+            if isinstance(ttl, bool) or not isinstance(ttl, numbers.Real):
+                raise _invalid("ttl", ttl, wanted)
+            if not (math.isfinite(ttl) and ttl > 0):
+                raise _invalid("ttl", ttl, wanted)
+            if not isinstance(ttl, (int, float)):  # e.g. numpy.float64: store a plain float
+                object.__setattr__(self, "ttl", float(ttl))
+
+    def _set_int(self, name: str, *, minimum: int, wanted: str) -> None:
+        """Check that setting ``name`` is an integer >= ``minimum``; store it as an int."""
+        value = getattr(self, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise _invalid(name, value, wanted)
+        if value < minimum:
+            raise _invalid(name, value, wanted)
+        object.__setattr__(self, name, int(value))
 
     def to_json(self) -> bytes:
         return json.dumps({"version": 1, **asdict(self)}, indent=1).encode()
@@ -48,15 +72,24 @@ class ChannelConfig:
             raise CorruptItem(f"channel config {path} is not valid: {exc}", path=path) from exc
 
 
-def load_or_store(path: Path, wanted: dict[str, Any]) -> ChannelConfig:
+def _invalid(setting: str, value: object, wanted: str) -> InvalidSetting:
+    return InvalidSetting(
+        f"channel setting {setting} must be {wanted}, not {value!r}", setting=setting, value=value
+    )
+
+
+def load_or_store(path: Path, wanted: dict[str, Any], *, store: bool = True) -> ChannelConfig:
     """The channel's stored config; the first opener stores ``wanted`` atomically.
 
     ``wanted`` holds only settings the caller passed explicitly; any that differ from
-    the stored ones raise `ConfigMismatch`.
+    the stored ones raise `ConfigMismatch`. ``store=False`` (a reader): with no stored
+    config, ``wanted`` is used as it is and nothing is written.
     """
     stored = _read(path)
     if stored is None:
         candidate = ChannelConfig(**wanted)
+        if not store:
+            return candidate
         if create_once(path, candidate.to_json()):
             return candidate
         stored = _read(path)  # another process stored one first: theirs counts

@@ -12,6 +12,7 @@ from the builtin a caller would naturally catch::
     ├── CorruptItem(ValueError)        a file that looks like an item but is malformed
     ├── UnsupportedDtype(TypeError)    object dtypes: never pickled, never written
     ├── ConfigMismatch(ValueError)     a channel reopened with other settings
+    ├── InvalidSetting(ValueError)     a channel setting of the wrong type or out of range
     ├── UnsafeRoot(PermissionError)    a root or channel that is a symlink or someone else's
     ├── ChannelFull(TimeoutError)      backpressure: the channel stayed over its limits
     ├── RamDiskFull(OSError)           the RAM disk has no room (errno ENOSPC)
@@ -93,6 +94,10 @@ class UnsupportedDtype(RamxchgError, TypeError):
 
 class ConfigMismatch(RamxchgError, ValueError):
     """A channel was opened with settings that differ from the ones stored with it."""
+
+
+class InvalidSetting(RamxchgError, ValueError):
+    """A channel setting (``.setting``) has the wrong type or is out of range (``.value``)."""
 
 
 class UnsafeRoot(RamxchgError, PermissionError):

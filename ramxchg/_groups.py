@@ -31,7 +31,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import socket
 import time
 from dataclasses import dataclass
@@ -41,9 +40,10 @@ from typing import Any
 
 import psutil
 
-from ._errors import CorruptItem, GroupNotFound
+from ._errors import CorruptItem, GroupNotFound, InvalidName
 from ._layout import ChannelLayout
 from ._names import check_name
+from ._safedir import SafeDir, StateTree
 from ._sequence import FileLock, SequenceCounter
 from ._sidecar import read_sidecar
 from ._statefile import create_once, read_state, replace_whole
@@ -137,6 +137,7 @@ class Group:
 
     def __init__(self, layout: ChannelLayout, name: str) -> None:
         self.name = check_name(name, "group")
+        self.layout = layout
         self.folder = layout.groups / name
         self.claims = self.folder / "claims"
         self.acks = self.folder / "acks"
@@ -285,56 +286,61 @@ class Group:
             name=self.name,
         )
 
-    def forget(self, item: str) -> None:
-        """Drop every trace of ``item`` (it was deleted, its name may be reused)."""
-        for prefix in (self._ack_prefix, self._claim_prefix):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(prefix + item)
+    def forget(self, item: str, state: StateTree) -> None:
+        """Drop every trace of ``item`` (it was deleted, its name may be reused).
+
+        ``state``: the channel's state folders (`ChannelLayout.open_state`), open already
+        when many items are deleted at once.
+        """
+        for kind in ("acks", "claims"):
+            folder = state.folder("groups", self.name, kind)
+            if folder is not None:
+                folder.unlink(item)
 
     def reclaim_dead(self) -> list[str]:
         """Remove claims whose process died; return the items now free again."""
-        try:
-            names = os.listdir(self.claims)
-        except FileNotFoundError:
-            return []
-        freed: list[str] = []
-        alive: dict[str, bool] = {}  # one liveness check per owner, not per claim
-        for item in names:
-            if item.startswith("."):
-                continue
-            owner = _read_owner(self.claims / item)
-            if owner is None:
-                continue
-            who = json.dumps(owner, sort_keys=True)
-            if who not in alive:
-                alive[who] = owner_is_alive(owner)
-            if alive[who]:
-                continue
-            # Under the group lock, so two reclaimers never remove a fresh live claim.
-            with FileLock(self.folder / "lock"):
-                owner_again = _read_owner(self.claims / item)
-                if owner_again == owner:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self.claims / item)
-                    freed.append(item)
-                    log.info(
-                        "item %s of group %s: its consumer (pid %s) died before acking; "
-                        "delivering it again",
-                        item,
-                        self.name,
-                        owner.get("pid"),
-                    )
+        with self.layout.open_state() as state:
+            folder, claims = state.folder("groups", self.name), self._claims(state)
+            if folder is None or claims is None:
+                return []
+            freed: list[str] = []
+            alive: dict[str, bool] = {}  # one liveness check per owner, not per claim
+            for item in claims.names():
+                if item.startswith("."):
+                    continue
+                owner = _read_owner(claims, item)
+                if owner is None:
+                    continue
+                who = json.dumps(owner, sort_keys=True)
+                if who not in alive:
+                    alive[who] = owner_is_alive(owner)
+                if alive[who]:
+                    continue
+                # Under the group lock, so two reclaimers never remove a fresh live claim.
+                with FileLock(self.folder / "lock", dir_fd=folder.fd):
+                    if _read_owner(claims, item) == owner and claims.unlink(item):
+                        freed.append(item)
+                        log.info(
+                            "item %s of group %s: its consumer (pid %s) died before acking; "
+                            "delivering it again",
+                            item,
+                            self.name,
+                            owner.get("pid"),
+                        )
         return freed
 
     def claimed(self) -> list[str]:
-        try:
-            return [n for n in os.listdir(self.claims) if not n.startswith(".")]
-        except FileNotFoundError:
-            return []
+        """The items members are working on now."""
+        with self.layout.open_state() as state:
+            claims = self._claims(state)
+            return [] if claims is None else [n for n in claims.names() if not n.startswith(".")]
+
+    def _claims(self, state: StateTree) -> SafeDir | None:
+        return state.folder("groups", self.name, "claims")
 
 
-def _read_owner(path: Path) -> dict[str, Any] | None:
-    raw = read_small(path)
+def _read_owner(claims: SafeDir, item: str) -> dict[str, Any] | None:
+    raw = read_small(claims.path / item, dir_fd=claims.fd)
     if raw is None:
         return None
     try:
@@ -344,31 +350,34 @@ def _read_owner(path: Path) -> dict[str, Any] | None:
     if isinstance(owner, dict) and owner:
         return owner
     # Half-written: dead if old enough, else a member may be writing it right now.
-    with contextlib.suppress(FileNotFoundError):
-        if time.time() - os.lstat(path).st_mtime > CLAIM_GRACE_SECONDS:
-            return {}
+    info = claims.lstat(item)
+    if info is not None and time.time() - info.st_mtime > CLAIM_GRACE_SECONDS:
+        return {}
     return None
 
 
-def read_small(path: str | Path) -> bytes | None:
+def read_small(path: str | Path, *, dir_fd: int | None = None) -> bytes | None:
     """A group state file's bytes (None if missing); see `read_state`."""
-    return read_state(path, _MAX_STATE_BYTES, "group state file")
+    return read_state(path, _MAX_STATE_BYTES, "group state file", dir_fd=dir_fd)
 
 
 def list_groups(layout: ChannelLayout) -> list[Group]:
-    """Every registered group of the channel."""
-    try:
-        names = sorted(os.listdir(layout.groups))
-    except FileNotFoundError:
-        return []
-    groups = []
-    for name in names:
-        if name.startswith("."):
-            continue
-        group = Group(layout, name)
-        if os.path.lexists(group.info_file):
-            groups.append(group)
-    return groups
+    """Every registered group of the channel (folders are never followed through a link)."""
+    with layout.open_state() as state:
+        folder = state.folder("groups")
+        groups = []
+        for name in sorted(folder.names()) if folder is not None else []:
+            if name.startswith("."):
+                continue
+            try:
+                group = Group(layout, name)
+            except InvalidName:
+                log.info("%s is no group's folder; skipped", folder.path / name)
+                continue
+            group_folder = state.folder("groups", name)
+            if group_folder is not None and group_folder.lstat("group.json") is not None:
+                groups.append(group)
+        return groups
 
 
 def registered_group(layout: ChannelLayout, name: str) -> Group:
@@ -381,7 +390,15 @@ def registered_group(layout: ChannelLayout, name: str) -> Group:
 
 def drop(layout: ChannelLayout, name: str) -> None:
     """Remove a group and its state; `ItemNotFound` if there is no such group."""
-    group = registered_group(layout, name)
-    # Remove the registration first so retention stops waiting for the group at once.
-    os.unlink(group.info_file)
-    shutil.rmtree(group.folder, ignore_errors=True)
+    registered_group(layout, name)
+    with layout.open_state() as state:
+        groups, folder = state.folder("groups"), state.folder("groups", name)
+        if groups is None or folder is None:
+            return  # dropped meanwhile by another process
+        # Remove the registration first so retention stops waiting for the group at once.
+        folder.unlink("group.json")
+        folder.clear()
+        try:
+            groups.rmdir(name)
+        except OSError as exc:  # not empty: a member is registering it again right now
+            log.info("group %s of %s was not removed: %s", name, layout.path, exc)

@@ -23,6 +23,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ._root import ensure_dir
+from ._safedir import StateTree
 
 STATE_DIR = ".ramxchg"
 PROTOCOL_VERSION = 1
@@ -99,6 +100,14 @@ class ChannelLayout:
         ensure_dir(self.path, mode, owner_check=owner_check)
         for folder in (self.state, self.tmp, self.meta, self.groups, self.pool):
             ensure_dir(folder, mode, owner_check=owner_check)
+
+    def open_state(self, *, check_owner: bool = False) -> StateTree:
+        """The state folders, each opened on first use without following a link.
+
+        Every walk of a state folder goes through this (see `ramxchg._safedir`).
+        ``check_owner``: refuse folders that belong neither to the channel's owner nor to us.
+        """
+        return StateTree(self.path, STATE_DIR, check_owner=check_owner)
 
     def temp_name(self, stem: str, suffix: str) -> str:
         """A unique temporary path in the hidden tmp folder: ``<stem>.<pid>.<random><suffix>``.

@@ -23,10 +23,11 @@ import psutil
 
 from ._aside import set_aside
 from ._config import ChannelConfig
-from ._errors import ChannelFull, RamDiskFull
-from ._groups import Group, GroupInfo, is_current, list_groups
+from ._errors import ChannelFull, RamDiskFull, UnsafeRoot
+from ._groups import Group, GroupInfo, is_current
 from ._layout import ChannelLayout
 from ._pool import Pool
+from ._safedir import SafeDir, StateTree
 from ._scan import is_item_filename, publish_order, scan
 from ._sequence import SequenceCounter
 from .formats import format_for
@@ -60,7 +61,7 @@ class Retention:
         self.layout = layout
         self.config = config
         self.counter = counter
-        self.pool = Pool(layout.pool, config.recycle)
+        self.pool = Pool(layout, config.recycle)
         self._group_cache: dict[tuple[str, int], tuple[Group, GroupInfo]] = {}
 
     # -- deleting ---------------------------------------------------------------------------
@@ -96,12 +97,16 @@ class Retention:
     ) -> None:
         """`delete_many`, for a caller that holds the publish lock."""
         remove = remove or self._remove_file
-        for name, path in items:
-            if remove(path):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.layout.sidecar(name))
-                for group in groups:
-                    group.forget(name)
+        # The state folders through descriptors: a meta/ or acks/ swapped for a link by
+        # whoever shares the channel must not make us delete files elsewhere.
+        with self.layout.open_state() as state:
+            for name, path in items:
+                if remove(path):
+                    meta = state.folder("meta")
+                    if meta is not None:
+                        meta.unlink(f"{name}.json")
+                    for group in groups:
+                        group.forget(name, state)
 
     def set_aside(
         self,
@@ -126,7 +131,7 @@ class Retention:
             if not is_current(self.layout, name, source, seq, ino):
                 return False  # another item of that name now: not ours to move
             moved.append(set_aside(source, folder, reason, name=name, seq=seq, **details))
-            return True
+            return moved[-1] is not None  # left in place (not ours to move): keep its state
 
         self.delete_many([(name, path)], remove=move)
         return moved[0] if moved else None
@@ -328,51 +333,57 @@ class Retention:
         """Remove leftovers of dead processes and apply every retention rule.
 
         Returns counts: ``tmp_files``, ``orphan_sidecars``, ``stale_state``, ``released``
-        (items every group had acked), ``expired`` (keep_last/ttl).
+        (items every group had acked), ``expired`` (keep_last/ttl), ``unsafe_folders``
+        (state folders left alone: a link, or neither the channel owner's nor ours).
+        A folder with no state folder is no channel (yet): nothing is done, nor written.
         """
-        report = {
-            "tmp_files": self._collect_tmp(),
-            "expired": self.enforce_age_and_count(),
-            "released": self.release_done(
+        kinds = ("tmp_files", "expired", "released", "orphan_sidecars", "stale_state")
+        report = dict.fromkeys((*kinds, "unsafe_folders"), 0)
+        with self.layout.open_state(check_owner=True) as state:
+            if state.folder() is None:  # UnsafeRoot if it is a link: the whole channel refused
+                return report
+            report["tmp_files"] = self._collect_tmp(_walkable(state, report, "tmp"))
+            report["expired"] = self.enforce_age_and_count()
+            report["released"] = self.release_done(
                 [(e.name, e.path, e.seq, e.published_ns) for e in scan(self.layout)]
-            ),
-            "orphan_sidecars": 0,
-            "stale_state": 0,
-        }
-        with self.counter.lock():  # no publish half-way: a sidecar without item is orphan
-            live = {e.name for e in scan(self.layout)}
-            for sidecar in _hidden_listing(self.layout.meta):
-                if sidecar.endswith(".json") and sidecar[:-5] not in live:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self.layout.meta / sidecar)
-                    report["orphan_sidecars"] += 1
-            for group in list_groups(self.layout):
-                for folder in (group.acks, group.claims):
-                    for name in _hidden_listing(folder):
-                        if name not in live:
-                            with contextlib.suppress(FileNotFoundError):
-                                os.unlink(folder / name)
-                            report["stale_state"] += 1
+            )
+            with self.counter.lock():  # no publish half-way: a sidecar without item is orphan
+                live = {e.name for e in scan(self.layout)}
+                meta = _walkable(state, report, "meta")
+                for sidecar in meta.names() if meta is not None else []:
+                    if sidecar.endswith(".json") and sidecar[:-5] not in live:
+                        report["orphan_sidecars"] += meta.unlink(sidecar)
+                groups = _walkable(state, report, "groups")
+                for group in groups.names() if groups is not None else []:
+                    if _walkable(state, report, "groups", group) is None:
+                        continue
+                    for kind in ("acks", "claims"):
+                        folder = _walkable(state, report, "groups", group, kind)
+                        for name in folder.names() if folder is not None else []:
+                            if name not in live:
+                                report["stale_state"] += folder.unlink(name)
         return report
 
-    def _collect_tmp(self) -> int:
+    def _collect_tmp(self, tmp: SafeDir | None) -> int:
         removed = 0
         now = time.time()
-        for name in _hidden_listing(self.layout.tmp):
-            path = self.layout.tmp / name
+        for name in tmp.names() if tmp is not None else []:
             # <stem>.<pid>.<random><suffix>: the producer's pid tells whether it is alive
             fields = os.path.splitext(name)[0].rsplit(".", 2)
             pid = int(fields[1]) if len(fields) == 3 and fields[1].isdigit() else None
-            with contextlib.suppress(FileNotFoundError):
-                age = now - os.lstat(path).st_mtime
-                if age > TMP_GRACE_SECONDS and (pid is None or not psutil.pid_exists(pid)):
-                    os.unlink(path)
-                    removed += 1
+            info = tmp.lstat(name)
+            if info is None or now - info.st_mtime <= TMP_GRACE_SECONDS:
+                continue
+            if (pid is None or not psutil.pid_exists(pid)) and tmp.unlink(name):
+                removed += 1
         return removed
 
 
-def _hidden_listing(folder: Path) -> list[str]:
+def _walkable(state: StateTree, report: dict[str, int], *parts: str) -> SafeDir | None:
+    """The state folder ``parts`` for gc to walk; None (logged, counted) when unsafe."""
     try:
-        return os.listdir(folder)
-    except FileNotFoundError:
-        return []
+        return state.folder(*parts)
+    except UnsafeRoot as exc:
+        log.warning("gc leaves alone: %s", exc)
+        report["unsafe_folders"] += 1
+        return None

@@ -21,21 +21,35 @@ def default_root() -> Path:
     """Return the folder that holds channels by default, creating it with mode 0700.
 
     ``$RAMXCHG_ROOT`` if set; on Linux ``/dev/shm/ramxchg-<uid>`` (tmpfs, no root
-    needed); elsewhere a per-user folder in the temp directory, with a one-time
-    `NotRamBackedWarning`. Raises `UnsafeRoot` if the folder is a symlink or owned by
+    needed); elsewhere a per-user folder in the temp directory. Warns once
+    (`NotRamBackedWarning`) when it is not on a RAM disk, e.g. an exported root left on
+    disk after a teardown. Raises `UnsafeRoot` if the folder is a symlink or owned by
     another user.
     """
-    configured = os.environ.get(ROOT_ENV)
-    if configured:
-        return ensure_dir(Path(configured))
     from .ramdisk import warn_if_not_ram  # imported here: ramdisk imports this module
 
+    root = find_default_root()
+    warn_if_not_ram(root, stacklevel=2)  # once: not RAM, or a 64 MB Docker /dev/shm
+    return root
+
+
+def find_default_root(*, create: bool = True) -> Path:
+    """`default_root` without the warning (callers warn themselves, or say it otherwise).
+
+    ``create=False``: a missing folder is returned as it is, not made (for readers).
+    """
+    configured = os.environ.get(ROOT_ENV)
     shm = Path("/dev/shm")
-    if sys.platform.startswith("linux") and shm.is_dir():
-        root = ensure_dir(shm / f"ramxchg-{os.getuid()}")
+    if configured:
+        root = Path(configured)
+    elif sys.platform.startswith("linux") and shm.is_dir():
+        root = shm / f"ramxchg-{os.getuid()}"
     else:
-        root = ensure_dir(Path(tempfile.gettempdir()) / f"ramxchg-{_user_tag()}")
-    warn_if_not_ram(root, stacklevel=2)  # once per root: not RAM, or a 64 MB Docker /dev/shm
+        root = Path(tempfile.gettempdir()) / f"ramxchg-{_user_tag()}"
+    if create:
+        ensure_dir(root)
+    elif os.path.lexists(root):
+        check_safe_dir(root)
     return root
 
 

@@ -13,6 +13,7 @@ producer dies, so a crash never wedges a channel.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -42,23 +43,42 @@ else:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+# Non-blocking: opening a FIFO planted in place of the file must not wait for a writer.
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
+_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | _NOFOLLOW
+
+
+def _check_regular(fd: int, path: str | Path) -> None:
+    """Refuse anything but a plain file of one name: a FIFO would block, and a hard
+    link's data may be a file outside the channel (the counter is written in place)."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        problem = "is not a regular file"
+    elif info.st_nlink > 1:
+        problem = f"has {info.st_nlink} names (hard links)"
+    else:
+        return
+    raise CorruptItem(f"{path} {problem}; refusing to use it", path=path)
 
 
 class FileLock:
     """Hold an exclusive lock on ``path`` (created if missing); ``with`` yields its descriptor.
 
     One ``with`` at a time per object. A class, not a generator-based context manager:
-    it runs for every published item.
+    it runs for every published item. ``dir_fd``: the file is the one named like
+    ``path``'s last part in that open folder (see `ramxchg._safedir`).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, dir_fd: int | None = None) -> None:
         self.path = path
+        self._dir_fd = dir_fd
         self._fd = -1
 
     def __enter__(self) -> int:
-        fd = os.open(self.path, _LOCK_FLAGS, 0o666)
+        name = self.path if self._dir_fd is None else os.path.basename(self.path)
+        fd = os.open(name, _LOCK_FLAGS, 0o666, dir_fd=self._dir_fd)
         try:
+            _check_regular(fd, self.path)
             _lock(fd)
         except BaseException:
             os.close(fd)
@@ -87,10 +107,11 @@ class SequenceCounter:
     def read(self) -> int:
         """The last sequence number taken (0 before the first publish)."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            fd = os.open(self.path, os.O_RDONLY | _NOFOLLOW)
         except FileNotFoundError:
             return 0
         try:
+            _check_regular(fd, self.path)
             return _parse(self.path, read_at(fd, WIDTH + 1))
         finally:
             os.close(fd)

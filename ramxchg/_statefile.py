@@ -7,31 +7,39 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 from pathlib import Path
 
 from ._errors import CorruptItem, RamDiskFull
 
-_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+_READ_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
+# O_EXCL and no link followed: never writes through a name planted in a shared folder
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
 #: The first read asks for this much: asking for the whole limit (1 MiB for sidecars)
 #: makes Python allocate, and glibc mmap, a buffer that size for every ~100-byte file.
 _FIRST_READ = 1 << 16
 
 
-def read_state(path: str | Path, limit: int, what: str) -> bytes | None:
+def read_state(
+    path: str | Path, limit: int, what: str, *, dir_fd: int | None = None
+) -> bytes | None:
     """The bytes of a small state file; None if it does not exist.
 
     Never follows a symlink and never blocks on a FIFO (a channel may hold an outsider's
-    files). Raises `CorruptItem` naming ``what`` and the file when it cannot be opened
-    or holds more than ``limit`` bytes.
+    files). Raises `CorruptItem` naming ``what`` and the file when it cannot be opened,
+    is not a regular file or holds more than ``limit`` bytes. With ``dir_fd`` (an open
+    folder, see `ramxchg._safedir`), the file is the one of that name in that folder.
     """
     try:
-        fd = os.open(path, _READ_FLAGS)
+        fd = os.open(path if dir_fd is None else os.path.basename(path), _READ_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise CorruptItem(f"{what} {path} cannot be opened: {exc.strerror}", path=path) from exc
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO would read as empty
+            raise CorruptItem(f"{what} {path} is not a regular file", path=path)
         raw = os.read(fd, min(limit + 1, _FIRST_READ))
         while _FIRST_READ <= len(raw) <= limit:  # a large file: read on, to past the limit
             more = os.read(fd, limit + 1 - len(raw))

@@ -19,7 +19,8 @@ __all__ = ["NotRamBackedWarning", "RamDiskInfo", "advice", "info", "warn_if_not_
 
 log = logging.getLogger(__name__)
 
-_warned: set[str] = set()
+#: Filesystems (st_dev) already looked at, or paths where stat failed.
+_warned: set[object] = set()
 
 
 def info(path: str | os.PathLike[str], *, adapter: RamDiskAdapter | None = None) -> RamDiskInfo:
@@ -59,11 +60,17 @@ def advice(disk: RamDiskInfo) -> list[str]:
 def warn_if_not_ram(
     root: str | os.PathLike[str], *, adapter: RamDiskAdapter | None = None, stacklevel: int = 2
 ) -> RamDiskInfo | None:
-    """Warn once per root (`NotRamBackedWarning`) if ``root`` is not RAM or is small.
+    """Warn (`NotRamBackedWarning`) if ``root`` is not RAM or is small: once per filesystem.
 
+    Every root and every channel folder used by path is checked, so data never goes to a
+    disk unannounced (an exported root left behind by a teardown is a plain folder).
+    Keyed by filesystem, so ``ramxchg gc`` over fifty channels warns once, not fifty times.
     Returns the `RamDiskInfo` when it was looked up (the first call for a root), else None.
     """
-    key = os.path.realpath(root)
+    try:
+        key: object = os.stat(root).st_dev
+    except OSError:
+        key = os.path.realpath(root)
     if key in _warned:
         return None
     _warned.add(key)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ramxchg import Channel, Item, Subscription
+from ramxchg import Channel, Item, NotRamBackedWarning, Subscription, ramdisk
 from ramxchg.cli import main
 from ramxchg.disks.tmpfs import MountEntry, parse_mountinfo
 
@@ -84,6 +84,12 @@ def file_clock_passes(ns: int, probe: Path) -> None:
     wait_for(later, what="the file clock to pass the last publish time")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_ram_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test meets the once-per-filesystem `NotRamBackedWarning` afresh."""
+    monkeypatch.setattr(ramdisk, "_warned", set())
+
+
 @pytest.fixture
 def root(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh channel root on tmpfs (or the temp dir), also set as $RAMXCHG_ROOT."""
@@ -102,6 +108,17 @@ def items_until(sub: Subscription, stop: Any, poll: float = 0.2) -> Iterator[Ite
         except TimeoutError:
             if stop.is_set():
                 return
+
+
+@contextmanager
+def warned_if_not_ram(folder: Path) -> Iterator[None]:
+    """Expect the block to warn (`NotRamBackedWarning`) if ``folder`` is on a disk or a
+    small RAM disk, as every channel root there does once; else expect no warning."""
+    if ramdisk.advice(ramdisk.info(folder)):
+        with pytest.warns(NotRamBackedWarning):
+            yield
+    else:
+        yield
 
 
 @contextmanager
@@ -126,6 +143,8 @@ def mounted(fstype: str, mountpoint: Path, options: str) -> Iterator[Path]:
     if result.returncode != 0:
         pytest.skip(f"cannot mount a {fstype} here: {result.stderr.strip()}")
     try:
+        with warned_if_not_ram(mountpoint):  # a small RAM disk: warned about once, here
+            ramdisk.warn_if_not_ram(mountpoint)
         yield mountpoint
     finally:
         subprocess.run(["umount", "-l", str(mountpoint)], check=True)

@@ -23,7 +23,8 @@ from ramxchg import (
     RamxchgError,
     UnsupportedDtype,
 )
-from tests.conftest import mapped_from, tmp_files
+from ramxchg._errors import InvalidSetting
+from tests.conftest import mapped_from, tmp_files, warned_if_not_ram
 
 
 def test_put_get_round_trip_with_attrs(root: Path, no_leaks: None) -> None:
@@ -395,7 +396,8 @@ def test_absolute_path_uses_an_existing_folder_as_a_channel(root: Path, tmp_path
     folder = tmp_path / "exchange"
     folder.mkdir()
     np.save(folder / "existing.npy", np.ones(2))
-    ch = Channel(str(folder))
+    with warned_if_not_ram(folder):
+        ch = Channel(str(folder))
     assert ch.path == folder
     assert ch.names() == ["existing"]
     ch.put(np.zeros(2), "new")
@@ -409,6 +411,60 @@ def test_channel_settings_are_stored_and_checked(root: Path) -> None:
         Channel("cfg", keep_last=6)
     stored = json.loads((root / "cfg" / ".ramxchg" / "config.json").read_text())
     assert stored["keep_last"] == 5
+
+
+BAD_SETTINGS = [
+    ("keep_last", 2.5),
+    ("keep_last", True),
+    ("keep_last", 0),
+    ("keep_last", "3"),
+    ("max_bytes", -1),
+    ("max_bytes", 1.5),
+    ("max_items", False),
+    ("max_items", 0),
+    ("ttl", float("nan")),
+    ("ttl", float("inf")),
+    ("ttl", -1.0),
+    ("ttl", True),
+    ("ttl", "1"),
+    ("reserve_bytes", -1),
+    ("reserve_bytes", 2.0),
+    ("recycle", -1),
+    ("recycle", True),
+    ("recycle", 0.5),
+    ("format", "zip"),
+    ("format", 3),
+    ("mode", 0o70000),
+    ("mode", "700"),
+    ("mode", True),
+]
+
+
+@pytest.mark.parametrize(("setting", "value"), BAD_SETTINGS)
+def test_bad_settings_are_refused_before_anything_is_stored(
+    root: Path, setting: str, value: object
+) -> None:
+    with pytest.raises(InvalidSetting, match=setting) as info:
+        Channel("cfg", **{setting: value})  # type: ignore[arg-type]
+    assert (info.value.setting, repr(info.value.value)) == (setting, repr(value))
+    assert isinstance(info.value, ValueError)
+    assert os.listdir(root) == [], "nothing was created"
+    ch = Channel("cfg")  # the channel is still usable with sound settings
+    ch.put(np.arange(3))
+    assert ch.config.keep_last is None
+
+
+@pytest.mark.parametrize(("setting", "value"), [s for s in BAD_SETTINGS if s[0] != "mode"])
+def test_a_bad_stored_config_is_a_corrupt_item_naming_the_setting(
+    root: Path, setting: str, value: object
+) -> None:
+    ch = Channel("cfg")
+    config = ch.path / ".ramxchg" / "config.json"
+    stored = json.loads(config.read_text())
+    config.unlink()
+    config.write_text(json.dumps({**stored, setting: value}))  # another program wrote it
+    with pytest.raises(CorruptItem, match=f"{config}.*{setting}"):
+        Channel("cfg")
 
 
 def _read_in_child(root: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel, ItemNotFound
-from tests.conftest import mounted_tmpfs, run_cli
+from tests.conftest import mounted_tmpfs, run_cli, warned_if_not_ram
 
 
 @pytest.mark.parametrize("command", ["put", "ls", "info", "ack", "gc", "watch"])
@@ -183,7 +183,8 @@ def test_gc_of_every_channel_skips_links_and_reports_a_broken_channel(
     broken = Channel("broken")
     (broken.path / ".ramxchg" / "config.json").write_text("not json")
     (tmp_path / "elsewhere").mkdir()
-    elsewhere = Channel(tmp_path / "elsewhere")  # a channel outside the root...
+    with warned_if_not_ram(tmp_path / "elsewhere"):
+        elsewhere = Channel(tmp_path / "elsewhere")  # a channel outside the root...
     (elsewhere.path / ".ramxchg" / "meta" / "orphan.json").write_text("{}")
     (root / "linked").symlink_to(elsewhere.path)  # ...linked into it: not ours to walk
     code, out, _ = run_cli(capsys, "gc", "--json")
@@ -212,3 +213,63 @@ def test_reading_a_missing_channel_fails_and_creates_nothing(
     assert os.listdir(root) == []
     Channel("typo")  # publishers still create it
     assert Channel("typo", create=False).names() == []
+
+
+def _tree(folder: Path) -> list[tuple[str, int, int]]:
+    """Every name under ``folder`` (itself included) with its mode and mtime."""
+    found = [(".", os.lstat(folder).st_mode, os.lstat(folder).st_mtime_ns)]
+    for parent, folders, files in os.walk(folder):
+        for name in folders + files:
+            path = Path(parent) / name
+            info = os.lstat(path)
+            found.append((str(path.relative_to(folder)), info.st_mode, info.st_mtime_ns))
+    return sorted(found)
+
+
+@pytest.mark.parametrize(
+    "argv", [("ls",), ("ls", "--json"), ("info", "a"), ("info", "a", "--json"), ("gc",)]
+)
+def test_read_only_commands_write_nothing_in_a_plain_folder(
+    root: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]
+) -> None:
+    folder = root / "plain"  # any folder with .npy files: /etc, a data folder
+    folder.mkdir()
+    np.save(folder / "a.npy", np.arange(3))
+    before = _tree(folder)
+    command, *rest = argv
+    code, out, err = run_cli(capsys, command, str(folder), *rest)
+    assert code == 0, err
+    assert _tree(folder) == before  # on 3c44b6e: .ramxchg/ and its folders were created
+    if command != "gc":
+        assert "a" in out
+
+
+@pytest.mark.parametrize(
+    "argv", [("ls", "cam"), ("info", "cam", "a"), ("status",), ("status", "--json")]
+)
+def test_read_only_commands_do_not_complete_a_channel(
+    root: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]
+) -> None:
+    channel = Channel("cam")
+    channel.put(np.arange(3), "a")
+    state = channel.path / ".ramxchg"
+    for folder in ("tmp", "groups", "pool"):  # as an older version or another program left it
+        (state / folder).rmdir()
+    (state / "config.json").unlink()
+    before = _tree(channel.path)
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert _tree(channel.path) == before
+
+
+@pytest.mark.parametrize("argv", [("ls", "cam"), ("info", "cam", "a"), ("gc",), ("gc", "cam")])
+def test_read_only_commands_do_not_create_the_root(
+    root: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: tuple[str, ...],
+) -> None:
+    missing = root / "not-yet"
+    monkeypatch.setenv("RAMXCHG_ROOT", str(missing))
+    run_cli(capsys, *argv)
+    assert not missing.exists()

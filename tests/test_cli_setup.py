@@ -78,7 +78,8 @@ def test_setup_status_teardown(tmp_path: Path, capsys: pytest.CaptureFixture[str
         assert result["commands"][0][:3] == ["mount", "-t", "tmpfs"]
         assert _mounted(point)
 
-        ramxchg.Channel("cam", root=point).put(np.ones(100), "x")
+        with pytest.warns(ramxchg.NotRamBackedWarning, match="only 32M"):
+            ramxchg.Channel("cam", root=point).put(np.ones(100), "x")
         assert main(["status", "--root", str(point), "--json"]) == 0
         status = json.loads(capsys.readouterr().out)
         assert status["channels"][0]["items"] == 1
@@ -92,7 +93,10 @@ def test_setup_status_teardown(tmp_path: Path, capsys: pytest.CaptureFixture[str
     finally:
         if _mounted(point):
             assert main(["teardown", str(point), "--force"]) == 0
-    assert "unmounted" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "unmounted" in out
+    # What stays is a plain folder on disk: an exported root there would write to disk.
+    assert f"unset RAMXCHG_ROOT if it points at {point}" in out
     assert not _mounted(point)
 
 
@@ -126,7 +130,8 @@ def test_empty_disk_tears_down_without_force(
 ) -> None:
     point = tmp_path / "ram"
     assert main(["setup", str(point), "--size", "16M"]) == 0
-    ramxchg.Channel("empty", root=point)
+    with pytest.warns(ramxchg.NotRamBackedWarning, match="only 16M"):
+        ramxchg.Channel("empty", root=point)
     assert main(["teardown", str(point), "--json"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert json.loads(lines[-1]) == {"unmounted": str(point), "dropped": [], "unpersisted": []}

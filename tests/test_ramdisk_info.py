@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ramxchg import NotRamBackedWarning, ramdisk
+from ramxchg import Channel, NotRamBackedWarning, ramdisk
 from ramxchg._errors import RamDiskError
 from ramxchg.disks import TmpfsAdapter, parse_size
 from ramxchg.disks.base import has_cap_sys_admin
@@ -190,3 +190,44 @@ def test_no_warning_for_a_good_ram_disk() -> None:
 def test_warning_for_a_disk_root() -> None:
     with pytest.warns(NotRamBackedWarning, match="not in RAM.*ramxchg setup"):
         ramdisk.warn_if_not_ram("/mnt/ramxchg-data/root", adapter=_adapter())
+
+
+@pytest.fixture
+def disk_folder(tmp_path: Path) -> Path:
+    """A fresh folder on a disk (the temp dir), where channels must warn."""
+    if ramdisk.info(tmp_path).ram_backed:
+        pytest.skip("needs a temp dir on a disk, not in RAM")
+    return tmp_path
+
+
+@pytest.mark.parametrize("given", ["env", "root", "path"])
+def test_every_root_on_a_disk_warns_once(
+    disk_folder: Path, monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    folder = disk_folder / "exported"  # e.g. RAMXCHG_ROOT after a teardown: a plain folder
+    folder.mkdir()
+    if given == "env":
+        monkeypatch.setenv("RAMXCHG_ROOT", str(folder))
+
+    def open_channel(name: str) -> Channel:
+        if given == "path":
+            (folder / name).mkdir(exist_ok=True)
+            return Channel(folder / name)
+        return Channel(name, root=folder if given == "root" else None)
+
+    with pytest.warns(NotRamBackedWarning, match="not in RAM") as caught:  # 3c44b6e: none
+        open_channel("a")
+    assert caught[0].filename == __file__  # points at the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        open_channel("b")  # once per filesystem: not again for each channel
+        open_channel("a")
+
+
+def test_roots_in_ram_do_not_warn(root: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Channel("a")
+        Channel("b", root=root / "sub")
+        (root / "by-path").mkdir()
+        Channel(root / "by-path")

@@ -138,3 +138,27 @@ def test_a_pool_full_of_another_size_makes_room(root: Path) -> None:
     assert os.stat(ch.path / ".ramxchg" / "pool" / pooled).st_ino == big_inode
     reused = ch.put(np.full(FRAME, 2, dtype=np.uint16))
     assert os.stat(reused.path).st_ino == big_inode
+
+
+def test_a_pool_swapped_for_a_link_or_a_planted_hard_link_is_never_written(
+    root: Path, tmp_path: Path
+) -> None:
+    ch = Channel("recycle-hostile", recycle=2, keep_last=1)
+    size = ch.put(np.zeros(FRAME, np.uint16)).path.stat().st_size
+    outside = root / "outside"  # same filesystem: a hard link works
+    outside.mkdir()
+    victim = outside / f"{size}.1.cafe"
+    victim.write_bytes(b"v" * size)
+    pool = ch.path / ".ramxchg" / "pool"
+    os.link(victim, pool / victim.name)  # a pooled file that is someone else's data
+    ch.put(np.ones(FRAME, np.uint16))  # takes the pooled file: on 3c44b6e, writes into it
+    assert victim.read_bytes() == b"v" * size
+    for name in os.listdir(pool):
+        (pool / name).unlink()
+    pool.rmdir()
+    pool.symlink_to(outside)  # the whole pool a link, in both directions
+    for value in (2, 3):
+        ch.put(np.full(FRAME, value, np.uint16))  # keep_last=1 pools the one before
+    assert sorted(os.listdir(outside)) == [victim.name]
+    assert victim.read_bytes() == b"v" * size
+    np.testing.assert_array_equal(ch.latest().array, 3)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -49,3 +53,60 @@ def test_an_oversized_sidecar_is_refused_and_its_item_is_legacy(root: Path) -> N
         read_sidecar(sidecar)
     item = ch.get("a")  # never read: the item counts as legacy (tests/test_bad_sidecar.py)
     assert (item.sidecar, item.seq, item.attrs) == (None, None, {})
+
+
+def test_read_state_refuses_a_fifo_without_waiting(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(CorruptItem, match="not a regular file"):
+        read_state(tmp_path / "fifo", LIMIT, "channel config")
+
+
+def _subscribe_latest(root: str, out: Any) -> None:
+    os.environ["RAMXCHG_ROOT"] = root
+    try:
+        Channel("fifo", create=False).subscribe(start="latest").close()
+        out.put("subscribed")
+    except CorruptItem as exc:
+        out.put(f"CorruptItem: {exc}")
+
+
+def _swap_counter_for_a_fifo(root: Path) -> tuple[Channel, Path]:
+    ch = Channel("fifo")
+    ch.put(np.arange(3))
+    seq = ch.path / ".ramxchg" / "seq"
+    seq.unlink()
+    os.mkfifo(seq)  # someone who can write the state folder swapped it
+    return ch, seq
+
+
+def test_a_fifo_for_the_counter_is_refused_not_waited_on(root: Path) -> None:
+    ch, seq = _swap_counter_for_a_fifo(root)
+    spawn = mp.get_context("spawn")
+    results = spawn.Queue()
+    child = spawn.Process(target=_subscribe_latest, args=(str(root), results))
+    child.start()
+    try:
+        result = results.get(timeout=60)  # on 3c44b6e: nothing, the child blocks in open()
+    finally:
+        child.kill()
+        child.join()
+    assert result.startswith("CorruptItem")
+    assert "not a regular file" in result
+    assert str(seq) in result
+    with pytest.raises(CorruptItem, match="not a regular file"):
+        ch.put(np.arange(3))  # the publish lock refuses it too
+
+
+def test_watch_start_latest_on_a_fifo_counter_fails_at_once(root: Path) -> None:
+    _, seq = _swap_counter_for_a_fifo(root)
+    done = subprocess.run(
+        [sys.executable, "-m", "ramxchg", "watch", "fifo", "--start", "latest", "--count", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "RAMXCHG_ROOT": str(root)},
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "not a regular file" in done.stderr
+    assert str(seq) in done.stderr

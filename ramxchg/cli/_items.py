@@ -18,7 +18,7 @@ from .._item import Item
 from .._layout import channel_folders
 from .._names import check_name
 from .._publish import check_room, write_hidden
-from .._root import default_root
+from .._root import find_default_root
 from .._scan import Entry, publish_order, scan
 from .._sidecar import encode_attrs
 from ..formats import format_for
@@ -61,10 +61,11 @@ def add_channel_args(parser: argparse.ArgumentParser) -> None:
 def open_channel(args: argparse.Namespace, *, create: bool = False) -> Channel:
     """The channel named by ``args.channel`` (a name under ``--root``, or a path).
 
-    Only commands that publish create a channel; the others refuse a missing one.
+    Only commands that publish create a channel (or its state folder in a folder named by
+    path); the others refuse a missing one and write nothing to read it.
     """
     if os.path.isabs(args.channel) or os.sep in args.channel:
-        return Channel(Path(args.channel).absolute())
+        return Channel(Path(args.channel).absolute(), create=create)
     return Channel(args.channel, root=args.root, create=create)
 
 
@@ -129,7 +130,8 @@ def register(subparsers: Any) -> None:
         run_gc,
         help="apply retention and remove what dead processes left",
         description="Remove dead producers' temporary files, orphan sidecars and stale "
-        "claims/acks; delete items every group acked and items over keep_last/ttl.",
+        "claims/acks; delete items every group acked and items over keep_last/ttl. Other "
+        "users' channels are skipped (unless run as root); no link is ever followed.",
         epilog=GC_EXAMPLE,
     )
     gc.add_argument("channel", metavar="CHANNEL", nargs="?", help="one channel (default: all)")
@@ -310,14 +312,14 @@ def run_ack(args: argparse.Namespace) -> int:
 def run_gc(args: argparse.Namespace) -> int:
     """Garbage-collect one channel or every channel under the root.
 
-    With every channel, one that fails (e.g. another user's) is reported and the rest
-    are still collected; the exit code is then 1.
+    With every channel, other users' channels are skipped (unless we are root), one that
+    fails is reported and the rest are still collected; the exit code is then 1.
     """
     if args.channel is not None:
         channel = open_channel(args)
         reports: dict[str, dict[str, Any]] = {str(channel.path): channel.gc()}
     else:
-        base = Path(args.root) if args.root else default_root()
+        base = Path(args.root) if args.root else find_default_root(create=False)
         reports = {str(path): _gc_or_error(path) for path in channel_folders(base)}
     failed = any("error" in counts for counts in reports.values())
     if args.json:
@@ -329,8 +331,13 @@ def run_gc(args: argparse.Namespace) -> int:
 
 
 def _gc_or_error(path: Path) -> dict[str, Any]:
-    """The channel's gc counts, or ``{"error": ...}`` if it cannot be collected."""
+    """The channel's gc counts, ``{"error": ...}`` if it cannot be collected, or
+    ``{"skipped": ...}`` for another user's channel (unless we are root)."""
     try:
-        return Channel(path.absolute()).gc()
+        owner = os.lstat(path).st_uid
+        me = os.geteuid() if hasattr(os, "geteuid") else owner
+        if me not in (0, owner):  # in a shared root: theirs to collect, and to booby-trap
+            return {"skipped": f"owned by uid {owner}, not yours"}
+        return Channel(path.absolute(), create=False).gc()
     except (RamxchgError, OSError) as exc:
         return {"error": failure_line(exc)}

@@ -172,6 +172,8 @@ def run_teardown(args: argparse.Namespace) -> int:
         print("nothing was installed to recreate it")
     if mounted:
         print(f"unmounted {path}" + (f"; dropped {len(busy)} channels" if busy else ""))
+        # The mount point stays, as a plain folder on disk: channels there would go to disk.
+        print(f"unset RAMXCHG_ROOT if it points at {path}: it is no RAM disk any more")
     else:
         print(f"{path} is not a mounted RAM disk; nothing to unmount")
     return 0
@@ -198,7 +200,7 @@ def channel_rows(root: Path) -> list[ChannelRow]:
     for entry in channel_folders(root):
         row = ChannelRow(entry.name, os.fspath(entry))
         try:
-            status = Channel(entry).status()
+            status = Channel(entry, create=False).status()
             row.items, row.bytes = status.items, status.bytes
             row.groups = [asdict(group) for group in status.groups]
         except (RamxchgError, OSError) as exc:

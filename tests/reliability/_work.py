@@ -6,6 +6,7 @@ in an importable module and take only picklable arguments.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import zlib
@@ -22,6 +23,19 @@ def warm_up() -> None:
     """Import what ramxchg imports lazily (h5py runs ``uname -p`` on import), so an audit
     attached afterwards sees the steady state, not the interpreter loading libraries."""
     import h5py  # noqa: F401
+
+
+def logged_warnings() -> list[str]:
+    """A list that collects, from now on, every warning ramxchg logs in this process."""
+    found: list[str] = []
+
+    class Spy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.WARNING:
+                found.append(record.getMessage())
+
+    logging.getLogger("ramxchg").addHandler(Spy())
+    return found
 
 
 def checksum(array: np.ndarray) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import multiprocessing as mp
 import os
 from multiprocessing.connection import Connection
@@ -16,7 +15,7 @@ from ramxchg import Channel
 from tests.conftest import wait_for
 from tests.reliability._audit import STRACE, Audit
 from tests.reliability._hostile import MALFORMED, NOT_FILES, plant_outside
-from tests.reliability._work import checksum, intact, warm_up
+from tests.reliability._work import checksum, intact, logged_warnings, warm_up
 from tests.reliability.conftest import Figures
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
@@ -28,14 +27,7 @@ GOOD_ITEMS = 10
 def _consume(root: str, events: tuple, out: Connection) -> None:  # type: ignore[type-arg]
     ready, stop = events
     warm_up()
-    warnings: list[str] = []
-
-    class Spy(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.levelno >= logging.WARNING:
-                warnings.append(record.getMessage())
-
-    logging.getLogger("ramxchg").addHandler(Spy())
+    warnings = logged_warnings()
     delivered: list[tuple[str, bool]] = []
     errors: list[str] = []
     with Channel("hostile", root=root).subscribe("g", settle=0.05, quarantine_after=0.3) as sub:

@@ -1,0 +1,241 @@
+"""Folders of a channel opened without following a link: what every state walk goes through.
+
+A channel may be shared with, or belong to, another user, who can swap any of its state
+folders for a symlink to a folder of yours at any moment: a path would follow it, and
+``gc`` would empty your folder. A folder opened with ``O_NOFOLLOW | O_DIRECTORY``
+relative to its parent's descriptor is the real one, and names listed, removed or
+renamed relative to that descriptor stay in it, whatever happens to the paths meanwhile.
+A hard link planted in such a folder is only a name there: removing it leaves the file.
+
+Where the OS has no ``openat`` (Windows), paths are used, each checked with ``lstat``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from pathlib import Path
+
+from ._errors import UnsafeRoot
+
+_DIR_FD_CALLS = {os.open, os.stat, os.unlink, os.rename, os.rmdir, os.mkdir}
+#: Work relative to folder descriptors (POSIX); else paths checked with lstat (Windows).
+DIR_FD = os.supports_dir_fd >= _DIR_FD_CALLS and os.listdir in os.supports_fd
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
+
+
+def _euid() -> int | None:
+    return os.geteuid() if hasattr(os, "geteuid") else None
+
+
+class SafeDir:
+    """One open folder: every name is looked up in it, never through a link.
+
+    `open` the channel folder, then `sub` the folders in it. With ``owners`` set, a
+    sub-folder that belongs to anyone else is refused (`UnsafeRoot`).
+    """
+
+    def __init__(self, path: Path, fd: int | None, owners: frozenset[int] | None) -> None:
+        self.path = path
+        self.fd = fd
+        self.owners = owners
+
+    @classmethod
+    def open(cls, path: Path, *, check_owner: bool = False) -> SafeDir:
+        """Open the folder ``path`` itself (`UnsafeRoot` if it is a symlink or no folder).
+
+        ``check_owner``: folders below it must belong to its owner, or to us.
+        """
+        found = cls(path, _open_dir(path, os.fspath(path), None), None)
+        me = _euid()
+        if check_owner and me is not None:
+            found.owners = frozenset({found.stat().st_uid, me})
+        return found
+
+    def sub(self, name: str) -> SafeDir | None:
+        """The folder ``name`` in this one; None if there is none.
+
+        Raises `UnsafeRoot` for a symlink, anything but a folder, or (with owners) a folder
+        that belongs to someone else.
+        """
+        path = self.path / name
+        try:
+            found = SafeDir(path, _open_dir(path, name, self.fd), self.owners)
+        except FileNotFoundError:
+            return None
+        if self.owners is not None:
+            uid = found.stat().st_uid
+            if uid not in self.owners:
+                found.close()
+                raise UnsafeRoot(
+                    f"{path} belongs to uid {uid}, neither to the channel's owner nor to "
+                    "you; not ours to walk",
+                    path=path,
+                    owner_uid=uid,
+                )
+        return found
+
+    def make_sub(self, name: str, mode: int = 0o700) -> SafeDir:
+        """The folder ``name`` in this one, created (with ``mode``) if missing."""
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(self._name(name), mode, dir_fd=self.fd)
+        found = self.sub(name)
+        if found is None:  # removed again at once: as if it never was
+            raise FileNotFoundError(errno.ENOENT, "vanished while created", str(self.path / name))
+        return found
+
+    def stat(self) -> os.stat_result:
+        """This folder's own stat."""
+        return os.stat(self.fd) if self.fd is not None else os.lstat(self.path)
+
+    def names(self) -> list[str]:
+        """Every name in the folder (hidden ones too)."""
+        return os.listdir(self.fd if self.fd is not None else self.path)
+
+    def lstat(self, name: str) -> os.stat_result | None:
+        """The entry ``name`` itself (a link is not followed); None if missing."""
+        try:
+            return os.stat(self._name(name), dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def unlink(self, name: str) -> bool:
+        """Remove the entry ``name`` (a link itself, never its target); False if missing."""
+        try:
+            os.unlink(self._name(name), dir_fd=self.fd)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def rmdir(self, name: str) -> None:
+        """Remove the empty folder ``name``, if it is still there."""
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(self._name(name), dir_fd=self.fd)
+
+    def rename(self, name: str, target: SafeDir, new_name: str) -> bool:
+        """Move ``name`` to ``new_name`` in ``target`` (replacing it); False if missing."""
+        try:
+            os.replace(
+                self._name(name),
+                target._name(new_name),
+                src_dir_fd=self.fd,
+                dst_dir_fd=target.fd,
+            )
+        except FileNotFoundError:
+            return False
+        return True
+
+    def open_file(self, name: str, flags: int, mode: int = 0o666) -> int:
+        """``os.open`` of the file ``name`` in this folder; a symlink is never followed."""
+        return os.open(self._name(name), flags | _NOFOLLOW, mode, dir_fd=self.fd)
+
+    def clear(self) -> None:
+        """Remove everything in the folder, folders in it too, without following a link."""
+        for name in self.names():
+            info = self.lstat(name)
+            if info is None:
+                continue
+            if not stat.S_ISDIR(info.st_mode):
+                self.unlink(name)
+                continue
+            inner = self.sub(name)
+            if inner is not None:
+                with inner:
+                    inner.clear()
+                self.rmdir(name)
+
+    def _name(self, name: str) -> str:
+        """What to pass to a call: the bare name with a descriptor, else the full path."""
+        return name if self.fd is not None else os.fspath(self.path / name)
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __enter__(self) -> SafeDir:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _open_dir(path: Path, name: str, dir_fd: int | None) -> int | None:
+    """A descriptor of the folder ``name`` (in ``dir_fd``), never through a link.
+
+    Without descriptors (``DIR_FD`` False): checks ``path`` with lstat and returns None.
+    """
+    if not DIR_FD:
+        info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+            raise _refused(path)
+        return None
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _refused(path) from exc
+        raise
+
+
+def _refused(path: Path) -> UnsafeRoot:
+    return UnsafeRoot(f"{path} is a symlink or not a folder; refusing to follow it", path=path)
+
+
+class StateTree:
+    """A channel's state folder and the folders in it, opened on first use, closed on exit.
+
+    ``folder("groups", "g", "acks")`` is ``<channel>/.ramxchg/groups/g/acks``, reached one
+    descriptor at a time from the channel folder. ``check_owner``: every folder must
+    belong to the channel folder's owner, or to us.
+    """
+
+    def __init__(self, channel: Path, state_name: str, *, check_owner: bool = False) -> None:
+        self._channel = channel
+        self._state_name = state_name
+        self._check_owner = check_owner
+        self._opened: dict[tuple[str, ...], SafeDir | None] = {}
+        self._top: SafeDir | None = None
+
+    @property
+    def channel(self) -> SafeDir:
+        """The channel folder itself."""
+        if self._top is None:
+            self._top = SafeDir.open(self._channel, check_owner=self._check_owner)
+        return self._top
+
+    def folder(self, *parts: str) -> SafeDir | None:
+        """The state folder, or a folder below it; None if it (or one above) is missing.
+
+        Raises `UnsafeRoot` as `SafeDir.sub` does (each call: nothing unsafe is kept).
+        """
+        if parts in self._opened:
+            return self._opened[parts]
+        if parts:
+            parent = self.folder(*parts[:-1])
+            found = None if parent is None else parent.sub(parts[-1])
+        else:
+            try:
+                found = self.channel.sub(self._state_name)
+            except FileNotFoundError:  # the channel folder itself is gone
+                found = None
+        self._opened[parts] = found
+        return found
+
+    def close(self) -> None:
+        for opened in self._opened.values():
+            if opened is not None:
+                opened.close()
+        self._opened.clear()
+        if self._top is not None:
+            self._top.close()
+            self._top = None
+
+    def __enter__(self) -> StateTree:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

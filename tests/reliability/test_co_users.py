@@ -1,0 +1,244 @@
+"""A hostile co-user of a shared root: links in their own channel's state, aimed at you.
+
+In a root shared by everyone (mode 1777, what `ramxchg setup` mounts), another user owns
+channels of their own and may swap any of their state folders for a symlink to a folder of
+yours, or hard-link your files into them. Your `ramxchg gc` (or root's) must then leave
+your folder exactly as it was, and so must consuming from, publishing into or dropping a
+group of such a channel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ramxchg import Channel
+from tests.reliability._users import OTHER, as_user, cli
+from tests.reliability.conftest import Figures
+
+pytestmark = [pytest.mark.reliability, pytest.mark.root]
+
+VICTIM = OTHER
+ATTACKER = OTHER + 1
+#: State folders the attacker swaps for a link to the victim's folder, one channel each.
+LINKED = (
+    "groups/g/acks",
+    "groups/g/claims",
+    "meta",
+    "tmp",
+    "pool",
+    "quarantine",
+    "dead",
+    "groups",
+    "groups/g",
+)
+#: One hour ago: old enough for every age rule of gc (temporary files, dead claims).
+OLD = time.time() - 3600
+#: The item size a pooled file of the victim's folder is named after (128-byte header).
+POOLED_BYTES = 8192
+GROUP_JSON = json.dumps(
+    {"version": 1, "name": "g", "start_seq": 0, "created_seq": 0, "created_ns": 0}
+)
+
+
+def _state_shaped(folder: Path) -> None:
+    """Files of the victim shaped like what each state walk would remove."""
+    files = {
+        "notes.json": "{}",  # an orphan sidecar, to a meta walk
+        "results": "not json",  # a stale ack, or a dead claim, to acks/claims walks
+        "half.npy": "old",  # a dead producer's temporary file, to a tmp walk
+        f"{POOLED_BYTES}.1.cafe": "x" * POOLED_BYTES,  # a recycled file, to the pool
+        "group.json": GROUP_JSON,  # a registered group, to groups/g
+        "seq": f"{7:020d}\n",
+    }
+    for sub in ("", "acks/", "claims/", "meta/", "tmp/", "pool/", "g/", "g/acks/", "g/claims/"):
+        (folder / sub).mkdir(exist_ok=True)
+        for name, text in files.items():
+            (folder / sub / name).write_text(text)
+
+
+@pytest.fixture
+def precious() -> Iterator[Path]:
+    """The victim's private folder (0700), outside the shared root but on the same disk."""
+    folder = Path(tempfile.mkdtemp(prefix="ramxchg-victim-", dir="/dev/shm"))
+    _state_shaped(folder)
+    for path in [folder, *folder.rglob("*")]:
+        os.chown(path, VICTIM, VICTIM)
+        os.utime(path, (OLD, OLD))
+    yield folder
+    shutil.rmtree(folder)
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int, str]]:
+    """Every name under ``folder`` (itself too): mode, mtime and a hash of the content."""
+    found = {}
+    for path in [folder, *folder.rglob("*")]:
+        info = os.lstat(path)
+        content = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+        found[str(path.relative_to(folder))] = (info.st_mode, info.st_mtime_ns, content)
+    return found
+
+
+def _slug(kind: str) -> str:
+    return "evil-" + kind.replace("/", "-").strip(".")
+
+
+def _plant(shared: str, precious: str) -> list[str]:
+    """As the attacker: real channels of theirs, each with one state folder a link."""
+    made = []
+    for kind in (*LINKED, ".ramxchg", "hard-links", "seq"):
+        ch = Channel(_slug(kind), root=shared, mode=0o777, keep_last=1, recycle=2)
+        ch.subscribe("g").close()
+        for _ in range(3):  # keep_last=1: two go to the pool
+            ch.put(np.zeros(POOLED_BYTES - 128, np.uint8))
+        state = ch.path / ".ramxchg"
+        target = state if kind == ".ramxchg" else state / kind
+        if kind in (*LINKED, ".ramxchg"):
+            if target.exists():  # quarantine/ and dead/ are made on first use
+                shutil.rmtree(target)
+            target.symlink_to(precious)
+        for path in [ch.path, *ch.path.rglob("*")]:  # open to all: others may use it
+            if not path.is_symlink():
+                path.chmod(0o777 if path.is_dir() else 0o666)
+        made.append(str(ch.path))
+    return made
+
+
+def _hard_link(channel: Path, precious: Path) -> None:
+    """Root links the victim's files into the attacker's state (protected_hardlinks stops
+    the attacker alone only when the victim's files are not theirs to read or write)."""
+    state = channel / ".ramxchg"
+    for sub, name in (
+        ("meta", "notes.json"),
+        ("tmp", "half.npy"),
+        ("pool", f"{POOLED_BYTES}.1.cafe"),
+        ("groups/g/acks", "results"),
+        ("groups/g/claims", "results"),
+    ):
+        os.link(precious / name, state / sub / name)
+    os.link(precious / "results", channel / "stolen.npy")  # an item with no sidecar
+
+
+def _swap_seq(channel: Path, precious: Path) -> None:
+    seq = channel / ".ramxchg" / "seq"
+    seq.unlink()
+    os.link(precious / "seq", seq)  # the publish lock would write into it
+
+
+@pytest.fixture
+def shared(root: Path, precious: Path) -> dict[str, Path]:
+    """The shared root (1777) holding the attacker's channels and one of the victim's."""
+    os.chmod(root, 0o1777)
+    status, made = as_user(ATTACKER, _plant, str(root), str(precious))
+    assert status == "ok", made
+    channels = {Path(path).name: Path(path) for path in made}
+    _hard_link(channels["evil-hard-links"], precious)
+    _swap_seq(channels["evil-seq"], precious)
+    assert as_user(VICTIM, _own_channel, str(root))[0] == "ok"
+    return channels
+
+
+def _own_channel(shared: str) -> None:
+    ch = Channel("mine", root=shared)
+    ch.put(np.arange(3), "a")
+    (ch.path / ".ramxchg" / "meta" / "orphan.json").write_text("{}")
+
+
+def test_gc_of_a_shared_root_by_the_victim_skips_the_attackers_channels(
+    shared: dict[str, Path], precious: Path, figures: Figures
+) -> None:
+    before = _snapshot(precious)
+    root = next(iter(shared.values())).parent
+    status, result = as_user(VICTIM, cli, "gc", "--root", str(root), "--json")
+    assert status == "ok", result
+    code, out, err = result
+    assert _snapshot(precious) == before  # on 3c44b6e: the victim's files were deleted
+    assert code == 0, err
+    report = json.loads(out)
+    assert report[str(root / "mine")]["orphan_sidecars"] == 1  # its own channel: collected
+    for path in shared.values():
+        assert "not yours" in report[str(path)]["skipped"]
+    figures.runs = f"{len(shared)} channels of a co-user, gc by the victim and by root"
+    figures.faults = "state folders swapped for symlinks, hard links, a hard-linked seq"
+
+
+@pytest.mark.parametrize("kind", [*LINKED, ".ramxchg", "hard-links", "seq"])
+def test_gc_of_the_attackers_channel_by_the_victim_stays_inside(
+    shared: dict[str, Path], precious: Path, kind: str
+) -> None:
+    before = _snapshot(precious)
+    path = shared[_slug(kind)]
+    status, result = as_user(VICTIM, cli, "gc", str(path), "--json")
+    assert status == "ok", result
+    code, _, err = result
+    assert _snapshot(precious) == before
+    assert code in (0, 1)
+    assert "Traceback" not in err
+
+
+def test_gc_of_a_shared_root_by_root_never_follows_a_link(
+    shared: dict[str, Path], precious: Path
+) -> None:
+    before = _snapshot(precious)
+    root = next(iter(shared.values())).parent
+    done = subprocess.run(
+        [sys.executable, "-m", "ramxchg", "gc", "--root", str(root), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert _snapshot(precious) == before
+    assert "Traceback" not in done.stderr
+    report = json.loads(done.stdout)
+    assert report[str(root / "mine")]["orphan_sidecars"] == 1
+    walked = ("groups/g/acks", "groups/g/claims", "meta", "tmp", "groups", "groups/g")
+    for kind in (*walked, ".ramxchg", "seq"):
+        counts = report[str(shared[_slug(kind)])]
+        assert counts.get("unsafe_folders") or "error" in counts, (kind, counts)
+
+
+def _consume(path: str) -> list[str]:
+    with Channel(path).subscribe("g", watch="polling") as sub:
+        return [sub.get(timeout=0.5).name]
+
+
+def _publish(path: str) -> str:
+    return Channel(path).put(np.ones(POOLED_BYTES - 128, np.uint8)).name
+
+
+def _drop(path: str) -> None:
+    Channel(path).drop_group("g")
+
+
+@pytest.mark.parametrize(
+    ("kind", "action"),
+    [
+        ("groups/g/claims", _consume),  # a dead claim is removed: from the victim's folder?
+        ("quarantine", _consume),  # the hard link is set aside: into the victim's folder?
+        ("pool", _publish),  # a pooled file is overwritten, the old item pooled: the victim's?
+        ("groups/g", _drop),
+        ("groups", _drop),
+    ],
+)
+def test_using_the_attackers_channel_stays_inside(
+    shared: dict[str, Path], precious: Path, kind: str, action: object
+) -> None:
+    path = shared[_slug(kind)]
+    if kind == "quarantine":
+        os.link(precious / "results", path / "intruder.npy")  # set aside at once
+    before = _snapshot(precious)
+    status, result = as_user(VICTIM, action, str(path))
+    assert _snapshot(precious) == before
+    assert status in ("ok", "UnsafeRoot", "TimeoutError"), result

@@ -1,0 +1,100 @@
+"""Safe folder walks: never through a link, only in the folder itself (both code paths)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ramxchg import UnsafeRoot, _safedir
+from ramxchg._safedir import SafeDir, StateTree
+
+
+@pytest.fixture(params=["descriptors", "paths"])
+def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways: folder descriptors (POSIX), and lstat-checked paths (no openat)."""
+    monkeypatch.setattr(_safedir, "DIR_FD", request.param == "descriptors")
+    return str(request.param)
+
+
+def _sub(folder: SafeDir, name: str) -> SafeDir:
+    found = folder.sub(name)
+    assert found is not None
+    return found
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """``channel/.ramxchg/{meta,groups/g/acks}``, ``meta`` holding a file, and an outside
+    folder with files that a walk following a link would remove."""
+    state = tmp_path / "channel" / ".ramxchg"
+    (state / "groups" / "g" / "acks").mkdir(parents=True)
+    (state / "meta").mkdir()
+    (state / "meta" / "a.json").write_text("{}")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "keep").write_text("mine")
+    return tmp_path
+
+
+def test_walks_stay_in_the_folder(tree: Path, way: str) -> None:
+    channel = tree / "channel"
+    with StateTree(channel, ".ramxchg") as state:
+        meta = state.folder("meta")
+        assert meta is not None
+        assert meta.names() == ["a.json"]
+        acks = state.folder("groups", "g", "acks")
+        assert acks is not None
+        assert meta.rename("a.json", acks, "a") is True
+        assert meta.rename("a.json", acks, "a") is False  # gone: no error
+        assert acks.lstat("a") is not None
+        assert acks.unlink("a") is True
+        assert acks.unlink("a") is False
+        assert state.folder("missing", "deeper") is None
+        groups = state.folder("groups")
+        assert groups is not None
+        with groups.make_sub("new") as new:
+            os.close(new.open_file("f", os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+        with _sub(groups, "g") as group:
+            group.clear()
+            assert group.names() == []
+    assert (channel / ".ramxchg" / "groups" / "new" / "f").is_file()
+
+
+@pytest.mark.parametrize("swapped", [".ramxchg", "meta", "groups/g", "groups/g/acks"])
+def test_a_folder_swapped_for_a_link_is_refused(tree: Path, way: str, swapped: str) -> None:
+    state_folder = tree / "channel" / ".ramxchg"
+    target = state_folder if swapped == ".ramxchg" else state_folder / swapped
+    os.rename(target, tree / "moved-away")
+    target.symlink_to(tree / "outside")
+    parts = () if swapped == ".ramxchg" else tuple(swapped.split("/"))
+    with (
+        StateTree(tree / "channel", ".ramxchg") as state,
+        pytest.raises(UnsafeRoot, match="symlink"),
+    ):
+        state.folder(*parts)
+    (tree / "file").write_text("x")
+    with SafeDir.open(tree) as top, pytest.raises(UnsafeRoot, match="not a folder"):
+        top.sub("file")
+    assert os.listdir(tree / "outside") == ["keep"]
+
+
+def test_clear_never_follows_a_link_inside(tree: Path, way: str) -> None:
+    acks = tree / "channel" / ".ramxchg" / "groups" / "g" / "acks"
+    (acks / "link").symlink_to(tree / "outside")
+    with SafeDir.open(tree / "channel" / ".ramxchg" / "groups") as groups, _sub(groups, "g") as g:
+        g.clear()
+    assert os.listdir(tree / "outside") == ["keep"]
+    assert os.listdir(tree / "channel" / ".ramxchg" / "groups" / "g") == []
+
+
+@pytest.mark.root
+def test_owner_check_refuses_another_users_folder(tree: Path, way: str) -> None:
+    planted = tree / "channel" / ".ramxchg" / "meta"
+    os.chown(planted, 61002, 61002)
+    with StateTree(tree / "channel", ".ramxchg", check_owner=True) as state:
+        with pytest.raises(UnsafeRoot, match="uid 61002"):
+            state.folder("meta")
+        assert state.folder("groups") is not None
+    with StateTree(tree / "channel", ".ramxchg") as state:
+        assert state.folder("meta") is not None  # no owner check asked for
