@@ -132,7 +132,7 @@ class Channel:
             path = Path(name)
             check_safe_dir(path, owner_check=False)
             self.name = path.name
-            warn_if_not_ram(path, stacklevel=2)  # as for a root (once per filesystem)
+            home = path  # warned about as a root is (once per filesystem)
         else:
             self.name = check_name(name, "channel")
             base = Path(root) if root is not None else find_default_root(create=create)
@@ -144,13 +144,15 @@ class Channel:
                     ensure_dir(base)
                 else:
                     check_safe_dir(base)
-            warn_if_not_ram(base, stacklevel=2)  # any root, not only the default one
+            home = base  # any root is warned about, not only the default one
         self.path = path
         self._layout = ChannelLayout(path)
         if create:
             self._layout.create(mode, owner_check=not by_path)
         else:  # a reader: nothing is created, not even the state folder
             check_safe_dir(path, owner_check=not by_path)
+        # Only once the channel is usable: a root that fails gets its error, not a warning.
+        warn_if_not_ram(home, stacklevel=2)
         self.config: ChannelConfig = load_or_store(self._layout.config_file, wanted, store=create)
         self._counter = SequenceCounter(self._layout.seq_file)
         self._retention = Retention(self._layout, self.config, self._counter)

@@ -66,7 +66,8 @@ def test_put_under_proc(root: Path) -> None:
 @pytest.fixture
 def read_only_root(tmp_path: Path) -> Iterator[Path]:
     """A small tmpfs holding channel 'cam' (item 'a', group 'g'), remounted read-only."""
-    with mounted_tmpfs(tmp_path / "ro", 16 << 20) as mount:
+    # 256 MB: not small enough to be warned about, so the error is all stderr says
+    with mounted_tmpfs(tmp_path / "ro", 256 << 20) as mount:
         channel = Channel("cam", root=mount)
         channel.put(np.ones(3), name="a")
         channel.subscribe(group="g").close()
@@ -175,3 +176,15 @@ def test_a_reader_that_leaves_early_is_not_a_traceback(root: Path) -> None:
         err = proc.stderr.read().decode()
         assert proc.wait(60) == 1
     assert err == ""
+
+
+def test_a_warning_is_one_line_too(tmp_path: Path) -> None:
+    disk = tmp_path / "on-disk"  # pytest's tmp_path is not on a RAM disk here
+    disk.mkdir()
+    frame = tmp_path / "frame.npy"
+    np.save(frame, np.arange(3))
+    code, err = _ramxchg("put", "cam", str(frame), "--root", str(disk))
+    assert code == 0, err
+    [line] = err.splitlines()
+    assert line.startswith("ramxchg: warning: "), err
+    assert "not in RAM" in line

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -86,7 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return int(run(args))
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(run(args))
     except KeyboardInterrupt:
         print("ramxchg: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -98,3 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RamxchgError, OSError) as exc:
         print(f"ramxchg: error: {failure_line(exc)}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_: object) -> None:
+    """Warnings as one line for people (``ramxchg: warning: ...``), not Python's file:line."""
+    print(f"ramxchg: warning: {message}", file=sys.stderr)
