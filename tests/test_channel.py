@@ -18,12 +18,12 @@ from ramxchg import (
     Channel,
     CorruptItem,
     InvalidName,
+    InvalidSetting,
     ItemExists,
     ItemNotFound,
     RamxchgError,
     UnsupportedDtype,
 )
-from ramxchg._errors import InvalidSetting
 from tests.conftest import mapped_from, tmp_files, warned_if_not_ram
 
 

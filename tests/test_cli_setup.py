@@ -78,7 +78,7 @@ def test_setup_status_teardown(tmp_path: Path, capsys: pytest.CaptureFixture[str
         assert result["commands"][0][:3] == ["mount", "-t", "tmpfs"]
         assert _mounted(point)
 
-        with pytest.warns(ramxchg.NotRamBackedWarning, match="only 32M"):
+        with pytest.warns(ramxchg.NotRamBackedWarning, match="only 32 MB"):
             ramxchg.Channel("cam", root=point).put(np.ones(100), "x")
         assert main(["status", "--root", str(point), "--json"]) == 0
         status = json.loads(capsys.readouterr().out)
@@ -130,7 +130,7 @@ def test_empty_disk_tears_down_without_force(
 ) -> None:
     point = tmp_path / "ram"
     assert main(["setup", str(point), "--size", "16M"]) == 0
-    with pytest.warns(ramxchg.NotRamBackedWarning, match="only 16M"):
+    with pytest.warns(ramxchg.NotRamBackedWarning, match="only 16 MB"):
         ramxchg.Channel("empty", root=point)
     assert main(["teardown", str(point), "--json"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

@@ -61,7 +61,7 @@ def test_info_of_the_mount(mounted: Path) -> None:
 
 
 def test_publish_and_read_through_the_mount(mounted: Path) -> None:
-    with pytest.warns(ramxchg.NotRamBackedWarning, match="only 64M"):  # as any small root
+    with pytest.warns(ramxchg.NotRamBackedWarning, match="only 64 MB"):  # as any small root
         channel = ramxchg.Channel("cam", root=mounted)
     array = np.arange(1_000_000, dtype=np.float64)
     item = channel.put(array, "frame")
