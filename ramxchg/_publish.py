@@ -108,6 +108,7 @@ def make_visible(
     *,
     name: str | None,
     attrs: dict[str, Any],
+    origin: dict[str, Any] | None = None,
 ) -> Published:
     """Steps 2 and 3: give ``tmp`` its sequence number and name, atomically.
 
@@ -119,7 +120,7 @@ def make_visible(
             target = layout.item(final_name, fmt.suffix)
             check_free(layout, final_name)
             sidecar = layout.sidecar(final_name)
-            written = Sidecar(claim.next, fmt.name, time.time_ns(), attrs)
+            written = Sidecar(claim.next, fmt.name, time.time_ns(), attrs, origin)
             write_sidecar(sidecar, written)
             # Use the number up before the item appears: a producer killed between the two
             # leaves a gap (harmless), never a visible item whose number is handed out again
