@@ -17,7 +17,7 @@ from .._version import __version__
 from ..disks import parse_size
 
 #: Modules that add subcommands, in the order ``--help`` lists them.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("_setup", "_demo", "_bench", "_items", "_watch")
+SUBCOMMAND_MODULES: tuple[str, ...] = ("_setup", "_demo", "_bench", "_items", "_watch", "_bridge")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
