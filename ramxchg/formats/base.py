@@ -108,9 +108,14 @@ def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
 
 
 def write_whole(path: str | Path, data: memoryview) -> None:
-    """Write ``data`` from the start of ``path``, creating it or overwriting it in place."""
+    """Write ``data`` from the start of ``path``, creating it or overwriting it in place.
+
+    A new file is sized first: a huge=within_size tmpfs then backs it with huge pages.
+    """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
     try:
+        if os.fstat(fd).st_size != data.nbytes:
+            os.ftruncate(fd, data.nbytes)
         pwrite_all(fd, data, 0)
     finally:
         os.close(fd)
