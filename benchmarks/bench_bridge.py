@@ -102,7 +102,12 @@ def bridged(node: str, roots: tuple[Path, Path], size: int, round_no: int) -> fl
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", nargs="+", default=["1M", "64M", "512M"], type=parse_size)
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        type=parse_size,
+        default=[parse_size(s) for s in ("1M", "64M", "512M")],
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--store", type=parse_size, default=parse_size("2G"))
     parser.add_argument("--json", action="store_true")
