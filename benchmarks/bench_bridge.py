@@ -11,6 +11,8 @@ source host"). For each size, alternately:
 
 - **Ray alone**: ``ray.put`` of an in-memory array on the head node, passed to an actor
   on the second node that takes it (``ray.get``, zero-copy) and returns its size;
+- **Ray + file write**: the same, the actor writing each array into a new file on the
+  second root (the one copy the bridge makes there, without its bookkeeping);
 - **bridge**: the same number of items pre-published in a source channel (not
   timed), copied by a `Bridge` into a channel on the second node (the receiver maps
   nothing of the source: it writes the bytes Ray brought into a new item file).
@@ -48,9 +50,18 @@ WINDOW_BYTES = 1 << 30
 
 
 class Sink:
-    """The Ray-alone receiver: takes an array (zero-copy) and answers its size."""
+    """The Ray-alone receiver: takes an array (zero-copy) and answers its size; with a
+    folder, first writes it into a new file there (the bridge's one copy, without its
+    bookkeeping)."""
 
-    def take(self, array: np.ndarray) -> int:
+    def __init__(self) -> None:
+        self.written = 0
+
+    def take(self, array: np.ndarray, folder: str | None = None) -> int:
+        if folder is not None:
+            self.written += 1
+            with open(os.path.join(folder, f"{self.written}.bin"), "wb") as file:
+                file.write(memoryview(array))
         return int(array.nbytes)
 
 
@@ -59,18 +70,24 @@ def items_for(size: int) -> tuple[int, int]:
     return max(3, min(200, ROUND_BYTES // size)), max(1, min(4, WINDOW_BYTES // size))
 
 
-def ray_alone(ray: Any, sink: Any, size: int) -> float:
-    """GB/s of ``ray.put`` + a remote ``ray.get``, with the bridge's window."""
+def ray_alone(ray: Any, sink: Any, size: int, folder: Path | None = None) -> float:
+    """GB/s of ``ray.put`` + a remote ``ray.get`` (+ a file write into ``folder``), with
+    the bridge's window."""
     count, window = items_for(size)
     message = np.full(size, 7, np.uint8)
+    target = str(folder) if folder is not None else None
     pending: deque[Any] = deque()
     started = time.perf_counter()
     for _ in range(count):
         if len(pending) >= window:
             ray.get(pending.popleft())
-        pending.append(sink.take.remote(ray.put(message)))
+        pending.append(sink.take.remote(ray.put(message), target))
     ray.get(list(pending))
-    return count * size / (time.perf_counter() - started) / 1e9
+    seconds = time.perf_counter() - started
+    if folder is not None:
+        shutil.rmtree(folder)
+        folder.mkdir()
+    return count * size / seconds / 1e9
 
 
 def bridged(node: str, roots: tuple[Path, Path], size: int, round_no: int) -> float:
@@ -141,10 +158,13 @@ def main(argv: list[str] | None = None) -> int:
             .remote()
         )
         ray.get(sink.take.remote(np.zeros(1, np.uint8)))
+        files = roots[1] / "ray-files"
+        files.mkdir()
         for size in args.sizes:
-            alone, bridge = [], []
+            alone, written, bridge = [], [], []
             for round_no in range(args.repeat):
                 alone.append(ray_alone(ray, sink, size))
+                written.append(ray_alone(ray, sink, size, files))
                 bridge.append(bridged("resource:dest-host", roots, size, round_no))
             count, window = items_for(size)
             results.append(
@@ -153,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                     "items": count,
                     "window": window,
                     "ray_gbps": alone,
+                    "ray_write_gbps": written,
                     "bridge_gbps": bridge,
                     "ratio": statistics.median(bridge) / statistics.median(alone),
                 }
@@ -161,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{size >> 20:5d} MB x{count:4d} (window {window}): Ray alone "
                     f"{statistics.median(alone):.3f} GB/s ({min(alone):.3f}-{max(alone):.3f}), "
+                    f"Ray + file write {statistics.median(written):.3f} GB/s, "
                     f"bridge {statistics.median(bridge):.3f} GB/s "
                     f"({min(bridge):.3f}-{max(bridge):.3f}): "
                     f"{results[-1]['ratio']:.2f}x",

@@ -122,12 +122,20 @@ class BridgeProcess:
         while not done(self.seen):
             self._take(deadline, what)
 
+    def wait_for_events(self, *labels: str, timeout: float = 120) -> None:
+        """Read events until each of ``labels`` (``"<event> <item name>"``) has been seen."""
+        self.wait_until(
+            lambda events: set(labels) <= {f"{e['event']} {e.get('name')}" for e in events},
+            timeout,
+            str(labels),
+        )
+
     def _take(self, deadline: float, what: str) -> dict[str, Any]:
         try:
             event = self.events.get(timeout=max(deadline - time.monotonic(), 0))
         except queue.Empty:
-            self.proc.kill()
-            pytest.fail(f"no event {what} in time: {self.stderr()}")
+            self.kill()
+            pytest.fail(f"no event {what} in time; events {self.seen}; stderr: {self.stderr()}")
         self.seen.append(event)
         return event
 
@@ -267,13 +275,8 @@ def test_sigkill_mid_stream_then_restart_delivers_every_item_once(
     before += [source.put(np.full(10, i), f"b{i}").name for i in range(3)]
 
     bridge = BridgeProcess(ray_cluster, source_root, dest_root, "--window", "4")
-    bridge.wait_until(
-        lambda events: (
-            {"sent big", "delivered a0", "delivered a1", "delivered a2"}
-            <= {f"{e['event']} {e.get('name')}" for e in events}
-        ),
-        what="the destination full, the big item in flight",
-    )
+    # The destination full, the big item in flight:
+    bridge.wait_for_events("sent big", "delivered a0", "delivered a1", "delivered a2")
     bridge.kill()  # SIGKILL: no chance to clean up or release anything
 
     during = [source.put(np.full(100, i), f"c{i}").name for i in range(4)]
@@ -325,3 +328,28 @@ def test_a_node_ip_shared_by_two_nodes_is_refused(
     assert "2 Ray nodes have IP address" in result.stderr
     assert ray_cluster.head in result.stderr
     assert ray_cluster.dest in result.stderr
+
+
+def test_stopping_while_the_destination_is_full_releases_the_items_in_flight(
+    ray_cluster: RayCluster, hosts: tuple[Path, Path]
+) -> None:
+    source_root, dest_root = hosts
+    source = Channel("cam", root=source_root)
+    Channel("cam", root=dest_root, max_items=1)
+    for index in range(3):
+        source.put(np.full(10, index), f"i{index}")
+
+    bridge = BridgeProcess(ray_cluster, source_root, dest_root)
+    bridge.wait_for_events("delivered i0", "sent i2")  # i1 waits for room at the destination
+    assert bridge.interrupt() == 0
+    stopped = bridge.next_event("stopped", timeout=5)
+    assert (stopped["items"], stopped["released"], stopped["error"]) == (1, 2, None)
+    assert [g.backlog for g in source.groups() if g.name == "bridge-cam"] == [2]
+
+    again = BridgeProcess(ray_cluster, source_root, dest_root)
+    again.next_event("sent", name="i2")  # both released items are sent again
+    again.proc.send_signal(signal.SIGINT)
+    again.next_event("stopping", in_flight=2)  # waits for them (they cannot land) ...
+    assert again.interrupt() == 130  # ... until a second Ctrl-C
+    assert Channel("cam", root=dest_root).names() == ["i0"]
+    assert [g.backlog for g in source.groups() if g.name == "bridge-cam"] == [2]

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: How long the loop waits for an item or a result before it looks at `stop` again.
 TICK_SECONDS = 0.1
+#: On stop, how long items in flight may take to be confirmed before they are released.
+DRAIN_SECONDS = 5.0
 #: How long starting the receiver on the destination node may take.
 START_TIMEOUT_SECONDS = 120.0
 
@@ -111,7 +113,8 @@ class Bridge:
         Items in flight at once (memory: about ``window`` items in each object store).
     on_event
         Called (from the bridge's thread) with each event: ``started``, ``sent`` (handed
-        to Ray), ``delivered`` (confirmed and acked) and ``stopped``, as JSON-ready dicts.
+        to Ray), ``delivered`` (confirmed and acked), ``stopping`` (asked to stop) and
+        ``stopped``, as JSON-ready dicts.
 
     Examples
     --------
@@ -225,10 +228,10 @@ class Bridge:
         self._stop.set()
 
     def stop(self, timeout: float | None = 30.0) -> BridgeStats:
-        """Stop taking items and wait up to ``timeout`` s for those in flight; the stats.
+        """Stop taking items and wait up to ``timeout`` s for the bridge to end; the stats.
 
-        Items still in flight then are released: the next run sends them again and
-        finds them delivered if they were.
+        Items in flight get `DRAIN_SECONDS` to be confirmed; the others are released:
+        the next run sends them again and finds them delivered if they were.
         """
         self._stop.set()
         if self._thread is not None:
@@ -252,7 +255,6 @@ class Bridge:
     def _shutdown(self) -> None:
         """Release what is unconfirmed, end the receiver, and leave Ray if we joined it."""
         if self._subscription is not None:
-            self.stats.released = len(self._sent)
             self._sent.clear()
             self._subscription.close()  # unacked claims go back to the group
             self._subscription = None
@@ -281,13 +283,15 @@ class Bridge:
                 except TimeoutError:
                     continue
                 self._send(item)
-            deadline = time.monotonic() + TICK_SECONDS * 50
+            self._emit("stopping", in_flight=len(self._sent))
+            deadline = time.monotonic() + DRAIN_SECONDS
             while self._sent and time.monotonic() < deadline:
                 self._collect(TICK_SECONDS)
         except BaseException as exc:
             self.error = exc
             log.error("bridge %s -> %s stopped: %s", self.source.path, self.dest, exc)
         finally:
+            self.stats.released = len(self._sent)
             self.stats.seconds = time.monotonic() - self.stats.started
             self._emit(
                 "stopped", error=str(self.error) if self.error else None, **self.stats.summary()

@@ -7,9 +7,12 @@ Each subcommand lives in its own module with a ``register(subparsers)`` function
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .._errors import RamxchgError
@@ -55,6 +58,22 @@ def size_arg(text: str) -> int:
         return parse_size(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+@contextlib.contextmanager
+def stop_signals(handler: Callable[[int], None]) -> Iterator[None]:
+    """Call ``handler(signum)`` on SIGINT/SIGTERM instead of raising, so no state is left
+    half-updated (in the main thread only); the previous handlers come back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: handler(signum)) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def build_parser() -> argparse.ArgumentParser:

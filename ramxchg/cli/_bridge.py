@@ -12,9 +12,7 @@ import contextlib
 import json
 import signal
 import sys
-import threading
 from collections.abc import Iterator
-from types import FrameType
 from typing import Any
 
 from rich.console import Console
@@ -22,7 +20,7 @@ from rich.live import Live
 from rich.text import Text
 
 from ..bridge import Bridge, BridgeStats
-from . import EXIT_FAILURE, EXIT_OK, add_command, add_json
+from . import EXIT_FAILURE, EXIT_OK, add_command, add_json, stop_signals
 from ._items import open_channel
 from ._watch import _positive
 
@@ -63,7 +61,7 @@ def register(subparsers: Any) -> None:
     bridge.add_argument("--dest-root", help="channel root on the destination node")
     bridge.add_argument("--group", help="durable group on the source (bridge-<DEST name>)")
     bridge.add_argument("--window", type=_positive, default=4, help="items in flight (4)")
-    add_json(bridge, "print events as JSON lines (started, sent, delivered, stopped)")
+    add_json(bridge, "print events as JSON lines (started, sent, delivered, stopping, stopped)")
 
 
 def run_bridge(args: argparse.Namespace) -> int:
@@ -90,8 +88,10 @@ def run_bridge(args: argparse.Namespace) -> int:
             else:
                 while not bridge.wait(_TICK):  # short waits: signals are handled between
                     pass
-    finally:
-        bridge.stop()
+    except BaseException:  # a second Ctrl-C: leave now, what is unconfirmed is released
+        bridge.stop(timeout=0)
+        raise
+    bridge.stop()
     if bridge.error is not None:
         print(f"ramxchg: bridge: {bridge.error}", file=sys.stderr)
         return EXIT_FAILURE
@@ -131,21 +131,14 @@ def _print_text(event: dict[str, Any]) -> None:
 @contextlib.contextmanager
 def _signals_stop(bridge: Bridge) -> Iterator[None]:
     """SIGINT/SIGTERM once: stop cleanly. A second Ctrl-C: KeyboardInterrupt (exit 130)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     received = 0
 
-    def handle(signum: int, frame: FrameType | None) -> None:
+    def handle(signum: int) -> None:
         nonlocal received
         received += 1
         if received > 1 and signum == signal.SIGINT:
             raise KeyboardInterrupt
         bridge.request_stop()
 
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_signals(handle):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
