@@ -353,3 +353,32 @@ def test_stopping_while_the_destination_is_full_releases_the_items_in_flight(
     assert again.interrupt() == 130  # ... until a second Ctrl-C
     assert Channel("cam", root=dest_root).names() == ["i0"]
     assert [g.backlog for g in source.groups() if g.name == "bridge-cam"] == [2]
+
+
+def test_two_bridges_fan_one_source_out_to_two_nodes(
+    ray_cluster: RayCluster, hosts: tuple[Path, Path]
+) -> None:
+    source_root, dest_root = hosts
+    other_root = Path(tempfile.mkdtemp(prefix="rxb-host-", dir=dest_root.parent))
+    source = Channel("cam", root=source_root)
+    for group in ("to-dest", "to-head"):  # before the producer: both groups hold its items
+        source.subscribe(group=group).close()
+    names = [source.put(np.full(100, i)).name for i in range(5)]
+    bridges = [
+        BridgeProcess(ray_cluster, source_root, dest_root, "--group", "to-dest"),
+        # The later --node wins: this one publishes on the head node.
+        BridgeProcess(
+            ray_cluster, source_root, other_root, "--group", "to-head", "--node", ray_cluster.head
+        ),
+    ]
+    try:
+        for bridge in bridges:
+            bridge.wait_for_events(*(f"delivered {name}" for name in names))
+            assert bridge.interrupt() == 0
+        assert bridges[1].seen[0]["dest_node"] == ray_cluster.head
+        for root in (dest_root, other_root):
+            assert Channel("cam", root=root, create=False).names() == names
+        assert {g.name: g.backlog for g in source.groups()} == {"to-dest": 0, "to-head": 0}
+        assert len(source) == 0  # acked by both groups, so deleted
+    finally:
+        shutil.rmtree(other_root)
