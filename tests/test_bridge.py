@@ -382,3 +382,24 @@ def test_two_bridges_fan_one_source_out_to_two_nodes(
         assert len(source) == 0  # acked by both groups, so deleted
     finally:
         shutil.rmtree(other_root)
+
+
+def test_an_item_the_destination_refuses_becomes_a_dead_letter(
+    ray_cluster: RayCluster, hosts: tuple[Path, Path]
+) -> None:
+    source_root, dest_root = hosts
+    source = Channel("cam", root=source_root)
+    source.subscribe(group="bridge-cam").close()
+    names = [source.put(np.arange(1000), f"i{index}").name for index in range(3)]
+    os.truncate(source.get("i1").path, 100)  # damaged after it was published
+
+    bridge = BridgeProcess(ray_cluster, source_root, dest_root)
+    bridge.wait_for_events("delivered i0", "dead i1", "delivered i2")
+    assert bridge.interrupt() == 0
+    assert Channel("cam", root=dest_root, create=False).names() == ["i0", "i2"]
+    assert source.names() == []  # i0 and i2 acked, i1 set aside
+    dead = source.path / ".ramxchg" / "dead"
+    assert (dead / "i1.npy").stat().st_size == 100
+    reason = json.loads((dead / "i1.npy.reason.json").read_text())
+    assert "destination refused it" in reason["reason"]
+    assert names == ["i0", "i1", "i2"]

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import Channel, Item, ItemExists, RamxchgError, Subscription
+from .. import Channel, CorruptItem, Item, ItemExists, RamxchgError, Subscription
 from ..formats.base import open_regular
 from ._ray import default_address, describe_node, require_ray, resolve_node
 from ._receiver import LEDGER_LINES, Receiver
@@ -67,6 +67,8 @@ class BridgeStats:
     seconds: float = 0.0
     #: items sent but not confirmed when the bridge stopped (delivered again later)
     released: int = 0
+    #: malformed items the destination refused, moved to the source's dead letters
+    dead: int = 0
     started: float = field(default_factory=time.monotonic, repr=False)
 
     @property
@@ -113,8 +115,9 @@ class Bridge:
         Items in flight at once (memory: about ``window`` items in each object store).
     on_event
         Called (from the bridge's thread) with each event: ``started``, ``sent`` (handed
-        to Ray), ``delivered`` (confirmed and acked), ``stopping`` (asked to stop) and
-        ``stopped``, as JSON-ready dicts.
+        to Ray), ``delivered`` (confirmed and acked), ``gone`` (deleted at the source
+        before it was sent), ``dead`` (malformed: moved to the source's dead letters),
+        ``stopping`` (asked to stop) and ``stopped``, as JSON-ready dicts.
 
     Examples
     --------
@@ -301,14 +304,19 @@ class Bridge:
     def _send(self, item: Item) -> None:
         """Copy the item's file into the object store and hand it to the receiver."""
         sidecar = item.sidecar
-        origin = {
-            "host": self._host,
-            "channel": str(self.source.path),
-            "name": item.name,
-            "seq": item.seq,
-            "published_ns": item.published_ns,
-        }
-        data = _file_bytes(item.path)
+        try:
+            origin = {
+                "host": self._host,
+                "channel": str(self.source.path),
+                "name": item.name,
+                "seq": item.seq,
+                "published_ns": item.published_ns,
+            }
+            data = _file_bytes(item.path)
+        except FileNotFoundError:  # deleted meanwhile (keep_last, ttl, by hand): nothing to copy
+            log.warning("%s: item %s was deleted before it was sent", self.source.path, item.name)
+            self._emit("gone", name=item.name, seq=item.seq)
+            return
         nbytes = data.nbytes
         ref = self._ray.put(data)  # the one copy on this node
         del data  # unmaps the file
@@ -330,7 +338,13 @@ class Bridge:
                 answer = ray.get(sent.result)
             except ray.exceptions.RayTaskError as exc:
                 cause = _cause(exc)
-                raise (cause if isinstance(cause, ItemExists) else BridgeFailed(str(exc))) from exc
+                if not isinstance(cause, CorruptItem):
+                    raise (
+                        cause if isinstance(cause, ItemExists) else BridgeFailed(str(exc))
+                    ) from exc
+                self._dead_letter(sent, cause)
+                timeout = 0
+                continue
             except ray.exceptions.RayError as exc:
                 raise BridgeFailed(f"the receiver failed: {exc}") from exc
             sent.item.ack()
@@ -349,6 +363,16 @@ class Bridge:
                 dest_seq=answer["seq"],
             )
             timeout = 0
+
+    def _dead_letter(self, sent: _Sent, cause: CorruptItem) -> None:
+        """A file the destination refused as malformed: a dead letter at the source, as
+        ``ramxchg watch`` does with unreadable items, so it stops no one for good."""
+        assert self._subscription is not None
+        reason = f"the bridge's destination refused it: {cause}"
+        moved = self._subscription.dead_letter(sent.item, reason, group=self.group)
+        log.error("%s: %s moved to %s: %s", self.source.path, sent.item.name, moved, reason)
+        self.stats.dead += 1
+        self._emit("dead", name=sent.item.name, seq=sent.item.seq, reason=reason, moved=str(moved))
 
     def _emit(self, event: str, **fields: Any) -> None:
         if self._on_event is not None:

@@ -61,7 +61,7 @@ def register(subparsers: Any) -> None:
     bridge.add_argument("--dest-root", help="channel root on the destination node")
     bridge.add_argument("--group", help="durable group on the source (bridge-<DEST name>)")
     bridge.add_argument("--window", type=_positive, default=4, help="items in flight (4)")
-    add_json(bridge, "print events as JSON lines (started, sent, delivered, stopping, stopped)")
+    add_json(bridge, "print events as JSON lines (started, sent, delivered, stopped, ...)")
 
 
 def run_bridge(args: argparse.Namespace) -> int:
@@ -123,7 +123,7 @@ def _print_text(event: dict[str, Any]) -> None:
             f"stopped: {event['items']} items ({event['published']} published, "
             f"{event['present']} already there), {event['bytes'] / 1e9:.3f} GB in "
             f"{event['seconds']:.1f} s ({event['gbps']:.2f} GB/s); {event['released']} "
-            "released for the next run",
+            f"released for the next run; {event['dead']} malformed, moved to dead letters",
             flush=True,
         )
 
