@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     try:
         dest = cluster.add_node(**node_args, resources={"dest-host": 1})
-        cluster.wait_for_nodes()
+        cluster.wait_for_nodes(timeout=120)
         ray.init(address=cluster.address, log_to_driver=False, logging_level="WARNING")
         assert ray.get_runtime_context().get_node_id() != dest.node_id
         sink = (

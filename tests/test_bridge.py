@@ -65,7 +65,7 @@ def ray_cluster() -> Iterator[RayCluster]:
         )
         try:
             dest = cluster.add_node(**node_args, resources={"dest-host": 1})
-            cluster.wait_for_nodes()
+            cluster.wait_for_nodes(timeout=120)  # a loaded 2-core machine is slow to start them
             yield RayCluster(
                 cluster.address, dest.node_ip_address, cluster.head_node.node_id, dest.node_id
             )
