@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ._config import ChannelConfig, load_or_store
+from ._copy import write_file_hidden
 from ._errors import InvalidName, InvalidSetting, ItemNotFound
 from ._groups import drop, registered_group
 from ._item import Item
@@ -250,8 +251,40 @@ class Channel:
         allocation.release()
         self._publish(tmp, fmt, name, meta)
 
-    def _publish(self, tmp: str, fmt: Format, name: str | None, attrs: dict[str, Any]) -> Item:
-        published = make_visible(self._layout, self._counter, tmp, fmt, name=name, attrs=attrs)
+    def put_file_bytes(
+        self,
+        data: Any,
+        name: str | None = None,
+        *,
+        format: str,
+        attrs: Mapping[str, Any] | None = None,
+        origin: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Item:
+        """Publish ``data``, the bytes of a whole ``format`` file, as an item, byte for byte.
+
+        For copying items (``ramxchg bridge``): nothing is decoded or re-encoded. ``attrs``
+        and ``origin`` (where the copy came from: `Item.origin`) go into the sidecar; the
+        file must parse (`CorruptItem`). Otherwise like `put`.
+        """
+        fmt = self._format(format)
+        if name is not None:
+            check_name(name)
+        meta, source = encode_attrs(attrs), encode_attrs(origin) if origin else None
+        tmp = write_file_hidden(self._layout, self._retention, fmt, name, data, timeout=timeout)
+        return self._publish(tmp, fmt, name, meta, source)
+
+    def _publish(
+        self,
+        tmp: str,
+        fmt: Format,
+        name: str | None,
+        attrs: dict[str, Any],
+        origin: dict[str, Any] | None = None,
+    ) -> Item:
+        published = make_visible(
+            self._layout, self._counter, tmp, fmt, name=name, attrs=attrs, origin=origin
+        )
         self._retention.enforce_age_and_count(keep=published.name)
         return self._item(published.name, published.path, fmt, published.sidecar)
 

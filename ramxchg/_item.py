@@ -81,6 +81,12 @@ class Item:
         return sidecar.published_ns if sidecar else arrival_ns(os.lstat(self._path))
 
     @property
+    def origin(self) -> dict[str, Any] | None:
+        """Where the item was copied from (`Channel.put_file_bytes`), else None."""
+        sidecar = self.sidecar
+        return dict(sidecar.origin) if sidecar and sidecar.origin is not None else None
+
+    @property
     def attrs(self) -> dict[str, Any]:
         """The ``attrs`` given to ``put``/``create`` (plus in-file attributes for HDF5)."""
         sidecar = self.sidecar

@@ -118,6 +118,7 @@ def make_visible(
     *,
     name: str | None,
     attrs: dict[str, Any],
+    origin: dict[str, Any] | None = None,
 ) -> Published:
     """Steps 2 and 3: give ``tmp`` its sequence number and name, atomically.
 
@@ -130,7 +131,7 @@ def make_visible(
             target = layout.item(final_name, fmt.suffix)
             check_free(layout, final_name)
             sidecar = layout.sidecar(final_name)
-            written = Sidecar(claim.next, fmt.name, time.time_ns(), attrs)
+            written = Sidecar(claim.next, fmt.name, time.time_ns(), attrs, origin)
             try:
                 # Beside the data, under its temporary name: gc knows whose it is.
                 write_sidecar(sidecar, written, os.path.splitext(tmp)[0] + ".json")

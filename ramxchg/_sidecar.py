@@ -37,25 +37,26 @@ class Sidecar:
     format: str
     published_ns: int
     attrs: dict[str, Any] = field(default_factory=dict)
+    #: where a copied item came from (``ramxchg bridge``); None for items published here
+    origin: dict[str, Any] | None = None
 
     def to_json(self) -> bytes:
-        if not self.attrs:  # the common case, without json's machinery
+        if not self.attrs and self.origin is None:  # the common case, without json's machinery
             return b'{"version":1,"seq":%d,"format":"%s","published_ns":%d,"attrs":{}}' % (
                 self.seq,
                 self.format.encode(),
                 self.published_ns,
             )
-        return json.dumps(
-            {
-                "version": 1,
-                "seq": self.seq,
-                "format": self.format,
-                "published_ns": self.published_ns,
-                "attrs": self.attrs,
-            },
-            separators=(",", ":"),
-            allow_nan=False,
-        ).encode()
+        data = {
+            "version": 1,
+            "seq": self.seq,
+            "format": self.format,
+            "published_ns": self.published_ns,
+            "attrs": self.attrs,
+        }
+        if self.origin is not None:
+            data["origin"] = self.origin
+        return json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
 
 
 #: Deepest nesting of lists and dicts inside attrs (a loop in the data ends here too).
@@ -258,6 +259,7 @@ def read_sidecar(path: str | Path) -> Sidecar | None:
             format=data["format"],
             published_ns=data["published_ns"],
             attrs=data.get("attrs") or {},
+            origin=data.get("origin"),
         )
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise CorruptItem(f"sidecar {path} is not valid: {exc}", path=path) from exc
@@ -265,6 +267,7 @@ def read_sidecar(path: str | Path) -> Sidecar | None:
         type(sidecar.seq) is not int
         or sidecar.seq < 1
         or not isinstance(sidecar.attrs, dict)
+        or not isinstance(sidecar.origin, (dict, type(None)))
         or type(sidecar.published_ns) is not int
         or not isinstance(sidecar.format, str)
     ):

@@ -8,11 +8,14 @@ Each subcommand lives in its own module with a ``register(subparsers)`` function
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .._errors import RamxchgError
@@ -21,7 +24,7 @@ from ..disks import parse_size
 from ._failures import failure_line
 
 #: Modules that add subcommands, in the order ``--help`` lists them.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("_setup", "_demo", "_bench", "_items", "_watch")
+SUBCOMMAND_MODULES: tuple[str, ...] = ("_setup", "_demo", "_bench", "_items", "_watch", "_bridge")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -59,6 +62,22 @@ def size_arg(text: str) -> int:
         return parse_size(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+@contextlib.contextmanager
+def stop_signals(handler: Callable[[int], None]) -> Iterator[None]:
+    """Call ``handler(signum)`` on SIGINT/SIGTERM instead of raising, so no state is left
+    half-updated (in the main thread only); the previous handlers come back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: handler(signum)) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,14 +28,13 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 
 from .._channel import Channel
 from .._errors import CorruptItem, ItemNotFound, RamxchgError
 from .._item import Item
 from .._subscription import Subscription
-from . import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, add_command, add_json
+from . import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, add_command, add_json, stop_signals
 from ._failures import explained
 from ._items import add_channel_args, arrays_record, open_channel
 
@@ -414,11 +413,8 @@ class Watcher:
 @contextlib.contextmanager
 def _signals_counted(watcher: Watcher) -> Any:
     """Count SIGINT/SIGTERM instead of raising, so no state is left half-updated."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
-    def count(signum: int, frame: FrameType | None) -> None:
+    def count(signum: int) -> None:
         watcher.signals += 1
         if watcher.signals == 1 and watcher._jobs:
             print(
@@ -426,9 +422,5 @@ def _signals_counted(watcher: Watcher) -> Any:
                 file=sys.stderr,
             )
 
-    previous = {sig: signal.signal(sig, count) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_signals(count):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

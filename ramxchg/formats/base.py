@@ -99,6 +99,28 @@ def nbytes(shape: tuple[int, ...], dtype: Any) -> int:
     return math.prod(shape) * np.dtype(dtype).itemsize
 
 
+def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (os.pwrite may write less: Linux caps one call
+    near 2 GiB)."""
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
+
+
+def write_whole(path: str | Path, data: memoryview) -> None:
+    """Write ``data`` from the start of ``path``, creating it or overwriting it in place.
+
+    A new file is sized first: a huge=within_size tmpfs then backs it with huge pages.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        if os.fstat(fd).st_size != data.nbytes:
+            os.ftruncate(fd, data.nbytes)
+        pwrite_all(fd, data, 0)
+    finally:
+        os.close(fd)
+
+
 def open_regular(path: str | Path, *, writable: bool = False) -> tuple[int, int]:
     """Open ``path`` without following a symlink or blocking on a FIFO: (fd, size).
 

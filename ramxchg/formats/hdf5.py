@@ -49,6 +49,7 @@ from .base import (
     map_reserved,
     nbytes,
     open_regular,
+    pwrite_all,
 )
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ class Hdf5Format(Format):
         try:
             for key, array in arrays.items():
                 if array.nbytes:
-                    _pwrite_all(fd, memoryview(array.reshape(-1).view(np.uint8)), offsets[key])
+                    pwrite_all(fd, memoryview(array.reshape(-1).view(np.uint8)), offsets[key])
         finally:
             os.close(fd)
 
@@ -136,13 +137,6 @@ class Hdf5Format(Format):
             except BaseException:
                 closer(mapping)()
                 raise
-
-
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    """os.pwrite may write less than asked (Linux caps one call near 2 GiB)."""
-    while data:
-        written = os.pwrite(fd, data, offset)
-        data, offset = data[written:], offset + written
 
 
 # -- writing --------------------------------------------------------------------------------

@@ -1,0 +1,203 @@
+"""Bridge throughput between two Ray nodes, side by side with Ray alone (issue #16).
+
+Usage::
+
+    python benchmarks/bench_bridge.py [--sizes 1M 64M 512M] [--repeat 3] [--json]
+
+Starts a two-node Ray cluster on this machine (``ray.cluster_utils``; each node has
+its own object store of ``--store`` bytes, so every object is copied from one store
+to the other) and joins it as a driver, which Ray attaches to the head node ("the
+source host"). For each size, alternately:
+
+- **Ray alone**: ``ray.put`` of an in-memory array on the head node, passed to an actor
+  on the second node that takes it (``ray.get``, zero-copy) and returns its size;
+- **Ray + file write**: the same, the actor writing each array into a new file on the
+  second root (the one copy the bridge makes there, without its bookkeeping);
+- **bridge**: the same number of items pre-published in a source channel (not
+  timed), copied by a `Bridge` into a channel on the second node (the receiver maps
+  nothing of the source: it writes the bytes Ray brought into a new item file).
+
+Both keep the same number of items in flight (4, or fewer so that they stay under
+1 GB). GB/s is timed from the first ``ray.put`` to the last confirmation. Medians of
+``--repeat`` rounds. Channels live on two roots under /dev/shm, removed afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ramxchg import Channel
+from ramxchg.bridge import Bridge
+from ramxchg.disks import parse_size
+
+#: Bytes moved per round for each size (items = this / size, at least 3).
+ROUND_BYTES = 1 << 30
+#: At most this many bytes in flight.
+WINDOW_BYTES = 1 << 30
+
+
+class Sink:
+    """The Ray-alone receiver: takes an array (zero-copy) and answers its size; with a
+    folder, first writes it into a new file there (the bridge's one copy, without its
+    bookkeeping)."""
+
+    def __init__(self) -> None:
+        self.written = 0
+
+    def take(self, array: np.ndarray, folder: str | None = None) -> int:
+        if folder is not None:
+            self.written += 1
+            with open(os.path.join(folder, f"{self.written}.bin"), "wb") as file:
+                file.write(memoryview(array))
+        return int(array.nbytes)
+
+
+def items_for(size: int) -> tuple[int, int]:
+    """(items per round, items in flight) for messages of ``size`` bytes."""
+    return max(3, min(200, ROUND_BYTES // size)), max(1, min(4, WINDOW_BYTES // size))
+
+
+def ray_alone(ray: Any, sink: Any, size: int, folder: Path | None = None) -> float:
+    """GB/s of ``ray.put`` + a remote ``ray.get`` (+ a file write into ``folder``), with
+    the bridge's window."""
+    count, window = items_for(size)
+    message = np.full(size, 7, np.uint8)
+    target = str(folder) if folder is not None else None
+    pending: deque[Any] = deque()
+    started = time.perf_counter()
+    for _ in range(count):
+        if len(pending) >= window:
+            ray.get(pending.popleft())
+        pending.append(sink.take.remote(ray.put(message), target))
+    ray.get(list(pending))
+    seconds = time.perf_counter() - started
+    if folder is not None:
+        shutil.rmtree(folder)
+        folder.mkdir()
+    return count * size / seconds / 1e9
+
+
+def bridged(node: str, roots: tuple[Path, Path], size: int, round_no: int) -> float:
+    """GB/s of a bridge copying pre-published items to the other node."""
+    count, window = items_for(size)
+    name = f"bench-{size}-{round_no}"
+    source = Channel(name, root=roots[0])
+    message = np.full(size, 7, np.uint8)
+    for _ in range(count):
+        source.put(message)
+    times: dict[str, float] = {}
+    done = threading.Event()
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["event"] == "sent":
+            times.setdefault("first", time.perf_counter())
+        elif event["event"] == "delivered" and event["name"] == f"{count:012d}":
+            times["last"] = time.perf_counter()
+            done.set()
+
+    bridge = Bridge(source, name, node=node, dest_root=roots[1], window=window, on_event=on_event)
+    with bridge:
+        if not done.wait(600) or bridge.error is not None:
+            raise RuntimeError(f"the bridge did not finish: {bridge.error}")
+    shutil.rmtree(source.path)
+    shutil.rmtree(roots[1] / name)
+    return count * size / (times["last"] - times["first"]) / 1e9
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        type=parse_size,
+        default=[parse_size(s) for s in ("1M", "64M", "512M")],
+    )
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--store", type=parse_size, default=parse_size("2G"))
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    import ray
+    from ray.cluster_utils import Cluster
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    temp = Path(tempfile.mkdtemp(prefix="rxb-"))  # short: Ray's sockets live there
+    (temp / "ray").mkdir()
+    os.environ.update(RAY_TMPDIR=str(temp), RAY_USAGE_STATS_ENABLED="0")
+    roots = tuple(Path(tempfile.mkdtemp(prefix="rxb-host-", dir="/dev/shm")) for _ in range(2))
+    node_args = {"num_cpus": 0, "object_store_memory": args.store}
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={**node_args, "include_dashboard": False, "temp_dir": str(temp / "ray")},
+    )
+    results: list[dict[str, Any]] = []
+    try:
+        dest = cluster.add_node(**node_args, resources={"dest-host": 1})
+        cluster.wait_for_nodes(timeout=120)
+        ray.init(address=cluster.address, log_to_driver=False, logging_level="WARNING")
+        assert ray.get_runtime_context().get_node_id() != dest.node_id
+        sink = (
+            ray.remote(Sink)
+            .options(
+                num_cpus=0,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(dest.node_id, soft=False),
+            )
+            .remote()
+        )
+        ray.get(sink.take.remote(np.zeros(1, np.uint8)))
+        files = roots[1] / "ray-files"
+        files.mkdir()
+        for size in args.sizes:
+            alone, written, bridge = [], [], []
+            for round_no in range(args.repeat):
+                alone.append(ray_alone(ray, sink, size))
+                written.append(ray_alone(ray, sink, size, files))
+                bridge.append(bridged("resource:dest-host", roots, size, round_no))
+            count, window = items_for(size)
+            results.append(
+                {
+                    "size": size,
+                    "items": count,
+                    "window": window,
+                    "ray_gbps": alone,
+                    "ray_write_gbps": written,
+                    "bridge_gbps": bridge,
+                    "ratio": statistics.median(bridge) / statistics.median(alone),
+                }
+            )
+            if not args.json:
+                print(
+                    f"{size >> 20:5d} MB x{count:4d} (window {window}): Ray alone "
+                    f"{statistics.median(alone):.3f} GB/s ({min(alone):.3f}-{max(alone):.3f}), "
+                    f"Ray + file write {statistics.median(written):.3f} GB/s, "
+                    f"bridge {statistics.median(bridge):.3f} GB/s "
+                    f"({min(bridge):.3f}-{max(bridge):.3f}): "
+                    f"{results[-1]['ratio']:.2f}x",
+                    flush=True,
+                )
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        for folder in (temp, *roots):
+            shutil.rmtree(folder, ignore_errors=True)
+    if args.json:
+        json.dump({"repeat": args.repeat, "results": results}, sys.stdout, indent=1)
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
