@@ -52,16 +52,17 @@ def _origin(name: str, seq: int | None = 3) -> dict[str, Any]:
     return {"host": "acq", "channel": "/dev/shm/r/cam", "name": name, "seq": seq, "published_ns": 5}
 
 
-def _file(tmp: Path, array: np.ndarray) -> np.ndarray:
-    """An item file's bytes, as the receiver gets them from Ray."""
-    item = Channel("src", root=tmp).put(array)
+def _file(root: Path, array: np.ndarray) -> np.ndarray:
+    """An item file's bytes, as the receiver gets them from Ray (made in a channel of
+    ``root``, the test's RAM-disk root)."""
+    item = Channel("src", root=root).put(array)
     return np.frombuffer(item.path.read_bytes(), np.uint8)
 
 
 def test_a_copy_sent_again_is_delivered_once_even_after_it_was_consumed(
     root: Path, tmp_path: Path
 ) -> None:
-    data = _file(tmp_path, np.arange(10))
+    data = _file(root, np.arange(10))
     receiver = Receiver("cam", str(root), "b1", 100)
     assert receiver.deliver(data, "f", "npy", {"k": 1}, _origin("f")) == {
         "status": "published",
@@ -88,7 +89,7 @@ def test_another_item_of_the_same_name_is_a_conflict(root: Path, tmp_path: Path)
     Channel("cam", root=root).put(np.zeros(2), "f")  # published there by someone else
     receiver = Receiver("cam", str(root), "b1", 100)
     with pytest.raises(ItemExists) as caught:
-        receiver.deliver(_file(tmp_path, np.ones(2)), "f", "npy", {}, _origin("f"))
+        receiver.deliver(_file(root, np.ones(2)), "f", "npy", {}, _origin("f"))
     receiver.close()
     assert caught.value.existing_origin is None
     assert caught.value.origin == _origin("f")
@@ -112,13 +113,13 @@ def test_the_ledger_keeps_two_generations(tmp_path: Path) -> None:
 
 
 def test_a_full_ram_disk_holds_the_item_back_until_room_is_made(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with mounted_tmpfs(tmp_path / "ram", 2 << 20) as ram:
         dest = Channel("cam", root=ram)
         filler = dest.put(np.zeros(180_000))  # 1.4 MB of the 2 MB
         receiver = Receiver("cam", str(ram), "b1", 100)
-        data = _file(tmp_path, np.arange(120_000.0))  # 0.96 MB: does not fit
+        data = _file(root, np.arange(120_000.0))  # 0.96 MB: does not fit
         answers: list[dict[str, Any]] = []
         caplog.set_level(logging.WARNING, logger="ramxchg.bridge._receiver")
         sender = threading.Thread(
