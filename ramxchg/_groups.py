@@ -44,8 +44,8 @@ import psutil
 from ._errors import CorruptItem, GroupNotFound
 from ._layout import ChannelLayout
 from ._names import check_name
+from ._scan import item_sidecar
 from ._sequence import FileLock, SequenceCounter
-from ._sidecar import read_sidecar
 from ._statefile import create_once, read_state, replace_whole
 
 log = logging.getLogger(__name__)
@@ -110,10 +110,7 @@ def is_current(
         return False
     if ino is not None and info.st_ino != ino:
         return False
-    try:
-        sidecar = read_sidecar(layout.sidecar(name))
-    except CorruptItem:  # a new item's sidecar half-written, or a hostile one (legacy)
-        sidecar = None
+    sidecar = item_sidecar(layout.sidecar(name), info)  # None: legacy, as the listing says
     return (sidecar.seq if sidecar is not None else None) == seq
 
 
