@@ -80,8 +80,9 @@ def records_item(raw: bytes, seq: int | None, ino: int | None) -> bool:
     """Is the claim or ack ``raw`` for the item (seq, ino)?
 
     ``"seq"`` (null for a legacy item) and ``"ino"``, where the record has them, must be
-    the item's; ``ino=None`` means the item's inode is not known. A record naming no item
-    (an empty ack from an older version or a foreign consumer) counts for any.
+    the item's; an inode that is None, on either side, is not known (`Channel.ack`
+    records none). A record naming no item (an empty ack from an older version or a
+    foreign consumer) counts for any.
     """
     try:
         record = json.loads(raw)
@@ -91,7 +92,8 @@ def records_item(raw: bytes, seq: int | None, ino: int | None) -> bool:
         return True
     if "seq" in record and record["seq"] != seq:
         return False
-    return ino is None or record.get("ino", ino) == ino
+    recorded = record.get("ino")
+    return ino is None or recorded is None or recorded == ino
 
 
 def is_current(

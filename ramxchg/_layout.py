@@ -25,7 +25,8 @@ from pathlib import Path
 from ._root import ensure_dir
 
 STATE_DIR = ".ramxchg"
-PROTOCOL_VERSION = 1
+#: docs/protocol.md's version; the ``"version"`` fields of the files hold its major part.
+PROTOCOL_VERSION = "1.1"
 
 
 @dataclass(frozen=True)
