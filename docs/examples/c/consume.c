@@ -492,7 +492,7 @@ static int claim(const struct item *it) {
             return -1;
         }
         close(fd);
-        if (failed != ENOENT) return failed == EEXIST ? CLAIM_TAKEN : -1;
+        if (failed != ENOENT) return CLAIM_TAKEN; /* EEXIST: another member's; or no room */
         /* ENOENT: gc removed our hidden file half-way, or the group was dropped */
     }
     snprintf(path, sizeof path, "%s/group.json", group_dir);
