@@ -44,8 +44,8 @@ from ._errors import CorruptItem, GroupNotFound, InvalidName
 from ._layout import ChannelLayout
 from ._names import check_name
 from ._safedir import SafeDir, StateTree
+from ._scan import item_sidecar
 from ._sequence import FileLock, SequenceCounter
-from ._sidecar import read_sidecar
 from ._statefile import create_once, read_state, replace_whole
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,9 @@ def records_item(raw: bytes, seq: int | None, ino: int | None) -> bool:
     """Is the claim or ack ``raw`` for the item (seq, ino)?
 
     ``"seq"`` (null for a legacy item) and ``"ino"``, where the record has them, must be
-    the item's; ``ino=None`` means the item's inode is not known. A record naming no item
-    (an empty ack from an older version or a foreign consumer) counts for any.
+    the item's; an inode that is None, on either side, is not known (`Channel.ack`
+    records none). A record naming no item (an empty ack from an older version or a
+    foreign consumer) counts for any.
     """
     try:
         record = json.loads(raw)
@@ -91,7 +92,8 @@ def records_item(raw: bytes, seq: int | None, ino: int | None) -> bool:
         return True
     if "seq" in record and record["seq"] != seq:
         return False
-    return ino is None or record.get("ino", ino) == ino
+    recorded = record.get("ino")
+    return ino is None or recorded is None or recorded == ino
 
 
 def is_current(
@@ -110,10 +112,7 @@ def is_current(
         return False
     if ino is not None and info.st_ino != ino:
         return False
-    try:
-        sidecar = read_sidecar(layout.sidecar(name))
-    except CorruptItem:  # a new item's sidecar half-written, or a hostile one (legacy)
-        sidecar = None
+    sidecar = item_sidecar(layout.sidecar(name), info)  # None: legacy, as the listing says
     return (sidecar.seq if sidecar is not None else None) == seq
 
 

@@ -64,7 +64,11 @@ class Item:
         """The item's sidecar; None for a legacy item (dropped in by another program, or
         with a sidecar that is not valid), as the channel's listing decides."""
         if not self._sidecar_read:
-            self._sidecar = item_sidecar(self._sidecar_path)
+            try:
+                info = os.lstat(self._path)
+            except FileNotFoundError:
+                return None  # deleted: its sidecar (if still there) is nobody's
+            self._sidecar = item_sidecar(self._sidecar_path, info)
             self._sidecar_read = True
         return self._sidecar
 

@@ -26,7 +26,8 @@ from ._root import ensure_dir
 from ._safedir import StateTree
 
 STATE_DIR = ".ramxchg"
-PROTOCOL_VERSION = 1
+#: docs/protocol.md's version; the ``"version"`` fields of the files hold its major part.
+PROTOCOL_VERSION = "1.1"
 
 
 @dataclass(frozen=True)

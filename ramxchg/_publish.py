@@ -126,12 +126,23 @@ def make_visible(
     counter, or the link) finds no room; either way ``tmp`` and the sidecar are removed.
     """
     try:
+        # The link keeps the inode: the sidecar records it, and the size, so that it is
+        # for this file only (an orphan of ours must not describe a later file).
+        info = os.stat(tmp)
         with counter.claim() as claim:
             final_name = name if name is not None else f"{claim.next:012d}"
             target = layout.item(final_name, fmt.suffix)
             check_free(layout, final_name)
             sidecar = layout.sidecar(final_name)
-            written = Sidecar(claim.next, fmt.name, time.time_ns(), attrs, origin)
+            written = Sidecar(
+                claim.next,
+                fmt.name,
+                time.time_ns(),
+                attrs,
+                origin=origin,
+                ino=info.st_ino,
+                size=info.st_size,
+            )
             try:
                 # Beside the data, under its temporary name: gc knows whose it is.
                 write_sidecar(sidecar, written, os.path.splitext(tmp)[0] + ".json")

@@ -40,17 +40,24 @@ class Entry:
         return cls(name, path, sidecar.seq, sidecar.published_ns, info.st_size, sidecar)
 
 
-def item_sidecar(path: str | Path) -> Sidecar | None:
-    """The sidecar of an item; None makes the item legacy: it has none, or a bad one.
+def item_sidecar(path: str | Path, info: os.stat_result) -> Sidecar | None:
+    """The sidecar at ``path`` of the item file with ``lstat`` ``info``; None makes the
+    item legacy: it has none, a bad one, or one that records another file.
 
     A sidecar that is not valid JSON, has fields of the wrong type or is too large gives
-    its item no place in publish order (docs/protocol.md, section 3).
+    its item no place in publish order; one that records another inode or size is an
+    orphan left by a producer that died before its link, not this file's (docs/
+    protocol.md, section 3).
     """
     try:
-        return read_sidecar(path)
+        sidecar = read_sidecar(path)
     except CorruptItem as exc:
         log.debug("%s; its item counts as legacy", exc)
         return None
+    if sidecar is not None and not sidecar.belongs_to(info):
+        log.debug("sidecar %s records another file (an orphan); its item counts as legacy", path)
+        return None
+    return sidecar
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,7 @@ def classify(layout: ChannelLayout, filename: str, info: os.stat_result) -> Entr
     if not stat.S_ISREG(info.st_mode):
         kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
         return Intruder(filename, f"{kind}, not a regular file: never opened or followed")
-    sidecar = item_sidecar(layout.sidecar(name))
+    sidecar = item_sidecar(layout.sidecar(name), info)
     if sidecar is None and info.st_nlink > 1:
         return Intruder(
             filename,

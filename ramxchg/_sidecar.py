@@ -39,24 +39,45 @@ class Sidecar:
     attrs: dict[str, Any] = field(default_factory=dict)
     #: where a copied item came from (``ramxchg bridge``); None for items published here
     origin: dict[str, Any] | None = None
+    #: inode and size of the item's file (written since protocol 1.1; None in older
+    #: sidecars): a sidecar is for that one file only (`belongs_to`)
+    ino: int | None = None
+    size: int | None = None
 
     def to_json(self) -> bytes:
-        if not self.attrs and self.origin is None:  # the common case, without json's machinery
-            return b'{"version":1,"seq":%d,"format":"%s","published_ns":%d,"attrs":{}}' % (
-                self.seq,
-                self.format.encode(),
-                self.published_ns,
+        if not self.attrs and self.origin is None and None not in (self.ino, self.size):
+            # the common case, without json's machinery
+            return (
+                b'{"version":1,"seq":%d,"format":"%s","published_ns":%d,"ino":%d,"size":%d,'
+                b'"attrs":{}}'
+                % (self.seq, self.format.encode(), self.published_ns, self.ino, self.size)
             )
-        data = {
-            "version": 1,
-            "seq": self.seq,
-            "format": self.format,
-            "published_ns": self.published_ns,
-            "attrs": self.attrs,
-        }
-        if self.origin is not None:
-            data["origin"] = self.origin
-        return json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+        mine = {"ino": self.ino, "size": self.size, "origin": self.origin}
+        return json.dumps(
+            {
+                "version": 1,
+                "seq": self.seq,
+                "format": self.format,
+                "published_ns": self.published_ns,
+                **{key: value for key, value in mine.items() if value is not None},
+                "attrs": self.attrs,
+            },
+            separators=(",", ":"),
+            allow_nan=False,
+        ).encode()
+
+    def belongs_to(self, info: os.stat_result) -> bool:
+        """Is this the sidecar of the file with ``lstat`` ``info``?
+
+        Not when it records another inode or size: it was left by a producer that died
+        before linking its item (or half-way through deleting one), and a file of that
+        name written later by another program must not pass for that item (docs/
+        protocol.md, section 3). Sidecars without these fields (protocol 1.0) are
+        taken on trust.
+        """
+        return (self.ino is None or self.ino == info.st_ino) and (
+            self.size is None or self.size == info.st_size
+        )
 
 
 #: Deepest nesting of lists and dicts inside attrs (a loop in the data ends here too).
@@ -260,6 +281,8 @@ def read_sidecar(path: str | Path) -> Sidecar | None:
             published_ns=data["published_ns"],
             attrs=data.get("attrs") or {},
             origin=data.get("origin"),
+            ino=data.get("ino"),
+            size=data.get("size"),
         )
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise CorruptItem(f"sidecar {path} is not valid: {exc}", path=path) from exc
@@ -270,6 +293,12 @@ def read_sidecar(path: str | Path) -> Sidecar | None:
         or not isinstance(sidecar.origin, (dict, type(None)))
         or type(sidecar.published_ns) is not int
         or not isinstance(sidecar.format, str)
+        or not all(_optional_count(value) for value in (sidecar.ino, sidecar.size))
     ):
         raise CorruptItem(f"sidecar {path} has fields of the wrong type", path=path)
     return sidecar
+
+
+def _optional_count(value: object) -> bool:
+    """None, or an int >= 0 (not a bool): what ``ino`` and ``size`` may hold."""
+    return value is None or (type(value) is int and value >= 0)

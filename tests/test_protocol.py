@@ -4,23 +4,32 @@ follow the spec with plain file operations interoperate with it."""
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import re
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from ramxchg import Channel
+from ramxchg._config import ChannelConfig
 from ramxchg._layout import PROTOCOL_VERSION
 
 SPEC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 NAME = re.compile(r"^(?!\.)[A-Za-z0-9_.-]{1,200}(?<!\.)$")
 AUTO_NAME = re.compile(r"^[0-9]{12}$")
 SEQ_FILE = re.compile(rb"^[0-9]{20}\n$")
-TMP_NAME = re.compile(r"^.+\.[0-9]+\.[0-9a-f]{12}\.(npy|h5)$")
+#: section 2: <stem>.<pid>.<random>[.lk]<suffix> (the marker: a 1.1 writer that locks)
+TMP_NAME = re.compile(r"^(?P<stem>.+)\.(?P<pid>[0-9]+)\.[0-9a-f]{12}(\.lk)?\.(npy|h5)$")
+#: the major part of the version: what the files' "version" fields hold
+MAJOR = int(PROTOCOL_VERSION.split(".")[0])
+#: after a type in a table: written by 1.1 writers, absent from 1.0 files
+SINCE_1_1 = " (1.1)"
 
 _TYPES: dict[str, Any] = {
     "int": lambda v: type(v) is int,
@@ -32,38 +41,68 @@ _TYPES: dict[str, Any] = {
 }
 
 
-def spec_table(kind: str) -> dict[str, str]:
-    """field -> type from the table after ``<!-- format: kind -->`` in the spec."""
+def spec_rows(kind: str) -> list[list[str]]:
+    """The cells of each row of the table after ``<!-- format: kind -->`` in the spec."""
     text = SPEC.read_text()
     marker = f"<!-- format: {kind} -->"
     assert marker in text, f"the spec has no {kind} table"
-    rows = {}
+    rows = []
     for line in text.split(marker, 1)[1].lstrip().splitlines()[2:]:
         if not line.startswith("|"):
             break
-        field, kind_text = (cell.strip() for cell in line.strip("|").split("|")[:2])
-        rows[field] = kind_text
+        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
     return rows
 
 
-def check_against(data: object, kind: str, path: object) -> None:
-    """Exactly the spec's fields, each of the spec's type."""
+def spec_table(kind: str) -> dict[str, str]:
+    """field -> type from the spec's ``kind`` table."""
+    return {row[0]: row[1] for row in spec_rows(kind)}
+
+
+def check_against(data: object, kind: str, path: object, *, written_by_1_0: bool = False) -> None:
+    """Exactly the spec's fields, each of the spec's type.
+
+    ``written_by_1_0``: the fields marked "(1.1)" may be missing.
+    """
     table = spec_table(kind)
     assert isinstance(data, dict), f"{path} is not a JSON object"
-    assert set(data) == set(table), f"{path}: fields {sorted(data)} != spec {sorted(table)}"
+    required = {f for f, t in table.items() if not (written_by_1_0 and t.endswith(SINCE_1_1))}
+    assert required <= set(data) <= set(table), (
+        f"{path}: fields {sorted(data)} != spec {sorted(table)}"
+    )
     for field, type_text in table.items():
-        allowed = [t.strip() for t in type_text.split(" or ")]
+        if field not in data:
+            continue
+        allowed = [t.strip() for t in type_text.removesuffix(SINCE_1_1).split(" or ")]
         assert all(t in _TYPES for t in allowed), f"unknown type {type_text!r} in the spec"
         assert any(_TYPES[t](data[field]) for t in allowed), (
             f"{path}: {field}={data[field]!r} is not {type_text}"
         )
     if "version" in table:
-        assert data["version"] == PROTOCOL_VERSION
+        assert data["version"] == MAJOR
 
 
 def test_spec_tables_are_complete() -> None:
-    assert set(spec_table("sidecar")) == {"version", "seq", "format", "published_ns", "attrs"}
+    assert set(spec_table("sidecar")) == {
+        "version",
+        "seq",
+        "format",
+        "published_ns",
+        "ino",
+        "size",
+        "attrs",
+    }
+    assert spec_table("claim")["lock"] == "bool" + SINCE_1_1
     assert f"version {PROTOCOL_VERSION}" in SPEC.read_text().splitlines()[0]
+    assert f'PROTOCOL_VERSION = "{PROTOCOL_VERSION}"' in SPEC.read_text()
+
+
+def test_the_config_defaults_are_the_spec_s() -> None:
+    """The default column of section 5 is what a missing key (or file) means."""
+    defaults = {row[0]: json.loads(row[2].strip("`")) for row in spec_rows("config")}
+    assert defaults.pop("version") == MAJOR
+    assert defaults == asdict(ChannelConfig())
+    assert ChannelConfig.from_json(b"{}", Path("config.json")) == ChannelConfig()
 
 
 def test_state_files_written_by_python_match_the_spec(root: Path) -> None:
@@ -74,8 +113,9 @@ def test_state_files_written_by_python_match_the_spec(root: Path) -> None:
     with channel.create((4,), "f4") as array:
         array[:] = 1
         [tmp] = os.listdir(channel.path / ".ramxchg" / "tmp")
-        assert TMP_NAME.match(tmp), tmp
-        assert tmp.split(".")[-3] == str(os.getpid())
+        parts = TMP_NAME.match(tmp)
+        assert parts is not None, tmp
+        assert (parts["stem"], parts["pid"]) == ("auto", str(os.getpid()))
     first = subscription.get(timeout=10)
     second = subscription.get(timeout=10)
     first.ack()
@@ -110,7 +150,10 @@ def test_state_files_written_by_python_match_the_spec(root: Path) -> None:
 
     [claim] = os.listdir(group / "claims")
     assert claim == second.name
-    check_against(json.loads((group / "claims" / claim).read_text()), "claim", claim)
+    # "lock" comes with the claim lock (issue #13), built separately from this check
+    check_against(
+        json.loads((group / "claims" / claim).read_text()), "claim", claim, written_by_1_0=True
+    )
     assert json.loads((group / "claims" / claim).read_text())["pid"] == os.getpid()
     assert os.listdir(group / "acks") == []  # the acked item was deleted, and its ack
     second.ack()
@@ -118,53 +161,74 @@ def test_state_files_written_by_python_match_the_spec(root: Path) -> None:
     subscription.close()
 
 
-def _foreign_publish(channel: Path, name: str | None, array: np.ndarray) -> str:
-    """Publish like docs/protocol.md section 4 says, with plain os calls."""
+def _foreign_publish(channel: Path, name: str | None, array: np.ndarray, version: str) -> str:
+    """Publish like docs/protocol.md section 4 says, with plain os calls.
+
+    ``version`` "1.1" locks the temporary file (section 11) and records it in the
+    sidecar; "1.0" does neither, as older and simpler producers do.
+    """
     state = channel / ".ramxchg"
-    tmp = state / "tmp" / f"foreign.{os.getpid()}.{os.urandom(6).hex()}.npy"
-    np.save(tmp, array)  # step 1: the complete file, hidden
-    fd = os.open(state / "seq", os.O_RDWR | os.O_CREAT, 0o666)
+    locking = version == "1.1"
+    marker = ".lk" if locking else ""
+    tmp = state / "tmp" / f"{name or 'auto'}.{os.getpid()}.{os.urandom(6).hex()}{marker}.npy"
+    data = io.BytesIO()
+    np.save(data, array)
+    # step 1: the complete file, hidden (and locked by a 1.1 writer until step 7)
+    written = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # step 2
-        raw = os.pread(fd, 21, 0)
-        seq = (int(raw) if raw else 0) + 1
-        final = name or f"{seq:012d}"  # step 3
-        assert not (channel / f"{final}.npy").exists()
-        assert not (channel / f"{final}.h5").exists()
-        sidecar = {
-            "version": 1,
-            "seq": seq,
-            "format": "npy",
-            "published_ns": time.time_ns(),
-            "attrs": {"producer": "foreign"},
-        }
-        tmp_sidecar = tmp.with_suffix(".json")  # step 4: complete, then renamed into place
-        tmp_sidecar.write_text(json.dumps(sidecar))
-        os.rename(tmp_sidecar, state / "meta" / f"{final}.json")
-        os.pwrite(fd, b"%020d\n" % seq, 0)  # step 5
-        os.link(tmp, channel / f"{final}.npy")  # step 6
+        if locking:
+            fcntl.flock(written, fcntl.LOCK_EX)
+            assert os.fstat(written).st_ino == os.lstat(tmp).st_ino  # not collected meanwhile
+        os.write(written, data.getvalue())
+        info = os.fstat(written)
+        fd = os.open(state / "seq", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # step 2
+            raw = os.pread(fd, 21, 0)
+            seq = (int(raw) if raw else 0) + 1
+            final = name or f"{seq:012d}"  # step 3
+            assert not (channel / f"{final}.npy").exists()
+            assert not (channel / f"{final}.h5").exists()
+            sidecar = {
+                "version": 1,
+                "seq": seq,
+                "format": "npy",
+                "published_ns": time.time_ns(),
+                **({"ino": info.st_ino, "size": info.st_size} if locking else {}),
+                "attrs": {"producer": "foreign"},
+            }
+            check_against(sidecar, "sidecar", "foreign sidecar", written_by_1_0=not locking)
+            tmp_sidecar = tmp.with_suffix(".json")  # step 4: complete, then renamed into place
+            tmp_sidecar.write_text(json.dumps(sidecar))
+            os.rename(tmp_sidecar, state / "meta" / f"{final}.json")
+            os.pwrite(fd, b"%020d\n" % seq, 0)  # step 5
+            os.link(tmp, channel / f"{final}.npy")  # step 6
+        finally:
+            os.close(fd)  # step 7: closing drops the publish lock ...
+        os.unlink(tmp)
     finally:
-        os.close(fd)  # step 7: closing drops the lock
-    os.unlink(tmp)
+        os.close(written)  # ... and this the writer lock, after the unlink
     return final
 
 
-def test_a_foreign_producer_following_the_spec_is_delivered(root: Path) -> None:
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+def test_a_foreign_producer_following_the_spec_is_delivered(root: Path, version: str) -> None:
     channel = Channel("foreign")
     with channel.subscribe() as subscription:
         channel.put(np.zeros(2))
         assert subscription.get(timeout=10).seq == 1
-        name = _foreign_publish(channel.path, None, np.arange(5.0))
+        name = _foreign_publish(channel.path, None, np.arange(5.0), version)
         item = subscription.get(timeout=10)
         assert (item.name, item.seq, item.attrs) == (name, 2, {"producer": "foreign"})
         np.testing.assert_array_equal(item.array, np.arange(5.0))
         item.close()
-        _foreign_publish(channel.path, "chosen", np.ones(3))
+        _foreign_publish(channel.path, "chosen", np.ones(3), version)
         assert channel.put(np.ones(1)).seq == 4  # the Python side continues the count
         assert [(i.name, i.seq) for i in (subscription.get(timeout=10) for _ in range(2))] == [
             ("chosen", 3),
             ("000000000004", 4),
         ]
+    assert os.listdir(channel.path / ".ramxchg" / "tmp") == []
 
 
 def test_a_foreign_consumer_ack_lets_retention_delete_the_item(root: Path) -> None:
@@ -211,3 +275,23 @@ def test_seq_gap_left_by_a_dead_producer_is_not_waited_for(root: Path) -> None:
         (channel.path / ".ramxchg" / "seq").write_bytes(b"%020d\n" % 2)
         assert channel.put(np.ones(1)).seq == 3
         assert subscription.get(timeout=10).seq == 3
+
+
+def test_an_ack_that_does_not_know_the_inode_counts_for_the_item(root: Path) -> None:
+    """``"ino": null`` in an ack means "not known" (as `ramxchg ack` writes it), not
+    "another file": the group's members must not receive the item again."""
+    channel = Channel("hand-acked")
+    channel.subscribe(group="a").close()
+    channel.subscribe(group="b").close()  # holds the item after "a" acked it
+    name = channel.put(np.ones(3)).name
+    assert channel.ack(name, "a") is False
+    ack = json.loads((channel.path / ".ramxchg" / "groups" / "a" / "acks" / name).read_text())
+    assert ack["ino"] is None
+    with channel.subscribe(group="a") as subscription:
+        try:
+            again = subscription.get(timeout=1.0)
+        except TimeoutError:
+            again = None
+        assert again is None, f"{name}, acked for the group, was delivered to it again"
+    with channel.subscribe(group="b") as subscription:
+        assert subscription.get(timeout=10).name == name
