@@ -46,6 +46,30 @@ def _lock_is_free(path: Path) -> bool:
     return True
 
 
+def _group_channel() -> Channel:
+    """The channel "live" with the group g registered (it must ack every item)."""
+    ch = Channel("live")
+    ch.subscribe("g").close()
+    return ch
+
+
+def _receive_and_ack(sub: Subscription, names: set[str]) -> None:
+    """Receive the items ``names`` (in any order, each within 10 s) and ack them."""
+    got = [sub.get(timeout=10) for _ in names]
+    assert {item.name for item in got} == names
+    for item in got:
+        item.ack()
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    gone = SPAWN.Process(target=os.getpid)
+    gone.start()
+    gone.join()
+    assert gone.pid is not None
+    return gone.pid
+
+
 #: A member: takes ``count`` items of group g and holds them, unacked, until killed.
 #: With "fork", a forked child of it (which outlives it) holds its copies of everything.
 #: Prints the child's pid (or -1) and the items.
@@ -84,8 +108,7 @@ def _member(
 
 
 def test_a_claim_is_complete_and_locked_while_its_member_works(root: Path, no_leaks: None) -> None:
-    ch = Channel("live")
-    ch.subscribe("g").close()
+    ch = _group_channel()
     name = ch.put(np.arange(3)).name
     with _member(root) as (pid, names, _):
         assert names == [name]
@@ -100,8 +123,7 @@ def test_a_claim_is_complete_and_locked_before_it_appears(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What the ``link`` that makes a claim visible links: a whole record, locked."""
-    ch = Channel("live")
-    ch.subscribe("g").close()
+    ch = _group_channel()
     item = ch.put(np.arange(3))
     linked = []
     real_link = os.link
@@ -120,8 +142,7 @@ def test_a_claim_is_complete_and_locked_before_it_appears(
 
 
 def test_the_lock_goes_with_the_ack_and_the_release(root: Path, no_leaks: None) -> None:
-    ch = Channel("live")
-    ch.subscribe("g").close()
+    ch = _group_channel()
     ch.subscribe("other").close()  # holds the items: acked ones stay in the channel
     first, second = ch.put(np.arange(3)).name, ch.put(np.arange(3)).name
     with ch.subscribe("g") as sub:
@@ -142,42 +163,33 @@ def test_a_killed_member_is_taken_over_by_its_lock_whatever_its_pid_says(
 ) -> None:
     """The pid fallback says every member lives; the lock says this one died."""
     monkeypatch.setattr(ramxchg._claims, "owner_is_alive", lambda owner: True)
-    ch = Channel("live")
-    ch.subscribe("g").close()
+    ch = _group_channel()
     name = ch.put(np.arange(3)).name
     with ch.subscribe("g") as sub:
         with _member(root) as (_, names, _):
             assert names == [name]
             with pytest.raises(TimeoutError):
                 sub.get(timeout=0.2)  # held by a live member
-        # killed: delivered again at the next sweep (no 5 s grace, no pid check)
-        got = sub.get(timeout=10)
-        assert got.name == name
-        got.ack()
+        _receive_and_ack(sub, {name})  # killed: at the next sweep (no grace, no pid check)
     assert len(ch) == 0
 
 
 def test_a_forked_child_does_not_keep_its_parents_claims_alive(root: Path) -> None:
-    ch = Channel("live")
-    ch.subscribe("g").close()
+    ch = _group_channel()
     names = {ch.put(np.arange(3)).name for _ in range(2)}
     with _member(root, count=2, fork=True) as (_, held, child):
         assert set(held) == names
     try:
         assert psutil.pid_exists(child)  # the member is dead, its forked child lives on
         with ch.subscribe("g") as sub:
-            got = [sub.get(timeout=10), sub.get(timeout=10)]
-            assert {item.name for item in got} == names
-            for item in got:
-                item.ack()
+            _receive_and_ack(sub, names)
     finally:
         os.kill(child, signal.SIGKILL)
     assert len(ch) == 0
 
 
 def test_an_item_given_back_reaches_a_member_that_saw_it_taken(root: Path) -> None:
-    ch = Channel("live")
-    ch.subscribe("g").close()
+    ch = _group_channel()
     name = ch.put(np.arange(3)).name
     first = ch.subscribe("g")
     assert first.get(timeout=5).name == name
@@ -185,25 +197,19 @@ def test_an_item_given_back_reaches_a_member_that_saw_it_taken(root: Path) -> No
         with pytest.raises(TimeoutError):
             second.get(timeout=0.2)  # listed it, found it claimed: passed over
         first.close()  # gives it back unacked
-        got = second.get(timeout=10)
-        assert got.name == name
-        got.ack()
+        _receive_and_ack(second, {name})
     assert len(ch) == 0
 
 
 def test_a_claim_that_does_not_lock_keeps_the_pid_fallback(root: Path) -> None:
     """Foreign consumers (and 1.0) do not lock: their claims live while their process does."""
-    ch = Channel("live")
-    ch.subscribe("g").close()
+    ch = _group_channel()
     alive, dead = ch.put(np.arange(3)), ch.put(np.arange(3))
-    gone = SPAWN.Process(target=os.getpid)
-    gone.start()
-    gone.join()
     me = psutil.Process()
     host = socket.gethostname()
     for item, pid, started in (
         (alive, me.pid, me.create_time()),
-        (dead, gone.pid, time.time()),
+        (dead, _dead_pid(), time.time()),
     ):
         record = {"pid": pid, "started": started, "host": host, "seq": item.seq}
         (_claims(ch) / item.name).write_text(json.dumps(record))  # unlocked
@@ -227,8 +233,7 @@ def _drop(held: list[Subscription]) -> None:
 
 
 def test_descriptors_of_claims_go_with_an_unclosed_subscription(root: Path, no_leaks: None) -> None:
-    ch = Channel("live")
-    ch.subscribe("g").close()
+    ch = _group_channel()
     for _ in range(3):
         ch.put(np.arange(3))
     held: list[Subscription] = [ch.subscribe("g")]
@@ -237,14 +242,6 @@ def test_descriptors_of_claims_go_with_an_unclosed_subscription(root: Path, no_l
     with pytest.warns(ResourceWarning, match="unclosed"):
         _drop(held)
     assert os.listdir(_claims(ch)) == []  # given back; no_leaks: their descriptors closed
-
-
-def _dead_pid() -> int:
-    gone = SPAWN.Process(target=os.getpid)
-    gone.start()
-    gone.join()
-    assert gone.pid is not None
-    return gone.pid
 
 
 def _leftover(ch: Channel, pid: int) -> Path:
@@ -271,8 +268,7 @@ def test_sweep_counts_and_runs_at_most_once_per_interval(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(ramxchg._retention, "SWEEP_SECONDS", 3600)
-    ch = Channel("live")
-    ch.subscribe("g").close()
+    ch = _group_channel()
     name = ch.put(np.arange(3)).name
     with _member(root):
         pass  # killed holding the item
@@ -289,8 +285,7 @@ def test_sweep_counts_and_runs_at_most_once_per_interval(
 
 
 def test_watch_busy_with_a_command_still_sweeps(root: Path, tmp_path: Path) -> None:
-    ch = Channel("live")
-    ch.subscribe("g").close()
+    ch = _group_channel()
     ch.put(np.arange(3))
     go, started = tmp_path / "go", tmp_path / "started"
     command = f"sh -c 'touch {started}; while [ ! -e {go} ]; do sleep 0.02; done'"
