@@ -4,8 +4,8 @@ A group ``G`` of a channel is the folder ``.ramxchg/groups/G/``::
 
     group.json        {"version": 1, "name": G, "start_seq": N, "created_seq": N,
                        "created_ns": T}
-    claims/<item>     {"pid": P, "started": S, "host": H, "seq": Q, "ino": I}: a member
-                      is working on the item <item> of seq Q (inode I)
+    claims/<item>     {"pid": P, "started": S, "host": H, "seq": Q, "ino": I, "lock": true}:
+                      a member is working on the item <item> of seq Q (inode I)
     acks/<item>       that item is done for the group (the claim renamed here, or
                       {"seq": Q, "ino": I})
 
@@ -20,9 +20,9 @@ claims and acks say which item they are for, and count for that item only:
 - An ack is made under the publish lock after the same check (`Retention.ack`): a late
   ack of an item that is gone changes nothing.
 
-A claim whose process has died (same pid *and* start time, so a reused pid is not
-mistaken for the owner) is removed under the group's lock, and the item is handed out
-again.
+A member keeps its claim locked while it works (see `ramxchg._claims`); a claim whose
+member died (its lock free; for claims that do not lock, no process with its pid *and*
+start time) is removed under the group's lock, and the item is handed out again.
 """
 
 from __future__ import annotations
@@ -31,29 +31,24 @@ import contextlib
 import json
 import logging
 import os
-import socket
+import stat
 import time
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
-from typing import Any
 
-import psutil
-
+from ._claims import LOCKS_CLAIMS, Held, HeldClaims, claim_record, member_is_dead, read_claim
 from ._errors import CorruptItem, GroupNotFound, InvalidName
 from ._layout import ChannelLayout
 from ._names import check_name
 from ._safedir import SafeDir, StateTree
 from ._scan import item_sidecar
-from ._sequence import FileLock, SequenceCounter
-from ._statefile import create_once, read_state, replace_whole
+from ._sequence import FileLock, SequenceCounter, lock_file
+from ._statefile import create_held, create_once, read_state, replace_whole
 
 log = logging.getLogger(__name__)
 
 _MAX_STATE_BYTES = 64 * 1024
-#: An unreadable claim this old was left by a member that died between create and write
-#: (claims are created complete now; older versions and foreign consumers may not).
-CLAIM_GRACE_SECONDS = 5.0
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
 @dataclass(frozen=True)
@@ -64,16 +59,6 @@ class GroupInfo:
     start_seq: int
     created_seq: int
     created_ns: int
-
-
-def _claim_record(seq: int | None, ino: int | None) -> bytes:
-    """A claim by this process on the item (seq, ino): who works on which item."""
-    return json.dumps({**_owner(os.getpid()), "seq": seq, "ino": ino}).encode()
-
-
-@cache
-def _owner(pid: int) -> dict[str, Any]:  # keyed by pid: a forked child gets its own
-    return {"pid": pid, "started": psutil.Process(pid).create_time(), "host": socket.gethostname()}
 
 
 def records_item(raw: bytes, seq: int | None, ino: int | None) -> bool:
@@ -116,21 +101,6 @@ def is_current(
     return (sidecar.seq if sidecar is not None else None) == seq
 
 
-def owner_is_alive(owner: dict[str, Any]) -> bool:
-    """True unless the claim's process is certainly gone (pid reuse is detected)."""
-    if not owner:
-        return False  # an unreadable claim, old enough: its writer died half-way
-    if owner.get("host") != socket.gethostname():
-        return True  # another machine sharing the folder: we cannot tell
-    try:
-        started = psutil.Process(int(owner["pid"])).create_time()
-    except psutil.NoSuchProcess:
-        return False
-    except (psutil.AccessDenied, KeyError, ValueError, TypeError):
-        return True
-    return abs(started - float(owner.get("started", 0))) < 0.01
-
-
 class Group:
     """One durable consumer group of a channel."""
 
@@ -145,8 +115,8 @@ class Group:
         # Plain string prefixes: these paths are built several times per item.
         self._claim_prefix = f"{self.claims}{os.sep}"
         self._ack_prefix = f"{self.acks}{os.sep}"
-        #: claims this handle made and holds, by item name: the bytes it wrote
-        self._held: dict[str, bytes] = {}
+        #: claims this handle made and holds
+        self._held = HeldClaims()
 
     # -- registration -----------------------------------------------------------------------
 
@@ -212,29 +182,41 @@ class Group:
         """
         if self.acked(item, seq, ino):
             return False
-        record = _claim_record(seq, ino)
-        if not self._create_claim(item, record):
+        record = claim_record(seq, ino)
+        fd = self._create_claim(item, record)
+        if fd is None:
             return False  # another member's claim
-        self._held[item] = record
+        self._held.hold(item, Held(record, fd))
         # Done, or deleted, between our first look and our claim: take the claim back.
         if self.acked(item, seq, ino) or not is_current(self._layout, item, path, seq, ino):
             self.release(item)
             return False
         return True
 
-    def _create_claim(self, item: str, record: bytes) -> bool:
-        """Create ``claims/<item>`` holding ``record``, complete; False if it exists."""
+    def _create_claim(self, item: str, record: bytes) -> int | None:
+        """Create ``claims/<item>`` holding ``record``, complete and locked by us.
+
+        Returns the descriptor holding the lock (-1 where claims are not locked), or
+        None if the claim exists: another member's.
+        """
         try:
-            return create_once(self._claim_prefix + item, record)
+            return self._link_claim(item, record)
         except FileNotFoundError:
             # `gc` removes hidden files from claims/ (what dead members left) and may have
             # taken ours half-way: try once more. Or the group was dropped.
             self.check_registered()
         try:
-            return create_once(self._claim_prefix + item, record)
+            return self._link_claim(item, record)
         except FileNotFoundError:
             self.check_registered()
             raise
+
+    def _link_claim(self, item: str, record: bytes) -> int | None:
+        path = self._claim_prefix + item
+        if LOCKS_CLAIMS:
+            # Locked before it is linked: a live member's claim is never seen unlocked.
+            return create_held(path, record, lock_file)
+        return -1 if create_once(path, record) else None
 
     def release(self, item: str) -> None:
         """Give our claim on ``item`` back to the group without acking it.
@@ -243,13 +225,21 @@ class Group:
         the item is deleted, its name may be claimed by another member for a new item.
         Checked under the publish lock, which every deletion (removing claims) holds.
         """
-        record = self._held.pop(item, None)
-        if record is None:
+        held = self._held.pop(item)
+        if held is None:
             return
-        # FileNotFoundError: the channel or the group is gone, and our claim with it.
-        with contextlib.suppress(FileNotFoundError), FileLock(self._layout.seq_file):
-            if read_small(self._claim_prefix + item) == record:
-                os.unlink(self._claim_prefix + item)
+        try:
+            # FileNotFoundError: the channel or the group is gone, and our claim with it.
+            with contextlib.suppress(FileNotFoundError), FileLock(self._layout.seq_file):
+                if read_small(self._claim_prefix + item) == held.record:
+                    os.unlink(self._claim_prefix + item)
+        finally:
+            held.unlock()
+
+    def release_all(self) -> None:
+        """Give back every claim this handle holds (see `release`)."""
+        for item in self._held.names():
+            self.release(item)
 
     def ack(self, item: str, seq: int | None, ino: int | None = None) -> None:
         """Mark the item ``item`` of ``seq`` (inode ``ino``) done for the group.
@@ -259,12 +249,15 @@ class Group:
         an ack naming the item is written, replacing any ack left for an older item.
         Raises `GroupNotFound` when the group was dropped.
         """
-        if self._held.pop(item, None) is not None:
+        held = self._held.pop(item)
+        if held is not None:
             try:
                 os.replace(self._claim_prefix + item, self._ack_prefix + item)
                 return
             except FileNotFoundError:
                 pass  # reclaimed, or the group dropped: write the ack afresh
+            finally:
+                held.unlock()
         try:
             replace_whole(self._ack_prefix + item, json.dumps({"seq": seq, "ino": ino}).encode())
         except FileNotFoundError:
@@ -297,36 +290,53 @@ class Group:
                 folder.unlink(item)
 
     def reclaim_dead(self) -> list[str]:
-        """Remove claims whose process died; return the items now free again."""
+        """Remove claims whose member died; return the items now free again."""
         with self.layout.open_state() as state:
             folder, claims = state.folder("groups", self.name), self._claims(state)
             if folder is None or claims is None:
                 return []
-            freed: list[str] = []
-            alive: dict[str, bool] = {}  # one liveness check per owner, not per claim
-            for item in claims.names():
-                if item.startswith("."):
-                    continue
-                owner = _read_owner(claims, item)
-                if owner is None:
-                    continue
-                who = json.dumps(owner, sort_keys=True)
-                if who not in alive:
-                    alive[who] = owner_is_alive(owner)
-                if alive[who]:
-                    continue
-                # Under the group lock, so two reclaimers never remove a fresh live claim.
-                with FileLock(self.folder / "lock", dir_fd=folder.fd):
-                    if _read_owner(claims, item) == owner and claims.unlink(item):
-                        freed.append(item)
-                        log.info(
-                            "item %s of group %s: its consumer (pid %s) died before acking; "
-                            "delivering it again",
-                            item,
-                            self.name,
-                            owner.get("pid"),
-                        )
+            alive: dict[str, bool] = {}  # one pid check per owner, not per claim
+            freed = [
+                item
+                for item in claims.names()
+                if not item.startswith(".") and self._reclaim(folder, claims, item, alive)
+            ]
         return freed
+
+    def _reclaim(self, folder: SafeDir, claims: SafeDir, item: str, alive: dict[str, bool]) -> bool:
+        """Remove the claim on ``item`` if its member died; True if it was removed.
+
+        Through the group's folder descriptors: a ``claims/`` swapped for a link is never
+        followed.
+        """
+        try:
+            fd = claims.open_file(item, _READ_FLAGS)
+        except FileNotFoundError:
+            return False  # acked or released meanwhile
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                log.info("%s is not a claim (not a regular file); left alone", claims.path / item)
+                return False
+            owner = read_claim(fd)
+            if owner is None or not member_is_dead(fd, owner, alive):
+                return False
+            # Under the group lock, so two reclaimers never remove a fresh live claim; and
+            # only the file judged (the open descriptor keeps its inode number from reuse).
+            with FileLock(self.folder / "lock", dir_fd=folder.fd):
+                now = claims.lstat(item)
+                if now is None or now.st_ino != os.fstat(fd).st_ino:
+                    return False  # acked or released, and claimed anew
+                if not claims.unlink(item):
+                    return False
+        finally:
+            os.close(fd)
+        log.info(
+            "item %s of group %s: its consumer (pid %s) died before acking; delivering it again",
+            item,
+            self.name,
+            owner.get("pid"),
+        )
+        return True
 
     def claimed(self) -> list[str]:
         """The items members are working on now."""
@@ -336,23 +346,6 @@ class Group:
 
     def _claims(self, state: StateTree) -> SafeDir | None:
         return state.folder("groups", self.name, "claims")
-
-
-def _read_owner(claims: SafeDir, item: str) -> dict[str, Any] | None:
-    raw = read_small(claims.path / item, dir_fd=claims.fd)
-    if raw is None:
-        return None
-    try:
-        owner = json.loads(raw)
-    except ValueError:
-        owner = None
-    if isinstance(owner, dict) and owner:
-        return owner
-    # Half-written: dead if old enough, else a member may be writing it right now.
-    info = claims.lstat(item)
-    if info is not None and time.time() - info.st_mtime > CLAIM_GRACE_SECONDS:
-        return {}
-    return None
 
 
 def read_small(path: str | Path, *, dir_fd: int | None = None) -> bytes | None:

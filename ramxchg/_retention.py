@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: Temporary files younger than this are never collected, whatever their pid says.
 TMP_GRACE_SECONDS = 5.0
+#: `Retention.sweep` runs at most this often per channel handle.
+SWEEP_SECONDS = 1.0
 
 #: What an ack did: nothing (the item was gone already), marked it, or deleted it too.
 AckOutcome = Literal["gone", "acked", "deleted"]
@@ -377,6 +379,34 @@ class Retention:
             if (pid is None or not psutil.pid_exists(pid)) and tmp.unlink(name):
                 removed += 1
         return removed
+
+    #: when `sweep` may run next (time.monotonic); set per handle once it has run
+    _next_sweep = 0.0
+
+    def sweep(self) -> dict[str, int]:
+        """Collect dead temporary files and dead claims, at most once per `SWEEP_SECONDS`.
+
+        What producers, subscriptions and ``ramxchg watch`` run as they go, so that a
+        dead process's leftovers go without a daemon (a lock attempt per file). Returns
+        counts: ``tmp_files`` removed and ``claims`` reclaimed (both 0 when it ran less
+        than `SWEEP_SECONDS` ago). A folder we may not touch (another user's group) is
+        skipped.
+        """
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return {"tmp_files": 0, "claims": 0}
+        self._next_sweep = now + SWEEP_SECONDS
+        report = {"tmp_files": 0, "claims": 0}
+        try:
+            report["tmp_files"] = self._collect_tmp()
+        except PermissionError as exc:
+            log.debug("sweep of %s: temporary files skipped: %s", self.layout.path, exc)
+        for group, _ in self.registered():
+            try:
+                report["claims"] += len(group.reclaim_dead())
+            except PermissionError as exc:
+                log.debug("sweep of %s: group %s skipped: %s", self.layout.path, group.name, exc)
+        return report
 
 
 def _walkable(state: StateTree, report: dict[str, int], *parts: str) -> SafeDir | None:

@@ -33,6 +33,14 @@ if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
         os.lseek(fd, 0, os.SEEK_SET)
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
+    def _try_lock(fd: int) -> bool:
+        os.lseek(fd, 0, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
 else:
     import fcntl
 
@@ -41,6 +49,27 @@ else:
 
     def _unlock(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
+def lock_file(fd: int) -> None:
+    """Take the exclusive lock on the open file ``fd``, waiting for it if need be.
+
+    It belongs to the open file description: the kernel drops it when the last
+    descriptor of it closes, so it dies with its holder, in every pid namespace.
+    """
+    _lock(fd)
+
+
+def try_lock_file(fd: int) -> bool:
+    """Take the exclusive lock on the open file ``fd`` if no one holds it; False if one does."""
+    return _try_lock(fd)
 
 
 # Non-blocking: opening a FIFO planted in place of the file must not wait for a writer.

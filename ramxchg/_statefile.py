@@ -8,6 +8,7 @@ import errno
 import os
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from ._errors import CorruptItem, RamDiskFull
@@ -69,20 +70,38 @@ def create_once(path: str | Path, data: bytes) -> bool:
     processes race exactly one wins (``link`` fails on an existing name). Nothing is
     left behind when it fails; a full disk raises `RamDiskFull`.
     """
-    tmp = _write_hidden(path, data)
+    return _create(path, data, None) is not None
+
+
+def create_held(path: str | Path, data: bytes, hold: Callable[[int], object]) -> int | None:
+    """`create_once`, keeping the new file open: ``hold(fd)`` runs on its descriptor (to
+    take a lock, say) before the file appears under ``path``.
+
+    Returns the descriptor, which the caller closes; None if ``path`` existed.
+    """
+    return _create(path, data, hold)
+
+
+def _create(path: str | Path, data: bytes, hold: Callable[[int], object] | None) -> int | None:
+    """`create_once` and `create_held`: the descriptor kept (-1 without ``hold``), or None."""
+    tmp, fd = _write_hidden(path, data, keep=hold is not None)
     try:
+        if hold is not None:
+            hold(fd)
         os.link(tmp, path)
-    except FileExistsError:
-        return False
-    except OSError as exc:  # tmpfs counts a hard link against its inodes
-        full = _full(exc, path, len(data))
+    except BaseException as exc:
+        if fd >= 0:
+            os.close(fd)
+        if isinstance(exc, FileExistsError):
+            return None
+        full = _full(exc, path, len(data)) if isinstance(exc, OSError) else None
         if full is None:
             raise
         raise full from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    return True
+    return fd
 
 
 def replace_whole(path: str | Path, data: bytes) -> None:
@@ -90,7 +109,7 @@ def replace_whole(path: str | Path, data: bytes) -> None:
 
     Nothing is left behind when it fails; a full disk raises `RamDiskFull`.
     """
-    tmp = _write_hidden(path, data)
+    tmp, _ = _write_hidden(path, data)
     try:
         os.replace(tmp, path)
     except BaseException:
@@ -99,26 +118,29 @@ def replace_whole(path: str | Path, data: bytes) -> None:
         raise
 
 
-def _write_hidden(path: str | Path, data: bytes) -> str:
-    """A new hidden file beside ``path`` holding ``data``: its path."""
+def _write_hidden(path: str | Path, data: bytes, *, keep: bool = False) -> tuple[str, int]:
+    """A new hidden file beside ``path`` holding ``data``: its path, and its descriptor
+    if ``keep`` (else -1)."""
     folder, name = os.path.split(path)
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.{os.urandom(4).hex()}")
     fd = os.open(tmp, _CREATE_FLAGS, 0o666)
     try:
-        try:
-            written = 0
-            while written < len(data):
-                written += os.write(fd, data[written:])
-        finally:
-            os.close(fd)
+        written = 0
+        while written < len(data):
+            written += os.write(fd, data[written:])
+        if not keep:
+            closing, fd = fd, -1  # not closed twice: close frees it even when it fails
+            os.close(closing)
     except BaseException as exc:
+        if fd >= 0:
+            os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         full = _full(exc, path, len(data)) if isinstance(exc, OSError) else None
         if full is None:
             raise
         raise full from exc
-    return tmp
+    return tmp, fd
 
 
 def _full(exc: OSError, path: str | Path, needed: int) -> RamDiskFull | None:

@@ -71,7 +71,8 @@ class Subscription:
         self._queued: set[tuple[str, int | None]] = set()
         self._seen: set[tuple[str, int | None]] = set()
         self._high_seq = self._floor  # highest sequence number queued or seen
-        self._claimed: set[str] = set()  # delivered to us in the group, not yet acked
+        # Seen while another member held them: taken up again if it gives them back.
+        self._elsewhere: set[tuple[str, int | None]] = set()
         # Sidecar-less files written in place wait here until complete (see _legacy).
         self._legacy = LegacyGate(self._layout, settle=settle, quarantine_after=quarantine_after)
         self._next_rescan = 0.0
@@ -84,7 +85,7 @@ class Subscription:
         # loop), it is closed when collected, with a ResourceWarning as files are. The
         # finalizer holds what close() releases, never the subscription itself.
         # what close() releases: the notifier, and the claims made by this process
-        self._held = (self._notifier, self._group, self._claimed, os.getpid())
+        self._held = (self._notifier, self._group, os.getpid())
         self._finalizer = weakref.finalize(self, _close_unclosed, repr(self), *self._held)
         self._finalizer.atexit = False  # at exit the OS closes them; our claims die with us
         try:
@@ -159,7 +160,9 @@ class Subscription:
             except FileNotFoundError:
                 continue  # deleted meanwhile (retention, keep_last)
             if self._group is not None and not self._claim(self._group, entry, ino):
-                continue  # another member has it, it is done, or it is gone
+                # Another member has it, it is done, or it is gone: see `_take_up_again`.
+                self._elsewhere.add((entry.name, entry.seq))
+                continue
             return self._deliver(entry, ino)
         return None
 
@@ -177,10 +180,8 @@ class Subscription:
         item._ino = ino
         if self._group is not None:
             group = self._group
-            self._claimed.add(entry.name)
 
             def ack(done: Item) -> bool:
-                self._claimed.discard(done.name)
                 outcome = self._retention.ack(
                     group, done.name, entry.path, entry.seq, entry.published_ns, ino=ino
                 )
@@ -209,7 +210,6 @@ class Subscription:
             **details,
         )
         item._on_ack = None  # nothing left to ack
-        self._claimed.discard(item.name)  # not ours to give back on close any more
         if self._group is not None:
             self._group.release(item.name)  # gone with the item; a newer item's claim stays
         return moved
@@ -281,8 +281,10 @@ class Subscription:
         heapq.heappush(self._pending, (publish_order(entry), entry))
 
     def _rescan(self, *, skip_present: bool = False) -> None:
-        """List the folder: catch up on anything events missed, and recover dead claims."""
+        """List the folder: catch up on anything events missed, and take up again items
+        whose members died (swept here, or by any other process) or gave them back."""
         started = time.monotonic()
+        self._retention.sweep()
         intruders: list[Intruder] = []
         present = list(scan(self._layout, intruders))
         for intruder in intruders:
@@ -291,9 +293,7 @@ class Subscription:
         self._seen = keys if skip_present else self._seen & keys  # bounded by the folder
         self._legacy.forget_absent({os.path.basename(e.path) for e in present})
         if self._group is not None:
-            freed = set(self._group.reclaim_dead())
-            if freed:  # delivered again: no longer counted as seen
-                self._seen = {key for key in self._seen if key[0] not in freed}
+            self._take_up_again(self._group, keys)
         for entry in present:
             self._queue(entry)
         # Paced by its own cost: listing 100,000 items takes seconds, and rescanning
@@ -302,6 +302,25 @@ class Subscription:
         interval = RESCAN_SECONDS if self._notifier.has_events else POLL_SECONDS
         self._next_rescan = time.monotonic() + max(interval, RESCAN_COST_FACTOR * took)
         self._gap_rescan_pause = max(GAP_RESCAN_SECONDS, RESCAN_COST_FACTOR * took)
+
+    def _take_up_again(self, group: Group, present: set[tuple[str, int | None]]) -> None:
+        """Unsee the items we passed over while another member held them, if no one holds
+        them now and they are not done: their member died or gave them back."""
+        for key in list(self._elsewhere):
+            name, seq = key
+            if key not in present or group.acked(name, seq):
+                self._elsewhere.discard(key)
+            elif not group.is_claimed(name):
+                self._elsewhere.discard(key)
+                self._seen.discard(key)  # queued again by the listing
+
+    def sweep(self) -> dict[str, int]:
+        """Collect what dead processes left in the channel: temporary files and claims.
+
+        `get` does this as it rescans, at most once per `SWEEP_SECONDS`; call it while not
+        calling `get` for long. Returns counts (see `Retention.sweep`).
+        """
+        return self._retention.sweep()
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -332,22 +351,18 @@ class Subscription:
         return f"<Subscription {self.channel.path} group={self.group!r} {self.watching}>"
 
 
-def _release(notifier: Notifier, group: Group | None, claimed: set[str], pid: int) -> None:
+def _release(notifier: Notifier, group: Group | None, pid: int) -> None:
     """What `Subscription.close` releases: the notifier, and the claims of unacked items
-    (only in the process that made them: a forked child's copy must not give back its
-    parent's items, which would then be delivered twice)."""
+    with their locks (only in the process that made them: a forked child's copy must not
+    give back its parent's items, which would then be delivered twice)."""
     notifier.close()
     if group is not None and os.getpid() == pid:
-        for name in claimed:
-            group.release(name)
-    claimed.clear()
+        group.release_all()
 
 
-def _close_unclosed(
-    what: str, notifier: Notifier, group: Group | None, claimed: set[str], pid: int
-) -> None:
+def _close_unclosed(what: str, notifier: Notifier, group: Group | None, pid: int) -> None:
     """Finalizer of a subscription collected without `Subscription.close`."""
     try:
-        _release(notifier, group, claimed, pid)
+        _release(notifier, group, pid)
     finally:
         warnings.warn(f"unclosed {what}", ResourceWarning, stacklevel=1)

@@ -262,6 +262,9 @@ class Watcher:
                 if not self._jobs:
                     break
                 self._collect(_TICK)
+                # Not calling `get` (which sweeps) while commands run: sweep here, so a dead
+                # producer's or member's leftovers still go within seconds.
+                self.subscription.sweep()
                 continue
             self._collect(0)
             try:

@@ -1,0 +1,165 @@
+"""Claims of durable-group members: what a claim records, and whether its member lives.
+
+A member writes its claim complete under a hidden name, takes ``flock(LOCK_EX)`` on it
+and only then links it into place (`ramxchg._groups.Group.try_claim`); it keeps that
+descriptor open while it works on the item and closes it after the ack (``rename``) or
+the release (``unlink``). The kernel drops the lock when its holder dies, in every pid
+namespace, so a claim with ``"lock": true`` is dead exactly when its lock can be taken.
+
+Claims without it (older versions, foreign consumers that do not lock, and Windows,
+where a file held open cannot be renamed) keep the fallback: the member's pid and start
+time on this host; an unreadable claim counts as dead after `CLAIM_GRACE_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+import weakref
+from functools import cache
+from typing import Any, NamedTuple
+
+import psutil
+
+from ._sequence import try_lock_file
+
+#: An unreadable claim this old was left by a member that died between create and write
+#: (claims are created complete now; older versions and foreign consumers may not).
+CLAIM_GRACE_SECONDS = 5.0
+#: Members hold their claims locked, where a file held open can still be renamed and
+#: unlinked: not on Windows, whose claims keep the pid fallback.
+LOCKS_CLAIMS = sys.platform != "win32"
+#: Claims are group state files: never larger than this.
+MAX_CLAIM_BYTES = 64 * 1024
+
+
+def claim_record(seq: int | None, ino: int | None) -> bytes:
+    """A claim by this process on the item (seq, ino): who works on which item."""
+    return json.dumps(
+        {**_owner(os.getpid()), "seq": seq, "ino": ino, "lock": LOCKS_CLAIMS}
+    ).encode()
+
+
+@cache
+def _owner(pid: int) -> dict[str, Any]:  # keyed by pid: a forked child gets its own
+    try:
+        started = psutil.Process(pid).create_time()
+    except psutil.Error:  # our pid is not in this /proc (another pid namespace's)
+        started = None
+    return {"pid": pid, "started": started, "host": socket.gethostname()}
+
+
+def owner_is_alive(owner: dict[str, Any]) -> bool:
+    """The fallback for claims that are not locked: True unless the claim's process is
+    certainly gone (pid reuse is detected by the start time)."""
+    if not owner:
+        return False  # an unreadable claim, old enough: its writer died half-way
+    if owner.get("host") != socket.gethostname():
+        return True  # another machine sharing the folder: we cannot tell
+    try:
+        started = psutil.Process(int(owner["pid"])).create_time()
+        return abs(started - float(owner.get("started", 0))) < 0.01
+    except psutil.NoSuchProcess:
+        return False
+    except (psutil.AccessDenied, KeyError, ValueError, TypeError):
+        return True  # we cannot tell
+
+
+def read_claim(fd: int) -> dict[str, Any] | None:
+    """The record of the claim open as ``fd``; {} for an unreadable one left by a member
+    that died half-way; None for an unreadable one that may be being written now."""
+    raw = os.read(fd, MAX_CLAIM_BYTES + 1)
+    try:
+        owner = json.loads(raw)
+    except ValueError:
+        owner = None
+    if isinstance(owner, dict) and owner:
+        return owner
+    # Half-written (older writers, foreign consumers): dead once old enough.
+    return {} if time.time() - os.fstat(fd).st_mtime > CLAIM_GRACE_SECONDS else None
+
+
+def member_is_dead(fd: int, owner: dict[str, Any], alive: dict[str, bool]) -> bool:
+    """Is the member of the claim open as ``fd`` (its record: ``owner``) dead?
+
+    A locking claim: exactly when we can take its lock (we then hold it, so no other
+    reclaimer judges it dead meanwhile). Any other by `owner_is_alive`, cached by owner
+    in ``alive``.
+    """
+    if owner.get("lock") is True:
+        return try_lock_file(fd)
+    who = json.dumps(owner, sort_keys=True)
+    if who not in alive:
+        alive[who] = owner_is_alive(owner)
+    return not alive[who]
+
+
+class Held(NamedTuple):
+    """A claim this process made: the bytes it wrote, and the descriptor holding its
+    lock (-1: none)."""
+
+    record: bytes
+    fd: int
+
+    def unlock(self) -> None:
+        """Close the descriptor: the lock goes with it (call after the rename/unlink, so
+        the claim never looks dead while it is still ours)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+
+
+class HeldClaims:
+    """The claims one group handle holds, by item name.
+
+    One descriptor each, so bounded by the items it has in flight. A forked child closes
+    its copies (`_forget_locks_in_child`): sharing them, it would keep its parent's
+    claims alive after the parent died, and their items would wait for the child's end.
+    """
+
+    def __init__(self) -> None:
+        self._by_item: dict[str, Held] = {}
+
+    def hold(self, item: str, held: Held) -> None:
+        """Record ``held`` as our claim on ``item``."""
+        self._by_item[item] = held
+        if held.fd >= 0:
+            _at_fork_forget_locks()
+            _HOLDERS.add(self)
+
+    def pop(self, item: str) -> Held | None:
+        """Our claim on ``item``, no longer recorded as held (None: we hold none)."""
+        return self._by_item.pop(item, None)
+
+    def names(self) -> list[str]:
+        """The items we hold claims on."""
+        return list(self._by_item)
+
+    def _forget_locks(self) -> None:
+        for item, held in list(self._by_item.items()):
+            held.unlock()
+            self._by_item[item] = held._replace(fd=-1)
+
+
+#: Every `HeldClaims` of this process that holds a lock (or did).
+_HOLDERS: weakref.WeakSet[HeldClaims] = weakref.WeakSet()
+
+
+@cache
+def _at_fork_forget_locks() -> None:
+    """Register `_forget_locks_in_child` for every fork, once."""
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_forget_locks_in_child)
+
+
+def _forget_locks_in_child() -> None:
+    """In a forked child: close our copies of the claim locks, keep the claims' records.
+
+    The parent's locks stay (a lock lives while any descriptor of it is open); the
+    claims remain its own, and die with it.
+    """
+    for claims in list(_HOLDERS):
+        claims._forget_locks()
+    _HOLDERS.clear()
