@@ -28,6 +28,7 @@ start time) is removed under the group's lock, and the item is handed out again.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._claims import LOCKS_CLAIMS, Held, HeldClaims, claim_record, member_is_dead, read_claim
-from ._errors import CorruptItem, GroupNotFound, InvalidName
+from ._errors import CorruptItem, GroupNotFound, InvalidName, RamDiskFull
 from ._layout import ChannelLayout
 from ._names import check_name
 from ._safedir import SafeDir, StateTree
@@ -212,11 +213,29 @@ class Group:
             raise
 
     def _link_claim(self, item: str, record: bytes) -> int | None:
-        path = self._claim_prefix + item
-        if LOCKS_CLAIMS:
-            # Locked before it is linked: a live member's claim is never seen unlocked.
-            return create_held(path, record, lock_file)
-        return -1 if create_once(path, record) else None
+        # Through the claims folder's descriptor: a claims/ swapped for a link by whoever
+        # shares the channel is refused (UnsafeRoot), never written through.
+        with self.layout.open_state() as state:
+            claims = self._claims(state)
+            if claims is None:
+                raise FileNotFoundError(errno.ENOENT, "no claims folder", str(self.claims))
+            name, dir_fd = (
+                (item, claims.fd) if claims.fd is not None else (claims.path / item, None)
+            )
+            try:
+                if LOCKS_CLAIMS:
+                    # Locked before it is linked: a live member's claim is never seen unlocked.
+                    return create_held(name, record, lock_file, dir_fd=dir_fd)
+                return -1 if create_once(name, record, dir_fd=dir_fd) else None
+            except RamDiskFull as exc:  # said again with the claim's path, not a bare name
+                raise RamDiskFull(
+                    f"{self.claims} is full: no room for the claim on {item!r} "
+                    f"({exc.needed_bytes} bytes, {exc.free_bytes} bytes free); free some "
+                    "room (consume or delete items, `ramxchg gc`)",
+                    path=self.claims / item,
+                    needed_bytes=exc.needed_bytes,
+                    free_bytes=exc.free_bytes,
+                ) from exc
 
     def release(self, item: str) -> None:
         """Give our claim on ``item`` back to the group without acking it.

@@ -398,8 +398,9 @@ class Retention:
         self._next_sweep = now + SWEEP_SECONDS
         report = {"tmp_files": 0, "claims": 0}
         try:
-            report["tmp_files"] = self._collect_tmp()
-        except PermissionError as exc:
+            with self.layout.open_state(check_owner=True) as state:
+                report["tmp_files"] = self._collect_tmp(state.folder("tmp"))
+        except (PermissionError, UnsafeRoot) as exc:  # a folder we may not touch
             log.debug("sweep of %s: temporary files skipped: %s", self.layout.path, exc)
         for group, _ in self.registered():
             try:

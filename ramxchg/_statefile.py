@@ -62,45 +62,50 @@ def read_at(fd: int, count: int, offset: int = 0) -> bytes:
     return os.read(fd, count)  # pragma: no cover
 
 
-def create_once(path: str | Path, data: bytes) -> bool:
+def create_once(path: str | Path, data: bytes, *, dir_fd: int | None = None) -> bool:
     """Create ``path`` holding ``data`` unless it exists; True if this call created it.
 
     The data goes into a hidden temporary file beside ``path`` first and is then
     hard-linked into place: readers never see a partial file, and when several
     processes race exactly one wins (``link`` fails on an existing name). Nothing is
-    left behind when it fails; a full disk raises `RamDiskFull`.
+    left behind when it fails; a full disk raises `RamDiskFull`. With ``dir_fd``,
+    ``path`` is a name in that open folder (which then is never reached through a link).
     """
-    return _create(path, data, None) is not None
+    return _create(path, data, None, dir_fd) is not None
 
 
-def create_held(path: str | Path, data: bytes, hold: Callable[[int], object]) -> int | None:
+def create_held(
+    path: str | Path, data: bytes, hold: Callable[[int], object], *, dir_fd: int | None = None
+) -> int | None:
     """`create_once`, keeping the new file open: ``hold(fd)`` runs on its descriptor (to
     take a lock, say) before the file appears under ``path``.
 
     Returns the descriptor, which the caller closes; None if ``path`` existed.
     """
-    return _create(path, data, hold)
+    return _create(path, data, hold, dir_fd)
 
 
-def _create(path: str | Path, data: bytes, hold: Callable[[int], object] | None) -> int | None:
+def _create(
+    path: str | Path, data: bytes, hold: Callable[[int], object] | None, dir_fd: int | None
+) -> int | None:
     """`create_once` and `create_held`: the descriptor kept (-1 without ``hold``), or None."""
-    tmp, fd = _write_hidden(path, data, keep=hold is not None)
+    tmp, fd = _write_hidden(path, data, keep=hold is not None, dir_fd=dir_fd)
     try:
         if hold is not None:
             hold(fd)
-        os.link(tmp, path)
+        os.link(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException as exc:
         if fd >= 0:
             os.close(fd)
         if isinstance(exc, FileExistsError):
             return None
-        full = _full(exc, path, len(data)) if isinstance(exc, OSError) else None
+        full = _full(exc, path, len(data), dir_fd) if isinstance(exc, OSError) else None
         if full is None:
             raise
         raise full from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
     return fd
 
 
@@ -118,12 +123,14 @@ def replace_whole(path: str | Path, data: bytes) -> None:
         raise
 
 
-def _write_hidden(path: str | Path, data: bytes, *, keep: bool = False) -> tuple[str, int]:
-    """A new hidden file beside ``path`` holding ``data``: its path, and its descriptor
-    if ``keep`` (else -1)."""
+def _write_hidden(
+    path: str | Path, data: bytes, *, keep: bool = False, dir_fd: int | None = None
+) -> tuple[str, int]:
+    """A new hidden file beside ``path`` (in the folder ``dir_fd``, if given) holding
+    ``data``: its path, and its descriptor if ``keep`` (else -1)."""
     folder, name = os.path.split(path)
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.{os.urandom(4).hex()}")
-    fd = os.open(tmp, _CREATE_FLAGS, 0o666)
+    fd = os.open(tmp, _CREATE_FLAGS, 0o666, dir_fd=dir_fd)
     try:
         written = 0
         while written < len(data):
@@ -135,20 +142,27 @@ def _write_hidden(path: str | Path, data: bytes, *, keep: bool = False) -> tuple
         if fd >= 0:
             os.close(fd)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        full = _full(exc, path, len(data)) if isinstance(exc, OSError) else None
+            os.unlink(tmp, dir_fd=dir_fd)
+        full = _full(exc, path, len(data), dir_fd) if isinstance(exc, OSError) else None
         if full is None:
             raise
         raise full from exc
     return tmp, fd
 
 
-def _full(exc: OSError, path: str | Path, needed: int) -> RamDiskFull | None:
-    """`RamDiskFull` for an ENOSPC/EDQUOT writing ``path``; None for any other error."""
+def _full(
+    exc: OSError, path: str | Path, needed: int, dir_fd: int | None = None
+) -> RamDiskFull | None:
+    """`RamDiskFull` for an ENOSPC/EDQUOT writing ``path`` (a name in the folder ``dir_fd``,
+    if given); None for any other error."""
     if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
         return None
-    folder = os.path.dirname(path)
-    free = shutil.disk_usage(folder).free
+    if dir_fd is not None:  # measured through the folder's descriptor: ``path`` is a name
+        usage = os.statvfs(dir_fd)
+        folder, free = "its folder", usage.f_bavail * usage.f_frsize
+    else:
+        folder = os.path.dirname(path)
+        free = shutil.disk_usage(folder).free
     return RamDiskFull(
         f"{folder} is full: no room for {os.path.basename(path)} ({needed} bytes, {free} "
         "bytes free); free some room (consume or delete items, `ramxchg gc`)",

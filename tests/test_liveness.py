@@ -128,10 +128,13 @@ def test_a_claim_is_complete_and_locked_before_it_appears(
     linked = []
     real_link = os.link
 
-    def link(source: str, target: str) -> None:
-        if os.path.dirname(target) == str(_claims(ch)):
-            linked.append((json.loads(Path(source).read_bytes()), _lock_is_free(Path(source))))
-        real_link(source, target)
+    def link(source: str, target: str, **dir_fds: int | None) -> None:
+        folder = dir_fds.get("dst_dir_fd")  # claims are linked inside the claims folder
+        where = Path(os.readlink(f"/proc/self/fd/{folder}")) if folder is not None else None
+        if where == _claims(ch):
+            hidden = where / source
+            linked.append((json.loads(hidden.read_bytes()), _lock_is_free(hidden)))
+        real_link(source, target, **dir_fds)
 
     monkeypatch.setattr(os, "link", link)
     with ch.subscribe("g") as sub:
