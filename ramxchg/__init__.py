@@ -9,6 +9,7 @@ from __future__ import annotations
 from ._channel import Channel, ChannelStatus, GroupStatus
 from ._errors import (
     ChannelFull,
+    ChannelNotFound,
     ConfigMismatch,
     CorruptItem,
     GroupNotFound,
@@ -31,6 +32,7 @@ from ._version import __version__
 __all__ = [
     "Channel",
     "ChannelFull",
+    "ChannelNotFound",
     "ChannelStatus",
     "ConfigMismatch",
     "CorruptItem",

@@ -8,13 +8,15 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import DTypeLike
 
-from ._config import ChannelConfig, load_or_store
+from ._arrays import ArrayInput, ShapeInput, as_arrays, as_layout
+from ._config import OWNER_ONLY, ChannelConfig, load_or_store
 from ._copy import write_file_hidden
-from ._errors import InvalidName, InvalidSetting, ItemNotFound
+from ._errors import ChannelNotFound, InvalidName, InvalidSetting, ItemNotFound
 from ._groups import drop, registered_group
 from ._item import Item
 from ._layout import ChannelLayout
@@ -27,12 +29,9 @@ from ._sequence import SequenceCounter
 from ._sidecar import Sidecar, encode_attrs
 from ._subscription import Subscription
 from .formats import Format, format_for, get_format
-from .formats.base import check_dtype
 from .ramdisk import warn_if_not_ram
 
 log = logging.getLogger(__name__)
-
-ArrayInput = Any  # anything np.asarray accepts, or a dict of name -> array for HDF5
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,7 @@ class Channel:
         same size into their pages (faster on tmpfs with 4 KiB pages). Contract: an
         item's arrays must not be used after the item is deleted (acked by every group).
     create
-        False: open only a channel whose folder exists (`ItemNotFound` otherwise), and
+        False: open only a channel whose folder exists (`ChannelNotFound` otherwise), and
         write nothing (no state folder, no config), for readers such as ``ramxchg ls``.
 
     Every setting is checked first (`InvalidSetting` names a bad one). A root, or a
@@ -102,7 +101,7 @@ class Channel:
         root: str | os.PathLike[str] | None = None,
         *,
         format: str | None = None,
-        mode: int = 0o700,
+        mode: int = OWNER_ONLY,
         keep_last: int | None = None,
         max_bytes: int | None = None,
         max_items: int | None = None,
@@ -131,6 +130,8 @@ class Channel:
         by_path = isinstance(name, os.PathLike) or os.path.isabs(name)
         if by_path:
             path = Path(name)
+            if not create and not os.path.lexists(path):
+                raise ChannelNotFound(f"no channel folder {path}", path=path, name=path.name)
             check_safe_dir(path, owner_check=False)
             self.name = path.name
             home = path  # warned about as a root is (once per filesystem)
@@ -139,7 +140,7 @@ class Channel:
             base = Path(root) if root is not None else find_default_root(create=create)
             path = base / self.name
             if not create and not path.is_dir():
-                raise ItemNotFound(f"no channel {self.name!r} in {base}", path=path, name=name)
+                raise ChannelNotFound(f"no channel {name!r} in {base}", path=path, name=name)
             if root is not None:
                 if create:
                     ensure_dir(base)
@@ -187,7 +188,7 @@ class Channel:
         fmt = self._format(format)
         if name is not None:
             check_name(name)  # whether it is taken is settled under the publish lock
-        arrays = _as_arrays(array)
+        arrays = as_arrays(array)
         meta = encode_attrs(attrs)
         layout = {key: (a.shape, a.dtype) for key, a in arrays.items()}
         needed = fmt.nbytes_for(layout)
@@ -206,14 +207,14 @@ class Channel:
     @contextmanager
     def create(
         self,
-        shape: Any,
-        dtype: Any = None,
+        shape: ShapeInput,
+        dtype: DTypeLike = None,
         name: str | None = None,
         *,
         attrs: Mapping[str, Any] | None = None,
         format: str | None = None,
         timeout: float | None = None,
-    ) -> Iterator[Any]:
+    ) -> Iterator[np.ndarray]:
         """Allocate an item and yield its writable array, to be filled in place.
 
         The array *is* the data region of a hidden file: no extra copy. The item is
@@ -221,12 +222,12 @@ class Channel:
         and the hidden file is removed. Do not use the array after the block.
 
         For HDF5, pass a dict ``{name: (shape, dtype)}`` as ``shape`` and get a dict of
-        arrays back.
+        arrays (``dict[str, np.ndarray]``) back.
         """
         fmt = self._format(format)
         if name is not None:
             self._check_free_name(name)
-        layout = _as_layout(shape, dtype)
+        layout = as_layout(shape, dtype)
         meta = encode_attrs(attrs)
         needed = fmt.nbytes_for(layout)
         self._retention.wait_for_room(needed, timeout)
@@ -344,9 +345,9 @@ class Channel:
         self,
         group: str | None = None,
         *,
-        start: str = "earliest",
+        start: Literal["earliest", "latest"] = "earliest",
         latest_only: bool = False,
-        watch: str = "auto",
+        watch: Literal["auto", "events", "polling"] = "auto",
         settle: float | None = None,
         quarantine_after: float | None = None,
     ) -> Subscription:
@@ -447,26 +448,3 @@ def _check_mode(mode: object) -> None:
             setting="mode",
             value=mode,
         )
-
-
-def _as_arrays(array: ArrayInput) -> dict[str, np.ndarray]:
-    if isinstance(array, Mapping):
-        arrays = {str(key): np.asarray(value) for key, value in array.items()}
-    else:
-        arrays = {"data": np.asarray(array)}
-    for key, value in arrays.items():
-        check_dtype(value.dtype, f"array {key!r}")
-    return arrays
-
-
-def _as_layout(shape: Any, dtype: Any) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
-    if isinstance(shape, Mapping):
-        spec = {str(key): (tuple(s), np.dtype(d)) for key, (s, d) in shape.items()}
-    else:
-        dims = (shape,) if isinstance(shape, int) else tuple(shape)
-        spec = {"data": (dims, np.dtype(dtype if dtype is not None else np.float64))}
-    for key, (dims, dt) in spec.items():
-        if not all(isinstance(n, (int, np.integer)) and n >= 0 for n in dims):
-            raise ValueError(f"shape of {key!r} must be non-negative integers, got {dims!r}")
-        check_dtype(dt, f"array {key!r}")
-    return {key: (tuple(int(n) for n in dims), dt) for key, (dims, dt) in spec.items()}
