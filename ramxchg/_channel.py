@@ -172,6 +172,7 @@ class Channel:
         attrs: Mapping[str, Any] | None = None,
         format: str | None = None,
         timeout: float | None = None,
+        replace: bool = False,
     ) -> Item:
         """Publish a copy of ``array`` atomically as a new item and return it.
 
@@ -182,12 +183,19 @@ class Channel:
         When the channel has ``max_items``/``max_bytes``/``reserve_bytes``, waits up to
         ``timeout`` seconds (forever if None) for consumers to make room.
 
+        ``replace=True`` (with a ``name``; re-running a notebook cell) publishes over an
+        item of that name and format in one rename: readers find the old item or the new
+        one, never neither; arrays taken from the old one keep their data; groups forget
+        the old one as if it was deleted, and receive the new one.
+
         Raises `InvalidName`, `ItemExists`, `UnsupportedDtype` (object dtypes),
         TypeError/ValueError for attrs that are not JSON, `ChannelFull`, `RamDiskFull`.
         """
         fmt = self._format(format)
         if name is not None:
             check_name(name)  # whether it is taken is settled under the publish lock
+        elif replace:
+            raise ValueError("replace=True needs the name of the item to replace")
         arrays = as_arrays(array)
         meta = encode_attrs(attrs)
         layout = {key: (a.shape, a.dtype) for key, a in arrays.items()}
@@ -202,7 +210,7 @@ class Channel:
             lambda path: fmt.write(path, arrays, meta),
             pool=self._retention.pool,
         )
-        return self._publish(tmp, fmt, name, meta)
+        return self._publish(tmp, fmt, name, meta, replace=replace)
 
     @contextmanager
     def create(
@@ -282,9 +290,19 @@ class Channel:
         name: str | None,
         attrs: dict[str, Any],
         origin: dict[str, Any] | None = None,
+        *,
+        replace: bool = False,
     ) -> Item:
+        forget = self._retention.forget if replace else None
         published = make_visible(
-            self._layout, self._counter, tmp, fmt, name=name, attrs=attrs, origin=origin
+            self._layout,
+            self._counter,
+            tmp,
+            fmt,
+            name=name,
+            attrs=attrs,
+            origin=origin,
+            replace=forget,
         )
         self._retention.enforce_age_and_count(keep=published.name)
         return self._item(published.name, published.path, fmt, published.sidecar)

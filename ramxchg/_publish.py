@@ -119,17 +119,23 @@ def make_visible(
     name: str | None,
     attrs: dict[str, Any],
     origin: dict[str, Any] | None = None,
+    replace: Callable[[str], None] | None = None,
 ) -> Published:
     """Steps 2 and 3: give ``tmp`` its sequence number and name, atomically.
 
     Raises `ItemExists` if the name is taken and `RamDiskFull` if the sidecar (or the
     counter, or the link) finds no room; either way ``tmp`` and the sidecar are removed.
+
+    With ``replace``, an item of that name and format is replaced instead: once the new
+    sidecar is in place, ``replace(name)`` forgets the old item (under the lock), and one
+    ``rename`` puts ``tmp`` over the old file, so readers find the old file or the new
+    one, never neither (docs/protocol.md section 4, "Replacing").
     """
     try:
         with counter.claim() as claim:
             final_name = name if name is not None else f"{claim.next:012d}"
             target = layout.item(final_name, fmt.suffix)
-            check_free(layout, final_name)
+            check_free(layout, final_name, but=target if replace is not None else None)
             sidecar = layout.sidecar(final_name)
             written = Sidecar(claim.next, fmt.name, time.time_ns(), attrs, origin)
             try:
@@ -139,7 +145,11 @@ def make_visible(
                 # two leaves a gap (harmless), never a visible item whose number is handed
                 # out again (the next auto-named put would find its name taken, for good).
                 claim.commit()
-                os.link(tmp, target)
+                if replace is None:
+                    os.link(tmp, target)
+                else:
+                    replace(final_name)
+                    os.replace(tmp, target)
             except OSError as exc:  # the item did not appear: its sidecar must not stay
                 discard(sidecar)
                 if isinstance(exc, FileExistsError):  # from link (the temporary name is new)
@@ -158,10 +168,18 @@ def make_visible(
         discard(tmp)
 
 
-def check_free(layout: ChannelLayout, name: str) -> None:
-    """Raise `ItemExists` if an item called ``name`` is published, in any format."""
+def check_free(layout: ChannelLayout, name: str, *, but: str | None = None) -> None:
+    """Raise `ItemExists` if an item called ``name`` is published, in any format (but
+    the file ``but``, which is being replaced)."""
     existing = find_existing(layout, name)
-    if existing is not None:
+    if existing is not None and but is not None and existing != but:
+        raise ItemExists(
+            f"{existing} is published in another format; replace=True replaces an item of "
+            "the same format only: delete it first (Channel.delete)",
+            path=existing,
+            name=name,
+        )
+    if existing is not None and existing != but:
         raise ItemExists(
             f"{existing} is already published; items are immutable: use another name (or "
             "none, for a numbered item) or delete it first (Channel.delete). An item stays "

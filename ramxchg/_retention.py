@@ -108,6 +108,13 @@ class Retention:
                     for group in groups:
                         group.forget(name, state)
 
+    def forget(self, name: str) -> None:
+        """Drop every group's claims and acks of the item ``name``, under the publish lock:
+        it is being replaced, so it counts as deleted (a late ack of it changes nothing)."""
+        with self.layout.open_state() as state:
+            for group, _ in self.registered():
+                group.forget(name, state)
+
     def set_aside(
         self,
         name: str,
