@@ -25,6 +25,7 @@ from ._errors import (
     UnsupportedDtype,
 )
 from ._item import Item
+from ._requeue import SetAsideFile, SetAsideFolder
 from ._root import NotRamBackedWarning, default_root
 from ._subscription import Subscription
 from ._version import __version__
@@ -48,6 +49,8 @@ __all__ = [
     "RamDiskError",
     "RamDiskFull",
     "RamxchgError",
+    "SetAsideFile",
+    "SetAsideFolder",
     "Subscription",
     "UnsafeRoot",
     "UnsupportedDtype",

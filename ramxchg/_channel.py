@@ -6,7 +6,6 @@ import logging
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,46 +15,25 @@ from numpy.typing import DTypeLike
 from ._arrays import ArrayInput, ShapeInput, as_arrays, as_layout
 from ._config import OWNER_ONLY, ChannelConfig, load_or_store
 from ._copy import write_file_hidden
+from ._drop import drop_channel
 from ._errors import ChannelNotFound, InvalidName, InvalidSetting, ItemNotFound
 from ._groups import drop, registered_group
 from ._item import Item
 from ._layout import ChannelLayout
 from ._names import check_name
 from ._publish import check_free, check_room, discard, find_existing, make_visible, write_hidden
-from ._retention import Retention, must_ack
+from ._requeue import SetAsideFolder
+from ._retention import Retention
 from ._root import check_safe_dir, ensure_dir, find_default_root
 from ._scan import Entry, publish_order, scan
 from ._sequence import SequenceCounter
 from ._sidecar import Sidecar, encode_attrs
+from ._status import ChannelStatus, GroupStatus, channel_status, group_status
 from ._subscription import Subscription
 from .formats import Format, format_for, get_format
 from .ramdisk import warn_if_not_ram
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class GroupStatus:
-    """A durable group of a channel, as `Channel.groups` reports it."""
-
-    name: str
-    #: items the group has not acked yet
-    backlog: int
-    #: items delivered to a member and not acked yet
-    in_flight: int
-    #: items kept on disk only until this group acks them
-    holding: int
-
-
-@dataclass(frozen=True)
-class ChannelStatus:
-    """What `Channel.status` reports: one listing of the folder."""
-
-    #: published items (dropped-in files included)
-    items: int
-    #: bytes their files take
-    bytes: int
-    groups: list[GroupStatus]
 
 
 class Channel:
@@ -400,23 +378,11 @@ class Channel:
 
     def groups(self) -> list[GroupStatus]:
         """Every durable group with its backlog (items it has not acked yet)."""
-        return self._group_status(list(scan(self._layout)))
+        return group_status(self._retention)
 
     def status(self) -> ChannelStatus:
         """Items, bytes and every group's backlog, from one listing of the folder."""
-        entries = list(scan(self._layout))
-        return ChannelStatus(
-            len(entries), sum(entry.size for entry in entries), self._group_status(entries)
-        )
-
-    def _group_status(self, entries: list[Entry]) -> list[GroupStatus]:
-        result = []
-        for group, info in self._retention.registered():
-            unacked = [e for e in entries if not group.is_acked(e.name)]
-            backlog = sum(1 for e in unacked if e.seq is None or e.seq > info.start_seq)
-            holding = sum(1 for e in unacked if must_ack(info, e.seq, e.published_ns))
-            result.append(GroupStatus(group.name, backlog, len(group.claimed()), holding))
-        return result
+        return channel_status(self._retention)
 
     def ack(self, name: str, group: str) -> bool:
         """Mark the item ``name`` done for ``group`` (delivered to it or not).
@@ -433,6 +399,21 @@ class Channel:
         """Remove a durable group: it no longer receives items or holds back retention."""
         drop(self._layout, name)
         self._retention.gc()
+
+    def drop(self) -> None:
+        """Remove the whole channel: its folder, items, groups, settings (`ChannelNotFound`
+        if gone). Mapped arrays keep their data; processes still using it fail: stop them."""
+        drop_channel(self.path)
+
+    @property
+    def dead_letters(self) -> SetAsideFolder:
+        """Items whose command kept failing (``ramxchg watch``): list, requeue, delete."""
+        return SetAsideFolder(self, "dead")
+
+    @property
+    def quarantine(self) -> SetAsideFolder:
+        """Files moved out as malformed or unsafe (protocol section 9): likewise."""
+        return SetAsideFolder(self, "quarantine")
 
     def gc(self) -> dict[str, int]:
         """Apply retention now and remove what dead processes left behind.
