@@ -31,6 +31,7 @@ from ._layout import ChannelLayout
 from ._pool import Pool
 from ._sequence import SequenceCounter
 from ._sidecar import Sidecar, write_sidecar
+from .disks import format_size
 from .formats import Format, suffixes
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,9 @@ def check_room(layout: ChannelLayout, needed: int) -> None:
         return
     free = shutil.disk_usage(layout.path).free
     if needed > free:
+        item, room = _sizes(needed, free)
         raise RamDiskFull(
-            f"{layout.path}: an item of {needed} bytes does not fit; {free} bytes are free",
+            f"{layout.path}: an item of {item} does not fit; {room} are free",
             path=layout.path,
             needed_bytes=needed,
             free_bytes=free,
@@ -90,7 +92,7 @@ def write_hidden(
     except BaseException as exc:
         discard(tmp)
         if _is_full(exc):
-            raise _full(layout, f"an item of {needed} bytes", needed) from exc
+            raise _full(layout, "an item", needed) from exc
         raise
     return tmp
 
@@ -102,12 +104,20 @@ def _is_full(exc: BaseException) -> bool:
 def _full(layout: ChannelLayout, what: str, needed: int) -> RamDiskFull:
     """The `RamDiskFull` for a write of ``needed`` bytes (``what``) that ran out of space."""
     free = shutil.disk_usage(layout.path).free
+    size, room = _sizes(needed, free)
     return RamDiskFull(
-        f"{layout.path} filled up while writing {what}; {free} bytes are free",
+        f"{layout.path} filled up while writing {what} of {size}; {room} are free",
         path=layout.path,
         needed_bytes=needed,
         free_bytes=free,
     )
+
+
+def _sizes(needed: int, free: int) -> tuple[str, str]:
+    """``needed`` and ``free`` for people, in bytes when three digits would hide which
+    is larger (``4 MB`` and ``4 MB``)."""
+    shown = format_size(needed), format_size(free)
+    return shown if shown[0] != shown[1] else (f"{needed} bytes", f"{free} bytes")
 
 
 def make_visible(
@@ -160,7 +170,7 @@ def make_visible(
                     ) from exc
                 if _is_full(exc):
                     size = len(written.to_json())
-                    what = f"the {size}-byte sidecar of {final_name!r}"
+                    what = f"the sidecar of {final_name!r}"
                     raise _full(layout, what, size) from exc
                 raise
             return Published(final_name, target, written)

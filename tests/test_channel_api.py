@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import ramxchg
-from ramxchg import Channel, ChannelNotFound, ItemNotFound
+from ramxchg import Channel, ChannelFull, ChannelNotFound, ItemNotFound, RamDiskFull
 
 
 def test_a_missing_channel_opened_for_reading_is_channel_not_found(root: Path) -> None:
@@ -56,3 +56,19 @@ def test_the_octal_default_is_a_plain_int(root: Path) -> None:
     assert channel.path.stat().st_mode & 0o777 == 0o700
     channel.put(np.zeros(1))
     assert "ChannelNotFound" in ramxchg.__all__
+
+
+def test_full_channel_and_disk_errors_give_sizes_for_people(root: Path) -> None:
+    bounded = Channel("bounded", max_bytes=1 << 20)
+    bounded.put(np.zeros(600 << 10, np.uint8))
+    with pytest.raises(ChannelFull) as full:
+        bounded.put(np.zeros(600 << 10, np.uint8), timeout=0)
+    message = str(full.value)
+    assert "600 KB" in message
+    assert "max_bytes=1 MB" in message
+    assert full.value.max_bytes == 1 << 20  # the exact numbers stay on the error
+    reserved = Channel("reserved", reserve_bytes=1 << 50)
+    with pytest.raises(RamDiskFull) as short:
+        reserved.put(np.zeros(10, np.uint8), timeout=0)
+    assert "the reserve of 1 PB" in str(short.value)
+    assert short.value.reserve_bytes == 1 << 50
