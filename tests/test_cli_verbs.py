@@ -280,3 +280,18 @@ def test_zsh_loads_the_completion(root: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() != ""  # zsh now completes ramxchg
     assert "command not found" not in done.stderr
+
+
+# -- docs ---------------------------------------------------------------------------------------
+
+
+def test_every_command_is_in_docs_cli_and_the_readme() -> None:
+    from ramxchg.cli import build_parser
+    from ramxchg.cli._completion import commands_of
+
+    repo = Path(__file__).resolve().parent.parent
+    cli_doc = (repo / "docs" / "cli.md").read_text()
+    readme = (repo / "README.md").read_text().split("## Command line", 1)[1].split("\n## ")[0]
+    for verb in commands_of(build_parser()):
+        assert f"`{verb}" in cli_doc, verb
+        assert f"`{verb}" in readme or f"`ramxchg {verb}" in readme, verb

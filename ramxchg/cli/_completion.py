@@ -94,7 +94,7 @@ def run_completion(args: argparse.Namespace) -> int:
 
 def completion_script(parser: argparse.ArgumentParser) -> str:
     """The bash completion script for ``parser``'s commands and options."""
-    commands = _commands(parser)
+    commands = commands_of(parser)
     valued = sorted(
         {
             option
@@ -124,7 +124,7 @@ def completion_script(parser: argparse.ArgumentParser) -> str:
     )
 
 
-def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+def commands_of(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     """Every subcommand's parser, by name, in the order ``--help`` lists them."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
