@@ -29,7 +29,7 @@ from .._sidecar import encode_attrs
 from ..formats import format_for
 from . import add_command, add_json
 from ._failures import failure_line
-from ._output import ITEM_COLUMNS, Column, item_record, item_row, print_fields, print_table
+from ._output import item_record, print_fields, print_published
 
 PUT_EXAMPLE = """\
 output: one row per file published: NAME SEQ FORMAT SIZE PUBLISHED PATH (piped:
@@ -183,7 +183,7 @@ def run_put(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(done, indent=1))
     else:
-        print_table([*ITEM_COLUMNS, Column("PATH")], [[*item_row(r), r["path"]] for r in done])
+        print_published(done)
     return 0
 
 

@@ -196,3 +196,8 @@ def item_record(item: Item) -> dict[str, Any]:
 def item_row(record: dict[str, Any]) -> list[Any]:
     """The `ITEM_COLUMNS` of an `item_record`."""
     return [record[key] for key in ("name", "seq", "format", "bytes", "published_ns")]
+
+
+def print_published(records: list[dict[str, Any]]) -> None:
+    """What ``put`` and ``requeue`` published: `ITEM_COLUMNS` and PATH per `item_record`."""
+    print_table([*ITEM_COLUMNS, Column("PATH")], [[*item_row(r), r["path"]] for r in records])

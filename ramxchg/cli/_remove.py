@@ -12,7 +12,7 @@ from .. import Channel, ItemNotFound, RamxchgError, SetAsideFolder
 from . import EXIT_FAILURE, EXIT_OK, add_command, add_json
 from ._failures import failure_line
 from ._items import add_channel_args, open_channel
-from ._output import ITEM_COLUMNS, Column, item_record, item_row, print_table
+from ._output import item_record, print_published
 
 RM_EXAMPLE = """\
 Prints nothing (with --json: {"deleted": [...], "missing": [...]}); a NAME that is not
@@ -158,7 +158,7 @@ def run_requeue(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(done, indent=1))
         elif done:
-            print_table([*ITEM_COLUMNS, Column("PATH")], [[*item_row(r), r["path"]] for r in done])
+            print_published(done)
     return EXIT_OK
 
 
