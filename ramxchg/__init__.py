@@ -9,6 +9,7 @@ from __future__ import annotations
 from ._channel import Channel, ChannelStatus, GroupStatus
 from ._errors import (
     ChannelFull,
+    ChannelNotFound,
     ConfigMismatch,
     CorruptItem,
     GroupNotFound,
@@ -24,6 +25,7 @@ from ._errors import (
     UnsupportedDtype,
 )
 from ._item import Item
+from ._requeue import SetAsideFile, SetAsideFolder
 from ._root import NotRamBackedWarning, default_root
 from ._subscription import Subscription
 from ._version import __version__
@@ -31,6 +33,7 @@ from ._version import __version__
 __all__ = [
     "Channel",
     "ChannelFull",
+    "ChannelNotFound",
     "ChannelStatus",
     "ConfigMismatch",
     "CorruptItem",
@@ -46,6 +49,8 @@ __all__ = [
     "RamDiskError",
     "RamDiskFull",
     "RamxchgError",
+    "SetAsideFile",
+    "SetAsideFolder",
     "Subscription",
     "UnsafeRoot",
     "UnsupportedDtype",

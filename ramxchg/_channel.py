@@ -6,57 +6,34 @@ import logging
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import DTypeLike
 
-from ._config import ChannelConfig, load_or_store
+from ._arrays import ArrayInput, ShapeInput, as_arrays, as_layout
+from ._config import OWNER_ONLY, ChannelConfig, load_or_store
 from ._copy import write_file_hidden
-from ._errors import InvalidName, InvalidSetting, ItemNotFound
+from ._drop import drop_channel
+from ._errors import ChannelNotFound, InvalidName, InvalidSetting, ItemNotFound
 from ._groups import drop, registered_group
 from ._item import Item
 from ._layout import ChannelLayout
 from ._names import check_name
 from ._publish import check_free, check_room, discard, find_existing, make_visible, write_hidden
-from ._retention import Retention, must_ack
+from ._requeue import SetAsideFolder
+from ._retention import Retention
 from ._root import check_safe_dir, ensure_dir, find_default_root
 from ._scan import Entry, publish_order, scan
 from ._sequence import SequenceCounter
 from ._sidecar import Sidecar, encode_attrs
+from ._status import ChannelStatus, GroupStatus, channel_status, group_status
 from ._subscription import Subscription
 from .formats import Format, format_for, get_format
-from .formats.base import check_dtype
 from .ramdisk import warn_if_not_ram
 
 log = logging.getLogger(__name__)
-
-ArrayInput = Any  # anything np.asarray accepts, or a dict of name -> array for HDF5
-
-
-@dataclass(frozen=True)
-class GroupStatus:
-    """A durable group of a channel, as `Channel.groups` reports it."""
-
-    name: str
-    #: items the group has not acked yet
-    backlog: int
-    #: items delivered to a member and not acked yet
-    in_flight: int
-    #: items kept on disk only until this group acks them
-    holding: int
-
-
-@dataclass(frozen=True)
-class ChannelStatus:
-    """What `Channel.status` reports: one listing of the folder."""
-
-    #: published items (dropped-in files included)
-    items: int
-    #: bytes their files take
-    bytes: int
-    groups: list[GroupStatus]
 
 
 class Channel:
@@ -82,7 +59,7 @@ class Channel:
         same size into their pages (faster on tmpfs with 4 KiB pages). Contract: an
         item's arrays must not be used after the item is deleted (acked by every group).
     create
-        False: open only a channel whose folder exists (`ItemNotFound` otherwise), and
+        False: open only a channel whose folder exists (`ChannelNotFound` otherwise), and
         write nothing (no state folder, no config), for readers such as ``ramxchg ls``.
 
     Every setting is checked first (`InvalidSetting` names a bad one). A root, or a
@@ -102,7 +79,7 @@ class Channel:
         root: str | os.PathLike[str] | None = None,
         *,
         format: str | None = None,
-        mode: int = 0o700,
+        mode: int = OWNER_ONLY,
         keep_last: int | None = None,
         max_bytes: int | None = None,
         max_items: int | None = None,
@@ -131,6 +108,8 @@ class Channel:
         by_path = isinstance(name, os.PathLike) or os.path.isabs(name)
         if by_path:
             path = Path(name)
+            if not create and not os.path.lexists(path):
+                raise ChannelNotFound(f"no channel folder {path}", path=path, name=path.name)
             check_safe_dir(path, owner_check=False)
             self.name = path.name
             home = path  # warned about as a root is (once per filesystem)
@@ -139,7 +118,7 @@ class Channel:
             base = Path(root) if root is not None else find_default_root(create=create)
             path = base / self.name
             if not create and not path.is_dir():
-                raise ItemNotFound(f"no channel {self.name!r} in {base}", path=path, name=name)
+                raise ChannelNotFound(f"no channel {name!r} in {base}", path=path, name=name)
             if root is not None:
                 if create:
                     ensure_dir(base)
@@ -171,6 +150,7 @@ class Channel:
         attrs: Mapping[str, Any] | None = None,
         format: str | None = None,
         timeout: float | None = None,
+        replace: bool = False,
     ) -> Item:
         """Publish a copy of ``array`` atomically as a new item and return it.
 
@@ -181,13 +161,20 @@ class Channel:
         When the channel has ``max_items``/``max_bytes``/``reserve_bytes``, waits up to
         ``timeout`` seconds (forever if None) for consumers to make room.
 
+        ``replace=True`` (with a ``name``; re-running a notebook cell) publishes over an
+        item of that name and format in one rename: readers find the old item or the new
+        one, never neither; arrays taken from the old one keep their data; groups forget
+        the old one as if it was deleted, and receive the new one.
+
         Raises `InvalidName`, `ItemExists`, `UnsupportedDtype` (object dtypes),
         TypeError/ValueError for attrs that are not JSON, `ChannelFull`, `RamDiskFull`.
         """
         fmt = self._format(format)
         if name is not None:
             check_name(name)  # whether it is taken is settled under the publish lock
-        arrays = _as_arrays(array)
+        elif replace:
+            raise ValueError("replace=True needs the name of the item to replace")
+        arrays = as_arrays(array)
         meta = encode_attrs(attrs)
         layout = {key: (a.shape, a.dtype) for key, a in arrays.items()}
         needed = fmt.nbytes_for(layout)
@@ -201,19 +188,19 @@ class Channel:
             lambda path: fmt.write(path, arrays, meta),
             pool=self._retention.pool,
         )
-        return self._publish(tmp, fmt, name, meta)
+        return self._publish(tmp, fmt, name, meta, replace=replace)
 
     @contextmanager
     def create(
         self,
-        shape: Any,
-        dtype: Any = None,
+        shape: ShapeInput,
+        dtype: DTypeLike = None,
         name: str | None = None,
         *,
         attrs: Mapping[str, Any] | None = None,
         format: str | None = None,
         timeout: float | None = None,
-    ) -> Iterator[Any]:
+    ) -> Iterator[np.ndarray]:
         """Allocate an item and yield its writable array, to be filled in place.
 
         The array *is* the data region of a hidden file: no extra copy. The item is
@@ -221,12 +208,12 @@ class Channel:
         and the hidden file is removed. Do not use the array after the block.
 
         For HDF5, pass a dict ``{name: (shape, dtype)}`` as ``shape`` and get a dict of
-        arrays back.
+        arrays (``dict[str, np.ndarray]``) back.
         """
         fmt = self._format(format)
         if name is not None:
             self._check_free_name(name)
-        layout = _as_layout(shape, dtype)
+        layout = as_layout(shape, dtype)
         meta = encode_attrs(attrs)
         needed = fmt.nbytes_for(layout)
         self._retention.wait_for_room(needed, timeout)
@@ -281,9 +268,19 @@ class Channel:
         name: str | None,
         attrs: dict[str, Any],
         origin: dict[str, Any] | None = None,
+        *,
+        replace: bool = False,
     ) -> Item:
+        forget = self._retention.forget if replace else None
         published = make_visible(
-            self._layout, self._counter, tmp, fmt, name=name, attrs=attrs, origin=origin
+            self._layout,
+            self._counter,
+            tmp,
+            fmt,
+            name=name,
+            attrs=attrs,
+            origin=origin,
+            replace=forget,
         )
         self._retention.enforce_age_and_count(keep=published.name)
         return self._item(published.name, published.path, fmt, published.sidecar)
@@ -344,9 +341,9 @@ class Channel:
         self,
         group: str | None = None,
         *,
-        start: str = "earliest",
+        start: Literal["earliest", "latest"] = "earliest",
         latest_only: bool = False,
-        watch: str = "auto",
+        watch: Literal["auto", "events", "polling"] = "auto",
         settle: float | None = None,
         quarantine_after: float | None = None,
     ) -> Subscription:
@@ -381,23 +378,11 @@ class Channel:
 
     def groups(self) -> list[GroupStatus]:
         """Every durable group with its backlog (items it has not acked yet)."""
-        return self._group_status(list(scan(self._layout)))
+        return group_status(self._retention)
 
     def status(self) -> ChannelStatus:
         """Items, bytes and every group's backlog, from one listing of the folder."""
-        entries = list(scan(self._layout))
-        return ChannelStatus(
-            len(entries), sum(entry.size for entry in entries), self._group_status(entries)
-        )
-
-    def _group_status(self, entries: list[Entry]) -> list[GroupStatus]:
-        result = []
-        for group, info in self._retention.registered():
-            unacked = [e for e in entries if not group.is_acked(e.name)]
-            backlog = sum(1 for e in unacked if e.seq is None or e.seq > info.start_seq)
-            holding = sum(1 for e in unacked if must_ack(info, e.seq, e.published_ns))
-            result.append(GroupStatus(group.name, backlog, len(group.claimed()), holding))
-        return result
+        return channel_status(self._retention)
 
     def ack(self, name: str, group: str) -> bool:
         """Mark the item ``name`` done for ``group`` (delivered to it or not).
@@ -414,6 +399,21 @@ class Channel:
         """Remove a durable group: it no longer receives items or holds back retention."""
         drop(self._layout, name)
         self._retention.gc()
+
+    def drop(self) -> None:
+        """Remove the whole channel: its folder, items, groups, settings (`ChannelNotFound`
+        if gone). Mapped arrays keep their data; processes still using it fail: stop them."""
+        drop_channel(self.path)
+
+    @property
+    def dead_letters(self) -> SetAsideFolder:
+        """Items whose command kept failing (``ramxchg watch``): list, requeue, delete."""
+        return SetAsideFolder(self, "dead")
+
+    @property
+    def quarantine(self) -> SetAsideFolder:
+        """Files moved out as malformed or unsafe (protocol section 9): likewise."""
+        return SetAsideFolder(self, "quarantine")
 
     def gc(self) -> dict[str, int]:
         """Apply retention now and remove what dead processes left behind.
@@ -447,26 +447,3 @@ def _check_mode(mode: object) -> None:
             setting="mode",
             value=mode,
         )
-
-
-def _as_arrays(array: ArrayInput) -> dict[str, np.ndarray]:
-    if isinstance(array, Mapping):
-        arrays = {str(key): np.asarray(value) for key, value in array.items()}
-    else:
-        arrays = {"data": np.asarray(array)}
-    for key, value in arrays.items():
-        check_dtype(value.dtype, f"array {key!r}")
-    return arrays
-
-
-def _as_layout(shape: Any, dtype: Any) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
-    if isinstance(shape, Mapping):
-        spec = {str(key): (tuple(s), np.dtype(d)) for key, (s, d) in shape.items()}
-    else:
-        dims = (shape,) if isinstance(shape, int) else tuple(shape)
-        spec = {"data": (dims, np.dtype(dtype if dtype is not None else np.float64))}
-    for key, (dims, dt) in spec.items():
-        if not all(isinstance(n, (int, np.integer)) and n >= 0 for n in dims):
-            raise ValueError(f"shape of {key!r} must be non-negative integers, got {dims!r}")
-        check_dtype(dt, f"array {key!r}")
-    return {key: (tuple(int(n) for n in dims), dt) for key, (dims, dt) in spec.items()}

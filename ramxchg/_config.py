@@ -16,6 +16,17 @@ from .formats import get_format
 _MAX_CONFIG_BYTES = 64 * 1024
 
 
+class FileMode(int):
+    """Permission bits that show in octal (``0o700``), so ``help(Channel)`` reads well."""
+
+    def __repr__(self) -> str:
+        return f"0o{self:o}"
+
+
+#: A new channel's folders: only their owner may enter them.
+OWNER_ONLY = FileMode(0o700)
+
+
 @dataclass(frozen=True)
 class ChannelConfig:
     """Default format, retention and limits of a channel (see `Channel`)."""

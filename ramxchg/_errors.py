@@ -7,7 +7,8 @@ from the builtin a caller would naturally catch::
     ├── InvalidName(ValueError)        a name breaks the naming rules
     ├── InvalidAttrs(ValueError, TypeError)  an attrs value without a JSON form
     ├── ItemNotFound(KeyError)         no item of that name in the channel
-    │   └── GroupNotFound              no durable group of that name (or it was dropped)
+    │   ├── GroupNotFound              no durable group of that name (or it was dropped)
+    │   └── ChannelNotFound(FileNotFoundError)  no such channel (``create=False``)
     ├── ItemExists(FileExistsError)    publishing a name that is taken
     ├── CorruptItem(ValueError)        a file that looks like an item but is malformed
     ├── UnsupportedDtype(TypeError)    object dtypes: never pickled, never written
@@ -74,6 +75,17 @@ class ItemNotFound(RamxchgError, KeyError):
 class GroupNotFound(ItemNotFound):
     """No durable group ``.group`` in the channel ``.path``: never registered, or dropped
     (`Channel.drop_group`) while a member was still using it."""
+
+
+class ChannelNotFound(ItemNotFound, FileNotFoundError):
+    """No channel ``.name`` at ``.path``: opened with ``create=False`` (a reader such as
+    ``ramxchg ls``), or dropped (`Channel.drop`). Also a FileNotFoundError."""
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.errno = _errno.ENOENT
+        self.strerror = message
+        self.filename = self.path
 
 
 class ItemExists(RamxchgError, FileExistsError):

@@ -31,6 +31,7 @@ from ._layout import ChannelLayout
 from ._pool import Pool
 from ._sequence import SequenceCounter
 from ._sidecar import Sidecar, write_sidecar
+from .disks import format_size
 from .formats import Format, suffixes
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,9 @@ def check_room(layout: ChannelLayout, needed: int) -> None:
         return
     free = shutil.disk_usage(layout.path).free
     if needed > free:
+        item, room = _sizes(needed, free)
         raise RamDiskFull(
-            f"{layout.path}: an item of {needed} bytes does not fit; {free} bytes are free",
+            f"{layout.path}: an item of {item} does not fit; {room} are free",
             path=layout.path,
             needed_bytes=needed,
             free_bytes=free,
@@ -90,7 +92,7 @@ def write_hidden(
     except BaseException as exc:
         discard(tmp)
         if _is_full(exc):
-            raise _full(layout, f"an item of {needed} bytes", needed) from exc
+            raise _full(layout, "an item", needed) from exc
         raise
     return tmp
 
@@ -102,12 +104,20 @@ def _is_full(exc: BaseException) -> bool:
 def _full(layout: ChannelLayout, what: str, needed: int) -> RamDiskFull:
     """The `RamDiskFull` for a write of ``needed`` bytes (``what``) that ran out of space."""
     free = shutil.disk_usage(layout.path).free
+    size, room = _sizes(needed, free)
     return RamDiskFull(
-        f"{layout.path} filled up while writing {what}; {free} bytes are free",
+        f"{layout.path} filled up while writing {what} of {size}; {room} are free",
         path=layout.path,
         needed_bytes=needed,
         free_bytes=free,
     )
+
+
+def _sizes(needed: int, free: int) -> tuple[str, str]:
+    """``needed`` and ``free`` for people, in bytes when three digits would hide which
+    is larger (``4 MB`` and ``4 MB``)."""
+    shown = format_size(needed), format_size(free)
+    return shown if shown[0] != shown[1] else (f"{needed} bytes", f"{free} bytes")
 
 
 def make_visible(
@@ -119,11 +129,17 @@ def make_visible(
     name: str | None,
     attrs: dict[str, Any],
     origin: dict[str, Any] | None = None,
+    replace: Callable[[str], None] | None = None,
 ) -> Published:
     """Steps 2 and 3: give ``tmp`` its sequence number and name, atomically.
 
     Raises `ItemExists` if the name is taken and `RamDiskFull` if the sidecar (or the
     counter, or the link) finds no room; either way ``tmp`` and the sidecar are removed.
+
+    With ``replace``, an item of that name and format is replaced instead: once the new
+    sidecar is in place, ``replace(name)`` forgets the old item (under the lock), and one
+    ``rename`` puts ``tmp`` over the old file, so readers find the old file or the new
+    one, never neither (docs/protocol.md section 4, "Replacing").
     """
     try:
         # The link keeps the inode: the sidecar records it, and the size, so that it is
@@ -132,7 +148,7 @@ def make_visible(
         with counter.claim() as claim:
             final_name = name if name is not None else f"{claim.next:012d}"
             target = layout.item(final_name, fmt.suffix)
-            check_free(layout, final_name)
+            check_free(layout, final_name, but=target if replace is not None else None)
             sidecar = layout.sidecar(final_name)
             written = Sidecar(
                 claim.next,
@@ -150,7 +166,11 @@ def make_visible(
                 # two leaves a gap (harmless), never a visible item whose number is handed
                 # out again (the next auto-named put would find its name taken, for good).
                 claim.commit()
-                os.link(tmp, target)
+                if replace is None:
+                    os.link(tmp, target)
+                else:
+                    replace(final_name)
+                    os.replace(tmp, target)
             except OSError as exc:  # the item did not appear: its sidecar must not stay
                 discard(sidecar)
                 if isinstance(exc, FileExistsError):  # from link (the temporary name is new)
@@ -161,7 +181,7 @@ def make_visible(
                     ) from exc
                 if _is_full(exc):
                     size = len(written.to_json())
-                    what = f"the {size}-byte sidecar of {final_name!r}"
+                    what = f"the sidecar of {final_name!r}"
                     raise _full(layout, what, size) from exc
                 raise
             return Published(final_name, target, written)
@@ -169,10 +189,18 @@ def make_visible(
         discard(tmp)
 
 
-def check_free(layout: ChannelLayout, name: str) -> None:
-    """Raise `ItemExists` if an item called ``name`` is published, in any format."""
+def check_free(layout: ChannelLayout, name: str, *, but: str | None = None) -> None:
+    """Raise `ItemExists` if an item called ``name`` is published, in any format (but
+    the file ``but``, which is being replaced)."""
     existing = find_existing(layout, name)
-    if existing is not None:
+    if existing is not None and but is not None and existing != but:
+        raise ItemExists(
+            f"{existing} is published in another format; replace=True replaces an item of "
+            "the same format only: delete it first (Channel.delete)",
+            path=existing,
+            name=name,
+        )
+    if existing is not None and existing != but:
         raise ItemExists(
             f"{existing} is already published; items are immutable: use another name (or "
             "none, for a numbered item) or delete it first (Channel.delete). An item stays "

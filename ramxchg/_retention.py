@@ -30,6 +30,7 @@ from ._pool import Pool
 from ._safedir import SafeDir, StateTree
 from ._scan import is_item_filename, publish_order, scan
 from ._sequence import SequenceCounter
+from .disks import format_size
 from .formats import format_for
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,13 @@ class Retention:
                         meta.unlink(f"{name}.json")
                     for group in groups:
                         group.forget(name, state)
+
+    def forget(self, name: str) -> None:
+        """Drop every group's claims and acks of the item ``name``, under the publish lock:
+        it is being replaced, so it counts as deleted (a late ack of it changes nothing)."""
+        with self.layout.open_state() as state:
+            for group, _ in self.registered():
+                group.forget(name, state)
 
     def set_aside(
         self,
@@ -294,17 +302,19 @@ class Retention:
             if deadline is not None and time.monotonic() >= deadline:
                 if over_disk and not (over_items or over_bytes):
                     raise RamDiskFull(
-                        f"{self.layout.path}: {needed} more bytes would leave {free - needed} "
-                        f"free, under the reserve of {config.reserve_bytes} (waited {timeout} s)",
+                        f"{self.layout.path}: {format_size(needed)} more would leave "
+                        f"{format_size(max(free - needed, 0))} free, under the reserve of "
+                        f"{format_size(config.reserve_bytes)} (waited {timeout} s)",
                         path=self.layout.path,
                         needed_bytes=needed,
                         free_bytes=free,
                         reserve_bytes=config.reserve_bytes,
                     )
+                limit = None if config.max_bytes is None else format_size(config.max_bytes)
                 raise ChannelFull(
-                    f"channel {self.layout.path} holds {count} items / {used} bytes; one more "
-                    f"of {needed} bytes exceeds max_items={config.max_items} / "
-                    f"max_bytes={config.max_bytes}, and no consumer freed room in {timeout} s",
+                    f"channel {self.layout.path} holds {count} items / {format_size(used)}; "
+                    f"one more of {format_size(needed)} exceeds max_items={config.max_items} / "
+                    f"max_bytes={limit}, and no consumer freed room in {timeout} s",
                     path=self.layout.path,
                     items=count,
                     bytes=used,

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ._errors import CorruptItem, RamDiskFull
+from .disks import format_size
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
 _READ_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
@@ -164,8 +165,8 @@ def _full(
         folder = os.path.dirname(path)
         free = shutil.disk_usage(folder).free
     return RamDiskFull(
-        f"{folder} is full: no room for {os.path.basename(path)} ({needed} bytes, {free} "
-        "bytes free); free some room (consume or delete items, `ramxchg gc`)",
+        f"{folder} is full: no room for {os.path.basename(path)} ({format_size(needed)}, "
+        f"{format_size(free)} free); free some room (consume or delete items, `ramxchg gc`)",
         path=path,
         needed_bytes=needed,
         free_bytes=free,

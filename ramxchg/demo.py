@@ -50,6 +50,8 @@ MAX_ITEMS = 8
 BASE_FRAMES = 4
 #: How long the consumer may take to drain after the producer stopped.
 DRAIN_SECONDS = 30.0
+#: After Ctrl-C, how long the consumer may take to drain and report (a second one: at once).
+INTERRUPTED_DRAIN_SECONDS = 5.0
 _MASK = (1 << 64) - 1
 
 
@@ -93,6 +95,8 @@ class DemoSummary:
     mean_of_means: float | None
     left_behind: bool
     errors: list[str] = field(default_factory=list)
+    #: stopped by Ctrl-C (or SIGTERM): the counts are those of the frames streamed until then
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:
@@ -104,6 +108,7 @@ class DemoSummary:
             and self.corrupt == 0
             and not self.errors
             and not self.left_behind
+            and not self.interrupted
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -279,7 +284,8 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoSummar
     """Run the demo; ``progress(elapsed_s, frames_received, bytes_received)`` ticks ~10x/s.
 
     The channel is created in ``config.root`` (the default root when None) and removed at
-    the end, also on errors and KeyboardInterrupt.
+    the end, also on errors and KeyboardInterrupt. The first KeyboardInterrupt once both
+    processes run stops the stream and returns the summary so far (``interrupted``).
     """
     check_config(config)
     root = Path(config.root) if config.root else default_root()
@@ -295,7 +301,6 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoSummar
     )
     receiver, sender = ctx.Pipe(duplex=False)
     processes = []
-    peak = 0
     path = root / name
     try:
         # Recycling is safe here: the consumer is done with each frame before it acks.
@@ -315,21 +320,9 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoSummar
         for process in processes:
             process.start()
         sender.close()
-        result: dict[str, Any] | None = None
-        while result is None:
-            now = time.monotonic()
-            start = shared.started.value or now  # the clock runs once the producer is ready
-            if now - start >= config.seconds:
-                shared.stop.set()
-            peak = max(peak, channel_bytes(channel.path))
-            if progress is not None:
-                count = shared.consumed.value
-                progress(min(now - start, config.seconds), count, count * config.frame_bytes)
-            if receiver.poll(0.1):
-                result = receiver.recv()
-            elif not consumer.is_alive():
-                problem = f"consumer died (exit code {consumer.exitcode})"
-                result = {"numbers": [], "latencies": [], "means": [], "problems": [problem]}
+        result, peak, interrupted = _stream(
+            channel, config, shared=shared, receiver=receiver, consumer=consumer, progress=progress
+        )
         # Throughput: from the producer's first frame to the consumer's last one.
         elapsed = max(result.get("last", 0.0) - shared.started.value, 1e-9)
         for process in processes:
@@ -346,7 +339,7 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoSummar
         receiver.close()
         sender.close()
         shutil.rmtree(path, ignore_errors=True)
-    return _summarise(
+    summary = _summarise(
         config,
         channel,
         published=shared.produced.value,
@@ -355,6 +348,53 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoSummar
         elapsed=elapsed,
         peak=peak,
     )
+    summary.interrupted = interrupted
+    return summary
+
+
+def _stream(
+    channel: Channel,
+    config: DemoConfig,
+    *,
+    shared: _Shared,
+    receiver: Any,
+    consumer: Any,
+    progress: Progress | None,
+) -> tuple[dict[str, Any], int, bool]:
+    """Run the clock until the consumer reports: (its report, the peak RAM-disk use, whether
+    a KeyboardInterrupt cut the run short)."""
+    peak = 0
+    try:
+        while True:
+            now = time.monotonic()
+            start = shared.started.value or now  # the clock runs once the producer is ready
+            if now - start >= config.seconds:
+                shared.stop.set()
+            peak = max(peak, channel_bytes(channel.path))
+            if progress is not None:
+                count = shared.consumed.value
+                progress(min(now - start, config.seconds), count, count * config.frame_bytes)
+            result = _result(receiver, consumer, 0.1)
+            if result is not None:
+                return result, peak, False
+    except KeyboardInterrupt:  # stop streaming; what was published is still counted
+        shared.stop.set()
+        result = _result(receiver, consumer, INTERRUPTED_DRAIN_SECONDS)
+        return result or _no_result("interrupted before the consumer reported"), peak, True
+
+
+def _result(receiver: Any, consumer: Any, timeout: float) -> dict[str, Any] | None:
+    """The consumer's report when it comes within ``timeout`` s (a stand-in if it died)."""
+    if receiver.poll(timeout):
+        report: dict[str, Any] = receiver.recv()
+        return report
+    if not consumer.is_alive():
+        return _no_result(f"consumer died (exit code {consumer.exitcode})")
+    return None
+
+
+def _no_result(problem: str) -> dict[str, Any]:
+    return {"numbers": [], "latencies": [], "means": [], "problems": [problem]}
 
 
 def _summarise(

@@ -57,13 +57,22 @@ def test_status_json_of_the_default_root(root: Path, capsys: pytest.CaptureFixtu
     assert cam["groups"][0]["backlog"] == 2
 
 
-def test_status_table(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    ramxchg.Channel("cam").put(np.zeros(10))
+def test_status_piped_is_one_field_per_line(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    channel = ramxchg.Channel("cam")
+    channel.put(np.zeros(10))
+    channel.subscribe("viewers").close()
     assert main(["status"]) == 0
-    out = capsys.readouterr().out
-    assert "tmpfs" in out
-    assert "cam" in out
-    assert "huge pages" in out
+    lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    fields = {line[0]: line[1:] for line in lines if line[0] != "channel"}
+    assert fields["root"] == [str(root)]
+    assert fields["filesystem"] == ["tmpfs"]
+    assert fields["ram_backed"] == ["yes"]
+    assert int(fields["size"][0]) > int(fields["free"][0]) > 0  # bytes, for programs
+    assert "huge_pages" in fields
+    size = channel.status().bytes
+    assert [line for line in lines if line[0] == "channel"] == [
+        ["channel", "cam", "1", str(size), "viewers:1", "-"]
+    ]
 
 
 @pytest.mark.root

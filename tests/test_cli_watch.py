@@ -9,6 +9,7 @@ import shlex
 import signal
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -38,15 +39,23 @@ def test_watch_prints_one_line_or_json_per_item(
     channel.put({"a": np.ones(2), "b": np.ones(3)}, format="hdf5")
     code, out, _ = run_cli(capsys, "watch", "cam", "--count", "2")
     assert code == 0
-    first, second = out.splitlines()
-    assert first.split("\t") == [
+    first, second = (line.split("\t") for line in out.splitlines())
+    path = channel.path / "000000000001.npy"
+    published_ns = channel.get("000000000001").published_ns
+    published = datetime.fromtimestamp(published_ns // 10**9, timezone.utc).replace(
+        microsecond=published_ns % 10**9 // 1000
+    )
+    assert first == [
         "000000000001",
         "1",
+        "npy",
+        str(path.stat().st_size),
+        published.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "2x3",
         "<i2",
-        str(channel.path / "000000000001.npy"),
+        str(path),
     ]
-    assert second.split("\t")[:4] == ["000000000002", "2", "-", "-"]
+    assert second[:3] + second[5:7] == ["000000000002", "2", "hdf5", "-", "-"]
     code, out, _ = run_cli(capsys, "watch", "cam", "--count", "2", "--json")
     records = [json.loads(line) for line in out.splitlines()]
     assert records[0] == {
@@ -54,6 +63,9 @@ def test_watch_prints_one_line_or_json_per_item(
         "seq": 1,
         "path": str(channel.path / "000000000001.npy"),
         "format": "npy",
+        "bytes": path.stat().st_size,
+        "published_ns": published_ns,
+        "published": published.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "shape": [2, 3],
         "dtype": "<i2",
         "arrays": {"data": {"shape": [2, 3], "dtype": "<i2"}},

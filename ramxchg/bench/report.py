@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from ..disks import format_size
 
@@ -111,7 +112,7 @@ def rich_table(result: dict[str, Any]) -> Table:
     for header in headers(ranges):
         table.add_column(header, justify="left" if header in ("transport", "size") else "right")
     for row in rows(result, ranges):
-        table.add_row(*row)
+        table.add_row(*map(Text, row))  # a skip reason says pip install 'ramxchg[ray]'
     return table
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._root import default_root
+from ..disks import format_size
 from .transports import Transport
 from .workers import consumer_main, producer_main
 
@@ -191,7 +192,7 @@ def run_transport(
     pair = _Pair(transport, workdir)
     try:
         for nbytes in config.sizes:
-            tick(f"{transport.label} {nbytes} B")
+            tick(f"{transport.label} {format_size(nbytes)}")
             try:
                 entry["results"].append(measure(pair, nbytes, config))
             except PhaseError as exc:

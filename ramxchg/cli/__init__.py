@@ -24,7 +24,17 @@ from ..disks import parse_size
 from ._failures import failure_line
 
 #: Modules that add subcommands, in the order ``--help`` lists them.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("_setup", "_demo", "_bench", "_items", "_watch", "_bridge")
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "_setup",
+    "_demo",
+    "_bench",
+    "_listing",
+    "_items",
+    "_remove",
+    "_watch",
+    "_bridge",
+    "_completion",
+)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -47,7 +57,7 @@ def add_command(
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, verb=name)
     return parser
 
 
@@ -85,9 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ramxchg",
         description="Pass large numpy arrays between processes through a RAM disk.",
-        epilog="exit codes: 0 ok, 1 failure, 2 usage error, 130 interrupted",
+        epilog="exit codes: 0 ok, 1 failure, 2 usage error, 130 interrupted\n\n"
+        "Data goes to standard output: a table on a terminal, tab-separated lines when\n"
+        "piped (columns in each command's --help), JSON with --json.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"ramxchg {__version__}")
+    parser.add_argument(
+        "--root",
+        dest="global_root",
+        metavar="ROOT",
+        help="folder holding channels, for every command that takes --root "
+        "(default: $RAMXCHG_ROOT); 'ramxchg --root X ls cam' = 'ramxchg ls cam --root X'",
+    )
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     for module_name in SUBCOMMAND_MODULES:
         importlib.import_module(f"{__name__}.{module_name}").register(subparsers)
@@ -105,6 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if run is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if args.global_root is not None:
+        if not hasattr(args, "root"):
+            print(f"ramxchg: error: {args.verb} takes no --root", file=sys.stderr)
+            return EXIT_USAGE
+        if args.root is None:  # given after the command too: that one counts
+            args.root = args.global_root
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning

@@ -12,10 +12,11 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ..demo import DemoConfig, DemoSummary, run_demo
 from ..disks import format_size
-from . import add_command, add_json
+from . import EXIT_INTERRUPTED, add_command, add_json
 
 DEMO_EXAMPLE = """\
 examples:
@@ -24,7 +25,8 @@ examples:
   ramxchg demo --format hdf5 --json
 
 exit codes: 0 every frame arrived intact, 1 a frame was lost or corrupt (or an error),
-2 usage error, 130 interrupted (the channel is removed in every case)
+2 usage error, 130 interrupted: the summary of the frames streamed until Ctrl-C is
+printed (a second Ctrl-C leaves at once); the channel is removed in every case
 """
 
 
@@ -92,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         Console().print(summary_table(summary))
         for error in summary.errors:
-            err.print(f"[red]{error}")
+            err.print(Text(error, style="red"))
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
     return 0 if summary.ok else 1
 
 
@@ -123,8 +127,11 @@ def summary_table(summary: DemoSummary) -> Table:
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f} ms"
 
-    verdict = "[green]OK" if summary.ok else "[red]FAILED"
-    table = Table(title=f"ramxchg demo: {verdict}", show_header=False)
+    if summary.interrupted:
+        verdict = Text("INTERRUPTED: the frames streamed until Ctrl-C", style="yellow")
+    else:
+        verdict = Text("OK", style="green") if summary.ok else Text("FAILED", style="red")
+    table = Table(title=Text("ramxchg demo: ").append_text(verdict), show_header=False)
     table.add_column(style="bold")
     table.add_column()
     shape = "x".join(map(str, summary.shape))
@@ -148,5 +155,5 @@ def summary_table(summary: DemoSummary) -> Table:
         ("channel", f"{summary.channel} ({'LEFT BEHIND' if summary.left_behind else 'removed'})"),
     ]
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(key, Text(value))  # a channel path is no markup
     return table

@@ -13,6 +13,7 @@ import os
 
 from .._errors import (
     ChannelFull,
+    ChannelNotFound,
     ConfigMismatch,
     ItemExists,
     ItemNotFound,
@@ -46,8 +47,10 @@ FIXES: dict[int, str] = {
 
 #: What to do about our errors whose message says what went wrong but not the fix.
 HINTS: dict[type[RamxchgError], str] = {
+    ChannelNotFound: "check the name ('ramxchg status' lists the channels); "
+    "'ramxchg watch --create' waits for a channel that is not made yet",
     ItemNotFound: "'ramxchg status' lists the channels and groups, 'ramxchg ls CHANNEL' the items",
-    ItemExists: "publish it under another name (--name)",
+    ItemExists: "publish it under another name (--name), or replace it (--replace)",
     ConfigMismatch: "open it with the settings it was created with, or use another channel",
     ChannelFull: _FULL,
     RamDiskFull: _FULL,

@@ -1,4 +1,4 @@
-"""``ramxchg put``, ``ls``, ``info``, ``ack`` and ``gc``: items from the shell."""
+"""``ramxchg put``, ``info``, ``ack`` and ``gc``: items from the shell (``ls`` is in _listing)."""
 
 from __future__ import annotations
 
@@ -11,39 +11,52 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .._channel import Channel
-from .._errors import CorruptItem, InvalidAttrs, ItemNotFound, RamxchgError
+from .. import (
+    Channel,
+    CorruptItem,
+    GroupNotFound,
+    InvalidAttrs,
+    Item,
+    ItemNotFound,
+    RamxchgError,
+)
 from .._groups import list_groups
-from .._item import Item
 from .._layout import channel_folders
 from .._names import check_name
 from .._publish import check_room, write_hidden
 from .._root import find_default_root
-from .._scan import Entry, publish_order, scan
 from .._sidecar import encode_attrs
 from ..formats import format_for
 from . import add_command, add_json
 from ._failures import failure_line
+from ._output import item_record, print_fields, print_published
 
 PUT_EXAMPLE = """\
+output: one row per file published: NAME SEQ FORMAT SIZE PUBLISHED PATH (piped:
+  tab-separated, SIZE in bytes, PUBLISHED in ISO 8601 UTC)
+
 examples:
   ramxchg put camera frame.npy                 # publishes item "frame" (a copy)
   ramxchg put camera /tmp/a.npy /tmp/b.h5 --move
   ramxchg put camera scan.h5 --name run7 --attrs '{"exposure": 0.01}'
-"""
-LS_EXAMPLE = """\
-examples:
-  ramxchg ls camera
-  ramxchg ls /dev/shm/exchange --json | jq '.[].name'
+  ramxchg put camera frame.npy --replace       # run again: the new file replaces "frame"
 """
 INFO_EXAMPLE = """\
+output: one line per field, the field's name first (piped: tab-separated, size in bytes,
+  published in ISO 8601 UTC): name, seq, format, size, published, path, then
+  "array NAME SHAPE DTYPE" per array, "attrs JSON", "group NAME pending|claimed|acked"
+
 examples:
   ramxchg info camera 000000000042
+  ramxchg info camera frame | awk -F'\\t' '$1 == "path" {print $2}'
   ramxchg info camera frame --json
 """
 ACK_EXAMPLE = """\
+An item that is gone already (deleted, or acked by every group) counts as done: exit 0.
+
 examples:
   ramxchg ack camera 000000000042 --group analysis   # a foreign reader is done with it
+  ramxchg ack camera frame --group analysis --json   # {"outcome": "acked" | "deleted" | "gone"}
 """
 GC_EXAMPLE = """\
 examples:
@@ -55,6 +68,11 @@ examples:
 def add_channel_args(parser: argparse.ArgumentParser) -> None:
     """The CHANNEL argument and ``--root``, shared by the item commands and ``watch``."""
     parser.add_argument("channel", metavar="CHANNEL", help="channel name, or a folder's path")
+    add_root(parser)
+
+
+def add_root(parser: argparse.ArgumentParser) -> None:
+    """``--root`` (also accepted before the command: ``ramxchg --root X ls cam``)."""
     parser.add_argument("--root", help="folder holding channels (default: $RAMXCHG_ROOT)")
 
 
@@ -70,7 +88,7 @@ def open_channel(args: argparse.Namespace, *, create: bool = False) -> Channel:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``put``, ``ls``, ``info``, ``ack`` and ``gc`` to the ``ramxchg`` command."""
+    """Add ``put``, ``info``, ``ack`` and ``gc`` to the ``ramxchg`` command."""
     put = add_command(
         subparsers,
         "put",
@@ -85,19 +103,13 @@ def register(subparsers: Any) -> None:
     put.add_argument("files", metavar="FILE", nargs="+", help=".npy or .h5 files")
     put.add_argument("--name", help="item name (only with one FILE)")
     put.add_argument("--move", action="store_true", help="move instead of copy (same disk)")
+    put.add_argument(
+        "--replace",
+        action="store_true",
+        help="publish over an item of that name and format (readers see one or the other)",
+    )
     put.add_argument("--attrs", type=_attrs, default={}, help="item attrs as a JSON object")
     add_json(put, "print what was published as JSON")
-
-    ls = add_command(
-        subparsers,
-        "ls",
-        run_ls,
-        help="list a channel's items in publish order",
-        description="Name, sequence number, format, size and publish time of every item.",
-        epilog=LS_EXAMPLE,
-    )
-    add_channel_args(ls)
-    add_json(ls, "print a JSON list")
 
     info = add_command(
         subparsers,
@@ -123,6 +135,7 @@ def register(subparsers: Any) -> None:
     add_channel_args(ack)
     ack.add_argument("name", metavar="NAME", help="item name")
     ack.add_argument("--group", required=True, help="the durable group")
+    add_json(ack, "print the outcome as JSON")
 
     gc = add_command(
         subparsers,
@@ -135,7 +148,7 @@ def register(subparsers: Any) -> None:
         epilog=GC_EXAMPLE,
     )
     gc.add_argument("channel", metavar="CHANNEL", nargs="?", help="one channel (default: all)")
-    gc.add_argument("--root", help="folder holding channels (default: $RAMXCHG_ROOT)")
+    add_root(gc)
     add_json(gc, "print the counts as JSON")
 
 
@@ -165,24 +178,31 @@ def run_put(args: argparse.Namespace) -> int:
     for file in args.files:
         source = Path(file)
         name = check_name(args.name if args.name is not None else source.stem)
-        item = put_file(channel, source, name, args.attrs, move=args.move)
-        done.append({"name": item.name, "seq": item.seq, "path": str(item.path)})
-        if not args.json:
-            print(f"{item.name}\t{item.seq}\t{item.path}")
+        item = put_file(channel, source, name, args.attrs, move=args.move, replace=args.replace)
+        done.append(item_record(item))
     if args.json:
         print(json.dumps(done, indent=1))
+    else:
+        print_published(done)
     return 0
 
 
 def put_file(
-    channel: Channel, source: Path, name: str, attrs: dict[str, Any], *, move: bool
+    channel: Channel,
+    source: Path,
+    name: str,
+    attrs: dict[str, Any],
+    *,
+    move: bool,
+    replace: bool = False,
 ) -> Item:
     """Publish the file ``source`` as item ``name``: check, copy/link into tmp, link visible.
 
     With ``move`` the file is hard-linked into tmp (same filesystem only) and removed
-    once published, so a failure leaves it where it was. Raises `CorruptItem` for a
-    file whose header does not parse or promises more bytes than it has, `RamDiskFull`
-    when the copy does not fit, `RamxchgError` for ``move`` across filesystems.
+    once published, so a failure leaves it where it was; with ``replace`` it replaces
+    an item of that name (`Channel.put`). Raises `CorruptItem` for a file whose header
+    does not parse or promises more bytes than it has, `RamDiskFull` when the copy does
+    not fit, `RamxchgError` for ``move`` across filesystems.
     """
     fmt = format_for(source)
     if fmt is None:
@@ -190,7 +210,8 @@ def put_file(
             f"{source} has suffix {source.suffix!r}; ramxchg publishes .npy and .h5 files",
             path=source,
         )
-    channel._check_free_name(name)
+    if not replace:
+        channel._check_free_name(name)
     try:
         fmt.describe(source)  # garbage is refused before anything is copied
     except ItemNotFound as exc:  # open_regular's word for a missing file
@@ -220,39 +241,13 @@ def put_file(
             fmt.describe(target)  # what is published is what was checked
 
         tmp = write_hidden(layout, fmt, name, size, copy_checked)
-    item = channel._publish(tmp, fmt, name, attrs)
+    item = channel._publish(tmp, fmt, name, attrs, replace=replace)
     if move:
         os.unlink(source)
     return item
 
 
-# -- ls, info -----------------------------------------------------------------------------
-
-
-def entry_record(entry: Entry) -> dict[str, Any]:
-    """What ``ls --json`` prints for one item."""
-    fmt = format_for(entry.path)
-    return {
-        "name": entry.name,
-        "seq": entry.seq,
-        "format": fmt.name if fmt is not None else None,
-        "path": str(entry.path),
-        "bytes": entry.size,
-        "published_ns": entry.published_ns,
-    }
-
-
-def run_ls(args: argparse.Namespace) -> int:
-    """List items in publish order."""
-    channel = open_channel(args)
-    records = [entry_record(e) for e in sorted(scan(channel._layout), key=publish_order)]
-    if args.json:
-        print(json.dumps(records, indent=1))
-        return 0
-    for record in records:
-        seq = "-" if record["seq"] is None else record["seq"]
-        print(f"{seq}\t{record['name']}\t{record['format']}\t{record['bytes']}")
-    return 0
+# -- info -----------------------------------------------------------------------------------
 
 
 def arrays_record(item: Item) -> dict[str, dict[str, Any]]:
@@ -274,12 +269,7 @@ def run_info(args: argparse.Namespace) -> int:
             else:
                 groups[group.name] = "acked" if group.is_acked(item.name) else "pending"
         record = {
-            "name": item.name,
-            "seq": item.seq,
-            "format": item.format,
-            "path": str(item.path),
-            "bytes": os.stat(item.path).st_size,
-            "published_ns": item.published_ns,
+            **item_record(item),
             "arrays": arrays_record(item),
             "attrs": item.attrs,
             "groups": groups,
@@ -287,25 +277,52 @@ def run_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(record, indent=1))
         return 0
-    for key in ("name", "seq", "format", "path", "bytes", "published_ns"):
-        print(f"{key}: {record[key]}")
+    fields: list[list[Any]] = [[key, record[field]] for key, field in INFO_FIELDS]
     for key, array in record["arrays"].items():
-        print(f"array {key}: shape {tuple(array['shape'])} dtype {array['dtype']}")
-    print(f"attrs: {json.dumps(record['attrs'])}")
-    for group_name, state in groups.items():
-        print(f"group {group_name}: {state}")
+        fields.append(["array", key, "x".join(map(str, array["shape"])), array["dtype"]])
+    fields.append(["attrs", json.dumps(record["attrs"])])
+    fields += [["group", group_name, state] for group_name, state in groups.items()]
+    print_fields(fields, {"size": "size", "published": "time"})
     return 0
+
+
+#: info's first lines and the record's keys behind them (the order of every item listing).
+INFO_FIELDS = (
+    ("name", "name"),
+    ("seq", "seq"),
+    ("format", "format"),
+    ("size", "bytes"),
+    ("published", "published_ns"),
+    ("path", "path"),
+)
 
 
 # -- ack, gc ------------------------------------------------------------------------------
 
 
 def run_ack(args: argparse.Namespace) -> int:
-    """Ack an item for a group (delivered to it or not)."""
-    deleted = open_channel(args).ack(args.name, args.group)
-    print(
-        f"acked {args.name} for {args.group}" + ("; deleted (every group acked)" if deleted else "")
-    )
+    """Ack an item for a group (delivered to it or not); one that is gone counts as done."""
+    channel = open_channel(args)
+    try:
+        outcome = "deleted" if channel.ack(args.name, args.group) else "acked"
+    except GroupNotFound:
+        raise
+    except ItemNotFound:
+        if args.group not in {group.name for group in channel.groups()}:
+            raise GroupNotFound(
+                f"no group {args.group!r} in channel {channel.path}",
+                path=channel.path,
+                group=args.group,
+                name=args.group,
+            ) from None
+        outcome = "gone"
+    if args.json:
+        print(json.dumps({"name": args.name, "group": args.group, "outcome": outcome}))
+    elif outcome == "gone":
+        print(f"{args.name} is gone already (deleted, or never published): nothing to ack")
+    else:
+        done = "; deleted (every group acked)" if outcome == "deleted" else ""
+        print(f"acked {args.name} for {args.group}{done}")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import warnings
@@ -17,6 +18,7 @@ from .._root import NotRamBackedWarning, default_root
 from ..disks import DiskSpec, format_size, get_adapter
 from ..ramdisk import advice, info
 from . import add_command, add_json, size_arg
+from ._output import Column, Kind, on_terminal, print_fields, print_table
 
 SETUP_EXAMPLE = """\
 examples:
@@ -32,10 +34,25 @@ examples:
   sudo ramxchg teardown /mnt/ramxchg --persist  # ... and undo setup --persist
 """
 STATUS_EXAMPLE = """\
+output: the disk, one field per line (root, filesystem, mount_point, device, ram_backed,
+  size, used, free, huge_pages, options, advice), then a table of the channels:
+  CHANNEL ITEMS SIZE GROUPS (name:backlog,...) ERROR. Piped: tab-separated, the field's
+  name first, each channel as "channel NAME ITEMS SIZE GROUPS ERROR", sizes in bytes
+
 examples:
   ramxchg status
+  ramxchg status | awk -F'\\t' '$1 == "channel" {print $2}'   # the channel names
   ramxchg status --root /mnt/ramxchg --json
 """
+
+#: The channel table of ``status``.
+CHANNEL_COLUMNS = (
+    Column("CHANNEL"),
+    Column("ITEMS", "count"),
+    Column("SIZE", "size"),
+    Column("GROUPS"),
+    Column("ERROR"),
+)
 
 
 def register(subparsers: Any) -> None:
@@ -218,6 +235,8 @@ def run_status(args: argparse.Namespace) -> int:
             # status prints the same advice itself, in its place.
             warnings.simplefilter("ignore", NotRamBackedWarning)
             root = default_root()
+    if os.path.lexists(root) and not os.path.isdir(root):  # /dev/null: not "RAM-backed yes"
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", os.fspath(root))
     disk = info(root)
     tips = advice(disk)
     rows = channel_rows(root)
@@ -235,29 +254,30 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def _print_status(root: Path, disk: Any, tips: list[str], rows: list[ChannelRow]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    """The disk's fields, then the channels (a table on a terminal)."""
+    fields: list[list[Any]] = [
+        ["root", os.fspath(root)],
+        ["filesystem", disk.fs_type],
+        ["mount_point", disk.mount_point],
+        ["device", disk.device],
+        ["ram_backed", "yes" if disk.ram_backed else "NO"],
+        ["size", disk.total_bytes],
+        ["used", disk.used_bytes],
+        ["free", disk.free_bytes],
+        ["huge_pages", disk.huge_pages],
+        ["options", ",".join(disk.mount_options)],
+        *(["advice", tip] for tip in tips),
+    ]
+    channels = [[row.name, row.items, row.bytes, _groups(row), row.error] for row in rows]
+    sizes: dict[str, Kind] = {"size": "size", "used": "size", "free": "size"}
+    if on_terminal():
+        print_fields(fields, sizes)
+        print_table(CHANNEL_COLUMNS, channels, title=f"channels in {root}")
+    else:
+        print_fields([*fields, *(["channel", *row] for row in channels)], sizes)
 
-    console = Console(highlight=False)
-    summary = Table(show_header=False, box=None)
-    summary.add_row("root", os.fspath(root))
-    summary.add_row("filesystem", f"{disk.fs_type} at {disk.mount_point} ({disk.device})")
-    summary.add_row("RAM-backed", "yes" if disk.ram_backed else "NO")
-    sizes = (disk.total_bytes, disk.used_bytes, disk.free_bytes)
-    summary.add_row("size / used / free", " / ".join(format_size(n) for n in sizes))
-    summary.add_row("huge pages", disk.huge_pages or "n/a")
-    summary.add_row("options", ",".join(disk.mount_options))
-    console.print(summary)
-    for tip in tips:
-        console.print(f"[yellow]{tip}[/yellow]")
-    table = Table(title=f"channels in {root}")
-    for column in ("channel", "items", "bytes", "groups (backlog)"):
-        table.add_column(column, justify="right" if column in ("items", "bytes") else "left")
-    for row in rows:
-        shown = (f"{g['name']} ({g.get('backlog', '?')})" for g in row.groups or [])
-        groups = ", ".join(shown) or "-"
-        if row.error:
-            table.add_row(row.name, "?", "?", f"[red]{row.error}[/red]")
-        else:
-            table.add_row(row.name, str(row.items), format_size(row.bytes or 0), groups)
-    console.print(table)
+
+def _groups(row: ChannelRow) -> str | None:
+    """``name:backlog`` of each group, comma-separated; None for none."""
+    shown = [f"{g['name']}:{g.get('backlog', '?')}" for g in row.groups or []]
+    return ",".join(shown) or None

@@ -37,6 +37,8 @@ from .._subscription import Subscription
 from . import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, add_command, add_json, stop_signals
 from ._failures import explained
 from ._items import add_channel_args, arrays_record, open_channel
+from ._output import ITEM_COLUMNS, Column, RowStream, item_row, on_terminal
+from ._output import item_record as listed
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,8 @@ KILL_AFTER_SECONDS = 5.0
 _TICK = 0.1
 
 WATCH_EXAMPLE = """\
+output (without --exec): one row per item: NAME SEQ FORMAT SIZE PUBLISHED SHAPE DTYPE
+  PATH (piped: tab-separated, SIZE in bytes, PUBLISHED in ISO 8601 UTC, '-' for none)
 placeholders in CMD: {path} {name} {seq}
 environment of CMD: RAMXCHG_CHANNEL RAMXCHG_GROUP RAMXCHG_NAME RAMXCHG_SEQ RAMXCHG_PATH
   RAMXCHG_FORMAT RAMXCHG_SHAPE RAMXCHG_DTYPE (JSON/npy descr) RAMXCHG_ARRAYS RAMXCHG_ATTRS
@@ -75,6 +79,7 @@ def register(subparsers: Any) -> None:
         epilog=WATCH_EXAMPLE,
     )
     add_channel_args(watch)
+    watch.add_argument("--create", action="store_true", help="wait for a channel not made yet")
     watch.add_argument("--group", help="durable consumer group (shares items, acks them)")
     watch.add_argument("--exec", dest="command", metavar="CMD", help="run CMD for each item")
     watch.add_argument("--jobs", type=_positive, default=1, help="commands at a time (1)")
@@ -117,7 +122,9 @@ def _not_negative(text: str) -> int:
 
 def run_watch(args: argparse.Namespace) -> int:
     """Run ``ramxchg watch``."""
-    channel = open_channel(args, create=True)  # the producer may not have started yet
+    if not args.create:
+        open_channel(args)  # a missing channel is a typo: refused, never created
+    channel = open_channel(args, create=True)  # a folder named by path gets its state folder
     try:
         subscription = Subscription(channel, args.group, start=args.start, settle=args.settle)
     except PermissionError as exc:
@@ -129,6 +136,8 @@ def run_watch(args: argparse.Namespace) -> int:
             "--group, or ask its owner to share it (mode=0o770 and a group you are in)",
         ) from exc
     watcher = Watcher(channel, subscription, args)
+    if on_terminal(sys.stderr):
+        print(f"waiting on {channel.path} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     with _signals_counted(watcher):
         try:
             return watcher.run()
@@ -140,7 +149,8 @@ def run_watch(args: argparse.Namespace) -> int:
 
 
 def item_record(item: Item) -> dict[str, Any]:
-    """name, seq, path, format, shape, dtype (of a single array), arrays, attrs."""
+    """What `listed` says (name, seq, format, path, bytes, published), then shape, dtype
+    (of a single array), arrays, attrs."""
     arrays = arrays_record(item)
     single = next(iter(arrays.values())) if len(arrays) == 1 else None
     try:
@@ -148,10 +158,7 @@ def item_record(item: Item) -> dict[str, Any]:
     finally:
         item.close()
     return {
-        "name": item.name,
-        "seq": item.seq,
-        "path": str(item.path),
-        "format": item.format,
+        **listed(item),
         "shape": single["shape"] if single else None,
         "dtype": single["dtype"] if single else None,
         "arrays": arrays,
@@ -226,6 +233,9 @@ def environment_for(
 
 # -- the loop -------------------------------------------------------------------------------
 
+#: What watch prints after the `ITEM_COLUMNS`.
+EXTRA_COLUMNS = (Column("SHAPE"), Column("DTYPE"), Column("PATH"))
+
 
 @dataclass
 class _Job:
@@ -249,6 +259,7 @@ class Watcher:
         self._results: queue.Queue[tuple[_Job, str, str, int]] = queue.Queue()
         self._handled = 0
         self._dead = 0
+        self.rows = RowStream([*ITEM_COLUMNS, *EXTRA_COLUMNS], [12, 6, 6, 9, 19, 11, 6, 0])
 
     def run(self) -> int:
         """Deliver until ``--count`` items are done or a signal stops us; the exit code."""
@@ -279,7 +290,7 @@ class Watcher:
     def _start(self, item: Item) -> None:
         try:
             record = item_record(item)
-        except ItemNotFound:
+        except (ItemNotFound, FileNotFoundError):
             # Retired (keep_last, ttl) or deleted between delivery and reading: skip it.
             print(
                 f"ramxchg: watch: {item.name} was deleted before it was read; skipped",
@@ -294,10 +305,8 @@ class Watcher:
             if self.args.json:
                 print(json.dumps(record), flush=True)
             else:
-                shape = "x".join(map(str, record["shape"])) if record["shape"] is not None else "-"
-                seq = "-" if record["seq"] is None else record["seq"]
-                line = f"{record['name']}\t{seq}\t{shape}\t{record['dtype'] or '-'}\t"
-                print(line + record["path"], flush=True)
+                shape = "x".join(map(str, record["shape"])) if record["shape"] is not None else None
+                self.rows.print([*item_row(record), shape, record["dtype"], record["path"]])
             item.ack()
             self._handled += 1
             return

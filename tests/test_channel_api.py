@@ -1,0 +1,74 @@
+"""The public API reads well: `help(Channel)`, `ChannelNotFound`, typed signatures."""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+import pydoc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ramxchg
+from ramxchg import Channel, ChannelFull, ChannelNotFound, ItemNotFound, RamDiskFull
+
+
+def test_a_missing_channel_opened_for_reading_is_channel_not_found(root: Path) -> None:
+    with pytest.raises(ChannelNotFound, match="no channel 'typo'") as caught:
+        Channel("typo", create=False)
+    error = caught.value
+    # the classes callers already catch, and the facts
+    assert isinstance(error, ItemNotFound)
+    assert isinstance(error, FileNotFoundError)
+    assert (error.path, error.name) == (str(root / "typo"), "typo")
+    again = pickle.loads(pickle.dumps(error))
+    assert (type(again), str(again), again.path) == (ChannelNotFound, str(error), error.path)
+    assert not (root / "typo").exists()
+
+
+def test_a_missing_folder_named_by_path_is_channel_not_found(tmp_path: Path) -> None:
+    with pytest.raises(ChannelNotFound, match="no channel folder"):
+        Channel(tmp_path / "nothing", create=False)
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_help_shows_the_mode_in_octal_and_the_choices_of_start() -> None:
+    text = pydoc.render_doc(Channel, renderer=pydoc.plaintext)
+    assert "mode: 'int' = 0o700" in text
+    assert "start: \"Literal['earliest', 'latest']\" = 'earliest'" in text
+    assert "watch: \"Literal['auto', 'events', 'polling']\" = 'auto'" in text
+
+
+def test_signatures_name_real_types_not_any() -> None:
+    create = inspect.signature(Channel.create)
+    assert create.return_annotation == "Iterator[np.ndarray]"
+    assert create.parameters["shape"].annotation == "ShapeInput"
+    assert create.parameters["dtype"].annotation == "DTypeLike"
+    assert inspect.signature(Channel.put).parameters["array"].annotation == "ArrayInput"
+
+
+def test_the_octal_default_is_a_plain_int(root: Path) -> None:
+    default = inspect.signature(Channel).parameters["mode"].default
+    assert default == 0o700
+    assert isinstance(default, int)
+    channel = Channel("cam")
+    assert channel.path.stat().st_mode & 0o777 == 0o700
+    channel.put(np.zeros(1))
+    assert "ChannelNotFound" in ramxchg.__all__
+
+
+def test_full_channel_and_disk_errors_give_sizes_for_people(root: Path) -> None:
+    bounded = Channel("bounded", max_bytes=1 << 20)
+    bounded.put(np.zeros(600 << 10, np.uint8))
+    with pytest.raises(ChannelFull) as full:
+        bounded.put(np.zeros(600 << 10, np.uint8), timeout=0)
+    message = str(full.value)
+    assert "600 KB" in message
+    assert "max_bytes=1 MB" in message
+    assert full.value.max_bytes == 1 << 20  # the exact numbers stay on the error
+    reserved = Channel("reserved", reserve_bytes=1 << 50)
+    with pytest.raises(RamDiskFull) as short:
+        reserved.put(np.zeros(10, np.uint8), timeout=0)
+    assert "the reserve of 1 PB" in str(short.value)
+    assert short.value.reserve_bytes == 1 << 50
