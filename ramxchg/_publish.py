@@ -92,7 +92,7 @@ def write_hidden(
     except BaseException as exc:
         discard(tmp)
         if _is_full(exc):
-            raise _full(layout, "an item", needed) from exc
+            raise _full(layout, "an item of {size}", needed) from exc
         raise
     return tmp
 
@@ -102,11 +102,12 @@ def _is_full(exc: BaseException) -> bool:
 
 
 def _full(layout: ChannelLayout, what: str, needed: int) -> RamDiskFull:
-    """The `RamDiskFull` for a write of ``needed`` bytes (``what``) that ran out of space."""
+    """The `RamDiskFull` for a write of ``needed`` bytes that ran out of space; ``what``
+    names it, with ``{size}`` where its size goes."""
     free = shutil.disk_usage(layout.path).free
     size, room = _sizes(needed, free)
     return RamDiskFull(
-        f"{layout.path} filled up while writing {what} of {size}; {room} are free",
+        f"{layout.path} filled up while writing {what.format(size=size)}; {room} are free",
         path=layout.path,
         needed_bytes=needed,
         free_bytes=free,
@@ -181,7 +182,7 @@ def make_visible(
                     ) from exc
                 if _is_full(exc):
                     size = len(written.to_json())
-                    what = f"the sidecar of {final_name!r}"
+                    what = f"the {{size}} sidecar of {final_name!r}"
                     raise _full(layout, what, size) from exc
                 raise
             return Published(final_name, target, written)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel, CorruptItem, RamDiskFull
+from ramxchg.disks import format_size
 from tests.conftest import mounted_tmpfs
 from tests.reliability._work import checksum, intact, publish_random, warm_up
 from tests.reliability.conftest import Figures, Profile
@@ -63,8 +64,8 @@ def test_filling_up_and_freeing_space(
             fulls += 1
             assert error.needed_bytes > 0
             assert error.free_bytes >= 0
-            assert str(error.needed_bytes) in str(error)
-            assert str(error.free_bytes) in str(error)
+            assert _shows(str(error), error.needed_bytes)
+            assert _shows(str(error), error.free_bytes)
             assert error.path == str(ch.path)
             assert os.listdir(ch.path / ".ramxchg" / "tmp") == [], "a partial file was left"
             partial += _check_all(ch)
@@ -119,3 +120,8 @@ def test_blocked_producer_resumes_when_consumers_ack(small_tmpfs: Path, figures:
     assert len(ch) == 0
     figures.runs = f"{count} x 1 MiB items through a {SIZE >> 20} MiB tmpfs"
     figures.faults = f"backpressure (reserve_bytes): at most {peak} items on disk at once"
+
+
+def _shows(message: str, size: int) -> bool:
+    """Does the error message give ``size``: for people, or in bytes where that is closer?"""
+    return format_size(size) in message or f"{size} bytes" in message
