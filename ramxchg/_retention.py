@@ -19,8 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import psutil
-
 from ._aside import set_aside
 from ._config import ChannelConfig
 from ._errors import ChannelFull, RamDiskFull, UnsafeRoot
@@ -30,12 +28,13 @@ from ._pool import Pool
 from ._safedir import SafeDir, StateTree
 from ._scan import is_item_filename, publish_order, scan
 from ._sequence import SequenceCounter
+from ._tmpfiles import collect_dead
 from .formats import format_for
 
 log = logging.getLogger(__name__)
 
-#: Temporary files younger than this are never collected, whatever their pid says.
-TMP_GRACE_SECONDS = 5.0
+#: `Retention.sweep` runs at most this often per channel handle.
+SWEEP_SECONDS = 1.0
 
 #: What an ack did: nothing (the item was gone already), marked it, or deleted it too.
 AckOutcome = Literal["gone", "acked", "deleted"]
@@ -63,6 +62,7 @@ class Retention:
         self.counter = counter
         self.pool = Pool(layout, config.recycle)
         self._group_cache: dict[tuple[str, int], tuple[Group, GroupInfo]] = {}
+        self._next_sweep = 0.0  # time.monotonic() when `sweep` may run again
 
     # -- deleting ---------------------------------------------------------------------------
 
@@ -289,6 +289,8 @@ class Retention:
             over_disk = bool(config.reserve_bytes) and free - needed < config.reserve_bytes
             if not (over_items or over_bytes or over_disk):
                 return
+            if over_disk and self.pool.drain():
+                continue  # pooled files held the room: look again at once
             if deadline is not None and time.monotonic() >= deadline:
                 if over_disk and not (over_items or over_bytes):
                     raise RamDiskFull(
@@ -342,7 +344,8 @@ class Retention:
         with self.layout.open_state(check_owner=True) as state:
             if state.folder() is None:  # UnsafeRoot if it is a link: the whole channel refused
                 return report
-            report["tmp_files"] = self._collect_tmp(_walkable(state, report, "tmp"))
+            tmp = _walkable(state, report, "tmp")
+            report["tmp_files"] = 0 if tmp is None else collect_dead(tmp, self.counter.lock)
             report["expired"] = self.enforce_age_and_count()
             report["released"] = self.release_done(
                 [(e.name, e.path, e.seq, e.published_ns) for e in scan(self.layout)]
@@ -364,19 +367,41 @@ class Retention:
                                 report["stale_state"] += folder.unlink(name)
         return report
 
-    def _collect_tmp(self, tmp: SafeDir | None) -> int:
-        removed = 0
-        now = time.time()
-        for name in tmp.names() if tmp is not None else []:
-            # <stem>.<pid>.<random><suffix>: the producer's pid tells whether it is alive
-            fields = os.path.splitext(name)[0].rsplit(".", 2)
-            pid = int(fields[1]) if len(fields) == 3 and fields[1].isdigit() else None
-            info = tmp.lstat(name)
-            if info is None or now - info.st_mtime <= TMP_GRACE_SECONDS:
-                continue
-            if (pid is None or not psutil.pid_exists(pid)) and tmp.unlink(name):
-                removed += 1
-        return removed
+    def _collect_tmp(self) -> int:
+        """Remove dead producers' temporary files (see _tmpfiles.py); how many went.
+
+        A tmp folder that is a link, or belongs to neither the channel's owner nor us,
+        is left alone (logged).
+        """
+        with self.layout.open_state(check_owner=True) as state:
+            try:
+                tmp = state.folder("tmp")
+            except UnsafeRoot as exc:
+                log.warning("not collecting temporary files: %s", exc)
+                return 0
+            return 0 if tmp is None else collect_dead(tmp, self.counter.lock)
+
+    def reclaim_space(self) -> int:
+        """Free what a full disk can spare: dead producers' temporary files and the pooled
+        files. Returns how many files went."""
+        return self._collect_tmp() + self.pool.drain()
+
+    def sweep(self) -> dict[str, int]:
+        """Collect dead producers' temporary files, at most once per `SWEEP_SECONDS`.
+
+        What producers run as they go, so that a dead one's leftovers go without a
+        daemon (a lock attempt per file). Returns counts: ``tmp_files`` removed (0 when
+        it ran less than `SWEEP_SECONDS` ago). A tmp folder we may not touch is skipped.
+        """
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return {"tmp_files": 0}
+        self._next_sweep = now + SWEEP_SECONDS
+        try:
+            return {"tmp_files": self._collect_tmp()}
+        except PermissionError as exc:
+            log.debug("sweep of %s: temporary files skipped: %s", self.layout.path, exc)
+            return {"tmp_files": 0}
 
 
 def _walkable(state: StateTree, report: dict[str, int], *parts: str) -> SafeDir | None:

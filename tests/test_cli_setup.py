@@ -53,8 +53,23 @@ def test_status_json_of_the_default_root(root: Path, capsys: pytest.CaptureFixtu
     assert cam["items"] == 2
     assert cam["bytes"] == sum(item.path.stat().st_size for item in channel.items())
     assert cam["error"] is None
+    assert cam["pooled"] == 0
     assert [g["name"] for g in cam["groups"]] == ["viewers"]
     assert cam["groups"][0]["backlog"] == 2
+
+
+def test_status_shows_the_ram_the_pool_holds(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    channel = ramxchg.Channel("cam", keep_last=1)
+    first = channel.put(np.zeros(1000))
+    size = first.path.stat().st_size
+    channel.put(np.zeros(1000))  # keep_last=1: the first one's file is pooled
+    assert main(["status", "--json"]) == 0
+    [cam] = json.loads(capsys.readouterr().out)["channels"]
+    assert cam["pooled"] == size
+    assert main(["status"]) == 0
+    assert "pooled: RAM kept for recycling" in capsys.readouterr().out
 
 
 def test_status_table(root: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,7 +20,7 @@ SPEC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 NAME = re.compile(r"^(?!\.)[A-Za-z0-9_.-]{1,200}(?<!\.)$")
 AUTO_NAME = re.compile(r"^[0-9]{12}$")
 SEQ_FILE = re.compile(rb"^[0-9]{20}\n$")
-TMP_NAME = re.compile(r"^.+\.[0-9]+\.[0-9a-f]{12}\.(npy|h5)$")
+TMP_NAME = re.compile(r"^.+\.[0-9]+\.[0-9a-f]{12}\.lk\.(npy|h5)$")
 
 _TYPES: dict[str, Any] = {
     "int": lambda v: type(v) is int,
@@ -75,7 +75,7 @@ def test_state_files_written_by_python_match_the_spec(root: Path) -> None:
         array[:] = 1
         [tmp] = os.listdir(channel.path / ".ramxchg" / "tmp")
         assert TMP_NAME.match(tmp), tmp
-        assert tmp.split(".")[-3] == str(os.getpid())
+        assert tmp.split(".")[-4] == str(os.getpid())
     first = subscription.get(timeout=10)
     second = subscription.get(timeout=10)
     first.ack()

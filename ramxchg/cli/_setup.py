@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import warnings
@@ -190,6 +191,8 @@ class ChannelRow:
     path: str
     items: int | None = None
     bytes: int | None = None
+    #: bytes of deleted item files kept for recycling (None: not readable)
+    pooled: int | None = None
     groups: list[dict[str, Any]] | None = None
     error: str | None = None
 
@@ -200,11 +203,15 @@ def channel_rows(root: Path) -> list[ChannelRow]:
     for entry in channel_folders(root):
         row = ChannelRow(entry.name, os.fspath(entry))
         try:
-            status = Channel(entry, create=False).status()
+            channel = Channel(entry, create=False)
+            status = channel.status()
             row.items, row.bytes = status.items, status.bytes
             row.groups = [asdict(group) for group in status.groups]
         except (RamxchgError, OSError) as exc:
             row.error = str(exc)
+        else:
+            with contextlib.suppress(RamxchgError, OSError):  # another user's private pool
+                row.pooled = channel._retention.pool.held_bytes()
         rows.append(row)
     return rows
 
@@ -251,13 +258,17 @@ def _print_status(root: Path, disk: Any, tips: list[str], rows: list[ChannelRow]
     for tip in tips:
         console.print(f"[yellow]{tip}[/yellow]")
     table = Table(title=f"channels in {root}")
-    for column in ("channel", "items", "bytes", "groups (backlog)"):
-        table.add_column(column, justify="right" if column in ("items", "bytes") else "left")
+    for column in ("channel", "items", "bytes", "pooled", "groups (backlog)"):
+        numbers = column in ("items", "bytes", "pooled")
+        table.add_column(column, justify="right" if numbers else "left")
     for row in rows:
         shown = (f"{g['name']} ({g.get('backlog', '?')})" for g in row.groups or [])
         groups = ", ".join(shown) or "-"
         if row.error:
-            table.add_row(row.name, "?", "?", f"[red]{row.error}[/red]")
+            table.add_row(row.name, "?", "?", "?", f"[red]{row.error}[/red]")
         else:
-            table.add_row(row.name, str(row.items), format_size(row.bytes or 0), groups)
+            pooled = "?" if row.pooled is None else format_size(row.pooled)
+            table.add_row(row.name, str(row.items), format_size(row.bytes or 0), pooled, groups)
+    if any(row.pooled for row in rows):
+        console.print("pooled: RAM kept for recycling (freed when the disk fills; recycle=0: none)")
     console.print(table)

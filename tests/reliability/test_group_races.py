@@ -45,7 +45,7 @@ def _member(where: tuple[str, str], group: str, ack_delay: float, stop: Any, out
             try:
                 with item:
                     value: int | None = int(item.array[0])
-            except FileNotFoundError:
+            except ItemNotFound:
                 value = None
             if ack_delay:
                 time.sleep(rng.uniform(0, ack_delay))  # an ack that comes late, on purpose
