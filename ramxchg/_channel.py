@@ -21,7 +21,7 @@ from ._groups import drop, registered_group
 from ._item import Item
 from ._layout import ChannelLayout
 from ._names import check_name
-from ._publish import check_free, check_room, discard, find_existing, make_visible, write_hidden
+from ._publish import abandon, allocate_item, check_free, find_existing, make_visible, write_item
 from ._requeue import SetAsideFolder
 from ._retention import Retention
 from ._root import check_safe_dir, ensure_dir, find_default_root
@@ -30,6 +30,7 @@ from ._sequence import SequenceCounter
 from ._sidecar import Sidecar, encode_attrs
 from ._status import ChannelStatus, GroupStatus, channel_status, group_status
 from ._subscription import Subscription
+from ._tmpfiles import HiddenFile
 from .formats import Format, format_for, get_format
 from .ramdisk import warn_if_not_ram
 
@@ -55,9 +56,9 @@ class Channel:
     keep_last, max_bytes, max_items, ttl, reserve_bytes
         Retention and limits, stored with the channel when it is created.
     recycle
-        Keep up to this many deleted ``.npy`` item files and write later items of the
-        same size into their pages (faster on tmpfs with 4 KiB pages). Contract: an
-        item's arrays must not be used after the item is deleted (acked by every group).
+        Keep up to this many deleted ``.npy`` item files (4 by default; 0: none) and
+        write later items of the same size into their pages, once no array maps them
+        (faster on tmpfs with 4 KiB pages). They hold RAM until reused or the disk fills.
     create
         False: open only a channel whose folder exists (`ChannelNotFound` otherwise), and
         write nothing (no state folder, no config), for readers such as ``ramxchg ls``.
@@ -176,19 +177,16 @@ class Channel:
             raise ValueError("replace=True needs the name of the item to replace")
         arrays = as_arrays(array)
         meta = encode_attrs(attrs)
-        layout = {key: (a.shape, a.dtype) for key, a in arrays.items()}
-        needed = fmt.nbytes_for(layout)
-        self._retention.wait_for_room(needed, timeout)
-        check_room(self._layout, needed)
-        tmp = write_hidden(
-            self._layout,
+        needed = fmt.nbytes_for({key: (a.shape, a.dtype) for key, a in arrays.items()})
+        hidden = write_item(
+            self._retention,
             fmt,
             name or "auto",
             needed,
-            lambda path: fmt.write(path, arrays, meta),
-            pool=self._retention.pool,
+            lambda target: fmt.write(target, arrays, meta),
+            timeout=timeout,
         )
-        return self._publish(tmp, fmt, name, meta, replace=replace)
+        return self._publish(hidden, fmt, name, meta, replace=replace)
 
     @contextmanager
     def create(
@@ -200,12 +198,15 @@ class Channel:
         attrs: Mapping[str, Any] | None = None,
         format: str | None = None,
         timeout: float | None = None,
+        zero: bool = False,
     ) -> Iterator[np.ndarray]:
         """Allocate an item and yield its writable array, to be filled in place.
 
-        The array *is* the data region of a hidden file: no extra copy. The item is
-        published when the block exits normally; on an exception nothing is published
-        and the hidden file is removed. Do not use the array after the block.
+        The array *is* the data region of a hidden file: no extra copy. Like
+        ``np.empty``, it holds whatever the file held (a recycled file: an older item's
+        bytes) unless ``zero=True``. The item is published when the block exits normally;
+        on an exception nothing is published and the hidden file is removed. Do not use
+        the array after the block.
 
         For HDF5, pass a dict ``{name: (shape, dtype)}`` as ``shape`` and get a dict of
         arrays (``dict[str, np.ndarray]``) back.
@@ -213,30 +214,25 @@ class Channel:
         fmt = self._format(format)
         if name is not None:
             self._check_free_name(name)
-        layout = as_layout(shape, dtype)
         meta = encode_attrs(attrs)
-        needed = fmt.nbytes_for(layout)
-        self._retention.wait_for_room(needed, timeout)
-        check_room(self._layout, needed)
-        allocation = None
-
-        def allocate(path: str) -> None:
-            nonlocal allocation
-            allocation = fmt.allocate(path, layout, meta)
-
-        tmp = write_hidden(
-            self._layout, fmt, name or "auto", needed, allocate, pool=self._retention.pool
+        hidden, allocation = allocate_item(
+            self._retention,
+            fmt,
+            name or "auto",
+            as_layout(shape, dtype),
+            meta,
+            zero=zero,
+            timeout=timeout,
         )
-        assert allocation is not None
         try:
             arrays = allocation.arrays
             yield arrays if isinstance(shape, Mapping) else arrays["data"]
         except BaseException:
             allocation.release()
-            discard(tmp)
+            abandon(hidden)
             raise
         allocation.release()
-        self._publish(tmp, fmt, name, meta)
+        self._publish(hidden, fmt, name, meta)
 
     def put_file_bytes(
         self,
@@ -258,12 +254,12 @@ class Channel:
         if name is not None:
             check_name(name)
         meta, source = encode_attrs(attrs), encode_attrs(origin) if origin else None
-        tmp = write_file_hidden(self._layout, self._retention, fmt, name, data, timeout=timeout)
-        return self._publish(tmp, fmt, name, meta, source)
+        hidden = write_file_hidden(self._retention, fmt, name, data, timeout=timeout)
+        return self._publish(hidden, fmt, name, meta, source)
 
     def _publish(
         self,
-        tmp: str,
+        hidden: HiddenFile,
         fmt: Format,
         name: str | None,
         attrs: dict[str, Any],
@@ -275,7 +271,7 @@ class Channel:
         published = make_visible(
             self._layout,
             self._counter,
-            tmp,
+            hidden,
             fmt,
             name=name,
             attrs=attrs,

@@ -14,6 +14,8 @@ from ._statefile import create_once, read_state
 from .formats import get_format
 
 _MAX_CONFIG_BYTES = 64 * 1024
+#: Pool size of a channel created without ``recycle`` (see _pool.py).
+DEFAULT_RECYCLE = 4
 
 
 class FileMode(int):
@@ -37,7 +39,7 @@ class ChannelConfig:
     max_items: int | None = None
     ttl: float | None = None
     reserve_bytes: int = 0
-    recycle: int = 0
+    recycle: int = DEFAULT_RECYCLE
 
     def __post_init__(self) -> None:
         # Checked here, so neither a caller's value nor a config.json written by another

@@ -23,7 +23,8 @@ class Item:
 
     ``item.array`` maps the file read-only on first use; nothing is copied. Release
     the mapping with ``item.close()`` or ``with item: ...``. Arrays taken from the item
-    stay valid after close (the mapping lives until the last of them is freed).
+    stay valid after close (the mapping lives until the last of them is freed), and
+    never change: the file's reader lock lives with them, so it is not recycled.
     """
 
     def __init__(

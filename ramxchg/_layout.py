@@ -113,7 +113,8 @@ class ChannelLayout:
     def temp_name(self, stem: str, suffix: str) -> str:
         """A unique temporary path in the hidden tmp folder: ``<stem>.<pid>.<random><suffix>``.
 
-        The pid lets ``gc`` tell a dead producer's leftovers from a live one's work.
+        Our producers lock their files and put the marker in ``suffix`` (see _tmpfiles.py);
+        the pid tells whoever collects an unmarked file whether its writer runs.
         """
         return f"{self._prefixes[2]}{stem}.{os.getpid()}.{os.urandom(6).hex()}{suffix}"
 

@@ -1,27 +1,39 @@
 """Recycled item files: reuse the pages of consumed items instead of freeing them.
 
 On tmpfs with 4 KiB pages, a new file pays for every page twice: the kernel allocates
-and zeroes it when the producer writes, and frees it when the item is deleted. With
-``Channel(..., recycle=N)`` a deleted ``.npy`` item file is moved into
-``.ramxchg/pool/`` (up to N files) and a later item of exactly the same size is
-written into it, so neither side allocates or frees anything.
+and zeroes it when the producer writes, and frees it when the item is deleted. A deleted
+``.npy`` item file is moved into ``.ramxchg/pool/`` (up to ``recycle`` files, 4 by
+default, and at most `POOL_SHARE` of the disk's free space) and a later item of exactly
+the same size is written into it, so neither side allocates or frees anything.
 
-The contract: an item's arrays must not be used after the item is deleted (acked by
-every group, or expired), because its pages may by then hold a newer item.
+An array a reader holds never changes (protocol 1.1, section 11, rule 3): every reader
+holds a shared lock on the file it maps for as long as the mapping lives, and a producer
+takes a pooled file only when it can lock it exclusively, holding that lock as its
+writer lock until the new item is published. Pooled files hold RAM: a producer that
+finds the disk full empties the pool first (`Pool.drain`), and ``recycle=0`` turns
+recycling off.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import stat
+import sys
 from pathlib import Path
 
 from ._errors import UnsafeRoot
 from ._layout import ChannelLayout
 from ._safedir import SafeDir, StateTree
+from .formats._flock import try_lock
+from .formats.base import same_file
 
 log = logging.getLogger(__name__)
+
+#: Pooled files never take more than this share of the free space left beside them.
+POOL_SHARE = 0.5
+_TAKE_FLAGS = os.O_RDWR | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 
 
 class Pool:
@@ -34,10 +46,17 @@ class Pool:
 
     def __init__(self, layout: ChannelLayout, capacity: int) -> None:
         self.layout = layout
-        self.capacity = capacity
+        # Windows cannot rename a file while it is open, which taking a pooled file under
+        # its lock needs (and a mapped item file could not be pooled either).
+        self.capacity = 0 if sys.platform == "win32" else capacity
 
     def give(self, path: str | Path) -> bool:
-        """Move a deleted item file into the pool; False (nothing done) when full or off."""
+        """Move a deleted item file into the pool; False (nothing done) when full or off.
+
+        Full: `capacity` files (a file of another size makes way), or more bytes than
+        `POOL_SHARE` of the free space. A file a reader maps is not pooled either: it
+        could not be reused before the reader lets go, and would hold a place till then.
+        """
         if self.capacity <= 0:
             return False
         with self.layout.open_state() as state:
@@ -45,31 +64,60 @@ class Pool:
             if pool is None:
                 return False
             pooled = pool.names()
-            size = _size(state.channel, os.path.basename(path))
-            if size is None:
+            name = os.path.basename(path)
+            size = _size(state.channel, name)
+            if size is None or _mapped(state.channel, name):
                 return False
             if len(pooled) >= self.capacity and not _evict_other_size(pool, pooled, size):
                 return False
+            held = sum(_size(pool, other) or 0 for other in pooled)  # evicted ones: None
+            if held + size > POOL_SHARE * shutil.disk_usage(self.layout.path).free:
+                return False
             new_name = f"{size}.{os.getpid()}.{os.urandom(4).hex()}"
-            return state.channel.rename(os.path.basename(path), pool, new_name)
+            return state.channel.rename(name, pool, new_name)
 
-    def take(self, size: int, target: str) -> bool:
-        """Move a pooled file of exactly ``size`` bytes to ``target`` (in tmp); False if none.
+    def take(self, size: int, target: str) -> int | None:
+        """A pooled file of exactly ``size`` bytes that no reader maps, moved to ``target``
+        (in tmp) with its exclusive lock held: its descriptor, open for writing (the
+        caller closes it). None if there is no such file.
 
-        ``rename`` is atomic: when two producers race for one file, one of them wins.
+        Taken only when ``flock(LOCK_EX|LOCK_NB)`` succeeds, so never while a reader's
+        array maps it; the lock then keeps other producers and collectors off it.
         """
         if self.capacity <= 0:
-            return False
+            return None
         prefix = f"{size}."
         with self.layout.open_state() as state:
             pool, tmp = _folder(state, "pool"), _folder(state, "tmp")
             if pool is None or tmp is None:
-                return False
+                return None
             name = os.path.basename(target)
             for pooled in pool.names():
-                if pooled.startswith(prefix) and pool.rename(pooled, tmp, name):
-                    return _ours_alone(tmp, name)
-        return False
+                if not pooled.startswith(prefix):
+                    continue
+                fd = _lock_free(pool, pooled)
+                if fd is None:
+                    continue
+                info = os.fstat(fd)
+                if pool.rename(pooled, tmp, name) and same_file(info, tmp.lstat(name)):
+                    return fd
+                os.close(fd)
+        return None
+
+    def held_bytes(self) -> int:
+        """Bytes the pooled files take: RAM that recycling holds for later items."""
+        with self.layout.open_state() as state:
+            pool = _folder(state, "pool")
+            return 0 if pool is None else sum(_size(pool, name) or 0 for name in pool.names())
+
+    def drain(self) -> int:
+        """Remove every pooled file (the disk is full: their RAM is needed); how many went.
+
+        Mapped ones stay readable: a removed file lives on while it is mapped.
+        """
+        with self.layout.open_state() as state:
+            pool = _folder(state, "pool")
+            return 0 if pool is None else sum(_drop(pool, name) for name in pool.names())
 
 
 def _folder(state: StateTree, name: str) -> SafeDir | None:
@@ -94,15 +142,50 @@ def _evict_other_size(pool: SafeDir, pooled: list[str], size: int) -> bool:
     return any(not name.startswith(prefix) and pool.unlink(name) for name in pooled)
 
 
-def _ours_alone(folder: SafeDir, name: str) -> bool:
-    """Is the file just taken one we may overwrite in place: a regular file of ours with
-    no other name? (A hard link planted in the pool would be someone else's data.)"""
-    info = folder.lstat(name)
-    if info is None:
-        return False
+def _mapped(folder: SafeDir, name: str) -> bool:
+    """Does a reader hold its lock on the file ``name`` (so it maps it)?"""
+    try:
+        fd = folder.open_file(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False  # not ours to look at: taking it from the pool looks again
+    try:
+        return not try_lock(fd)
+    finally:
+        os.close(fd)
+
+
+def _lock_free(pool: SafeDir, name: str) -> int | None:
+    """The pooled file ``name``, opened and locked exclusively, if no one holds a lock on
+    it and it is a file of ours alone; else None.
+
+    A hard link planted in the pool would be someone else's data, and a file of another
+    user is not ours to write: such names are removed from the pool (logged).
+    """
+    try:
+        fd = pool.open_file(name, _TAKE_FLAGS)
+    except FileNotFoundError:
+        return None  # another producer took it
+    except OSError as exc:
+        log.warning("not recycling %s: %s", pool.path / name, exc)
+        _drop(pool, name)
+        return None
+    info = os.fstat(fd)
     me = os.geteuid() if hasattr(os, "geteuid") else info.st_uid
-    if stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_uid == me:
-        return True
-    log.warning("not recycling %s: not a file of ours alone", folder.path / name)
-    folder.unlink(name)
-    return False
+    if not (stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_uid == me):
+        log.warning("not recycling %s: not a file of ours alone", pool.path / name)
+        os.close(fd)
+        _drop(pool, name)
+        return None
+    if try_lock(fd) and same_file(info, pool.lstat(name)):
+        return fd
+    os.close(fd)  # a reader maps it, or another producer is taking it
+    return None
+
+
+def _drop(pool: SafeDir, name: str) -> bool:
+    """Remove ``name`` from the pool if we may (a shared pool may hold others' files)."""
+    try:
+        return pool.unlink(name)
+    except PermissionError as exc:
+        log.info("leaving %s in the pool: %s", pool.path / name, exc)
+        return False

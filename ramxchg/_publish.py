@@ -1,17 +1,21 @@
 """Publishing an item: write it hidden, then make it visible in one atomic step.
 
-1. The data goes into a temporary file in ``.ramxchg/tmp/`` (same filesystem).
+1. The data goes into a temporary file in ``.ramxchg/tmp/`` (same filesystem), which
+   the producer holds locked until step 3 (see _tmpfiles.py): a recycled file from the
+   pool when one of the right size is free (see _pool.py), else a new one.
 2. Under the channel's publish lock: take the next sequence number, write the sidecar
    (complete, beside the data in ``tmp/``, then renamed into ``meta/``), store the
    number, and hard-link the temporary file to ``<name><suffix>``. ``link`` fails if
    the name exists, so a published item is never replaced; and the link appears in
    the channel folder as one "created" event, never as a half-written file.
-3. The temporary name is unlinked.
+3. The temporary name is unlinked, and the lock dropped.
 
-A crash before step 2 leaves only temporary files (``gc`` removes them); a crash in
-step 2 leaves at most an orphan sidecar with no item (``gc`` removes it too) and a
-gap in the sequence numbers. A full disk in step 2 raises `RamDiskFull` and leaves
-nothing (and no gap when the sidecar is what did not fit).
+A crash before step 2 leaves only temporary files, which the next producer's sweep (or
+``gc``) removes once their lock is free; a crash in step 2 leaves at most an orphan
+sidecar with no item (``gc`` removes it too) and a gap in the sequence numbers. A full
+disk first gets the dead producers' files and the pool removed, then the write is tried
+once more; `RamDiskFull` when it still fails, with nothing left behind (and no gap when
+the sidecar is what did not fit).
 """
 
 from __future__ import annotations
@@ -24,15 +28,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import ItemExists, RamDiskFull
 from ._layout import ChannelLayout
 from ._pool import Pool
 from ._sequence import SequenceCounter
 from ._sidecar import Sidecar, write_sidecar
+from ._tmpfiles import HiddenFile, create_hidden, link_hidden
 from .disks import format_size
-from .formats import Format, suffixes
+from .formats import Format, Layout, suffixes
+from .formats.base import Allocation
+
+if TYPE_CHECKING:
+    from ._retention import Retention
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +59,68 @@ class Published:
     sidecar: Sidecar
 
 
-def check_room(layout: ChannelLayout, needed: int) -> None:
-    """Raise `RamDiskFull` now if ``needed`` bytes cannot fit on the channel's filesystem.
+def write_item(
+    retention: Retention,
+    fmt: Format,
+    stem: str,
+    needed: int,
+    write: Callable[[HiddenFile], Any],
+    *,
+    timeout: float | None,
+) -> HiddenFile:
+    """What a producer does before publishing: sweep the dead producers' files, wait for
+    room, and ``write`` the item of ``needed`` bytes into a hidden file (`write_hidden`).
+
+    Raises what `Retention.wait_for_room` raises, and `RamDiskFull`.
+    """
+    retention.sweep()
+    retention.wait_for_room(needed, timeout)
+    reclaim = retention.reclaim_space
+    check_room(retention.layout, needed, reclaim)
+    return write_hidden(
+        retention.layout, fmt, stem, needed, write, pool=retention.pool, reclaim=reclaim
+    )
+
+
+def link_item(retention: Retention, source: str | Path, stem: str, suffix: str) -> HiddenFile:
+    """`write_item` for a file already on the channel's filesystem (``ramxchg put
+    --move``): wait for room, then hard-link ``source`` into a locked hidden file."""
+    retention.wait_for_room(os.stat(source).st_size, None)
+    return link_hidden(retention.layout, source, stem, suffix)
+
+
+def allocate_item(
+    retention: Retention,
+    fmt: Format,
+    stem: str,
+    layout: Layout,
+    attrs: dict[str, Any],
+    *,
+    zero: bool,
+    timeout: float | None,
+) -> tuple[HiddenFile, Allocation]:
+    """`write_item` for ``create``: a hidden file sized for ``layout``, mapped writable.
+
+    The arrays hold an older item's bytes when the file is recycled, unless ``zero``.
+    """
+    made: list[Allocation] = []
+
+    def allocate(hidden: HiddenFile) -> None:
+        allocation = fmt.allocate(hidden, layout, attrs)
+        if zero and hidden.size:  # recycled: a new file reads as zeros already
+            for array in allocation.arrays.values():
+                array.fill(0)
+        made.append(allocation)
+
+    hidden = write_item(retention, fmt, stem, fmt.nbytes_for(layout), allocate, timeout=timeout)
+    return hidden, made[-1]
+
+
+def check_room(
+    layout: ChannelLayout, needed: int, reclaim: Callable[[], int] | None = None
+) -> None:
+    """Raise `RamDiskFull` now if ``needed`` bytes cannot fit on the channel's filesystem,
+    after ``reclaim()`` (which frees what it can) if they do not fit at first.
 
     Only an early answer for large items (a write that runs out of space is caught
     as well); small ones skip the ``statvfs`` call.
@@ -59,6 +128,8 @@ def check_room(layout: ChannelLayout, needed: int) -> None:
     if needed < EARLY_CHECK_BYTES:
         return
     free = shutil.disk_usage(layout.path).free
+    if needed > free and reclaim is not None and reclaim():
+        free = shutil.disk_usage(layout.path).free
     if needed > free:
         item, room = _sizes(needed, free)
         raise RamDiskFull(
@@ -74,27 +145,36 @@ def write_hidden(
     fmt: Format,
     stem: str,
     needed: int,
-    write: Callable[[str], Any],
+    write: Callable[[HiddenFile], Any],
     *,
     pool: Pool | None = None,
-) -> str:
-    """Run ``write(tmp_path)`` on a fresh temporary path; clean up if it fails.
+    reclaim: Callable[[], int] | None = None,
+) -> HiddenFile:
+    """Run ``write(hidden)`` on a new locked temporary file; clean up if it fails.
 
-    With a ``pool``, a recycled file of exactly ``needed`` bytes is put at the
-    temporary path first (formats that can overwrite in place reuse its pages).
-    ENOSPC (the RAM disk filled up meanwhile) becomes `RamDiskFull`.
+    With a ``pool``, the file is a recycled one of exactly ``needed`` bytes if one is
+    free (for formats that overwrite in place). A full disk (ENOSPC) runs ``reclaim()``,
+    which frees what it can and says how many files went; if any did, the write is
+    tried once more. Otherwise, or when it fails again: `RamDiskFull`.
     """
-    tmp = layout.temp_name(stem, fmt.suffix)
-    if pool is not None and fmt.recyclable:
-        pool.take(needed, tmp)
-    try:
-        write(tmp)
-    except BaseException as exc:
-        discard(tmp)
-        if _is_full(exc):
+    reclaimed = False
+    while True:
+        hidden = None
+        try:
+            hidden = create_hidden(
+                layout, stem, fmt.suffix, pool=pool if fmt.recyclable else None, size=needed
+            )
+            write(hidden)
+            return hidden
+        except BaseException as exc:
+            if hidden is not None:
+                abandon(hidden)
+            if not _is_full(exc):
+                raise
+            if not reclaimed and reclaim is not None and reclaim():
+                reclaimed = True
+                continue
             raise _full(layout, "an item of {size}", needed) from exc
-        raise
-    return tmp
 
 
 def _is_full(exc: BaseException) -> bool:
@@ -124,7 +204,7 @@ def _sizes(needed: int, free: int) -> tuple[str, str]:
 def make_visible(
     layout: ChannelLayout,
     counter: SequenceCounter,
-    tmp: str,
+    hidden: HiddenFile,
     fmt: Format,
     *,
     name: str | None,
@@ -132,16 +212,18 @@ def make_visible(
     origin: dict[str, Any] | None = None,
     replace: Callable[[str], None] | None = None,
 ) -> Published:
-    """Steps 2 and 3: give ``tmp`` its sequence number and name, atomically.
+    """Steps 2 and 3: give ``hidden`` its sequence number and name, atomically.
 
     Raises `ItemExists` if the name is taken and `RamDiskFull` if the sidecar (or the
-    counter, or the link) finds no room; either way ``tmp`` and the sidecar are removed.
+    counter, or the link) finds no room; either way the temporary file and the sidecar
+    are removed. The temporary file is closed (its lock dropped) in every case.
 
     With ``replace``, an item of that name and format is replaced instead: once the new
     sidecar is in place, ``replace(name)`` forgets the old item (under the lock), and one
-    ``rename`` puts ``tmp`` over the old file, so readers find the old file or the new
-    one, never neither (docs/protocol.md section 4, "Replacing").
+    ``rename`` puts the temporary file over the old one, so readers find the old file or
+    the new one, never neither (docs/protocol.md section 4, "Replacing").
     """
+    tmp = hidden.path
     try:
         # The link keeps the inode: the sidecar records it, and the size, so that it is
         # for this file only (an orphan of ours must not describe a later file).
@@ -188,6 +270,7 @@ def make_visible(
             return Published(final_name, target, written)
     finally:
         discard(tmp)
+        hidden.close()  # only now: a collector would have taken an unlocked file
 
 
 def check_free(layout: ChannelLayout, name: str, *, but: str | None = None) -> None:
@@ -229,6 +312,12 @@ if os.access in os.supports_follow_symlinks:
 
 else:  # pragma: no cover - platforms without faccessat(AT_SYMLINK_NOFOLLOW)
     _exists = os.path.lexists
+
+
+def abandon(hidden: HiddenFile) -> None:
+    """Remove a hidden file that is not to be published, and drop its lock."""
+    discard(hidden.path)
+    hidden.close()
 
 
 def discard(path: str | Path) -> None:

@@ -19,8 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import psutil
-
 from ._aside import set_aside
 from ._config import ChannelConfig
 from ._errors import ChannelFull, RamDiskFull, UnsafeRoot
@@ -30,13 +28,12 @@ from ._pool import Pool
 from ._safedir import SafeDir, StateTree
 from ._scan import is_item_filename, publish_order, scan
 from ._sequence import SequenceCounter
+from ._tmpfiles import collect_dead
 from .disks import format_size
 from .formats import format_for
 
 log = logging.getLogger(__name__)
 
-#: Temporary files younger than this are never collected, whatever their pid says.
-TMP_GRACE_SECONDS = 5.0
 #: `Retention.sweep` runs at most this often per channel handle.
 SWEEP_SECONDS = 1.0
 
@@ -66,6 +63,7 @@ class Retention:
         self.counter = counter
         self.pool = Pool(layout, config.recycle)
         self._group_cache: dict[tuple[str, int], tuple[Group, GroupInfo]] = {}
+        self._next_sweep = 0.0  # time.monotonic() when `sweep` may run again
 
     # -- deleting ---------------------------------------------------------------------------
 
@@ -299,6 +297,8 @@ class Retention:
             over_disk = bool(config.reserve_bytes) and free - needed < config.reserve_bytes
             if not (over_items or over_bytes or over_disk):
                 return
+            if over_disk and self.pool.drain():
+                continue  # pooled files held the room: look again at once
             if deadline is not None and time.monotonic() >= deadline:
                 if over_disk and not (over_items or over_bytes):
                     raise RamDiskFull(
@@ -354,7 +354,8 @@ class Retention:
         with self.layout.open_state(check_owner=True) as state:
             if state.folder() is None:  # UnsafeRoot if it is a link: the whole channel refused
                 return report
-            report["tmp_files"] = self._collect_tmp(_walkable(state, report, "tmp"))
+            tmp = _walkable(state, report, "tmp")
+            report["tmp_files"] = 0 if tmp is None else collect_dead(tmp, self.counter.lock)
             report["expired"] = self.enforce_age_and_count()
             report["released"] = self.release_done(
                 [(e.name, e.path, e.seq, e.published_ns) for e in scan(self.layout)]
@@ -376,22 +377,24 @@ class Retention:
                                 report["stale_state"] += folder.unlink(name)
         return report
 
-    def _collect_tmp(self, tmp: SafeDir | None) -> int:
-        removed = 0
-        now = time.time()
-        for name in tmp.names() if tmp is not None else []:
-            # <stem>.<pid>.<random><suffix>: the producer's pid tells whether it is alive
-            fields = os.path.splitext(name)[0].rsplit(".", 2)
-            pid = int(fields[1]) if len(fields) == 3 and fields[1].isdigit() else None
-            info = tmp.lstat(name)
-            if info is None or now - info.st_mtime <= TMP_GRACE_SECONDS:
-                continue
-            if (pid is None or not psutil.pid_exists(pid)) and tmp.unlink(name):
-                removed += 1
-        return removed
+    def _collect_tmp(self) -> int:
+        """Remove dead producers' temporary files (see _tmpfiles.py); how many went.
 
-    #: when `sweep` may run next (time.monotonic); set per handle once it has run
-    _next_sweep = 0.0
+        A tmp folder that is a link, or belongs to neither the channel's owner nor us,
+        is left alone (logged).
+        """
+        with self.layout.open_state(check_owner=True) as state:
+            try:
+                tmp = state.folder("tmp")
+            except UnsafeRoot as exc:
+                log.warning("not collecting temporary files: %s", exc)
+                return 0
+            return 0 if tmp is None else collect_dead(tmp, self.counter.lock)
+
+    def reclaim_space(self) -> int:
+        """Free what a full disk can spare: dead producers' temporary files and the pooled
+        files. Returns how many files went."""
+        return self._collect_tmp() + self.pool.drain()
 
     def sweep(self) -> dict[str, int]:
         """Collect dead temporary files and dead claims, at most once per `SWEEP_SECONDS`.
@@ -408,9 +411,8 @@ class Retention:
         self._next_sweep = now + SWEEP_SECONDS
         report = {"tmp_files": 0, "claims": 0}
         try:
-            with self.layout.open_state(check_owner=True) as state:
-                report["tmp_files"] = self._collect_tmp(state.folder("tmp"))
-        except (PermissionError, UnsafeRoot) as exc:  # a folder we may not touch
+            report["tmp_files"] = self._collect_tmp()
+        except PermissionError as exc:  # a folder we may not touch
             log.debug("sweep of %s: temporary files skipped: %s", self.layout.path, exc)
         for group, _ in self.registered():
             try:

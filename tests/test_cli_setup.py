@@ -53,8 +53,34 @@ def test_status_json_of_the_default_root(root: Path, capsys: pytest.CaptureFixtu
     assert cam["items"] == 2
     assert cam["bytes"] == sum(item.path.stat().st_size for item in channel.items())
     assert cam["error"] is None
+    assert cam["pooled"] == 0
     assert [g["name"] for g in cam["groups"]] == ["viewers"]
     assert cam["groups"][0]["backlog"] == 2
+
+
+def test_status_shows_the_ram_the_pool_holds(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    channel = ramxchg.Channel("cam", keep_last=1)
+    first = channel.put(np.zeros(1000))
+    size = first.path.stat().st_size
+    channel.put(np.zeros(1000))  # keep_last=1: the first one's file is pooled
+    assert main(["status", "--json"]) == 0
+    [cam] = json.loads(capsys.readouterr().out)["channels"]
+    assert cam["pooled"] == size
+    assert main(["status"]) == 0  # piped: one field per line, the pooled bytes too
+    [row] = [
+        line.split("\t")
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("channel\t")
+    ]
+    assert row[:5] == [
+        "channel",
+        "cam",
+        "1",
+        str(channel.get(channel.names()[0]).path.stat().st_size),
+        str(size),
+    ]
 
 
 def test_status_piped_is_one_field_per_line(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,7 +97,7 @@ def test_status_piped_is_one_field_per_line(root: Path, capsys: pytest.CaptureFi
     assert "huge_pages" in fields
     size = channel.status().bytes
     assert [line for line in lines if line[0] == "channel"] == [
-        ["channel", "cam", "1", str(size), "viewers:1", "-"]
+        ["channel", "cam", "1", str(size), "0", "viewers:1", "-"]
     ]
 
 

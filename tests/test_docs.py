@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from ramxchg._config import DEFAULT_RECYCLE
+from ramxchg._layout import STATE_DIR
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -30,14 +33,20 @@ def _run(code: str | Path, root: Path) -> str:
 
 
 def _left_behind(root: Path) -> list[str]:
-    """Items, sidecars, temporary and pooled files left in the root's channels."""
+    """Items, sidecars, temporary files and the like left in the root's channels.
+
+    Pooled files are not leftovers: recycling (on by default) keeps a few deleted item
+    files for later items, at most ``DEFAULT_RECYCLE`` per channel.
+    """
+    for pool in root.glob(f"*/{STATE_DIR}/pool"):
+        assert len(os.listdir(pool)) <= DEFAULT_RECYCLE, pool
     return sorted(
         str(path.relative_to(root))
         for path in root.rglob("*")
         if path.is_file()
+        and path.parent.name != "pool"
         and (
-            path.suffix in (".npy", ".h5")
-            or path.parent.name in ("meta", "tmp", "pool", "claims", "acks")
+            path.suffix in (".npy", ".h5") or path.parent.name in ("meta", "tmp", "claims", "acks")
         )
     )
 

@@ -1,4 +1,4 @@
-"""Recycled item files: reuse of consumed items' pages, and the contract that comes with it."""
+"""Recycled item files: reuse of consumed items' pages, never of a file an array still maps."""
 
 from __future__ import annotations
 
@@ -21,28 +21,47 @@ def _pool(ch: Channel) -> list[str]:
     return sorted(os.listdir(ch.path / ".ramxchg" / "pool"))
 
 
-def _consume_one(ch: Channel, group: str = "g") -> tuple[str, np.ndarray, int]:
+def _consume_one(ch: Channel, group: str = "g") -> tuple[str, int]:
+    """Take one item, read it, let go of its array and ack it: (name, inode)."""
     with ch.subscribe(group) as sub:
         item = sub.get(timeout=10)
         inode = os.stat(item.path).st_ino
-        array = item.array
+        with item:
+            assert item.array.size
         item.ack()
-        return item.name, array, inode
+        return item.name, inode
 
 
 def test_an_acked_item_file_is_reused_by_the_next_item_of_its_size(root: Path) -> None:
     ch = Channel("recycle", recycle=2)
     ch.subscribe("g").close()
     ch.put(np.full(FRAME, 1, dtype=np.uint16), "a")
-    _, old_view, old_inode = _consume_one(ch)
+    _, old_inode = _consume_one(ch)
     assert "a" not in ch
     assert len(_pool(ch)) == 1
     new = ch.put(np.full(FRAME, 2, dtype=np.uint16), "b")
     assert os.stat(new.path).st_ino == old_inode  # the same pages, written in place
     assert _pool(ch) == []
     np.testing.assert_array_equal(new.array, 2)
-    # The contract made visible: the view of the acked item now shows the newer item.
-    assert int(old_view[0, 0]) == 2
+
+
+def test_an_acked_item_whose_array_is_still_held_is_never_written_over(root: Path) -> None:
+    """The contract of 1e11b05 ("do not use an item's arrays once it is deleted") is
+    gone: the array holds its file's reader lock, so the file is not recycled."""
+    ch = Channel("recycle-held", recycle=2)
+    ch.subscribe("g").close()
+    ch.put(np.full(FRAME, 1, dtype=np.uint16), "a")
+    with ch.subscribe("g") as sub:
+        item = sub.get(timeout=10)
+        old_inode = os.stat(item.path).st_ino
+        with item:
+            old_view = item.array
+        item.ack()
+    assert "a" not in ch
+    assert _pool(ch) == []  # mapped: freed when the reader lets go, not pooled
+    new = ch.put(np.full(FRAME, 2, dtype=np.uint16), "b")
+    assert os.stat(new.path).st_ino != old_inode
+    assert int(old_view.min()) == int(old_view.max()) == 1
 
 
 def test_nothing_is_reused_before_every_group_acked(root: Path) -> None:
@@ -74,7 +93,7 @@ def test_other_sizes_capacity_and_create(root: Path) -> None:
 
 
 def test_without_recycle_and_for_hdf5_files_are_freed(root: Path) -> None:
-    plain = Channel("no-recycle")
+    plain = Channel("no-recycle", recycle=0)
     plain.subscribe("g").close()
     plain.put(np.zeros(FRAME, dtype=np.uint16))
     _consume_one(plain)
@@ -133,7 +152,7 @@ def test_a_pool_full_of_another_size_makes_room(root: Path) -> None:
     _consume_one(ch)
     assert len(_pool(ch)) == 1  # a small file holds the only place
     ch.put(np.full(FRAME, 1, dtype=np.uint16))
-    _, _, big_inode = _consume_one(ch)
+    _, big_inode = _consume_one(ch)
     [pooled] = _pool(ch)
     assert os.stat(ch.path / ".ramxchg" / "pool" / pooled).st_ino == big_inode
     reused = ch.put(np.full(FRAME, 2, dtype=np.uint16))

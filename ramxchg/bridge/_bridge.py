@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .. import Channel, CorruptItem, Item, ItemExists, RamxchgError, Subscription
-from ..formats.base import open_regular
+from ..formats.base import open_locked
 from ._ray import default_address, describe_node, require_ray, resolve_node
 from ._receiver import LEDGER_LINES, Receiver
 
@@ -380,8 +380,9 @@ class Bridge:
 
 
 def _file_bytes(path: Path) -> np.ndarray:
-    """The whole file, mapped read-only (no copy), as a uint8 array."""
-    fd, size = open_regular(path)
+    """The whole file, mapped read-only (no copy), as a uint8 array (holding the reader
+    lock: a recycled file never changes under it)."""
+    fd, size = open_locked(path)
     try:
         mapping = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
     finally:

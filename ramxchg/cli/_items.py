@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import io
 import json
 import os
 import shutil
@@ -23,10 +24,11 @@ from .. import (
 from .._groups import list_groups
 from .._layout import channel_folders
 from .._names import check_name
-from .._publish import check_room, write_hidden
+from .._publish import link_item, write_item
 from .._root import find_default_root
 from .._sidecar import encode_attrs
 from ..formats import format_for
+from ..formats.base import WriteTarget
 from . import add_command, add_json
 from ._failures import failure_line
 from ._output import item_record, print_fields, print_published
@@ -218,13 +220,9 @@ def put_file(
         raise RamxchgError(
             f"{source}: no such file to publish; check the FILE argument", path=source
         ) from exc
-    size = os.stat(source).st_size
-    layout = channel._layout
-    channel._retention.wait_for_room(size, None)
     if move:
-        tmp = layout.temp_name(name, fmt.suffix)
         try:
-            os.link(source, tmp)
+            hidden = link_item(channel._retention, source, name, fmt.suffix)
         except OSError as exc:
             if exc.errno == errno.EXDEV:
                 raise RamxchgError(
@@ -234,14 +232,16 @@ def put_file(
                 ) from exc
             raise
     else:
-        check_room(layout, size)
 
-        def copy_checked(target: str) -> None:
-            shutil.copyfile(source, target)
-            fmt.describe(target)  # what is published is what was checked
+        def copy_checked(target: WriteTarget) -> None:
+            with source.open("rb") as src, io.FileIO(target.fd, "r+b", closefd=False) as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+                dst.truncate()  # a recycled file is as long as the source was at stat()
+            fmt.describe(target.path)  # what is published is what was checked
 
-        tmp = write_hidden(layout, fmt, name, size, copy_checked)
-    item = channel._publish(tmp, fmt, name, attrs, replace=replace)
+        size = os.stat(source).st_size
+        hidden = write_item(channel._retention, fmt, name, size, copy_checked, timeout=None)
+    item = channel._publish(hidden, fmt, name, attrs, replace=replace)
     if move:
         os.unlink(source)
     return item

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
@@ -50,6 +51,7 @@ CHANNEL_COLUMNS = (
     Column("CHANNEL"),
     Column("ITEMS", "count"),
     Column("SIZE", "size"),
+    Column("POOLED", "size"),  # RAM kept for recycling (freed when the disk fills)
     Column("GROUPS"),
     Column("ERROR"),
 )
@@ -207,6 +209,8 @@ class ChannelRow:
     path: str
     items: int | None = None
     bytes: int | None = None
+    #: bytes of deleted item files kept for recycling (None: not readable)
+    pooled: int | None = None
     groups: list[dict[str, Any]] | None = None
     error: str | None = None
 
@@ -217,11 +221,15 @@ def channel_rows(root: Path) -> list[ChannelRow]:
     for entry in channel_folders(root):
         row = ChannelRow(entry.name, os.fspath(entry))
         try:
-            status = Channel(entry, create=False).status()
+            channel = Channel(entry, create=False)
+            status = channel.status()
             row.items, row.bytes = status.items, status.bytes
             row.groups = [asdict(group) for group in status.groups]
         except (RamxchgError, OSError) as exc:
             row.error = str(exc)
+        else:
+            with contextlib.suppress(RamxchgError, OSError):  # another user's private pool
+                row.pooled = channel._retention.pool.held_bytes()
         rows.append(row)
     return rows
 
@@ -268,7 +276,9 @@ def _print_status(root: Path, disk: Any, tips: list[str], rows: list[ChannelRow]
         ["options", ",".join(disk.mount_options)],
         *(["advice", tip] for tip in tips),
     ]
-    channels = [[row.name, row.items, row.bytes, _groups(row), row.error] for row in rows]
+    channels = [
+        [row.name, row.items, row.bytes, row.pooled, _groups(row), row.error] for row in rows
+    ]
     sizes: dict[str, Kind] = {"size": "size", "used": "size", "free": "size"}
     if on_terminal():
         print_fields(fields, sizes)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import math
 import mmap
 import os
 import stat
 import sys
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,9 +20,29 @@ from typing import Any, Literal
 import numpy as np
 
 from .._errors import CorruptItem, ItemNotFound, UnsupportedDtype
+from ._flock import try_lock
+
+log = logging.getLogger(__name__)
 
 #: name -> (shape, dtype): what ``create`` allocates.
 Layout = Mapping[str, "tuple[tuple[int, ...], np.dtype[Any]]"]
+
+#: A reader retries its shared lock this long, pausing `READ_LOCK_PAUSE` between tries:
+#: a producer holds its exclusive lock on a file only until just after publishing it.
+READ_LOCK_SECONDS = 1.0
+READ_LOCK_PAUSE = 0.001
+
+
+@dataclass
+class WriteTarget:
+    """An open file to write a new item into (a producer's locked temporary file)."""
+
+    #: open for reading and writing; its owner closes it
+    fd: int
+    #: where the file is, for messages
+    path: str
+    #: bytes it holds: 0 when new, an older item's size when recycled (see _pool.py)
+    size: int = 0
 
 
 @dataclass
@@ -57,19 +79,25 @@ class Format(ABC):
 
     @abstractmethod
     def write(
-        self, path: str | Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None
+        self, target: WriteTarget, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None
     ) -> None:
-        """Write ``arrays`` into the new file ``path`` (a hidden temporary file)."""
+        """Write ``arrays`` into ``target`` (a temporary file: new, or recycled if
+        `recyclable`)."""
 
     @abstractmethod
     def allocate(
-        self, path: str | Path, layout: Layout, attrs: Mapping[str, Any] | None
+        self, target: WriteTarget, layout: Layout, attrs: Mapping[str, Any] | None
     ) -> Allocation:
-        """Create ``path`` sized for ``layout`` and map each array's data region writable."""
+        """Size ``target`` for ``layout`` and map each array's data region writable.
+
+        The arrays hold whatever the file held: zeros when new, an older item's bytes
+        when recycled.
+        """
 
     @abstractmethod
     def open(self, path: str | Path, *, copy_on_write: bool = False) -> OpenedFile:
-        """Map the arrays of a published file read-only (or copy-on-write).
+        """Map the arrays of a published file read-only (or copy-on-write), holding the
+        reader lock (`open_locked`) for as long as the mapping lives.
 
         Raises `CorruptItem` naming the file when it is malformed.
         """
@@ -107,18 +135,14 @@ def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
         data, offset = data[written:], offset + written
 
 
-def write_whole(path: str | Path, data: memoryview) -> None:
-    """Write ``data`` from the start of ``path``, creating it or overwriting it in place.
+def write_whole(target: WriteTarget, data: memoryview) -> None:
+    """Write ``data`` from the start of ``target``, overwriting a recycled file in place.
 
     A new file is sized first: a huge=within_size tmpfs then backs it with huge pages.
     """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        if os.fstat(fd).st_size != data.nbytes:
-            os.ftruncate(fd, data.nbytes)
-        pwrite_all(fd, data, 0)
-    finally:
-        os.close(fd)
+    if target.size != data.nbytes:
+        os.ftruncate(target.fd, data.nbytes)
+    pwrite_all(target.fd, data, 0)
 
 
 def open_regular(path: str | Path, *, writable: bool = False) -> tuple[int, int]:
@@ -148,6 +172,64 @@ def open_regular(path: str | Path, *, writable: bool = False) -> tuple[int, int]
         os.close(fd)
         raise CorruptItem(f"{path} is not a regular file (mode {kind:o})", path=path)
     return fd, info.st_size
+
+
+def open_locked(path: str | Path) -> tuple[int, int]:
+    """`open_regular`, holding the reader lock (protocol 1.1, rule 2): (fd, size).
+
+    A shared ``flock``, taken before mapping. It belongs to the descriptor, which a
+    mapping duplicates, so it lives as long as the mapping and any array over it, after
+    the descriptor is closed and the item deleted: a producer recycles only a file that
+    no one holds this way (see _pool.py). Once locked, the name must still be that file:
+    one deleted between the open and the lock may have been recycled by then, and is
+    `ItemNotFound` (deleted while it was being opened).
+    """
+    fd, _ = open_regular(path)
+    try:
+        info = os.fstat(fd)
+        if _lock_shared(fd, path, info):
+            return fd, os.fstat(fd).st_size  # its size now that no one may change it
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    name = Path(path).stem
+    raise ItemNotFound(f"{path} was deleted while it was being opened", path=path, name=name)
+
+
+def _lock_shared(fd: int, path: str | Path, info: os.stat_result) -> bool:
+    """Take the shared lock on ``fd`` (the file ``info`` describes); False if ``path``
+    no longer names that file. A producer holds its exclusive lock only until just after
+    publishing: past `READ_LOCK_SECONDS`, the file is read without the lock (logged).
+    """
+    deadline = time.monotonic() + READ_LOCK_SECONDS
+    while not try_lock(fd, shared=True):
+        if not still_named(path, info):
+            return False  # deleted, and being written over by a producer now
+        if time.monotonic() >= deadline:
+            log.warning(
+                "%s: another process has held an exclusive lock on it for %s s; reading it "
+                "without the reader lock (a producer may recycle the file under this reader)",
+                path,
+                READ_LOCK_SECONDS,
+            )
+            break
+        time.sleep(READ_LOCK_PAUSE)
+    return still_named(path, info)
+
+
+def still_named(path: str | Path, info: os.stat_result) -> bool:
+    """Is ``path`` (not following a link) the file ``info`` describes?"""
+    try:
+        named = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return same_file(info, named)
+
+
+def same_file(info: os.stat_result, other: os.stat_result | None) -> bool:
+    """Do two stats describe one file (``other`` None: nothing was there)?"""
+    return other is not None and (other.st_ino, other.st_dev) == (info.st_ino, info.st_dev)
 
 
 def map_fd(fd: int, size: int, *, writable: bool = False, copy_on_write: bool = False) -> mmap.mmap:

@@ -1,13 +1,14 @@
 """HDF5 items: several named arrays in one ``.h5`` file, mapped zero-copy where possible.
 
-Writing: h5py lays out the file (contiguous datasets, allocated early, never filled,
-``libver=("earliest", "v110")`` so HDF5 1.10 tools read it), the file is closed, and
-the data goes straight to each dataset's offset (``pwrite`` for ``put``, a writable
-mapping for ``create``). Datasets of `ALIGN_THRESHOLD` bytes or more start on an
+Writing: h5py lays out the file through the producer's locked descriptor (contiguous
+datasets, allocated early, never filled, ``libver=("earliest", "v110")`` so HDF5 1.10
+tools read it), and the data goes straight to each dataset's offset (``pwrite`` for
+``put``, a writable mapping for ``create``). Datasets of `ALIGN_THRESHOLD` bytes or more start on an
 `ALIGNMENT` boundary (huge pages on tmpfs); the gap before them is a hole in the file.
 
-Reading: the file is opened once with `open_regular` (no symlinks, no FIFOs) and h5py
-reads its metadata through that descriptor (h5py's file-object driver, which takes no
+Reading: the file is opened once with `open_regular` (no symlinks, no FIFOs; holding the
+reader lock when it is mapped: `open_locked`) and h5py reads its metadata through that
+descriptor (h5py's file-object driver, which takes no
 HDF5 file lock whatever ``HDF5_USE_FILE_LOCKING`` says). Contiguous, unfiltered,
 allocated datasets whose stored type is numpy's are views of one read-only mapping;
 the others (chunked, compressed, compact, converted types) are read through h5py.
@@ -42,12 +43,14 @@ from .base import (
     Format,
     Layout,
     OpenedFile,
+    WriteTarget,
     array_over,
     check_dtype,
     closer,
     map_fd,
     map_reserved,
     nbytes,
+    open_locked,
     open_regular,
     pwrite_all,
 )
@@ -86,36 +89,27 @@ class Hdf5Format(Format):
         return total
 
     def write(
-        self, path: str | Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None
+        self, target: WriteTarget, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None
     ) -> None:
         layout = {key: (array.shape, array.dtype) for key, array in arrays.items()}
         if not all(a.flags.c_contiguous for a in arrays.values()):
-            allocation = self.allocate(path, layout, attrs)
+            allocation = self.allocate(target, layout, attrs)
             try:
                 for key, array in arrays.items():
                     allocation.arrays[key][...] = array
             finally:
                 allocation.release()
             return
-        offsets = _create(path, layout, attrs)
-        fd = os.open(path, os.O_WRONLY | getattr(os, "O_BINARY", 0))
-        try:
-            for key, array in arrays.items():
-                if array.nbytes:
-                    pwrite_all(fd, memoryview(array.reshape(-1).view(np.uint8)), offsets[key])
-        finally:
-            os.close(fd)
+        offsets = _create(target, layout, attrs)
+        for key, array in arrays.items():
+            if array.nbytes:
+                pwrite_all(target.fd, memoryview(array.reshape(-1).view(np.uint8)), offsets[key])
 
     def allocate(
-        self, path: str | Path, layout: Layout, attrs: Mapping[str, Any] | None
+        self, target: WriteTarget, layout: Layout, attrs: Mapping[str, Any] | None
     ) -> Allocation:
-        offsets = _create(path, layout, attrs)
-        fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
-        try:
-            size = os.fstat(fd).st_size
-            mapping = map_reserved(fd, size)
-        finally:
-            os.close(fd)
+        offsets = _create(target, layout, attrs)
+        mapping = map_reserved(target.fd, os.fstat(target.fd).st_size)
         arrays = {}
         for key, (shape, dtype) in layout.items():
             offset = offsets[key]
@@ -130,7 +124,7 @@ class Hdf5Format(Format):
             return {name: (ds.shape, ds.dtype) for name, ds, _ in _datasets(h5file, path)}
 
     def open(self, path: str | Path, *, copy_on_write: bool = False) -> OpenedFile:
-        with _opened(path) as (fd, size, h5file):
+        with _opened(path, locked=True) as (fd, size, h5file):
             mapping = map_fd(fd, size, copy_on_write=copy_on_write)
             try:
                 return _read_all(h5file, path, mapping, size, copy_on_write)
@@ -176,9 +170,14 @@ def _file_type(dtype: np.dtype[Any], what: str) -> Any:
 
 
 def _create(
-    path: str | Path, layout: Layout, attrs: Mapping[str, Any] | None
+    target: WriteTarget, layout: Layout, attrs: Mapping[str, Any] | None
 ) -> dict[str, int | None]:
-    """Create the file with every dataset allocated (never filled); return data offsets."""
+    """Lay out the new file with every dataset allocated (never filled); return data
+    offsets.
+
+    h5py writes through the producer's own descriptor (its file-object driver): the
+    file stays the one it created and locked, whatever happens to its name.
+    """
     import h5py
     from h5py import h5d, h5p, h5s
 
@@ -187,14 +186,17 @@ def _create(
         key: _file_type(np.dtype(dtype), f"array {key!r}") for key, (_, dtype) in layout.items()
     }
     offsets: dict[str, int | None] = {}
-    with h5py.File(
-        path,
-        "x",
-        libver=("earliest", "v110"),
-        locking=False,
-        alignment_threshold=ALIGN_THRESHOLD,
-        alignment_interval=ALIGNMENT,
-    ) as h5file:
+    with (
+        io.FileIO(target.fd, "r+b", closefd=False) as raw,
+        h5py.File(
+            raw,
+            "w",
+            libver=("earliest", "v110"),
+            locking=False,
+            alignment_threshold=ALIGN_THRESHOLD,
+            alignment_interval=ALIGNMENT,
+        ) as h5file,
+    ):
         lcpl = h5p.create(h5p.LINK_CREATE)
         lcpl.set_create_intermediate_group(True)
         for key, (shape, _) in layout.items():
@@ -230,12 +232,12 @@ def _write_attrs(target: h5py.AttributeManager, attrs: Mapping[str, Any]) -> Non
 
 
 @contextmanager
-def _opened(path: str | Path) -> Iterator[tuple[int, int, h5py.File]]:
+def _opened(path: str | Path, *, locked: bool = False) -> Iterator[tuple[int, int, h5py.File]]:
     """The file's descriptor, its size and h5py's view of it; h5py errors become
-    `CorruptItem`."""
+    `CorruptItem`. ``locked``: holding the reader lock, to map it (`open_locked`)."""
     import h5py
 
-    fd, size = open_regular(path)
+    fd, size = open_locked(path) if locked else open_regular(path)
     try:
         with io.FileIO(fd, "rb", closefd=False) as raw:
             try:

@@ -23,11 +23,13 @@ from .base import (
     Format,
     Layout,
     OpenedFile,
+    WriteTarget,
     array_over,
     closer,
     map_fd,
     map_reserved,
     nbytes,
+    open_locked,
     open_regular,
 )
 
@@ -39,7 +41,6 @@ ALIGN = 64
 #: numpy refuses headers over 10,000 bytes by default; wide structured dtypes need more.
 MAX_HEADER_BYTES = 1 << 20
 _PREAMBLE = len(MAGIC) + 2
-_CREATE_FLAGS = os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
 _KEYS = {"descr", "fortran_order", "shape"}
 
 
@@ -200,11 +201,11 @@ class NpyFormat(Format):
         return len(build_header(shape, dtype, False)) + nbytes(shape, dtype)
 
     def write(
-        self, path: str | Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None
+        self, target: WriteTarget, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None
     ) -> None:
-        array = _only_array(arrays, path)
+        array = _only_array(arrays, target.path)
         if not (array.flags.c_contiguous or array.flags.f_contiguous):
-            allocation = self.allocate(path, {"data": (array.shape, array.dtype)}, attrs)
+            allocation = self.allocate(target, {"data": (array.shape, array.dtype)}, attrs)
             try:
                 allocation.arrays["data"][...] = array
             finally:
@@ -213,24 +214,18 @@ class NpyFormat(Format):
         fortran = array.flags.f_contiguous and not array.flags.c_contiguous
         header = build_header(array.shape, array.dtype, fortran)
         flat = (array.T if fortran else array).reshape(-1).view(np.uint8)
-        fd = _open_sized(path, len(header) + flat.nbytes, os.O_WRONLY)
-        try:
-            _write_all(fd, header, memoryview(flat))
-        finally:
-            os.close(fd)
+        _resize(target, len(header) + flat.nbytes, mapped=False)
+        _write_all(target.fd, header, memoryview(flat))
 
     def allocate(
-        self, path: str | Path, layout: Layout, attrs: Mapping[str, Any] | None
+        self, target: WriteTarget, layout: Layout, attrs: Mapping[str, Any] | None
     ) -> Allocation:
-        shape, dtype = _only_array(layout, path)
+        shape, dtype = _only_array(layout, target.path)
         header = build_header(shape, dtype, False)
         size = len(header) + nbytes(shape, dtype)
-        fd = _open_sized(path, size, os.O_RDWR)
-        try:
-            _write_all(fd, memoryview(header))
-            mapping = map_reserved(fd, size)
-        finally:
-            os.close(fd)
+        _resize(target, size, mapped=True)
+        _write_all(target.fd, memoryview(header))
+        mapping = map_reserved(target.fd, size)
         array = array_over(mapping, shape, dtype, len(header))
         return Allocation({"data": array}, closer(mapping))
 
@@ -243,7 +238,7 @@ class NpyFormat(Format):
         return {"data": (shape, dtype)}
 
     def open(self, path: str | Path, *, copy_on_write: bool = False) -> OpenedFile:
-        fd, size = open_regular(path)
+        fd, size = open_locked(path)
         try:
             shape, dtype, fortran, offset = read_layout(fd, size, path)
             mapping = map_fd(fd, size, copy_on_write=copy_on_write)
@@ -257,30 +252,15 @@ class NpyFormat(Format):
         return OpenedFile({"data": array}, {"data": size > 0}, release=closer(mapping))
 
 
-def _open_sized(path: str | Path, size: int, access: int) -> int:
-    """Open the temporary file at ``path`` for writing ``size`` bytes from offset 0.
+def _resize(target: WriteTarget, size: int, *, mapped: bool) -> None:
+    """Give the temporary file ``target`` its ``size`` before it is written from offset 0.
 
-    A file already there is a recycled one (see ramxchg/_pool.py): if it has exactly
-    ``size`` bytes its pages are overwritten in place, otherwise it is resized. A new
-    file is sized before writing when large, which lets a huge=within_size tmpfs back it
-    with huge pages.
+    A recycled file (see ramxchg/_pool.py) of exactly ``size`` bytes keeps its pages and
+    is overwritten in place. A new file is sized first when it is to be mapped, or when
+    large, which lets a huge=within_size tmpfs back it with huge pages.
     """
-    flags = access | _CREATE_FLAGS
-    try:
-        fd = os.open(path, flags | os.O_EXCL, 0o666)
-        current = 0  # new: the usual case, no fstat needed
-    except FileExistsError:
-        fd = os.open(path, flags, 0o666)
-        current = -1
-    try:
-        if current < 0:
-            current = os.fstat(fd).st_size
-        if current != size and (current or size >= HUGE_PAGE or access == os.O_RDWR):
-            os.ftruncate(fd, size)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    if target.size != size and (target.size or size >= HUGE_PAGE or mapped):
+        os.ftruncate(target.fd, size)
 
 
 def _write_all(fd: int, *parts: bytes | memoryview) -> None:

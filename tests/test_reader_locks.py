@@ -1,0 +1,184 @@
+"""Readers hold a lock, so recycling never changes a held array (issue #13, protocol 1.1
+rules 2 and 3), and recycling is on by default."""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ramxchg import Channel, Item, ItemNotFound
+from ramxchg.formats import base
+
+FRAME = (256, 1024)  # 512 KiB of uint16
+
+
+def _locked(path: Path) -> bool:
+    """Does someone hold a lock on the file (so a producer may not recycle it)?"""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _by_get(ch: Channel, name: str) -> Item:
+    return ch.get(name)
+
+
+def _by_latest(ch: Channel, name: str) -> Item:
+    item = ch.latest()
+    assert item is not None
+    assert item.name == name
+    return item
+
+
+def _by_items(ch: Channel, name: str) -> Item:
+    return next(item for item in ch.items() if item.name == name)
+
+
+def _by_subscription(ch: Channel, name: str) -> Item:
+    with ch.subscribe() as sub:
+        while True:
+            item = sub.get(timeout=10)
+            if item.name == name:
+                return item
+
+
+READERS: dict[str, Callable[[Channel, str], Item]] = {
+    "get": _by_get,
+    "latest": _by_latest,
+    "items": _by_items,
+    "subscription": _by_subscription,
+}
+
+
+@pytest.mark.parametrize("fmt", ["npy", "hdf5"])
+@pytest.mark.parametrize("how", ["array", "copy-on-write", "view"])
+def test_a_mapped_array_holds_a_shared_lock_until_it_is_freed(
+    root: Path, fmt: str, how: str
+) -> None:
+    """Fails on 1e11b05: readers took no lock."""
+    ch = Channel(f"lock-{fmt}-{how}", format=fmt)
+    item = ch.put(np.arange(1000.0), "a")
+    path = item.path
+    with ch.get("a") as reading:
+        array = reading.open("c") if how == "copy-on-write" else reading.array
+        if how == "view":
+            array = array[10:20]
+        assert _locked(path)
+    assert _locked(path), "closing the item dropped the lock of an array still in use"
+    assert float(array[0]) in (0.0, 10.0)
+    del array
+    gc.collect()
+    assert not _locked(path)
+
+
+def test_reading_metadata_takes_no_lock(root: Path) -> None:
+    ch = Channel("meta")
+    ch.put(np.arange(10), "a")
+    item = ch.get("a")
+    assert item.shape == (10,)
+    assert item.nbytes == 80
+    assert not _locked(item.path)
+
+
+@pytest.mark.parametrize("recycle", [None, 2], ids=["default", "recycle=2"])
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_held_arrays_never_change_while_recycled_files_turn_over(
+    root: Path, recycle: int | None, reader: str
+) -> None:
+    """Fails on 1e11b05 with recycle=2 (1 -> 3, the issue's example); with the default
+    settings it fails because nothing was recycled."""
+    ch = Channel(f"turnover-{reader}", keep_last=1, recycle=recycle)
+    read = READERS[reader]
+    held: dict[int, np.ndarray] = {}
+    inodes: set[int] = set()
+    for value in range(300):
+        item = ch.put(np.full(FRAME, value, np.uint16), f"f{value}")
+        inodes.add(os.stat(item.path).st_ino)
+        if value % 30 == 0:
+            with read(ch, item.name) as kept:
+                held[value] = kept.array  # kept past close(), while the item is deleted
+    for value, array in held.items():
+        assert int(array.min()) == int(array.max()) == value, f"item {value} changed"
+    assert len(inodes) < 100, "files were not recycled"
+
+
+@pytest.mark.parametrize("fmt", ["npy", "hdf5"])
+def test_a_held_array_keeps_its_file_out_of_the_pool_rotation(root: Path, fmt: str) -> None:
+    ch = Channel(f"held-{fmt}", keep_last=1, format=fmt)
+    first = ch.put(np.full(FRAME, 1, np.uint16), "a")
+    kept = ch.get("a").array
+    inode = os.stat(first.path).st_ino
+    for value in range(2, 12):
+        newer = ch.put(np.full(FRAME, value, np.uint16))
+        assert os.stat(newer.path).st_ino != inode, "a held file was written over"
+    assert int(kept.min()) == int(kept.max()) == 1
+
+
+def test_create_hands_out_uninitialised_memory_unless_zero(root: Path) -> None:
+    ch = Channel("empty", keep_last=1)
+    ch.put(np.full(FRAME, 9, np.uint16))
+    ch.put(np.full(FRAME, 9, np.uint16))  # the first one's file is in the pool now
+    with ch.create(FRAME, np.uint16) as recycled:
+        assert int(recycled.max()) == 9, "not recycled: the test proves nothing"
+        del recycled
+    ch.put(np.full(FRAME, 9, np.uint16))
+    with ch.create(FRAME, np.uint16, zero=True) as zeroed:
+        assert int(zeroed.max()) == 0
+        zeroed[0, 0] = 1
+        del zeroed
+    assert int(ch.latest().array.sum()) == 1
+
+
+def test_recycling_is_on_by_default_and_recycle_0_turns_it_off(root: Path) -> None:
+    """Fails on 1e11b05: recycle defaulted to 0."""
+    assert Channel("default").config.recycle > 0
+    off = Channel("off", recycle=0, keep_last=1)
+    on = Channel("on", keep_last=1)
+    for ch, reused in ((off, False), (on, True)):
+        inodes = {os.stat(ch.put(np.zeros(FRAME, np.uint16)).path).st_ino for _ in range(10)}
+        assert (len(inodes) < 10) is reused
+
+
+def test_a_reader_waits_briefly_for_a_writer_lock_then_reads_without_it(
+    root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(base, "READ_LOCK_SECONDS", 0.05)
+    ch = Channel("foreign")
+    path = ch.put(np.arange(10), "a").path
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a foreign process that holds it for good
+        with ch.get("a") as item:
+            np.testing.assert_array_equal(item.array, np.arange(10))
+    finally:
+        os.close(fd)
+    assert "without the reader lock" in caplog.text
+
+
+def test_an_item_deleted_while_it_is_opened_is_not_found(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deleted between the open and the lock, its file may be recycled by then."""
+    ch = Channel("vanishing")
+    ch.put(np.arange(10), "a")
+    real = base.try_lock
+
+    def deleted_first(fd: int, *, shared: bool = False) -> bool:
+        if "a" in ch:
+            ch.delete("a")  # another process deletes it just now
+        return real(fd, shared=shared)
+
+    monkeypatch.setattr(base, "try_lock", deleted_first)
+    with pytest.raises(ItemNotFound):
+        ch.get("a").array  # noqa: B018
