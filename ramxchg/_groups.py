@@ -236,6 +236,10 @@ class Group:
                     needed_bytes=exc.needed_bytes,
                     free_bytes=exc.free_bytes,
                 ) from exc
+            except OSError as exc:  # named by its path in the claims folder, not a bare name
+                if isinstance(exc.filename, str) and not os.path.isabs(exc.filename):
+                    exc.filename = os.fspath(self.claims / exc.filename)
+                raise
 
     def release(self, item: str) -> None:
         """Give our claim on ``item`` back to the group without acking it.
