@@ -29,10 +29,11 @@ from ._aside import REASON_SUFFIX
 from ._errors import CorruptItem, InvalidName, ItemNotFound
 from ._item import Item
 from ._names import check_name
-from ._publish import discard
+from ._publish import abandon
 from ._safedir import SafeDir
 from ._sidecar import encode_attrs
 from ._statefile import read_state
+from ._tmpfiles import link_hidden
 from .formats import format_for
 
 if TYPE_CHECKING:
@@ -120,18 +121,21 @@ class SetAsideFolder:
             attrs = listed.details.get("attrs")
             meta = encode_attrs(attrs if isinstance(attrs, dict) else {})
             channel._retention.wait_for_room(listed.size, timeout)
-            tmp = channel._layout.temp_name(name, fmt.suffix)
+            before = folder.lstat(file)
+            if before is None or not stat.S_ISREG(before.st_mode):  # never linked, nor opened
+                raise CorruptItem(f"{listed.path} is not a regular file; it cannot be an item")
+            # linkat without AT_SYMLINK_FOLLOW: a symlink swapped in meanwhile is linked as
+            # itself, and refused
+            source = file if folder.fd is not None else os.fspath(folder.path / file)
+            hidden = link_hidden(channel._layout, source, name, fmt.suffix, src_dir_fd=folder.fd)
             try:
-                # linkat without AT_SYMLINK_FOLLOW: a symlink is linked as itself (refused below)
-                source = file if folder.fd is not None else os.fspath(folder.path / file)
-                os.link(source, tmp, src_dir_fd=folder.fd, follow_symlinks=False)
-                linked = os.lstat(tmp)
+                linked = os.lstat(hidden.path)
                 _check_linked(listed.path, linked)
-                fmt.describe(tmp)  # still malformed: CorruptItem, and it stays where it is
+                fmt.describe(hidden.path)  # still malformed: CorruptItem, and it stays there
             except BaseException:
-                discard(tmp)
+                abandon(hidden)
                 raise
-            item = channel._publish(tmp, fmt, name, meta)
+            item = channel._publish(hidden, fmt, name, meta)
             now = folder.lstat(file)
             if now is not None and now.st_ino == linked.st_ino:  # not another file meanwhile
                 folder.unlink(file)

@@ -79,12 +79,25 @@ def create_hidden(
     return _locked_new(layout, stem, suffix, lambda path: os.open(path, _CREATE_FLAGS, 0o666))
 
 
-def link_hidden(layout: ChannelLayout, source: str | Path, stem: str, suffix: str) -> HiddenFile:
-    """``source`` hard-linked under a new temporary name, locked (``ramxchg put --move``)."""
+def link_hidden(
+    layout: ChannelLayout,
+    source: str | Path,
+    stem: str,
+    suffix: str,
+    *,
+    src_dir_fd: int | None = None,
+) -> HiddenFile:
+    """``source`` (a name in the folder ``src_dir_fd``, if given) hard-linked under a new
+    temporary name, locked (``ramxchg put --move``, re-queuing). A symlink is linked as
+    itself, never followed, and then refused: nothing stays in ``tmp/``."""
 
     def link(path: str) -> int:
-        os.link(source, path)
-        return os.open(path, _LOCK_FLAGS)
+        os.link(source, path, src_dir_fd=src_dir_fd, follow_symlinks=False)
+        try:
+            return os.open(path, _LOCK_FLAGS)
+        except BaseException:
+            os.unlink(path)
+            raise
 
     return _locked_new(layout, stem, suffix, link)
 
