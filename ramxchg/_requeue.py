@@ -123,7 +123,9 @@ class SetAsideFolder:
             channel._retention.wait_for_room(listed.size, timeout)
             before = folder.lstat(file)
             if before is None or not stat.S_ISREG(before.st_mode):  # never linked, nor opened
-                raise CorruptItem(f"{listed.path} is not a regular file; it cannot be an item")
+                raise CorruptItem(
+                    f"{listed.path} is not a regular file; it cannot be an item", path=listed.path
+                )
             # linkat without AT_SYMLINK_FOLLOW: a symlink swapped in meanwhile is linked as
             # itself, and refused
             source = file if folder.fd is not None else os.fspath(folder.path / file)
