@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import psutil
 
-from ._sequence import try_lock_file
+from .formats._flock import try_lock
 
 #: An unreadable claim this old was left by a member that died between create and write
 #: (claims are created complete now; older versions and foreign consumers may not).
@@ -90,7 +90,7 @@ def member_is_dead(fd: int, owner: dict[str, Any], alive: dict[str, bool]) -> bo
     in ``alive``.
     """
     if owner.get("lock") is True:
-        return try_lock_file(fd)
+        return try_lock(fd)
     who = json.dumps(owner, sort_keys=True)
     if who not in alive:
         alive[who] = owner_is_alive(owner)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ._errors import CorruptItem
 from ._statefile import read_at
+from .formats._flock import unlock
 
 WIDTH = 20  # digits; the file holds exactly one zero-padded number and a newline
 
@@ -29,33 +30,12 @@ if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
         os.lseek(fd, 0, os.SEEK_SET)
         msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
 
-    def _unlock(fd: int) -> None:
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-
-    def _try_lock(fd: int) -> bool:
-        os.lseek(fd, 0, os.SEEK_SET)
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
 
 else:
     import fcntl
 
     def _lock(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX)
-
-    def _unlock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-
-    def _try_lock(fd: int) -> bool:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
 
 
 def lock_file(fd: int) -> None:
@@ -65,11 +45,6 @@ def lock_file(fd: int) -> None:
     descriptor of it closes, so it dies with its holder, in every pid namespace.
     """
     _lock(fd)
-
-
-def try_lock_file(fd: int) -> bool:
-    """Take the exclusive lock on the open file ``fd`` if no one holds it; False if one does."""
-    return _try_lock(fd)
 
 
 # Non-blocking: opening a FIFO planted in place of the file must not wait for a writer.
@@ -118,7 +93,7 @@ class FileLock:
     def __exit__(self, *exc_info: object) -> None:
         fd, self._fd = self._fd, -1
         try:
-            _unlock(fd)
+            unlock(fd)
         finally:
             os.close(fd)
 
