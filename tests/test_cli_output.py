@@ -140,15 +140,15 @@ def test_status_piped_is_fields_then_channels(root: Path, camera: Channel) -> No
     ]
     assert rows[0] == ["root", str(root)]
     status = camera.status()
-    assert rows[-1] == ["channel", "cam", "2", str(status.bytes), "viewers:2", "-"]
+    assert rows[-1] == ["channel", "cam", "2", str(status.bytes), "0", "viewers:2", "-"]
 
 
 def test_status_on_a_terminal_has_a_channel_table(root: Path, camera: Channel) -> None:
     done = on_terminal("status", root=root)
     assert done.code == 0, done.out
     header = next(line for line in done.out.splitlines() if "CHANNEL" in line)
-    assert re.findall(r"[A-Z]+", header) == ["CHANNEL", "ITEMS", "SIZE", "GROUPS", "ERROR"]
-    assert re.search(r"cam\W+2\W+1\.22 MB\W+viewers:2", done.out)
+    assert re.findall(r"[A-Z]+", header) == ["CHANNEL", "ITEMS", "SIZE", "POOLED", "GROUPS", "ERROR"]
+    assert re.search(r"cam\W+2\W+1\.22 MB\W+0 B\W+viewers:2", done.out)
 
 
 def test_status_prints_a_root_with_brackets_as_it_is(root: Path) -> None:
