@@ -147,7 +147,14 @@ def test_status_on_a_terminal_has_a_channel_table(root: Path, camera: Channel) -
     done = on_terminal("status", root=root)
     assert done.code == 0, done.out
     header = next(line for line in done.out.splitlines() if "CHANNEL" in line)
-    assert re.findall(r"[A-Z]+", header) == ["CHANNEL", "ITEMS", "SIZE", "POOLED", "GROUPS", "ERROR"]
+    assert re.findall(r"[A-Z]+", header) == [
+        "CHANNEL",
+        "ITEMS",
+        "SIZE",
+        "POOLED",
+        "GROUPS",
+        "ERROR",
+    ]
     assert re.search(r"cam\W+2\W+1\.22 MB\W+0 B\W+viewers:2", done.out)
 
 

@@ -184,15 +184,18 @@ def open_locked(path: str | Path) -> tuple[int, int]:
     one deleted between the open and the lock may have been recycled by then, and is
     `ItemNotFound` (deleted while it was being opened).
     """
-    fd, _ = open_regular(path)
-    try:
-        info = os.fstat(fd)
-        if _lock_shared(fd, path, info):
-            return fd, os.fstat(fd).st_size  # its size now that no one may change it
-    except BaseException:
+    for _ in range(3):  # the name replaced by a new file meanwhile (put replace=True): again
+        fd, _ = open_regular(path)
+        try:
+            info = os.fstat(fd)
+            if _lock_shared(fd, path, info):
+                return fd, os.fstat(fd).st_size  # its size now that no one may change it
+        except BaseException:
+            os.close(fd)
+            raise
         os.close(fd)
-        raise
-    os.close(fd)
+        if not os.path.lexists(path):
+            break
     name = Path(path).stem
     raise ItemNotFound(f"{path} was deleted while it was being opened", path=path, name=name)
 
