@@ -277,22 +277,24 @@ def check_free(layout: ChannelLayout, name: str, *, but: str | None = None) -> N
     """Raise `ItemExists` if an item called ``name`` is published, in any format (but
     the file ``but``, which is being replaced)."""
     existing = find_existing(layout, name)
-    if existing is not None and but is not None and existing != but:
+    if existing is None or existing == but:
+        return
+    if but is not None:
         raise ItemExists(
             f"{existing} is published in another format; replace=True replaces an item of "
             "the same format only: delete it first (Channel.delete)",
             path=existing,
             name=name,
         )
-    if existing is not None and existing != but:
-        raise ItemExists(
-            f"{existing} is already published; items are immutable: use another name (or "
-            "none, for a numbered item) or delete it first (Channel.delete). An item stays "
-            "until every group that existed when it was published has acked it (with no "
-            "group then, until it is deleted)",
-            path=existing,
-            name=name,
-        )
+    raise ItemExists(
+        f"{existing} is already published; items are immutable: use another name (or "
+        "none, for a numbered item), delete it first (Channel.delete) or publish over it "
+        "(put(..., replace=True)). An item stays "
+        "until every group that existed when it was published has acked it (with no "
+        "group then, until it is deleted)",
+        path=existing,
+        name=name,
+    )
 
 
 def find_existing(layout: ChannelLayout, name: str) -> str | None:
