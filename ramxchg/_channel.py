@@ -13,26 +13,33 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from ._arrays import ArrayInput, ShapeInput, as_arrays, as_layout
-from ._config import OWNER_ONLY, ChannelConfig, load_or_store
-from ._copy import write_file_hidden
-from ._drop import drop_channel
+from ._delivery.subscription import Subscription
 from ._errors import ChannelNotFound, InvalidName, InvalidSetting, ItemNotFound
-from ._groups import drop, registered_group
 from ._item import Item
-from ._layout import ChannelLayout
-from ._names import check_name
-from ._publish import abandon, allocate_item, check_free, find_existing, make_visible, write_item
-from ._requeue import SetAsideFolder
-from ._retention import Retention
-from ._root import check_safe_dir, ensure_dir, find_default_root
-from ._scan import Entry, publish_order, scan
-from ._sequence import SequenceCounter
-from ._sidecar import Sidecar, encode_attrs
-from ._status import ChannelStatus, GroupStatus, channel_status, group_status
-from ._subscription import Subscription
-from ._tmpfiles import HiddenFile
+from ._store.config import OWNER_ONLY, ChannelConfig, load_or_store
+from ._store.copy import write_file_hidden
+from ._store.drop import drop_channel
+from ._store.groups import drop, registered_group
+from ._store.layout import ChannelLayout
+from ._store.names import check_name
+from ._store.publish import (
+    abandon,
+    allocate_item,
+    check_free,
+    find_existing,
+    make_visible,
+    write_item,
+)
+from ._store.retention import Retention
+from ._store.root import check_safe_dir, ensure_dir, find_default_root
+from ._store.scan import Entry, publish_order, scan
+from ._store.sequence import SequenceCounter
+from ._store.setaside import SetAsideFolder
+from ._store.sidecar import Sidecar, encode_attrs
+from ._store.status import ChannelStatus, GroupStatus, channel_status, group_status
+from ._store.tmpfiles import HiddenFile
+from .disks.probe import warn_if_not_ram
 from .formats import Format, format_for, get_format
-from .ramdisk import warn_if_not_ram
 
 log = logging.getLogger(__name__)
 

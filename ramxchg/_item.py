@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ._scan import arrival_ns, item_sidecar
-from ._sidecar import Sidecar
+from ._store.scan import arrival_ns, item_sidecar
+from ._store.sidecar import Sidecar
 from .formats import Format, OpenedFile
 from .formats.base import nbytes
 

@@ -37,8 +37,8 @@ import numpy as np
 
 from ._channel import Channel
 from ._errors import ChannelFull, RamxchgError
-from ._layout import ChannelLayout
-from ._root import default_root
+from ._store.layout import ChannelLayout
+from ._store.root import default_root
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel, Item
-from ramxchg._layout import ChannelLayout
-from ramxchg._legacy import LegacyGate
-from ramxchg._scan import Entry
-from ramxchg._subscription import Subscription
-from ramxchg._writers import FileKey, WriterScan
+from ramxchg._delivery.foreign import LegacyGate
+from ramxchg._delivery.subscription import Subscription
+from ramxchg._delivery.writers import FileKey, WriterScan
+from ramxchg._store.layout import ChannelLayout
+from ramxchg._store.scan import Entry
 
 BIG = 256 << 20  # bytes of array data per legacy file
 SPAWN = mp.get_context("spawn")

@@ -19,7 +19,8 @@ import numpy as np
 import psutil
 import pytest
 
-from ramxchg import Channel, _tmpfiles
+from ramxchg import Channel
+from ramxchg._store import tmpfiles as _tmpfiles
 from tests.conftest import mounted_tmpfs, tmp_files, wait_for
 
 SPAWN = mp.get_context("spawn")
@@ -235,7 +236,8 @@ sys.exit(subprocess.call([sys.executable, "-c", sys.argv[3], sys.argv[1]]))
 _SLOW_PRODUCER = """
 import os, sys
 import numpy as np
-from ramxchg import Channel, _tmpfiles
+from ramxchg import Channel
+from ramxchg._store import tmpfiles as _tmpfiles
 ch = Channel("pidns", root=sys.argv[1])
 with ch.create((4 << 20,), np.uint8, name="slow") as target:
     target[:] = 7

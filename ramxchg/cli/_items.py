@@ -21,12 +21,12 @@ from .. import (
     ItemNotFound,
     RamxchgError,
 )
-from .._groups import list_groups
-from .._layout import channel_folders
-from .._names import check_name
-from .._publish import link_item, write_item
-from .._root import find_default_root
-from .._sidecar import encode_attrs
+from .._store.groups import list_groups
+from .._store.layout import channel_folders
+from .._store.names import check_name
+from .._store.publish import link_item, write_item
+from .._store.root import find_default_root
+from .._store.sidecar import encode_attrs
 from ..formats import format_for
 from ..formats.base import WriteTarget
 from . import add_command, add_json

@@ -12,12 +12,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import NotRamBackedWarning, default_root
 from .._channel import Channel
 from .._errors import RamDiskError, RamxchgError
-from .._layout import channel_folders
-from .._root import NotRamBackedWarning, default_root
+from .._store.layout import channel_folders
 from ..disks import DiskSpec, format_size, get_adapter
-from ..ramdisk import advice, info
+from ..disks.probe import advice, info
 from . import add_command, add_json, size_arg
 from ._output import Column, Kind, on_terminal, print_fields, print_table
 

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._channel import Channel
+from .._delivery.subscription import Subscription
 from .._errors import CorruptItem, ItemNotFound, RamxchgError
 from .._item import Item
-from .._subscription import Subscription
 from . import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, add_command, add_json, stop_signals
 from ._failures import explained
 from ._items import add_channel_args, arrays_record, open_channel

@@ -12,15 +12,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._aside import set_aside
-from ._groups import Group
-from ._item import Item
-from ._legacy import LegacyGate
-from ._scan import Entry, Intruder, look, publish_order, scan
-from ._watch import Notifier, make_notifier
+from .._item import Item
+from .._store.aside import set_aside
+from .._store.groups import Group
+from .._store.scan import Entry, Intruder, look, publish_order, scan
+from .foreign import LegacyGate
+from .notifiers import Notifier, make_notifier
 
 if TYPE_CHECKING:
-    from ._channel import Channel
+    from .._channel import Channel
 
 
 #: Rescan the folder this often even when events flow (events can be lost).
@@ -40,7 +40,7 @@ class Subscription:
     when done (or use ``with``). In a group, call ``item.ack()`` when an item is done.
 
     Files without a sidecar (written in place by other programs) are delivered once
-    complete: ``settle`` and ``quarantine_after`` override `ramxchg._legacy`'s
+    complete: ``settle`` and ``quarantine_after`` override `ramxchg._delivery.foreign`'s
     ``SETTLE_SECONDS`` and ``QUARANTINE_SECONDS``.
     """
 

@@ -9,12 +9,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ._errors import ConfigMismatch, CorruptItem, InvalidSetting
-from ._statefile import create_once, read_state
-from .formats import get_format
+from .._errors import ConfigMismatch, CorruptItem, InvalidSetting
+from ..formats import get_format
+from .statefile import create_once, read_state
 
 _MAX_CONFIG_BYTES = 64 * 1024
-#: Pool size of a channel created without ``recycle`` (see _pool.py).
+#: Pool size of a channel created without ``recycle`` (see _store/pool.py).
 DEFAULT_RECYCLE = 4
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._retention import Retention, must_ack
-from ._scan import Entry, scan
+from .retention import Retention, must_ack
+from .scan import Entry, scan
 
 
 @dataclass(frozen=True)

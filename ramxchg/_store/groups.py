@@ -20,7 +20,7 @@ claims and acks say which item they are for, and count for that item only:
 - An ack is made under the publish lock after the same check (`Retention.ack`): a late
   ack of an item that is gone changes nothing.
 
-A member keeps its claim locked while it works (see `ramxchg._claims`); a claim whose
+A member keeps its claim locked while it works (see `ramxchg._store.claims`); a claim whose
 member died (its lock free; for claims that do not lock, no process with its pid *and*
 start time) is removed under the group's lock, and the item is handed out again.
 """
@@ -37,14 +37,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._claims import LOCKS_CLAIMS, Held, HeldClaims, claim_record, member_is_dead, read_claim
-from ._errors import CorruptItem, GroupNotFound, InvalidName, RamDiskFull
-from ._layout import ChannelLayout
-from ._names import check_name
-from ._safedir import SafeDir, StateTree
-from ._scan import item_sidecar
-from ._sequence import FileLock, SequenceCounter, lock_file
-from ._statefile import create_held, create_once, read_state, replace_whole
+from .._errors import CorruptItem, GroupNotFound, InvalidName, RamDiskFull
+from .claims import LOCKS_CLAIMS, Held, HeldClaims, claim_record, member_is_dead, read_claim
+from .layout import ChannelLayout
+from .names import check_name
+from .safedir import SafeDir, StateTree
+from .scan import item_sidecar
+from .sequence import FileLock, SequenceCounter, lock_file
+from .statefile import create_held, create_once, read_state, replace_whole
 
 log = logging.getLogger(__name__)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._publish import write_item
-from ._retention import Retention
-from ._tmpfiles import HiddenFile
-from .formats import Format
-from .formats.base import write_whole
+from ..formats import Format
+from ..formats.base import write_whole
+from .publish import write_item
+from .retention import Retention
+from .tmpfiles import HiddenFile
 
 
 def write_file_hidden(
