@@ -27,8 +27,10 @@ from ._errors import (
     UnsupportedDtype,
 )
 from ._item import Item
+from ._store.layout import list_channels
 from ._store.root import default_root
 from ._store.setaside import SetAsideFile, SetAsideFolder
+from ._store.sidecar import encode_attrs
 from ._version import __version__
 
 __all__ = [
@@ -57,4 +59,6 @@ __all__ = [
     "UnsupportedDtype",
     "__version__",
     "default_root",
+    "encode_attrs",
+    "list_channels",
 ]

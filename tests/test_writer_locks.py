@@ -151,7 +151,7 @@ def test_a_sidecar_being_written_is_collected_only_under_the_publish_lock(root: 
     orphan = _tmp(ch) / f"auto.{os.getpid()}.0a1b2c.lk.json"
     orphan.write_bytes(b"{}")
     counts: list[dict[str, int]] = []
-    with ch._counter.lock():  # a producer publishing: its sidecar may be this one
+    with ch._store.counter.lock():  # a producer publishing: its sidecar may be this one
         sweeper = threading.Thread(target=lambda: counts.append(ch.gc()))
         sweeper.start()
         sweeper.join(0.5)  # the collector must wait for the lock, not decide without it

@@ -85,6 +85,12 @@ class ChannelConfig:
             raise CorruptItem(f"channel config {path} is not valid: {exc}", path=path) from exc
 
 
+def check_mode(mode: object) -> None:
+    """`InvalidSetting` unless ``mode`` is permission bits for the channel's folders."""
+    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+        raise _invalid("mode", mode, "permission bits (0 to 0o7777)")
+
+
 def _invalid(setting: str, value: object, wanted: str) -> InvalidSetting:
     return InvalidSetting(
         f"channel setting {setting} must be {wanted}, not {value!r}", setting=setting, value=value

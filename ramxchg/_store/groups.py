@@ -36,6 +36,7 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from .._errors import CorruptItem, GroupNotFound, InvalidName, RamDiskFull
 from .claims import LOCKS_CLAIMS, Held, HeldClaims, claim_record, member_is_dead, read_claim
@@ -417,3 +418,16 @@ def drop(layout: ChannelLayout, name: str) -> None:
             groups.rmdir(name)
         except OSError as exc:  # not empty: a member is registering it again right now
             log.info("group %s of %s was not removed: %s", name, layout.path, exc)
+
+
+def item_group_states(
+    layout: ChannelLayout, name: str
+) -> dict[str, Literal["pending", "claimed", "acked"]]:
+    """Each registered group's state for the item ``name`` (see `Channel.group_states`)."""
+    states: dict[str, Literal["pending", "claimed", "acked"]] = {}
+    for group in list_groups(layout):
+        if group.is_claimed(name):
+            states[group.name] = "claimed"
+        else:
+            states[group.name] = "acked" if group.is_acked(name) else "pending"
+    return states

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from .root import ensure_dir
+from .root import ensure_dir, find_default_root
 from .safedir import StateTree
 
 STATE_DIR = ".ramxchg"
@@ -119,15 +119,16 @@ class ChannelLayout:
         return f"{self._prefixes[2]}{stem}.{os.getpid()}.{os.urandom(6).hex()}{suffix}"
 
 
-def channel_folders(root: Path) -> list[Path]:
-    """The channel folders directly under ``root``, sorted: real folders (not symlinks,
-    not hidden) holding a ``.ramxchg`` state folder. Empty if ``root`` is not a folder.
-    """
-    if not root.is_dir():
+def list_channels(root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The channel folders directly under ``root`` (`default_root` when None, not
+    created), sorted: real folders (not symlinks, not hidden) holding a ``.ramxchg``
+    state folder. Empty if ``root`` is not a folder."""
+    base = Path(root) if root is not None else find_default_root(create=False)
+    if not base.is_dir():
         return []
     return [
         entry
-        for entry in sorted(root.iterdir())
+        for entry in sorted(base.iterdir())
         if not entry.name.startswith(".")
         and not entry.is_symlink()
         and entry.is_dir()

@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 from .._errors import CorruptItem
+from ..formats.base import read_at
 from ..formats.locks import unlock
-from .statefile import read_at
 
 WIDTH = 20  # digits; the file holds exactly one zero-padded number and a newline
 

@@ -55,14 +55,6 @@ def read_state(
     return raw
 
 
-def read_at(fd: int, count: int, offset: int = 0) -> bytes:
-    """Up to ``count`` bytes at ``offset``, with ``pread`` where the OS has it."""
-    if hasattr(os, "pread"):
-        return os.pread(fd, count, offset)
-    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - Windows has no pread
-    return os.read(fd, count)  # pragma: no cover
-
-
 def create_once(path: str | Path, data: bytes, *, dir_fd: int | None = None) -> bool:
     """Create ``path`` holding ``data`` unless it exists; True if this call created it.
 

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from .._errors import CorruptItem
-from .._store.statefile import read_at
 from .base import (
     Allocation,
     Format,
@@ -31,6 +30,7 @@ from .base import (
     nbytes,
     open_locked,
     open_regular,
+    read_at,
 )
 
 MAGIC = b"\x93NUMPY"
