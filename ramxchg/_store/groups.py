@@ -39,13 +39,14 @@ from pathlib import Path
 from typing import Literal
 
 from .._errors import CorruptItem, GroupNotFound, InvalidName, RamDiskFull
+from ..disks.files import replace_whole
 from .claims import LOCKS_CLAIMS, Held, HeldClaims, claim_record, member_is_dead, read_claim
 from .layout import ChannelLayout
 from .names import check_name
 from .safedir import SafeDir, StateTree
 from .scan import item_sidecar
 from .sequence import FileLock, SequenceCounter, lock_file
-from .statefile import create_held, create_once, read_state, replace_whole
+from .statefile import create_held, create_once, read_state
 
 log = logging.getLogger(__name__)
 

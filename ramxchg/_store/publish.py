@@ -131,13 +131,7 @@ def check_room(
     if needed > free and reclaim is not None and reclaim():
         free = shutil.disk_usage(layout.path).free
     if needed > free:
-        item, room = _sizes(needed, free)
-        raise RamDiskFull(
-            f"{layout.path}: an item of {item} does not fit; {room} are free",
-            path=layout.path,
-            needed_bytes=needed,
-            free_bytes=free,
-        )
+        raise _no_room(layout, "an item of {size} does not fit", needed, free)
 
 
 def write_hidden(
@@ -185,20 +179,22 @@ def _full(layout: ChannelLayout, what: str, needed: int) -> RamDiskFull:
     """The `RamDiskFull` for a write of ``needed`` bytes that ran out of space; ``what``
     names it, with ``{size}`` where its size goes."""
     free = shutil.disk_usage(layout.path).free
-    size, room = _sizes(needed, free)
+    return _no_room(layout, "filled up while writing " + what, needed, free)
+
+
+def _no_room(layout: ChannelLayout, problem: str, needed: int, free: int) -> RamDiskFull:
+    """The one `RamDiskFull` of a publish: ``problem`` with ``{size}`` where the size of
+    what did not fit goes, and the free space. Sizes are shown in bytes when three
+    digits would hide which is larger (``4 MB`` and ``4 MB``)."""
+    size, room = format_size(needed), format_size(free)
+    if size == room:
+        size, room = f"{needed} bytes", f"{free} bytes"
     return RamDiskFull(
-        f"{layout.path} filled up while writing {what.format(size=size)}; {room} are free",
+        f"{layout.path}: {problem.format(size=size)}; {room} are free",
         path=layout.path,
         needed_bytes=needed,
         free_bytes=free,
     )
-
-
-def _sizes(needed: int, free: int) -> tuple[str, str]:
-    """``needed`` and ``free`` for people, in bytes when three digits would hide which
-    is larger (``4 MB`` and ``4 MB``)."""
-    shown = format_size(needed), format_size(free)
-    return shown if shown[0] != shown[1] else (f"{needed} bytes", f"{free} bytes")
 
 
 def make_visible(

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from .._errors import CorruptItem
-from ..formats.base import read_at
+from ..disks.files import read_at
 from ..formats.locks import unlock
 
 WIDTH = 20  # digits; the file holds exactly one zero-padded number and a newline

@@ -127,14 +127,6 @@ def nbytes(shape: tuple[int, ...], dtype: Any) -> int:
     return math.prod(shape) * np.dtype(dtype).itemsize
 
 
-def read_at(fd: int, count: int, offset: int = 0) -> bytes:
-    """Up to ``count`` bytes at ``offset``, with ``pread`` where the OS has it."""
-    if hasattr(os, "pread"):
-        return os.pread(fd, count, offset)
-    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - Windows has no pread
-    return os.read(fd, count)  # pragma: no cover
-
-
 def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
     """Write all of ``data`` at ``offset`` (os.pwrite may write less: Linux caps one call
     near 2 GiB)."""

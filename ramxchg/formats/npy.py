@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import CorruptItem
+from ..disks.files import read_at
 from .base import (
     Allocation,
     Format,
@@ -30,7 +31,6 @@ from .base import (
     nbytes,
     open_locked,
     open_regular,
-    read_at,
 )
 
 MAGIC = b"\x93NUMPY"
