@@ -40,12 +40,13 @@ from typing import Literal
 
 from .._errors import CorruptItem, GroupNotFound, InvalidName, RamDiskFull
 from ..disks.files import replace_whole
+from ..formats.locks import FileLock, lock_file
 from .claims import LOCKS_CLAIMS, Held, HeldClaims, claim_record, member_is_dead, read_claim
 from .layout import ChannelLayout
 from .names import check_name
 from .safedir import SafeDir, StateTree
 from .scan import item_sidecar
-from .sequence import FileLock, SequenceCounter, lock_file
+from .sequence import SequenceCounter
 from .statefile import create_held, create_once, read_state
 
 log = logging.getLogger(__name__)
