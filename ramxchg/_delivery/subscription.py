@@ -211,7 +211,7 @@ class Subscription:
         gone already: deleted, perhaps published again under its name).
         """
         sidecar = item.sidecar
-        moved = self._retention.set_aside(
+        moved = self._retention.retire_aside(
             item.name,
             item.path,
             self._layout.dead,
@@ -267,11 +267,11 @@ class Subscription:
     def _entry(self, filename: str) -> Entry | None:
         found = look(self._layout, filename)
         if isinstance(found, Intruder):
-            self._set_aside(found)
+            self._quarantine(found)
             return None
         return found
 
-    def _set_aside(self, intruder: Intruder) -> None:
+    def _quarantine(self, intruder: Intruder) -> None:
         """Move a file that must not be taken for an item into the quarantine folder."""
         set_aside(self.channel.path / intruder.filename, self._layout.quarantine, intruder.reason)
 
@@ -301,7 +301,7 @@ class Subscription:
         intruders: list[Intruder] = []
         present = list(scan(self._layout, intruders))
         for intruder in intruders:
-            self._set_aside(intruder)
+            self._quarantine(intruder)
         keys = {(e.name, e.seq) for e in present}
         self._seen = keys if skip_present else self._seen & keys  # bounded by the folder
         self._legacy.forget_absent({os.path.basename(e.path) for e in present})

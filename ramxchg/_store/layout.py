@@ -93,7 +93,7 @@ class ChannelLayout:
         """``filename`` in the channel folder."""
         return f"{self._prefixes[0]}{filename}"
 
-    def create(self, mode: int, *, owner_check: bool = True) -> None:
+    def make_folders(self, mode: int, *, owner_check: bool = True) -> None:
         """Create the channel folder (with ``mode``) and its state folders.
 
         ``owner_check=False``: the folders may belong to another user (a shared channel).

@@ -116,7 +116,7 @@ class Retention:
             for group, _ in self.registered():
                 group.forget(name, state)
 
-    def set_aside(
+    def retire_aside(
         self,
         name: str,
         path: str | Path,

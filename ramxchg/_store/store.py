@@ -76,7 +76,7 @@ def open_store(
         home = base  # any root is warned about, not only the default one
     layout = ChannelLayout(path)
     if create:
-        layout.create(mode, owner_check=not by_path)
+        layout.make_folders(mode, owner_check=not by_path)
     else:  # a reader: nothing is created, not even the state folder
         check_safe_dir(path, owner_check=not by_path)
     # Only once the channel is usable: a root that fails gets its error, not a warning.
