@@ -274,6 +274,13 @@ static int map_item(const struct item *it, struct mapped *m) {
         return -1;
     }
     lock_shared(m->fd, path);
+    /* Locked: is the name still this file? Deleted and recycled (or replaced) between
+     * the open and the lock, its inode now carries another item's bytes. */
+    struct stat now;
+    if (lstat(path, &now) || now.st_ino != st.st_ino) {
+        close(m->fd);
+        return -1;
+    }
     m->size = st.st_size;
     m->map = mmap(NULL, m->size, PROT_READ, MAP_SHARED, m->fd, 0);
     if (m->map == MAP_FAILED) {
