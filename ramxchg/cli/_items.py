@@ -319,7 +319,7 @@ def run_ack(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"name": args.name, "group": args.group, "outcome": outcome}))
     elif outcome == "gone":
-        print(f"{args.name} is gone already (deleted, or never published): nothing to ack")
+        print(f"{args.name}: already done (gone: deleted, or never published)")
     else:
         done = "; deleted (every group acked)" if outcome == "deleted" else ""
         print(f"acked {args.name} for {args.group}{done}")
