@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ramxchg._config import DEFAULT_RECYCLE
-from ramxchg._layout import STATE_DIR
+from ramxchg._store.config import DEFAULT_RECYCLE
+from ramxchg._store.layout import STATE_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -18,7 +18,7 @@ import os
 import stat
 from pathlib import Path
 
-from ._errors import UnsafeRoot
+from .._errors import UnsafeRoot
 
 _DIR_FD_CALLS = {os.open, os.stat, os.unlink, os.rename, os.rmdir, os.mkdir}
 #: Work relative to folder descriptors (POSIX); else paths checked with lstat (Windows).

@@ -11,8 +11,8 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from ._errors import CorruptItem, RamDiskFull
-from .disks import format_size
+from .._errors import CorruptItem, RamDiskFull
+from ..disks import format_size
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
 _READ_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
@@ -31,7 +31,7 @@ def read_state(
     Never follows a symlink and never blocks on a FIFO (a channel may hold an outsider's
     files). Raises `CorruptItem` naming ``what`` and the file when it cannot be opened,
     is not a regular file or holds more than ``limit`` bytes. With ``dir_fd`` (an open
-    folder, see `ramxchg._safedir`), the file is the one of that name in that folder.
+    folder, see `ramxchg._store.safedir`), the file is the one of that name in that folder.
     """
     try:
         fd = os.open(path if dir_fd is None else os.path.basename(path), _READ_FLAGS, dir_fd=dir_fd)
@@ -53,14 +53,6 @@ def read_state(
     if len(raw) > limit:
         raise CorruptItem(f"{what} {path} is over {limit} bytes", path=path, limit_bytes=limit)
     return raw
-
-
-def read_at(fd: int, count: int, offset: int = 0) -> bytes:
-    """Up to ``count`` bytes at ``offset``, with ``pread`` where the OS has it."""
-    if hasattr(os, "pread"):
-        return os.pread(fd, count, offset)
-    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - Windows has no pread
-    return os.read(fd, count)  # pragma: no cover
 
 
 def create_once(path: str | Path, data: bytes, *, dir_fd: int | None = None) -> bool:

@@ -17,9 +17,9 @@ import stat
 import sys
 from pathlib import Path
 
-from ._errors import CorruptItem
-from ._statefile import read_at
-from .formats._flock import unlock
+from .._errors import CorruptItem
+from ..formats.base import read_at
+from ..formats.locks import unlock
 
 WIDTH = 20  # digits; the file holds exactly one zero-padded number and a newline
 
@@ -70,7 +70,7 @@ class FileLock:
 
     One ``with`` at a time per object. A class, not a generator-based context manager:
     it runs for every published item. ``dir_fd``: the file is the one named like
-    ``path``'s last part in that open folder (see `ramxchg._safedir`).
+    ``path``'s last part in that open folder (see `ramxchg._store.safedir`).
     """
 
     def __init__(self, path: str | Path, dir_fd: int | None = None) -> None:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._safedir import SafeDir
+from .safedir import SafeDir
 
 log = logging.getLogger(__name__)
 

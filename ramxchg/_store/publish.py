@@ -1,8 +1,8 @@
 """Publishing an item: write it hidden, then make it visible in one atomic step.
 
 1. The data goes into a temporary file in ``.ramxchg/tmp/`` (same filesystem), which
-   the producer holds locked until step 3 (see _tmpfiles.py): a recycled file from the
-   pool when one of the right size is free (see _pool.py), else a new one.
+   the producer holds locked until step 3 (see _store/tmpfiles.py): a recycled file from the
+   pool when one of the right size is free (see _store/pool.py), else a new one.
 2. Under the channel's publish lock: take the next sequence number, write the sidecar
    (complete, beside the data in ``tmp/``, then renamed into ``meta/``), store the
    number, and hard-link the temporary file to ``<name><suffix>``. ``link`` fails if
@@ -30,18 +30,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ItemExists, RamDiskFull
-from ._layout import ChannelLayout
-from ._pool import Pool
-from ._sequence import SequenceCounter
-from ._sidecar import Sidecar, write_sidecar
-from ._tmpfiles import HiddenFile, create_hidden, link_hidden
-from .disks import format_size
-from .formats import Format, Layout, suffixes
-from .formats.base import Allocation
+from .._errors import ItemExists, RamDiskFull
+from ..disks import format_size
+from ..formats import Format, Layout, suffixes
+from ..formats.base import Allocation
+from .layout import ChannelLayout
+from .pool import Pool
+from .sequence import SequenceCounter
+from .sidecar import Sidecar, write_sidecar
+from .tmpfiles import HiddenFile, create_hidden, link_hidden
 
 if TYPE_CHECKING:
-    from ._retention import Retention
+    from .retention import Retention
 
 log = logging.getLogger(__name__)
 
