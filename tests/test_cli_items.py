@@ -68,6 +68,7 @@ def test_put_move_across_filesystems_is_refused(
     code, _, err = run_cli(capsys, "put", "cam", str(source), "--move")
     assert code == 1
     assert "another filesystem" in err
+    assert "drop --move to copy it" in err
     assert source.exists()
     assert Channel("cam").names() == []
 
