@@ -51,8 +51,8 @@ class Channel:
     format
         Default item format, ``"npy"`` or ``"hdf5"``; stored with the channel.
     mode
-        Permissions of the channel folder when it is created (0o700: only you; 0o750
-        and a group, or 0o755, to share it read-only).
+        Permissions of the channel folder when it is created: 0o700 (the default) for
+        only you; 0o750 and a group, or 0o755, to share it read-only.
     keep_last, max_bytes, max_items, ttl, reserve_bytes
         Retention and limits, stored with the channel when it is created.
     recycle
@@ -171,7 +171,8 @@ class Channel:
         timeout: float | None = None,
         zero: bool = False,
     ) -> Iterator[np.ndarray]:
-        """Allocate an item and yield its writable array, to be filled in place.
+        """Allocate an item and yield its writable array, to be filled in place (a
+        context manager: ``with ch.create((480, 640), "uint16") as frame: frame[:] = ...``).
 
         The array *is* the data region of a hidden file: no extra copy. Like
         ``np.empty``, it holds whatever the file held (a recycled file: an older item's

@@ -27,6 +27,7 @@ import os
 import shutil
 import signal
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from . import Channel, ChannelFull, RamxchgError, default_root
+from . import Channel, ChannelFull, NotRamBackedWarning, RamxchgError, default_root
 
 log = logging.getLogger(__name__)
 
@@ -180,10 +181,18 @@ class _Shared:
     errors: Any  # producer errors
 
 
+def _open(path: str) -> Channel:
+    """The demo's channel, in the producer or the consumer process. The parent has said
+    already if it is not on a RAM disk; each process would say it again (once)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotRamBackedWarning)
+        return Channel(Path(path))
+
+
 def _producer(path: str, config: DemoConfig, shared: _Shared) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and cleans up
     try:
-        channel = Channel(Path(path))
+        channel = _open(path)
         bases = make_bases(config.shape, config.dtype)
         start = time.perf_counter()
         shared.started.value = time.monotonic()  # CLOCK_MONOTONIC: comparable across processes
@@ -215,7 +224,7 @@ def _consumer(path: str, config: DemoConfig, shared: _Shared, results: Any) -> N
     means: list[float] = []
     last = 0.0
     try:
-        channel = Channel(Path(path))
+        channel = _open(path)
         with channel.subscribe(GROUP) as sub:
             drain_deadline: float | None = None
             while True:

@@ -8,6 +8,7 @@ import fcntl
 import os
 import re
 import select
+import shutil
 import signal
 import struct
 import subprocess
@@ -61,23 +62,35 @@ def ramxchg(*argv: str, root: Path | None = None, timeout: float = 120) -> Done:
 
 
 class Terminal:
-    """``ramxchg argv`` on a pseudo-terminal (stdin, stdout and stderr), 160 columns wide."""
+    """``ramxchg argv`` on a pseudo-terminal (stdin, stdout and stderr), 160 columns wide.
 
-    def __init__(self, *argv: str, root: Path | None = None) -> None:
+    The terminal is the process's controlling terminal, as a shell makes it: Ctrl-C
+    typed on it (`interrupt`) reaches every process of the command, children included.
+    ``program`` runs another program instead (a shell: ``["bash", "-i"]``), ``argv``
+    being its arguments.
+    """
+
+    def __init__(
+        self, *argv: str, root: Path | None = None, program: list[str] | None = None
+    ) -> None:
         env = {**os.environ, "TERM": "xterm", "COLUMNS": "160", "LINES": "50"}
         env.pop("NO_COLOR", None)
         if root is not None:
             env["RAMXCHG_ROOT"] = str(root)
+        setsid = shutil.which("setsid")
+        if setsid is None:
+            pytest.skip("needs setsid (util-linux) to give a command its own terminal")
         self._master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
         try:
+            # setsid runs the command in a session of its own (under the same pid), with
+            # the pty as its controlling terminal.
             self.proc = subprocess.Popen(
-                [executable(), *argv],
+                [setsid, "--ctty", *(program or [executable()]), *argv],
                 stdin=slave,
                 stdout=slave,
                 stderr=slave,
                 env=env,
-                start_new_session=True,
             )
         finally:
             os.close(slave)
@@ -99,8 +112,12 @@ class Terminal:
         return self.text
 
     def interrupt(self) -> None:
-        """Ctrl-C, as the terminal sends it (SIGINT)."""
-        os.kill(self.proc.pid, signal.SIGINT)
+        """Type Ctrl-C: the terminal sends SIGINT to the command's every process."""
+        self.press("\x03")
+
+    def press(self, keys: str) -> None:
+        """Type ``keys`` on the terminal's keyboard (``"\\t"``: Tab)."""
+        os.write(self._master, keys.encode())
 
     def wait(self, timeout: float = 120) -> Done:
         """Read to the end; the exit code and what was shown (as ``out``)."""

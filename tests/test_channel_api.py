@@ -5,13 +5,17 @@ from __future__ import annotations
 import inspect
 import pickle
 import pydoc
+import typing
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
 
 import ramxchg
-from ramxchg import Channel, ChannelFull, ChannelNotFound, ItemNotFound, RamDiskFull
+from ramxchg import Channel, ChannelFull, ChannelNotFound, Item, ItemNotFound, RamDiskFull
 
 
 def test_a_missing_channel_opened_for_reading_is_channel_not_found(root: Path) -> None:
@@ -46,6 +50,30 @@ def test_signatures_name_real_types_not_any() -> None:
     assert create.parameters["shape"].annotation == "ShapeInput"
     assert create.parameters["dtype"].annotation == "DTypeLike"
     assert inspect.signature(Channel.put).parameters["array"].annotation == "ArrayInput"
+
+
+@pytest.mark.parametrize("cls", [Channel, Item])
+def test_every_public_annotation_resolves_to_a_type(cls: type) -> None:
+    """What `typing.get_type_hints` (and so type checkers, IDEs and Sphinx) read: a
+    name imported only for type checking would raise NameError here."""
+    for name, member in vars(cls).items():
+        function = member.fget if isinstance(member, property) else member
+        if (name == "__init__" or not name.startswith("_")) and callable(function):
+            typing.get_type_hints(function)
+
+
+def test_the_types_people_read_in_help(root: Path) -> None:
+    assert typing.get_type_hints(Channel.subscribe)["start"] == Literal["earliest", "latest"]
+    assert typing.get_type_hints(Channel.create)["return"] == Iterator[np.ndarray]
+    assert typing.get_type_hints(Channel.get)["return"] is Item
+    assert typing.get_type_hints(Channel.put)["return"] is Item
+    channel = Channel("cam")
+    creating = channel.create((2, 3), "f4", name="a")
+    assert isinstance(creating, AbstractContextManager)  # used as `with ... as array`
+    with creating as array:
+        assert isinstance(array, np.ndarray)
+        array[:] = 1
+    assert channel.get("a").array.sum() == 6
 
 
 def test_the_octal_default_is_a_plain_int(root: Path) -> None:

@@ -68,6 +68,7 @@ def test_put_move_across_filesystems_is_refused(
     code, _, err = run_cli(capsys, "put", "cam", str(source), "--move")
     assert code == 1
     assert "another filesystem" in err
+    assert "drop --move to copy it" in err
     assert source.exists()
     assert Channel("cam").names() == []
 
@@ -167,7 +168,7 @@ def test_ack_an_item_never_delivered_releases_it(
     code, out, _ = run_cli(capsys, "ack", "cam", name, "--group", "other")
     assert (code, out) == (
         0,
-        f"{name} is gone already (deleted, or never published): nothing to ack\n",
+        f"{name}: already done (gone: deleted, or never published)\n",
     )
     channel.put(np.ones(3), name="x")
     code, _, err = run_cli(capsys, "ack", "cam", "x", "--group", "nobody")

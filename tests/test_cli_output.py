@@ -5,6 +5,7 @@ from outside printed as text, never as rich markup."""
 from __future__ import annotations
 
 import io
+import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -169,11 +170,55 @@ def test_status_prints_a_root_with_brackets_as_it_is(root: Path) -> None:
     assert f"channels in {odd}" in done.out
 
 
-def test_status_of_a_file_is_an_error_not_a_ram_disk(tmp_path: Path) -> None:
-    done = ramxchg("status", "--root", "/dev/null")
-    assert (done.code, done.out) == (1, "")
-    assert done.err.startswith("ramxchg: error: /dev/null: not a folder")
-    assert "Traceback" not in done.err
+@pytest.mark.parametrize(
+    "argv",
+    [("status",), ("ls", "cam"), ("info", "cam", "x"), ("gc",), ("put", "cam", "{file}")],
+    ids=lambda argv: argv[0],
+)
+@pytest.mark.parametrize("kind", ["device", "file"])
+def test_a_root_that_is_no_folder_is_one_line_naming_it_and_the_fix(
+    tmp_path: Path, argv: tuple[str, ...], kind: str
+) -> None:
+    frame = tmp_path / "frame.npy"
+    np.save(frame, np.ones(3))
+    bad = "/dev/null" if kind == "device" else str(frame)
+    filled = [word.replace("{file}", str(frame)) for word in argv]
+    for done in (ramxchg("--root", bad, *filled), ramxchg(*filled, "--root", bad)):
+        # on 28845df: status "RAM-backed yes" once, then "a part of the path is a file";
+        # ls "no channel 'cam'; check the name"; gc nothing at all, exit 0
+        assert (done.code, done.out) == (1, ""), done
+        [line] = done.err.splitlines()
+        assert line.startswith(f"ramxchg: error: {bad}: not a folder; "), line
+        assert "--root must be a folder" in line
+        assert "ramxchg setup" in line
+
+
+def test_the_columns_are_those_help_promises_on_a_terminal_and_piped(
+    root: Path, camera: Channel
+) -> None:
+    """``--help`` lists the columns; the terminal's header and the piped rows have them."""
+    with camera.subscribe("viewers") as viewers:  # one dead letter, for ls --dead
+        frame = viewers.get(timeout=10)
+        frame.close()
+        assert viewers.dead_letter(frame, "exit status 3", command="false", exit_status=3)
+    camera.put(np.ones(3), "extra")
+    for argv, first in [
+        (("ls", "cam"), "NAME"),
+        (("ls", "cam", "--dead"), "FILE"),
+        (("watch", "cam", "--count", "2"), "NAME"),
+        (("status",), "CHANNEL"),
+    ]:
+        shown = on_terminal(*argv, root=root)
+        assert shown.code == 0, shown.out
+        header = next(line for line in shown.out.splitlines() if f" {first} " in f" {line} ")
+        columns = re.findall(r"[A-Z][A-Z-]*[A-Z]", header)
+        promised = " ".join(ramxchg(argv[0], "--help").out.split())
+        assert " ".join(columns) in promised, (argv, columns)  # 28845df: status, no POOLED
+        rows = ramxchg(*argv, root=root).rows()
+        if argv[0] == "status":  # after the disk's fields: "channel", then the columns
+            rows = [row[1:] for row in rows if row[0] == "channel"]
+        assert rows
+        assert all(len(row) == len(columns) for row in rows), (argv, rows)
 
 
 def test_a_skip_reason_with_brackets_keeps_them() -> None:
@@ -192,3 +237,20 @@ def test_a_skip_reason_with_brackets_keeps_them() -> None:
     console = Console(file=io.StringIO(), width=200)
     console.print(rich_table(result))
     assert "pip install 'ramxchg[ray]'" in console.file.getvalue()
+
+
+def test_a_skip_reason_with_brackets_keeps_them_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ramxchg bench`` where Ray is not installed, on a terminal (rich's output)."""
+    no_ray = tmp_path / "no-ray"
+    no_ray.mkdir()
+    # Imported by every Python started with this path: "import ray" fails, as uninstalled.
+    (no_ray / "sitecustomize.py").write_text('import sys\n\nsys.modules["ray"] = None\n')
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(no_ray), os.environ.get("PYTHONPATH", "")])
+    )
+    done = on_terminal("bench", "--quick", "--only", "ray")
+    shown = " ".join(done.out.split())
+    assert "skipped: ray is not installed" in shown, done.out
+    assert "(pip install 'ramxchg[ray]')" in shown, done.out

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel, ChannelNotFound
-from tests.cli_run import Done, executable, ramxchg
+from tests.cli_run import Done, Terminal, executable, ramxchg
 from tests.conftest import wait_for
 
 
@@ -154,7 +154,7 @@ def test_ack_json_and_an_item_gone_already_is_done(root: Path) -> None:
     assert (again.code, json.loads(again.out)["outcome"]) == (0, "gone")
     text = ramxchg("ack", "cam", "a", "--group", "analysis")
     assert text.code == 0
-    assert text.out == "a is gone already (deleted, or never published): nothing to ack\n"
+    assert text.out == "a: already done (gone: deleted, or never published)\n"
     unknown = ramxchg("ack", "cam", "a", "--group", "nobody")
     assert unknown.code == 1
     assert "no group 'nobody'" in unknown.err
@@ -268,18 +268,48 @@ def test_bash_completion_of_commands_options_and_channels(root: Path) -> None:
     assert _complete(script, ["ramxchg", "watch", "--group", "g", "ce"], root) == ["cells"]
 
 
-def test_zsh_loads_the_completion(root: Path) -> None:
-    zsh = shutil.which("zsh")
-    if zsh is None:
-        pytest.skip("needs zsh")
-    script = ramxchg("completion", "zsh").out
-    program = f"autoload -U compinit && compinit -u\n{script}\nprint -r -- ${{_comps[ramxchg]}}"
-    done = subprocess.run(
-        [zsh, "-f", "-c", program], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() != ""  # zsh now completes ramxchg
-    assert "command not found" not in done.stderr
+def _shell_on_a_terminal(argv: list[str]) -> Terminal:
+    """An interactive shell on a pseudo-terminal that reads no start-up file."""
+    shell = shutil.which(argv[0])
+    if shell is None:
+        pytest.skip(f"needs {argv[0]}")
+    return Terminal(*argv[1:], program=[shell])
+
+
+def _typed_tab(terminal: Terminal, line: str, shown: str) -> str:
+    """Type ``line`` then Tab; what the terminal shows once ``shown`` appears after it."""
+    before = len(terminal.text)
+    terminal.press(line + "\t")
+    text = terminal.read_until(lambda text: shown in text[before:].replace("\x08", ""))
+    terminal.press("\x15")  # Ctrl-U: the line is not run
+    return text
+
+
+@pytest.mark.parametrize(
+    ("argv", "load"),
+    [
+        (["bash", "--norc", "--noprofile", "-i"], 'eval "$(ramxchg completion bash)"'),
+        (
+            ["zsh", "-f", "-i"],
+            'autoload -U compinit && compinit -u && eval "$(ramxchg completion zsh)"',
+        ),
+    ],
+    ids=["bash", "zsh"],
+)
+def test_the_shell_completes_a_command_on_tab(
+    argv: list[str], load: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # an empty folder: no file name completes instead
+    with _shell_on_a_terminal(argv) as shell:
+        shell.press(f"PS1='$ '; PROMPT='$ '; {load} && echo loaded-$((6 * 7))\n")
+        shell.read_until(lambda text: "loaded-42" in text)  # the shell's output, not the echo
+        if argv[0] == "bash":
+            shell.press("complete -p ramxchg\n")
+            shell.read_until(lambda text: "complete -o default -F _ramxchg ramxchg" in text)
+        _typed_tab(shell, "ramxchg re", "ramxchg requeue")
+        _typed_tab(shell, "ramxchg ls --de", "ramxchg ls --dead")
+        shell.press("exit\n")
+        assert shell.wait().code == 0
 
 
 # -- docs ---------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import pytest
 
 from ramxchg import Channel, ItemNotFound
 from ramxchg._store.aside import read_reason
+from tests.cli_run import Terminal
 from tests.conftest import run_cli
 
 from .conftest import wait_for
@@ -176,14 +177,14 @@ def test_ctrl_c_finishes_the_running_command_and_takes_no_more(root: Path, tmp_p
     second = channel.put(np.ones(3)).name
     go = tmp_path / "go"
     command = f"sh -c 'touch {tmp_path}/started.{{name}}; while [ ! -e {go} ]; do sleep 0.02; done'"
-    with _watch_process(channel, command) as proc:
+    # On a terminal: Ctrl-C reaches every process of watch's, not the command it runs.
+    argv = ("watch", str(channel.path), "--group", "g", "--exec", command)
+    with Terminal(*argv) as terminal:
         wait_for((tmp_path / f"started.{first}").exists, 30, "the command")
-        proc.send_signal(signal.SIGINT)
-        assert proc.stderr is not None
-        assert "finishing running commands" in proc.stderr.readline()
+        terminal.interrupt()
+        terminal.read_until(lambda text: "finishing running commands" in text)
         go.touch()  # the running command now succeeds
-        assert proc.wait(30) == 130
-        proc.stderr.read()
+        assert terminal.wait(30).code == 130
     assert first not in channel  # acked by the only group: deleted
     assert second in channel
     assert not (tmp_path / f"started.{second}").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from ramxchg.cli import main
 from ramxchg.demo import make_bases, stamp, verify_frame
 
+from .cli_run import Terminal, ramxchg
 from .conftest import wait_for
 
 
@@ -78,3 +80,30 @@ def test_demo_interrupted_removes_its_channel(root: Path) -> None:
     assert process.wait(timeout=1) == 130, process.stderr.read() if process.stderr else ""
     process.stderr.close()  # type: ignore[union-attr]
     assert list(root.iterdir()) == []
+
+
+def test_ctrl_c_on_a_terminal_prints_the_summary_so_far(root: Path) -> None:
+    """Ctrl-C typed on the terminal reaches the demo and its producer and consumer."""
+    with Terminal("demo", "--seconds", "300", "--shape", "256x256", root=root) as terminal:
+        terminal.read_until(lambda text: re.search(r"\b[1-9]\d+ frames\b", text) is not None)
+        terminal.interrupt()
+        done = terminal.wait()
+    assert done.code == 130, done.out
+    summary = done.out[done.out.index("ramxchg demo:") :]
+    assert "INTERRUPTED: the frames streamed until Ctrl-C" in summary
+    received, published = map(int, re.findall(r"(\d+) received / (\d+) published", summary)[0])
+    assert received == published >= 10
+    assert re.search(r"lost / duplicated / corrupt\W+0 / 0 / 0\b", summary), summary
+    assert "(removed)" in summary
+    assert "Traceback" not in done.out
+    assert os.listdir(root) == []
+
+
+def test_a_root_on_disk_is_warned_about_once_in_one_line(tmp_path: Path) -> None:
+    done = ramxchg("demo", "--seconds", "1", "--shape", "64x64", "--root", str(tmp_path))
+    assert done.code == 0, done.err
+    # on 28845df: then twice more, from the producer and the consumer, as Python's
+    # "demo.py:190: NotRamBackedWarning" with the source line
+    [line] = done.err.splitlines()
+    assert line.startswith("ramxchg: warning: "), done.err
+    assert "not in RAM" in line

@@ -132,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.root is None:  # given after the command too: that one counts
             args.root = args.global_root
     try:
+        if getattr(args, "root", None) is not None:
+            check_root(args.root)
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             return int(run(args))
@@ -146,6 +148,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RamxchgError, OSError) as exc:
         print(f"ramxchg: error: {failure_line(exc)}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def check_root(root: str) -> None:
+    """Refuse a ``--root`` that is there but is no folder (/dev/null, a file), for every
+    command alike: one would report it as a RAM disk, another find no channel in it."""
+    if os.path.lexists(root) and not os.path.isdir(root):
+        raise RamxchgError(
+            f"{root}: not a folder; --root must be a folder, best on a RAM disk "
+            "('ramxchg setup' makes one)",
+            path=root,
+        )
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *_: object) -> None:

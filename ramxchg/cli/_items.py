@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -168,15 +169,32 @@ def run_put(args: argparse.Namespace) -> int:
     channel = open_channel(args, create=True)
     done = []
     for file in args.files:
-        item = channel.put_file(
-            file, args.name, attrs=args.attrs, move=args.move, replace=args.replace
-        )
+        try:
+            item = channel.put_file(
+                file, args.name, attrs=args.attrs, move=args.move, replace=args.replace
+            )
+        except RamxchgError as exc:
+            fix = _put_fix(exc)
+            if fix is None:
+                raise
+            raise RamxchgError(f"{exc}; {fix}", path=exc.path) from exc
         done.append(item_record(item))
     if args.json:
         print(json.dumps(done, indent=1))
     else:
         print_published(done)
     return 0
+
+
+def _put_fix(exc: RamxchgError) -> str | None:
+    """What to do, in the command's words, about a FILE that `Channel.put_file` cannot
+    take (it says why, by the error it chains, in the API's words)."""
+    cause = exc.__cause__
+    if isinstance(cause, ItemNotFound):  # how the library finds a file missing
+        return "check the FILE argument"
+    if isinstance(cause, OSError) and cause.errno == errno.EXDEV:
+        return "drop --move to copy it"
+    return None
 
 
 # -- info -----------------------------------------------------------------------------------
@@ -246,7 +264,7 @@ def run_ack(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"name": args.name, "group": args.group, "outcome": outcome}))
     elif outcome == "gone":
-        print(f"{args.name} is gone already (deleted, or never published): nothing to ack")
+        print(f"{args.name}: already done (gone: deleted, or never published)")
     else:
         done = "; deleted (every group acked)" if outcome == "deleted" else ""
         print(f"acked {args.name} for {args.group}{done}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import warnings
@@ -40,8 +39,9 @@ examples:
 STATUS_EXAMPLE = """\
 output: the disk, one field per line (root, filesystem, mount_point, device, ram_backed,
   size, used, free, huge_pages, options, advice), then a table of the channels:
-  CHANNEL ITEMS SIZE GROUPS (name:backlog,...) ERROR. Piped: tab-separated, the field's
-  name first, each channel as "channel NAME ITEMS SIZE GROUPS ERROR", sizes in bytes
+  CHANNEL ITEMS SIZE POOLED GROUPS ERROR (POOLED: deleted items' RAM kept for recycling;
+  GROUPS: name:backlog,...). Piped: tab-separated, the field's name first, each channel
+  as "channel" then those columns, sizes in bytes
 
 examples:
   ramxchg status
@@ -243,8 +243,6 @@ def run_status(args: argparse.Namespace) -> int:
             # status prints the same advice itself, in its place.
             warnings.simplefilter("ignore", NotRamBackedWarning)
             root = default_root()
-    if os.path.lexists(root) and not os.path.isdir(root):  # /dev/null: not "RAM-backed yes"
-        raise NotADirectoryError(errno.ENOTDIR, "not a folder", os.fspath(root))
     disk = info(root)
     tips = advice(disk)
     rows = channel_rows(root)
