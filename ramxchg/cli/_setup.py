@@ -20,7 +20,7 @@ from .. import (
     list_channels,
 )
 from ..disks import DiskSpec, format_size, get_adapter
-from ..disks.probe import advice, info
+from ..disks.probe import advice, info, pages
 from . import add_command, add_json, size_arg
 from ._output import Column, Kind, on_terminal, print_fields, print_table
 
@@ -147,6 +147,7 @@ def run_setup(args: argparse.Namespace) -> int:
             "persisted": done,
             "export": export,
             "disk": disk.to_dict(),
+            "pages": pages(disk),
         }
         print(json.dumps(result, indent=2))
         return 0
@@ -252,6 +253,7 @@ def run_status(args: argparse.Namespace) -> int:
         data = {
             "root": os.fspath(root),
             "disk": disk.to_dict(),
+            "pages": pages(disk),
             "advice": tips,
             "channels": [row.__dict__ for row in rows],
         }
@@ -273,6 +275,7 @@ def _print_status(root: Path, disk: Any, tips: list[str], rows: list[ChannelRow]
         ["used", disk.used_bytes],
         ["free", disk.free_bytes],
         ["huge_pages", disk.huge_pages],
+        ["pages", pages(disk)],
         ["options", ",".join(disk.mount_options)],
         *(["advice", tip] for tip in tips),
     ]
