@@ -39,7 +39,7 @@ examples:
 """
 STATUS_EXAMPLE = """\
 output: the disk, one field per line (root, filesystem, mount_point, device, ram_backed,
-  size, used, free, huge_pages, options, advice), then a table of the channels:
+  size, used, free, huge_pages, pages, options, advice), then a table of the channels:
   CHANNEL ITEMS SIZE GROUPS (name:backlog,...) ERROR. Piped: tab-separated, the field's
   name first, each channel as "channel NAME ITEMS SIZE GROUPS ERROR", sizes in bytes
 
