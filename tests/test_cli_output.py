@@ -127,7 +127,7 @@ def test_status_piped_is_fields_then_channels(root: Path, camera: Channel) -> No
     done = ramxchg("status", root=root)
     assert done.code == 0, done.err
     rows = done.rows()
-    assert [row[0] for row in rows[:10]] == [
+    assert [row[0] for row in rows[:11]] == [
         "root",
         "filesystem",
         "mount_point",
@@ -137,6 +137,7 @@ def test_status_piped_is_fields_then_channels(root: Path, camera: Channel) -> No
         "used",
         "free",
         "huge_pages",
+        "pages",
         "options",
     ]
     assert rows[0] == ["root", str(root)]

@@ -28,6 +28,7 @@ from ..formats.base import same_file
 from ..formats.locks import try_lock
 from .layout import ChannelLayout
 from .safedir import SafeDir, StateTree
+from .slots import WriterSlots
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ class Pool:
         # Windows cannot rename a file while it is open, which taking a pooled file under
         # its lock needs (and a mapped item file could not be pooled either).
         self.capacity = 0 if sys.platform == "win32" else capacity
+        #: this producer's mappings of the files it recycles (slots.py)
+        self.slots = WriterSlots(self.capacity)
 
     def give(self, path: str | Path) -> bool:
         """Move a deleted item file into the pool; False (nothing done) when full or off.
@@ -86,6 +89,7 @@ class Pool:
         """
         if self.capacity <= 0:
             return None
+        self.slots.let_go_of_gone()  # before a new file may need their room
         prefix = f"{size}."
         with self.layout.open_state() as state:
             pool, tmp = _folder(state, "pool"), _folder(state, "tmp")
@@ -113,8 +117,10 @@ class Pool:
     def drain(self) -> int:
         """Remove every pooled file (the disk is full: their RAM is needed); how many went.
 
-        Mapped ones stay readable: a removed file lives on while it is mapped.
+        Mapped ones stay readable: a removed file lives on while it is mapped. This
+        producer's own mappings of recycled files go too, or they would keep the RAM.
         """
+        self.slots.clear()
         with self.layout.open_state() as state:
             pool = _folder(state, "pool")
             return 0 if pool is None else sum(_drop(pool, name) for name in pool.names())

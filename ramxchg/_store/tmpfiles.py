@@ -75,7 +75,14 @@ def create_hidden(
         path = _temp_path(layout, stem, suffix)
         fd = pool.take(size, path)  # moved from the pool already locked
         if fd is not None:
-            return HiddenFile(fd, path, size)
+            hidden = HiddenFile(fd, path, size)
+            try:
+                hidden.mapping = pool.slots.mapping(fd, size)
+            except BaseException:
+                os.unlink(path)
+                hidden.close()
+                raise
+            return hidden
     return _locked_new(layout, stem, suffix, lambda path: os.open(path, _CREATE_FLAGS, 0o666))
 
 

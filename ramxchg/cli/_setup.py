@@ -19,7 +19,7 @@ from .. import (
     list_channels,
 )
 from ..disks import DiskSpec, format_size, get_adapter
-from ..disks.probe import advice, info
+from ..disks.probe import advice, info, pages
 from . import add_command, add_json, size_arg
 from ._output import Column, Kind, on_terminal, print_fields, print_table
 
@@ -38,7 +38,7 @@ examples:
 """
 STATUS_EXAMPLE = """\
 output: the disk, one field per line (root, filesystem, mount_point, device, ram_backed,
-  size, used, free, huge_pages, options, advice), then a table of the channels:
+  size, used, free, huge_pages, pages, options, advice), then a table of the channels:
   CHANNEL ITEMS SIZE POOLED GROUPS ERROR (POOLED: deleted items' RAM kept for recycling;
   GROUPS: name:backlog,...). Piped: tab-separated, the field's name first, each channel
   as "channel" then those columns, sizes in bytes
@@ -147,6 +147,7 @@ def run_setup(args: argparse.Namespace) -> int:
             "persisted": done,
             "export": export,
             "disk": disk.to_dict(),
+            "pages": pages(disk),
         }
         print(json.dumps(result, indent=2))
         return 0
@@ -250,6 +251,7 @@ def run_status(args: argparse.Namespace) -> int:
         data = {
             "root": os.fspath(root),
             "disk": disk.to_dict(),
+            "pages": pages(disk),
             "advice": tips,
             "channels": [row.__dict__ for row in rows],
         }
@@ -271,6 +273,7 @@ def _print_status(root: Path, disk: Any, tips: list[str], rows: list[ChannelRow]
         ["used", disk.used_bytes],
         ["free", disk.free_bytes],
         ["huge_pages", disk.huge_pages],
+        ["pages", pages(disk)],
         ["options", ",".join(disk.mount_options)],
         *(["advice", tip] for tip in tips),
     ]

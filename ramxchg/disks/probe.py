@@ -14,7 +14,7 @@ import warnings
 from .._errors import NotRamBackedWarning, RamDiskError
 from . import RamDiskAdapter, RamDiskInfo, format_size, get_adapter
 
-__all__ = ["NotRamBackedWarning", "RamDiskInfo", "advice", "info", "warn_if_not_ram"]
+__all__ = ["NotRamBackedWarning", "RamDiskInfo", "advice", "info", "pages", "warn_if_not_ram"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,35 @@ def advice(disk: RamDiskInfo) -> list[str]:
             "(Docker's default /dev/shm is 64 MB): large arrays will not fit"
         )
     return [*found, fixes] if found else []
+
+
+#: What items get from each tmpfs ``huge=`` policy (``deny``/``force``: the kernel's override).
+_PAGES = {
+    "always": "2 MiB huge pages",
+    "force": "2 MiB huge pages (forced by the kernel)",
+    "within_size": "2 MiB huge pages for items of 2 MiB and more (sized before writing)",
+    "advise": "2 MiB huge pages for create() of 2 MiB and more (MADV_HUGEPAGE); 4 KiB for put",
+    "never": "4 KiB pages",
+    "deny": "4 KiB pages (huge pages denied by the kernel)",
+}
+
+
+def pages(disk: RamDiskInfo) -> str | None:
+    """Which memory pages items on ``disk`` get, and what ``ramxchg setup`` would gain.
+
+    From the tmpfs mount's ``huge=`` option (the kernel's ``shmem_enabled`` governs
+    only its internal shm mount, except ``deny``/``force``, which `RamDiskInfo`
+    already reflects). None off tmpfs.
+    """
+    if disk.huge_pages is None:
+        return None
+    got = _PAGES.get(disk.huge_pages, f"huge={disk.huge_pages}")
+    if disk.huge_pages in ("never", "advise"):
+        got += (
+            "; `ramxchg setup` mounts huge=within_size (needs root): huge pages for "
+            "large items, fewer page faults and TLB misses (see docs/benchmarks.md)"
+        )
+    return got
 
 
 def warn_if_not_ram(

@@ -43,6 +43,9 @@ class WriteTarget:
     path: str
     #: bytes it holds: 0 when new, an older item's size when recycled (see _store/pool.py)
     size: int = 0
+    #: a recycled file of ours: all ``size`` bytes mapped writable, every page in place
+    #: (see _store/slots.py); writing into it is a memcpy. Its producer keeps it.
+    mapping: mmap.mmap | None = None
 
 
 @dataclass
@@ -235,6 +238,12 @@ def same_file(info: os.stat_result, other: os.stat_result | None) -> bool:
     return other is not None and (other.st_ino, other.st_dev) == (info.st_ino, info.st_dev)
 
 
+_HUGE_PAGE = 2 << 20
+#: Read-only mappings at least this large are populated when made (`map_fd`).
+POPULATE_BYTES = 4 << 20
+_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+
+
 def map_fd(fd: int, size: int, *, writable: bool = False, copy_on_write: bool = False) -> mmap.mmap:
     """Map the first ``size`` bytes of ``fd``; size 0 gives an anonymous 1-byte map."""
     if size == 0:
@@ -243,6 +252,11 @@ def map_fd(fd: int, size: int, *, writable: bool = False, copy_on_write: bool = 
         access = mmap.ACCESS_COPY
     else:
         access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
+        if not writable and size >= POPULATE_BYTES and _MAP_POPULATE:
+            # All page-table entries in one call instead of a fault per 16 pages
+            # (fault-around): ~1.6x faster to read 64 MB; slower below a few MB.
+            flags = mmap.MAP_SHARED | _MAP_POPULATE
+            return mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ)
     return mmap.mmap(fd, size, access=access)
 
 
@@ -262,6 +276,9 @@ def map_reserved(fd: int, size: int) -> mmap.mmap:
     if size == 0 or not sys.platform.startswith("linux"):
         _fallocate(fd, size)
         return mapping
+    if size >= _HUGE_PAGE and hasattr(mmap, "MADV_HUGEPAGE"):
+        # Huge pages for a new file on a tmpfs mounted huge=advise (no effect elsewhere).
+        mapping.madvise(mmap.MADV_HUGEPAGE)
     try:
         mapping.madvise(_MADV_POPULATE_WRITE)
     except OSError as exc:

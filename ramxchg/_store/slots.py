@@ -1,0 +1,85 @@
+"""A producer's mappings of recycled item files: the memory a recycled item is written to.
+
+A recycled file (see pool.py) keeps its inode and pages through every rename, from
+``tmp/`` to the channel folder to ``pool/`` and back. So a producer keeps the files it
+has written mapped, writable and pre-faulted: when the pool hands it one of them again,
+``put`` is one memcpy into pages that are already there and already in its page tables,
+and ``create`` lends that memory out to be filled in place (a loan, as in iceoryx2). A
+new mapping, and a page fault per 4 KiB, is paid only the first time a file is reused.
+
+Safety is unchanged: the producer writes into a mapping only while it holds the file's
+exclusive lock, which the pool grants only when no reader maps the file (protocol 1.1,
+section 11, rule 3). The mappings hold no lock (it belongs to the descriptor the file was
+taken with, and `HiddenFile.close` drops it for every duplicate). A kept mapping holds
+its file's RAM, so one whose file is gone (removed from the pool, or deleted without
+recycling) is let go at the producer's next write, all of them when the pool is drained
+(a full disk), and at most ``capacity`` are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import weakref
+
+from ..formats.base import map_reserved
+
+#: Smaller items are written with one ``writev``: cheaper than keeping a mapping for them.
+MIN_MAPPED_BYTES = 64 << 10
+
+
+class WriterSlots:
+    """Up to ``capacity`` writable mappings of recycled files, by inode, newest last."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        # (st_dev, st_ino) -> (a descriptor of the file, to see it go; its mapping)
+        self._slots: dict[tuple[int, int], tuple[int, mmap.mmap]] = {}
+        weakref.finalize(self, _close_all, self._slots)
+
+    def mapping(self, fd: int, size: int) -> mmap.mmap | None:
+        """The recycled file ``fd`` (locked by the caller, ``size`` bytes) mapped writable
+        with every page in place; None when too small to be worth a mapping.
+
+        Raises OSError (ENOSPC) when its pages cannot be had.
+        """
+        if self.capacity <= 0 or size < MIN_MAPPED_BYTES:
+            return None
+        info = os.fstat(fd)
+        key = (info.st_dev, info.st_ino)
+        kept = self._slots.pop(key, None)
+        if kept is not None:
+            if len(kept[1]) == size:
+                self._slots[key] = kept  # the most recently used goes last
+                return kept[1]
+            _close(kept)  # a file is pooled by its size: this one was resized meanwhile
+        made = map_reserved(fd, size)
+        self._slots[key] = (os.dup(fd), made)
+        while len(self._slots) > self.capacity:
+            _close(self._slots.pop(next(iter(self._slots))))
+        return made
+
+    def clear(self) -> None:
+        """Let go of every mapping (their files' RAM is needed: the disk is full)."""
+        _close_all(self._slots)
+
+    def let_go_of_gone(self) -> None:
+        """Drop the mappings of files that no longer have a name: only they hold the RAM
+        (one ``fstat`` per mapping)."""
+        for key, kept in list(self._slots.items()):
+            if os.fstat(kept[0]).st_nlink == 0:
+                _close(self._slots.pop(key))
+
+
+def _close(kept: tuple[int, mmap.mmap]) -> None:
+    fd, mapping = kept
+    os.close(fd)
+    # An array that `create` handed out may still use it: then it goes with that array.
+    with contextlib.suppress(BufferError):
+        mapping.close()
+
+
+def _close_all(slots: dict[tuple[int, int], tuple[int, mmap.mmap]]) -> None:
+    while slots:
+        _close(slots.popitem()[1])
