@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from ramxchg._errors import RamDiskError
+from ramxchg import RamDiskError
 from ramxchg.disks import (
     DiskSpec,
     HdiutilAdapter,

@@ -10,7 +10,7 @@ import numpy as np
 
 from .._channel import Channel
 from .._item import Item
-from ..ramdisk import info
+from ..disks.probe import info
 from .transports import Receiver, Sender, Transport
 
 #: The durable group the benchmark's consumer reads as: acked items are deleted at once.
