@@ -23,26 +23,22 @@ import pytest
 from ramxchg import RamDiskError
 from ramxchg.disks import ADAPTERS, DiskSpec, adapter_class, get_adapter
 from tests.disk_fakes import FakeHost, FakeRunner
-from tests.disk_worlds import WORLDS, RealTmpfs, TmpfsWorld, World
+from tests.disk_worlds import WORLDS, FakeWorld, RealTmpfs, World
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 TARGET = "/target"
 
-_WORLD_PARAMS = [
-    pytest.param(make, id=make.__name__.removesuffix("World").lower())
+#: every adapter of the registry on each of its fake machines, and tmpfs on this one
+_WORLDS = [
+    pytest.param(world, id=world.name)
     for cls in dict.fromkeys(ADAPTERS.values())
-    for make in WORLDS.get(cls.name, [])
-]
-_WORLD_PARAMS += [
-    pytest.param(lambda: TmpfsWorld(systemd=False), id="tmpfs-fstab"),
-    pytest.param(RealTmpfs, id="tmpfs-real", marks=pytest.mark.root),
-]
+    for world in WORLDS.get(cls.name, [])
+] + [pytest.param(RealTmpfs, id=RealTmpfs.name, marks=pytest.mark.root)]
 
 
-@pytest.fixture(params=_WORLD_PARAMS)
+@pytest.fixture(params=_WORLDS)
 def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
-    make = request.param
-    made = make(tmp_path) if make is RealTmpfs else make()
+    made = RealTmpfs(tmp_path) if request.param is RealTmpfs else request.param()
     try:
         yield made
     finally:
@@ -50,17 +46,17 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
 
 
 @pytest.fixture
-def fake(world: World) -> World:
-    """A world that is faked: the test makes programs fail, drops privileges or installs
-    things at boot, which this machine must not see."""
-    if not world.fake:
+def fake(world: World) -> FakeWorld:
+    """A fake machine: the test makes programs fail, drops privileges or installs things
+    at boot, which this machine must not see."""
+    if not isinstance(world, FakeWorld):
         pytest.skip("needs a fake machine (it fails programs, drops privileges or installs)")
     return world
 
 
 def _target(world: World, tmp_path: Path) -> str:
     """A folder to persist into: never a real system folder."""
-    return TARGET if world.fake else str(tmp_path / "persisted")
+    return TARGET if isinstance(world, FakeWorld) else str(tmp_path / "persisted")
 
 
 def _one_line_to_run(message: str) -> bool:
@@ -185,11 +181,11 @@ def test_a_size_that_is_not_a_positive_number_of_bytes_is_refused(
         world.adapter.mount(DiskSpec(world.spot, size))  # type: ignore[arg-type]
     with pytest.raises(RamDiskError, match="size"):
         world.adapter.persist(DiskSpec(world.spot, size), _target(world, tmp_path))  # type: ignore[arg-type]
-    assert world.runner.calls == []  # type: ignore[attr-defined]
+    assert world.runner.calls == []
     assert world.disk_at(world.spot) is None
 
 
-def test_a_failing_program_is_a_ram_disk_error_naming_it(fake: World) -> None:
+def test_a_failing_program_is_a_ram_disk_error_naming_it(fake: FakeWorld) -> None:
     fake.failing = True
     with pytest.raises(RamDiskError) as info:
         fake.adapter.mount(DiskSpec(fake.spot, 64 * MIB))
@@ -202,7 +198,7 @@ def test_a_failing_program_is_a_ram_disk_error_naming_it(fake: World) -> None:
     assert fake.changes == []
 
 
-def test_a_missing_program_is_named(fake: World) -> None:
+def test_a_missing_program_is_named(fake: FakeWorld) -> None:
     fake.tools.clear()
     with pytest.raises(RamDiskError) as info:
         fake.adapter.mount(DiskSpec(fake.spot, 64 * MIB))
@@ -210,8 +206,8 @@ def test_a_missing_program_is_named(fake: World) -> None:
     assert fake.disk_at(fake.spot) is None
 
 
-def test_without_privileges_the_error_gives_the_command_to_run(fake: World) -> None:
-    fake.host.admin = False  # type: ignore[attr-defined]
+def test_without_privileges_the_error_gives_the_command_to_run(fake: FakeWorld) -> None:
+    fake.host.admin = False
     if not fake.needs_admin:
         fake.adapter.mount(DiskSpec(fake.spot, 64 * MIB))
         assert fake.disk_at(fake.spot) is not None
@@ -221,7 +217,7 @@ def test_without_privileges_the_error_gives_the_command_to_run(fake: World) -> N
     message = str(info.value)
     assert _one_line_to_run(message)
     assert all(word in message for arg in info.value.command for word in arg.split())
-    assert fake.runner.calls == []  # type: ignore[attr-defined]
+    assert fake.runner.calls == []
     assert fake.disk_at(fake.spot) is None
 
 
@@ -240,11 +236,11 @@ def test_persist_into_a_folder_writes_the_same_disk_there_and_installs_nothing(
     text = "".join(written.values())
     assert world.spot_spelling in text
     assert world.size_spelling(8 * GIB) in text
-    if world.fake:
+    if isinstance(world, FakeWorld):
         assert world.registered() == set()
 
 
-def test_unpersist_undoes_persist_exactly_and_then_finds_nothing(fake: World) -> None:
+def test_unpersist_undoes_persist_exactly_and_then_finds_nothing(fake: FakeWorld) -> None:
     before = dict(fake.files)
     done = fake.adapter.persist(DiskSpec(fake.spot, 8 * GIB))
     assert done
@@ -258,18 +254,18 @@ def test_unpersist_undoes_persist_exactly_and_then_finds_nothing(fake: World) ->
     assert fake.changes == changes
 
 
-def test_without_privileges_persisting_says_what_to_run(fake: World) -> None:
+def test_without_privileges_persisting_says_what_to_run(fake: FakeWorld) -> None:
     if not fake.needs_admin:
         pytest.skip(f"{fake.adapter.name} persists for the user: no privileges needed")
-    fake.host.admin = False  # type: ignore[attr-defined]
+    fake.host.admin = False
     with pytest.raises(RamDiskError) as info:
         fake.adapter.persist(DiskSpec(fake.spot, 8 * GIB))
     assert _one_line_to_run(str(info.value))
     assert fake.changes == []
-    fake.host.admin = True  # type: ignore[attr-defined]
+    fake.host.admin = True
     fake.adapter.persist(DiskSpec(fake.spot, 8 * GIB))
     installed, changes = dict(fake.files), list(fake.changes)
-    fake.host.admin = False  # type: ignore[attr-defined]
+    fake.host.admin = False
     with pytest.raises(RamDiskError) as info:
         fake.adapter.unpersist(fake.spot)
     assert _one_line_to_run(str(info.value))
