@@ -2,7 +2,7 @@
 
 Like zarr's store tests, one suite runs over every implementation. The adapters come
 from the registry (`ramxchg.disks.ADAPTERS`); each runs on a fake machine of its own OS
-(tests/disk_worlds.py: the adapter's two seams, answering like the real programs and
+(tests/disk_worlds/: the adapter's two seams, answering like the real programs and
 remembering what they did), and tmpfs also on this machine when root. A new adapter
 gets the whole suite by registering in ``ADAPTERS`` and adding its world to
 ``disk_worlds.WORLDS`` (the first test fails until it does). Command lines, parsers and
@@ -276,13 +276,8 @@ def test_without_privileges_persisting_says_what_to_run(fake: FakeWorld) -> None
 def test_the_export_line_sets_the_root_in_its_shell(world: World, root: str) -> None:
     if shutil.which(world.shell[0]) is None:
         pytest.skip(f"needs {world.shell[0]}")
-    show = (
-        "; [Console]::Out.Write($env:RAMXCHG_ROOT)"
-        if "pwsh" in world.shell
-        else ('; printf %s "$RAMXCHG_ROOT"')
-    )
     line = world.adapter.export_line(root)
     shown = subprocess.run(
-        [*world.shell, line + show], capture_output=True, text=True, check=True
+        [*world.shell, line + world.show_root], capture_output=True, text=True, check=True
     ).stdout
     assert shown == root

@@ -52,8 +52,10 @@ class World(ABC):
     free_spot: str
     #: how the persisted files spell `spot` (the boot-time disk is the same disk)
     spot_spelling: str
-    #: the shell the export line is for, as ``argv`` that runs a command string
+    #: the shell the export line is for, as ``argv`` that runs a command string, and the
+    #: command that then prints the root it set
     shell: tuple[str, ...] = ("sh", "-c")
+    show_root = '; printf %s "$RAMXCHG_ROOT"'
 
     adapter: RamDiskAdapter
     runner: RecordingRunner

@@ -31,6 +31,7 @@ class ImDiskWorld(FakeWorld):
     spot_spelling = '"R:"'
     mount_tools = ("aim_ll", "imdisk")
     shell = ("pwsh", "-NoProfile", "-Command")
+    show_root = "; [Console]::Out.Write($env:RAMXCHG_ROOT)"
 
     def __init__(self) -> None:
         super().__init__(("imdisk", "schtasks"))
