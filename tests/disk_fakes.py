@@ -85,6 +85,7 @@ class FakeHost(HostView):
 
     def write_text(self, path: str, text: str) -> None:
         self.written[path] = text
+        self.files[path] = text  # read back and seen by exists(), as on a real host
 
     def remove(self, path: str) -> bool:
         self.removed.append(path)

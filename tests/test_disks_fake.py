@@ -1,27 +1,27 @@
-"""Every adapter on this machine through fake seams: command lines, parsing, errors."""
+"""What is particular to each adapter, through fake seams: its command lines, the output of
+its programs, its wording. What every adapter does is tests/contracts/test_disk_contract.py.
+"""
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
 
-from ramxchg._errors import RamDiskError
+from ramxchg import RamDiskError
 from ramxchg.disks import (
     DiskSpec,
     HdiutilAdapter,
-    ImDiskAdapter,
     TmpfsAdapter,
-    adapter_class,
     get_adapter,
 )
 from ramxchg.disks.hdiutil import parse_attach, parse_hdiutil_info, parse_mount_output
-from ramxchg.disks.imdisk import SCRIPT_NAME, drive_letter, parse_imdisk_status
+from ramxchg.disks.imdisk import drive_letter, parse_imdisk_status
 from ramxchg.disks.persist import fstab_line, mount_unit_name
 from ramxchg.disks.tmpfs import MOUNTINFO, SHMEM_ENABLED
 
 from .disk_fakes import FakeHost, FakeRunner
+from .disk_worlds import HdiutilWorld, ImDiskWorld
 
 GIB = 1024**3
 
@@ -62,116 +62,81 @@ devfs on /dev (devfs, local, nobrowse)
 """
 
 
-# -- selection ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("platform", "cls"),
-    [("linux", TmpfsAdapter), ("win32", ImDiskAdapter), ("darwin", HdiutilAdapter)],
-)
-def test_one_selection_point(platform: str, cls: type) -> None:
-    runner, host = FakeRunner(), FakeHost()
-    adapter = get_adapter(platform=platform, runner=runner, host=host)
-    assert type(adapter) is cls
-    assert adapter.runner is runner
-    assert adapter.host is host
-    assert adapter_class(platform) is cls
-
-
-def test_unknown_platform() -> None:
-    with pytest.raises(RamDiskError, match="no RAM-disk adapter for platform 'sunos5'"):
-        get_adapter(platform="sunos5")
-
-
 # -- Windows --------------------------------------------------------------------------------
 
 
-def _windows(tools=("imdisk",), admin=True, replies=None) -> tuple[ImDiskAdapter, FakeRunner]:
-    runner = FakeRunner(tools, replies)
-    host = FakeHost(admin=admin, dos_devices={"R:": "\\Device\\ImDisk0"})
-    adapter = get_adapter(platform="win32", runner=runner, host=host)
-    assert isinstance(adapter, ImDiskAdapter)
-    return adapter, runner
+def _windows(tools: tuple[str, ...] = ("imdisk",)) -> ImDiskWorld:
+    world = ImDiskWorld()
+    world.tools.update(tools)
+    return world
 
 
 def test_imdisk_mount_and_unmount_command_lines() -> None:
-    adapter, runner = _windows()
-    mounted = adapter.mount(DiskSpec("r:\\", 8 * GIB))
-    assert runner.calls == [["imdisk", "-a", "-s", "8G", "-m", "R:", "-p", "/fs:ntfs /q /y"]]
+    world = _windows()
+    mounted = world.adapter.mount(DiskSpec("r:\\", 8 * GIB))
+    command = ["imdisk", "-a", "-s", "8G", "-m", "R:", "-p", "/fs:ntfs /q /y"]
+    assert world.changes == [command]
     assert mounted.mount_point == "R:\\"
     assert mounted.device == "\\Device\\ImDisk0"
     # How Windows will quote it: the format parameters stay one argument.
-    assert subprocess.list2cmdline(runner.calls[0]).endswith('-p "/fs:ntfs /q /y"')
-    adapter.unmount("R:")
-    adapter.unmount("R:", force=True)
-    assert runner.calls[1:] == [["imdisk", "-d", "-m", "R:"], ["imdisk", "-D", "-m", "R:"]]
+    assert subprocess.list2cmdline(command).endswith('-p "/fs:ntfs /q /y"')
+    world.adapter.unmount("R:")
+    world.adapter.mount(DiskSpec("R:", 8 * GIB))
+    world.adapter.unmount("R:", force=True)
+    assert world.changes[1:] == [
+        ["imdisk", "-d", "-m", "R:"],
+        command,
+        ["imdisk", "-D", "-m", "R:"],
+    ]
 
 
 def test_windows_persistence_formats_with_the_chosen_filesystem() -> None:
-    adapter, runner = _windows()
+    world = _windows()
     spec = DiskSpec("R:", 4 * GIB, filesystem="FAT32")
-    adapter.mount(spec)
-    assert runner.calls[0][-2:] == ["-p", "/fs:fat32 /q /y"]
-    adapter.persist(spec)
-    host = adapter.host
-    assert isinstance(host, FakeHost)
-    [script] = [text for path, text in host.written.items() if path.endswith(".ps1")]
+    world.adapter.mount(spec)
+    assert world.changes[0][-2:] == ["-p", "/fs:fat32 /q /y"]
+    assert world.adapter.describe("R:").fs_type == "FAT32"
+    world.adapter.persist(spec)
+    [script] = [text for path, text in world.host.written.items() if path.endswith(".ps1")]
     assert '-p "/fs:fat32 /q /y"' in script  # the drive made at logon is the same drive
 
 
 def test_aim_ll_is_preferred_with_the_same_switches() -> None:
-    adapter, runner = _windows(tools=("imdisk", "aim_ll"))
-    adapter.mount(DiskSpec("S:", 512 * 1024**2))
-    assert runner.calls == [["aim_ll", "-a", "-s", "512M", "-m", "S:", "-p", "/fs:ntfs /q /y"]]
+    world = _windows(tools=("imdisk", "aim_ll"))
+    world.adapter.mount(DiskSpec("S:", 512 * 1024**2))
+    assert world.changes == [["aim_ll", "-a", "-s", "512M", "-m", "S:", "-p", "/fs:ntfs /q /y"]]
 
 
 def test_windows_missing_tool_names_the_download_pages() -> None:
-    adapter, runner = _windows(tools=())
+    world = _windows()
+    world.tools.clear()
     with pytest.raises(RamDiskError) as caught:
-        adapter.mount(DiskSpec("R:", GIB))
+        world.adapter.mount(DiskSpec("R:", GIB))
     message = str(caught.value)
     assert "https://sourceforge.net/projects/imdisk-toolkit/" in message
     assert "https://arsenalrecon.com/downloads" in message
-    assert runner.calls == []
 
 
 def test_windows_without_elevation() -> None:
-    adapter, runner = _windows(admin=False)
+    world = _windows()
+    world.host.admin = False
     with pytest.raises(RamDiskError, match="Run as administrator") as caught:
-        adapter.mount(DiskSpec("R:", GIB))
+        world.adapter.mount(DiskSpec("R:", GIB))
     assert 'imdisk -a -s 1G -m R: -p "/fs:ntfs /q /y"' in str(caught.value)
     assert caught.value.command == ["imdisk", "-a", "-s", "1G", "-m", "R:", "-p", "/fs:ntfs /q /y"]
-    assert runner.calls == []
+    world.host.admin = True
+    world.adapter.mount(DiskSpec("R:", GIB))
+    world.host.admin = False
     with pytest.raises(RamDiskError, match="elevated"):
-        adapter.unmount("R:")
-
-
-def test_windows_tool_failure_carries_the_command() -> None:
-    adapter, _ = _windows(replies={("imdisk", "-a"): (1, "", "Access denied.")})
-    with pytest.raises(RamDiskError, match="exited with 1: Access denied") as caught:
-        adapter.mount(DiskSpec("R:", GIB))
-    assert caught.value.returncode == 1
-    assert caught.value.command[0] == "imdisk"
+        world.adapter.unmount("R:")
+    assert world.disk_at("R:") is not None
 
 
 def test_powershell_export_line_quotes_the_root() -> None:
-    adapter, _ = _windows()
+    adapter = _windows().adapter
     assert adapter.export_line("R:\\ramxchg") == "$env:RAMXCHG_ROOT = 'R:\\ramxchg'"
     # In single quotes PowerShell expands nothing ($x, `n stay); only ' is doubled.
     assert adapter.export_line("R:\\it's $x `n") == "$env:RAMXCHG_ROOT = 'R:\\it''s $x `n'"
-
-
-@pytest.mark.parametrize("root", ["/mnt/ram disk", "/mnt/it's", "/mnt/$HOME;`x`"])
-def test_shell_export_line_round_trips_through_sh(root: str) -> None:
-    adapter, _ = _linux(admin=True)
-    line = adapter.export_line(root)
-    shown = subprocess.run(
-        ["sh", "-c", line + '; printf %s "$RAMXCHG_ROOT"'],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert shown == root
 
 
 def test_parse_imdisk_outputs() -> None:
@@ -188,15 +153,15 @@ def test_parse_imdisk_outputs() -> None:
 
 
 def test_describe_an_imdisk_drive() -> None:
-    adapter, runner = _windows(replies={("imdisk", "-l"): (0, IMDISK_STATUS, "")})
-    disk = adapter.describe("R:\\ramxchg")
-    assert runner.calls == [["imdisk", "-l", "-m", "R:"]]
-    assert disk.ram_backed
-    assert disk.device == "\\Device\\ImDisk0"
-    assert disk.fs_type == "NTFS"
-    assert disk.mount_point == "R:\\"
-    not_imdisk, _ = _windows(replies={("imdisk", "-l"): (1, "", "Not an ImDisk drive")})
-    assert not not_imdisk.describe("C:\\Users").ram_backed
+    world = _windows()
+    world.adapter.mount(DiskSpec("R:", 8 * GIB))
+    disk = world.adapter.describe("R:\\ramxchg")
+    assert (disk.device, disk.fs_type, disk.mount_point) == ("\\Device\\ImDisk0", "NTFS", "R:\\")
+    assert disk.notes == ("Virtual Memory, HDD, Modified",)
+    system = world.adapter.describe("C:\\Users")
+    assert not system.ram_backed
+    assert system.device == "\\Device\\HarddiskVolume3"
+    assert system.notes == ()
 
 
 @pytest.mark.parametrize(("text", "letter"), [("r", "R:"), ("R:", "R:"), ("s:\\x\\y", "S:")])
@@ -220,21 +185,24 @@ def _mac(tools=("hdiutil", "diskutil"), replies=None) -> tuple[HdiutilAdapter, F
 
 
 def test_hdiutil_mount_command_lines() -> None:
-    adapter, runner = _mac(replies={("hdiutil", "attach"): (0, HDIUTIL_ATTACH, "")})
-    mounted = adapter.mount(DiskSpec("/Volumes/ramxchg", 8 * GIB))
-    assert runner.calls == [
+    world = HdiutilWorld()
+    mounted = world.adapter.mount(DiskSpec("/Volumes/ramxchg", 8 * GIB))
+    assert world.changes == [
         ["hdiutil", "attach", "-nomount", "ram://16777216"],
         ["diskutil", "erasevolume", "HFS+", "ramxchg", "/dev/disk4"],
     ]
     assert mounted.device == "/dev/disk4"
-    assert adapter.host.touched == ["/Volumes/ramxchg/.metadata_never_index"]
+    assert world.host.touched == ["/Volumes/ramxchg/.metadata_never_index"]
+    world.adapter.unmount("/Volumes/ramxchg", force=True)
+    assert world.changes[-1] == ["hdiutil", "detach", "/dev/disk4", "-force"]
 
 
 def test_hdiutil_apfs_and_odd_sizes_round_up_to_sectors() -> None:
-    adapter, runner = _mac(replies={("hdiutil", "attach"): (0, HDIUTIL_ATTACH, "")})
-    adapter.mount(DiskSpec("/Volumes/fast", 1000, filesystem="APFS"))
-    assert runner.calls[0][-1] == "ram://2"
-    assert runner.calls[1] == ["diskutil", "erasevolume", "APFS", "fast", "/dev/disk4"]
+    world = HdiutilWorld()
+    world.adapter.mount(DiskSpec("/Volumes/fast", 1000, filesystem="APFS"))
+    assert world.changes[0][-1] == "ram://2"
+    assert world.changes[1] == ["diskutil", "erasevolume", "APFS", "fast", "/dev/disk4"]
+    assert world.adapter.describe("/Volumes/fast").fs_type == "apfs"
 
 
 def test_hdiutil_detaches_when_formatting_fails() -> None:
@@ -256,12 +224,6 @@ def test_hdiutil_refuses_a_mount_point_outside_volumes() -> None:
     assert runner.calls == []
 
 
-def test_macos_missing_tool() -> None:
-    adapter, _ = _mac(tools=("diskutil",))
-    with pytest.raises(RamDiskError, match="hdiutil was not found"):
-        adapter.mount(DiskSpec("/Volumes/ramxchg", GIB))
-
-
 def test_parse_hdiutil_outputs() -> None:
     assert parse_attach(HDIUTIL_ATTACH) == "/dev/disk4"
     with pytest.raises(RamDiskError, match="unexpected hdiutil attach output"):
@@ -278,26 +240,6 @@ def test_parse_hdiutil_outputs() -> None:
     assert mounts[2].mount_point == "/Volumes/ramxchg"
     assert mounts[2].fs_type == "hfs"
     assert "noowners" in mounts[2].options
-
-
-def _mac_listing() -> tuple[HdiutilAdapter, FakeRunner]:
-    return _mac(
-        replies={("mount",): (0, MAC_MOUNT, ""), ("hdiutil", "info"): (0, HDIUTIL_INFO, "")}
-    )
-
-
-def test_describe_and_detach_a_ram_disk_on_macos() -> None:
-    adapter, runner = _mac_listing()
-    disk = adapter.describe("/Volumes/ramxchg/cam")
-    assert disk.ram_backed
-    assert (disk.fs_type, disk.device) == ("hfs", "/dev/disk4")
-    assert disk.mount_point == "/Volumes/ramxchg"
-    assert not adapter.describe("/Volumes/Tool").ram_backed
-    assert not adapter.describe("/Users/alice").ram_backed
-    adapter.unmount("/Volumes/ramxchg", force=True)
-    assert runner.calls[-1] == ["hdiutil", "detach", "/dev/disk4", "-force"]
-    with pytest.raises(RamDiskError, match="refusing to detach"):
-        adapter.unmount("/Volumes/Tool")
 
 
 # -- Linux without root ---------------------------------------------------------------------
@@ -342,31 +284,6 @@ def test_linux_non_root_error_gives_the_exact_sudo_command() -> None:
     assert "/dev/shm is a tmpfs that works without root" in message
     assert caught.value.command[:3] == ["mount", "-t", "tmpfs"]
     assert runner.calls == []
-
-
-def test_linux_refuses_to_unmount_what_is_not_a_ram_disk() -> None:
-    adapter, runner = _linux(admin=True)
-    with pytest.raises(RamDiskError, match="not a tmpfs/ramfs RAM disk"):
-        adapter.unmount("/", force=True)
-    with pytest.raises(RamDiskError, match="not a mount point"):
-        adapter.unmount("/mnt/nothing")
-    assert adapter.unmount("/mnt/nothing", missing_ok=True) is False
-    with pytest.raises(RamDiskError, match="not a tmpfs/ramfs RAM disk"):
-        adapter.unmount("/", missing_ok=True)  # something is there: still refused
-    assert runner.calls == []
-
-
-def test_unmount_missing_ok_on_windows_and_macos() -> None:
-    not_there = {("imdisk", "-l"): (1, "", "Not an ImDisk drive")}
-    windows, runner = _windows(replies=not_there)
-    assert windows.unmount("R:", missing_ok=True) is False
-    assert runner.calls == [["imdisk", "-l", "-m", "R:"]]
-    mac, runner = _mac_listing()
-    assert mac.unmount("/Volumes/gone", missing_ok=True) is False
-    assert not any(call[:2] == ["hdiutil", "detach"] for call in runner.calls)
-    with pytest.raises(RamDiskError, match="refusing to detach"):
-        mac.unmount("/Volumes/Tool", missing_ok=True)
-    assert mac.unmount("/Volumes/ramxchg", missing_ok=True) is True
 
 
 # -- undoing --persist ------------------------------------------------------------------------
@@ -419,41 +336,3 @@ def test_tmpfs_unpersist_needs_root_and_says_how() -> None:
         adapter.unpersist("/mnt/ramxchg")
     assert runner.calls == []
     assert host.written == {}
-
-
-def test_imdisk_unpersist_deletes_the_logon_task_and_script(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("LOCALAPPDATA", "/appdata")
-    adapter, runner = _windows()
-    host = adapter.host
-    assert isinstance(host, FakeHost)
-    script = os.path.join("/appdata", "ramxchg", SCRIPT_NAME)
-    host.files[script] = "# logon script"
-    assert adapter.unpersist("R:") == [
-        "ran schtasks /Delete /TN ramxchg-ramdisk /F",
-        f"removed {script}",
-    ]
-    assert runner.calls == [
-        ["schtasks", "/Query", "/TN", "ramxchg-ramdisk"],
-        ["schtasks", "/Delete", "/TN", "ramxchg-ramdisk", "/F"],
-    ]
-    missing = {("schtasks", "/Query"): (1, "", "ERROR: The system cannot find the file")}
-    nothing, runner = _windows(replies=missing)
-    assert nothing.unpersist("R:") == []
-    assert runner.calls == [["schtasks", "/Query", "/TN", "ramxchg-ramdisk"]]
-
-
-def test_hdiutil_unpersist_unloads_and_removes_the_agent(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HOME", "/Users/alice")
-    adapter, runner = _mac()
-    host = adapter.host
-    assert isinstance(host, FakeHost)
-    plist = "/Users/alice/Library/LaunchAgents/org.ramxchg.ramdisk.plist"
-    script = "/Users/alice/Library/Application Support/ramxchg/ramxchg-ramdisk.sh"
-    host.files.update({plist: "<plist/>", script: "#!/bin/sh"})
-    done = adapter.unpersist("/Volumes/ramxchg")
-    assert runner.calls == [["launchctl", "unload", "-w", plist]]
-    assert host.removed == [plist, script]
-    assert done[1:] == [f"removed {plist}", f"removed {script}"]
-    assert adapter.unpersist("/Volumes/ramxchg") == []

@@ -198,6 +198,17 @@ class DiskSpec:
     uid: int | None = None
     gid: int | None = None
 
+    def __post_init__(self) -> None:
+        # Refused here, for every adapter: tmpfs reads size=0 as "no limit at all".
+        size = self.size_bytes
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise RamDiskError(
+                f"a RAM disk's size must be a positive number of bytes, got {size!r}; "
+                "parse_size() reads text such as '8G'",
+                path=self.path,
+                size_bytes=size,
+            )
+
 
 @dataclass(frozen=True)
 class MountedDisk:

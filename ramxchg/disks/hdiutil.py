@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from dataclasses import dataclass
 
 from .._errors import RamDiskError
@@ -110,6 +111,13 @@ class HdiutilAdapter(RamDiskAdapter):
         if fs not in FILESYSTEMS:
             raise RamDiskError(f"filesystem {fs!r} is not one of {FILESYSTEMS}", path=path)
         self._tools()
+        taken = [mount for mount in self._mounts() if mount.mount_point == path]
+        if taken:  # diskutil would mount the new volume as "<name> 1" instead
+            raise RamDiskError(
+                f"{path} is already mounted ({taken[-1].device}); unmount it first with "
+                f"`ramxchg teardown {shlex.quote(path)}`",
+                path=path,
+            )
         sectors = -(-spec.size_bytes // SECTOR)
         attach = ["hdiutil", "attach", "-nomount", f"ram://{sectors}"]
         device = parse_attach(self._run(attach, "attaching a RAM disk").stdout)
@@ -129,9 +137,11 @@ class HdiutilAdapter(RamDiskAdapter):
         info = self._run(["hdiutil", "info"], "listing disk images")
         return [image for image in parse_hdiutil_info(info.stdout) if image.ram_backed]
 
+    def _mounts(self) -> list[MacMount]:
+        return parse_mount_output(self._run(["mount"], "listing mounts").stdout)
+
     def _find(self, path: str) -> tuple[MacMount, bool]:
-        listing = self._run(["mount"], "listing mounts").stdout
-        mounts = [m for m in parse_mount_output(listing) if _inside(path, m.mount_point)]
+        mounts = [m for m in self._mounts() if _inside(path, m.mount_point)]
         if not mounts:
             raise RamDiskError(f"no mount holds {path}", path=path)
         mount = max(mounts, key=lambda m: len(m.mount_point))

@@ -128,16 +128,38 @@ class ImDiskAdapter(RamDiskAdapter):
         """Create the RAM drive and format it (NTFS by default)."""
         command = self.mount_command(spec)
         letter = drive_letter(spec.path)
+        in_use = self.host.query_dos_device(letter)
+        if in_use is not None:
+            raise RamDiskError(
+                f"{letter} is already in use ({in_use}); choose another drive letter, or "
+                f"remove the RAM drive there first with `ramxchg teardown {letter}`",
+                path=letter,
+                command=command,
+            )
         self._need_admin(command, f"creating the RAM drive {letter}")
         self._run(command, f"creating the RAM drive {letter}")
         device = self.host.query_dos_device(letter) or command[0]
         return MountedDisk(letter + "\\", device, self.name, (tuple(command),))
 
     def unmount(self, path: str, *, force: bool = False, missing_ok: bool = False) -> bool:
-        """Remove the drive (``-D``: force even while files are open)."""
+        """Remove the RAM drive (``-D``: force even while files are open).
+
+        Drives of other tools, and ImDisk drives backed by an image file, are refused.
+        """
         letter = drive_letter(path)
-        if missing_ok and self.status(path) is None:
+        status = self.status(path)
+        if status is None and missing_ok:
             return False
+        if status is None:
+            raise RamDiskError(
+                f"{letter} is not a drive of aim_ll or imdisk; refusing to remove it", path=path
+            )
+        if not status.ram_backed:
+            raise RamDiskError(
+                f"{letter} is backed by {status.image_file or 'an image file'}, not memory; "
+                "refusing to remove it",
+                path=path,
+            )
         command = [self.tool(), "-D" if force else "-d", "-m", letter]
         self._need_admin(command, f"removing the RAM drive {letter}")
         self._run(command, f"removing the RAM drive {letter}")

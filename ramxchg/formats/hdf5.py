@@ -1,8 +1,9 @@
 """HDF5 items: several named arrays in one ``.h5`` file, mapped zero-copy where possible.
 
 Writing: h5py lays out the file through the producer's locked descriptor (contiguous
-datasets, allocated early, never filled, ``libver=("earliest", "v110")`` so HDF5 1.10
-tools read it), and the data goes straight to each dataset's offset (``pwrite`` for
+datasets, allocated early, never filled, no timestamps, so the same arrays always make
+the same bytes; ``libver=("earliest", "v110")`` so HDF5 1.10 tools read it), and the
+data goes straight to each dataset's offset (``pwrite`` for
 ``put``, a writable mapping for ``create``). Datasets of `ALIGN_THRESHOLD` bytes or more start on an
 `ALIGNMENT` boundary (huge pages on tmpfs); the gap before them is a hole in the file.
 
@@ -69,6 +70,9 @@ JSON_ATTRS = "ramxchg:json"
 #: Room for the superblock, groups and dataset headers (an over-estimate).
 _METADATA_BYTES = 8192
 _PER_DATASET_BYTES = 1024
+#: HDF5 stores a dataset's type in one object header message, which must be under 64 KiB
+#: (``H5O_MESG_MAX_SIZE``): a structured dtype with many long field names can exceed it.
+_MAX_MESSAGE_BYTES = 1 << 16
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 #: What h5py raises for malformed files (OverflowError: absurd sizes read from them).
 _H5PY_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError, OverflowError)
@@ -83,9 +87,11 @@ class Hdf5Format(Format):
 
     def nbytes_for(self, layout: Layout) -> int:
         total = _METADATA_BYTES
-        for shape, dtype in layout.values():
+        for key, (shape, dtype) in layout.items():
             size = nbytes(shape, dtype)
             total += _PER_DATASET_BYTES + size + (ALIGNMENT if size >= ALIGN_THRESHOLD else 0)
+            if np.dtype(dtype).names is not None:  # its field names and types: up to 64 KiB
+                total += _type_bytes(_file_type(np.dtype(dtype), f"array {key!r}"))
         return total
 
     def write(
@@ -161,12 +167,25 @@ def _file_type(dtype: np.dtype[Any], what: str) -> Any:
 
     check_dtype(dtype, what)
     try:
-        return h5t.py_create(dtype, logical=True)
+        file_type = h5t.py_create(dtype, logical=True)
     except TypeError as exc:
         hint = " Encode text as bytes ('S' dtype)." if dtype.kind == "U" else ""
         raise UnsupportedDtype(
             f"{what} has dtype {dtype}, which HDF5 cannot store.{hint}", dtype=str(dtype)
         ) from exc
+    if dtype.names is not None and _type_bytes(file_type) >= _MAX_MESSAGE_BYTES:
+        raise UnsupportedDtype(
+            f"{what} has a structured dtype of {len(dtype.names)} fields whose HDF5 "
+            f"description takes {_type_bytes(file_type)} bytes; HDF5 stores less than "
+            f"{_MAX_MESSAGE_BYTES}. Use fewer or shorter field names, or format='npy'.",
+            dtype=str(dtype),
+        )
+    return file_type
+
+
+def _type_bytes(file_type: Any) -> int:
+    """Bytes the HDF5 type takes in the file (``encode`` adds a 2-byte prefix)."""
+    return len(file_type.encode()) - 2
 
 
 def _create(
@@ -204,6 +223,7 @@ def _create(
             dcpl.set_layout(h5d.CONTIGUOUS)
             dcpl.set_alloc_time(h5d.ALLOC_TIME_EARLY)
             dcpl.set_fill_time(h5d.FILL_TIME_NEVER)
+            dcpl.set_obj_track_times(False)  # no write time: one content, one file
             space = h5s.create_simple(tuple(shape)) if shape else h5s.create(h5s.SCALAR)
             dsid = h5d.create(h5file.id, key.encode(), types[key], space, dcpl=dcpl, lcpl=lcpl)
             offsets[key] = dsid.get_offset()
