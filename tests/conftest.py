@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import os
 import shutil
@@ -59,6 +60,19 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
 def tmp_files(channel: Channel) -> list[Path]:
     """What is left in the channel's hidden tmp folder (half-written items would be)."""
     return list((channel.path / ".ramxchg" / "tmp").iterdir())
+
+
+def lock_is_free(path: Path) -> bool:
+    """Can we take ``flock(LOCK_EX)`` on ``path`` (through a descriptor of our own)? False
+    while a producer, reader or member holds its lock on the file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:

@@ -3,7 +3,6 @@ subscriptions and ``ramxchg watch`` sweep what dead processes left."""
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import json
 import multiprocessing as mp
@@ -25,25 +24,13 @@ import pytest
 import ramxchg._store.claims
 import ramxchg._store.retention
 from ramxchg import Channel, Subscription
-from tests.conftest import wait_for
+from tests.conftest import lock_is_free, wait_for
 
 SPAWN = mp.get_context("spawn")
 
 
 def _claims(ch: Channel, group: str = "g") -> Path:
     return ch.path / ".ramxchg" / "groups" / group / "claims"
-
-
-def _lock_is_free(path: Path) -> bool:
-    """Can we take ``flock(LOCK_EX)`` on ``path`` (through a descriptor of our own)?"""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-    return True
 
 
 def _group_channel() -> Channel:
@@ -115,8 +102,8 @@ def test_a_claim_is_complete_and_locked_while_its_member_works(root: Path, no_le
         claim = _claims(ch) / name
         record = json.loads(claim.read_bytes())
         assert (record["pid"], record["lock"]) == (pid, True)
-        assert not _lock_is_free(claim), "a member's claim is not locked while it works"
-    wait_for(lambda: _lock_is_free(claim), what="the killed member's lock to go")
+        assert not lock_is_free(claim), "a member's claim is not locked while it works"
+    wait_for(lambda: lock_is_free(claim), what="the killed member's lock to go")
 
 
 def test_a_claim_is_complete_and_locked_before_it_appears(
@@ -133,7 +120,7 @@ def test_a_claim_is_complete_and_locked_before_it_appears(
         where = Path(os.readlink(f"/proc/self/fd/{folder}")) if folder is not None else None
         if where == _claims(ch):
             hidden = where / source
-            linked.append((json.loads(hidden.read_bytes()), _lock_is_free(hidden)))
+            linked.append((json.loads(hidden.read_bytes()), lock_is_free(hidden)))
         real_link(source, target, **dir_fds)
 
     monkeypatch.setattr(os, "link", link)
@@ -151,12 +138,12 @@ def test_the_lock_goes_with_the_ack_and_the_release(root: Path, no_leaks: None) 
     with ch.subscribe("g") as sub:
         items = [sub.get(timeout=5), sub.get(timeout=5)]
         assert [item.name for item in items] == [first, second]
-        assert not _lock_is_free(_claims(ch) / first)
-        assert not _lock_is_free(_claims(ch) / second)
+        assert not lock_is_free(_claims(ch) / first)
+        assert not lock_is_free(_claims(ch) / second)
         items[0].ack()
         ack = ch.path / ".ramxchg" / "groups" / "g" / "acks" / first
         assert ack.exists()
-        assert _lock_is_free(ack)  # the claim became the ack, unlocked
+        assert lock_is_free(ack)  # the claim became the ack, unlocked
         # `second` is given back on close, with its lock (no_leaks: its descriptor too)
     assert os.listdir(_claims(ch)) == []
 

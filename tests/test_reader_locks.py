@@ -14,20 +14,9 @@ import pytest
 
 from ramxchg import Channel, Item, ItemNotFound
 from ramxchg.formats import base
+from tests.conftest import lock_is_free
 
 FRAME = (256, 1024)  # 512 KiB of uint16
-
-
-def _locked(path: Path) -> bool:
-    """Does someone hold a lock on the file (so a producer may not recycle it)?"""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def _by_get(ch: Channel, name: str) -> Item:
@@ -74,12 +63,12 @@ def test_a_mapped_array_holds_a_shared_lock_until_it_is_freed(
         array = reading.open("c") if how == "copy-on-write" else reading.array
         if how == "view":
             array = array[10:20]
-        assert _locked(path)
-    assert _locked(path), "closing the item dropped the lock of an array still in use"
+        assert not lock_is_free(path)
+    assert not lock_is_free(path), "closing the item dropped the lock of an array still in use"
     assert float(array[0]) in (0.0, 10.0)
     del array
     gc.collect()
-    assert not _locked(path)
+    assert lock_is_free(path)
 
 
 def test_reading_metadata_takes_no_lock(root: Path) -> None:
@@ -88,7 +77,7 @@ def test_reading_metadata_takes_no_lock(root: Path) -> None:
     item = ch.get("a")
     assert item.shape == (10,)
     assert item.nbytes == 80
-    assert not _locked(item.path)
+    assert lock_is_free(item.path)
 
 
 @pytest.mark.parametrize("recycle", [None, 2], ids=["default", "recycle=2"])
