@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .._root import default_root
+from .. import default_root
 from ..disks import format_size
 from .transports import Transport
 from .workers import consumer_main, producer_main

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .._errors import RamDiskError
+from .. import RamDiskError
 from ..disks import DiskSpec, get_adapter
 from ..ramdisk import info
 from .runner import BenchConfig, machine, memcpy_gbps, run_transport, work_folder

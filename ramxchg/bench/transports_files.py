@@ -8,8 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .._channel import Channel
-from .._item import Item
+from .. import Channel, Item
 from ..ramdisk import info
 from .transports import Receiver, Sender, Transport
 
