@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ramxchg import Channel, ramdisk
+from ramxchg import Channel
 from ramxchg.bench.suite import huge_tmpfs
+from ramxchg.disks import probe as ramdisk
 
 
 @contextmanager

@@ -7,6 +7,7 @@ map them zero-copy. See README.md and docs/ for the guide and the on-disk protoc
 from __future__ import annotations
 
 from ._channel import Channel, ChannelStatus, GroupStatus
+from ._delivery.subscription import Subscription
 from ._errors import (
     ChannelFull,
     ChannelNotFound,
@@ -18,6 +19,7 @@ from ._errors import (
     InvalidSetting,
     ItemExists,
     ItemNotFound,
+    NotRamBackedWarning,
     RamDiskError,
     RamDiskFull,
     RamxchgError,
@@ -25,9 +27,10 @@ from ._errors import (
     UnsupportedDtype,
 )
 from ._item import Item
-from ._requeue import SetAsideFile, SetAsideFolder
-from ._root import NotRamBackedWarning, default_root
-from ._subscription import Subscription
+from ._store.layout import list_channels
+from ._store.root import default_root
+from ._store.setaside import SetAsideFile, SetAsideFolder
+from ._store.sidecar import encode_attrs
 from ._version import __version__
 
 __all__ = [
@@ -56,4 +59,6 @@ __all__ = [
     "UnsupportedDtype",
     "__version__",
     "default_root",
+    "encode_attrs",
+    "list_channels",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -13,28 +12,29 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from ._arrays import ArrayInput, ShapeInput, as_arrays, as_layout
-from ._config import OWNER_ONLY, ChannelConfig, load_or_store
-from ._copy import write_file_hidden
-from ._drop import drop_channel
-from ._errors import ChannelNotFound, InvalidName, InvalidSetting, ItemNotFound
-from ._groups import drop, registered_group
-from ._item import Item
-from ._layout import ChannelLayout
-from ._names import check_name
-from ._publish import abandon, allocate_item, check_free, find_existing, make_visible, write_item
-from ._requeue import SetAsideFolder
-from ._retention import Retention
-from ._root import check_safe_dir, ensure_dir, find_default_root
-from ._scan import Entry, publish_order, scan
-from ._sequence import SequenceCounter
-from ._sidecar import Sidecar, encode_attrs
-from ._status import ChannelStatus, GroupStatus, channel_status, group_status
-from ._subscription import Subscription
-from ._tmpfiles import HiddenFile
-from .formats import Format, format_for, get_format
-from .ramdisk import warn_if_not_ram
-
-log = logging.getLogger(__name__)
+from ._delivery.subscription import SubscribeOptions, Subscription
+from ._errors import CorruptItem, InvalidName, ItemNotFound
+from ._item import Item, entry_item, item_at
+from ._store.config import OWNER_ONLY, ChannelConfig
+from ._store.copy import take_file_hidden, write_file_hidden
+from ._store.drop import drop_channel
+from ._store.groups import drop, item_group_states, registered_group
+from ._store.names import check_name
+from ._store.publish import (
+    abandon,
+    allocate_item,
+    check_free,
+    find_existing,
+    make_visible,
+    write_item,
+)
+from ._store.scan import publish_order, scan
+from ._store.setaside import SetAsideFolder
+from ._store.sidecar import encode_attrs
+from ._store.status import ChannelStatus, GroupStatus, channel_status, group_status
+from ._store.store import open_store
+from ._store.tmpfiles import HiddenFile
+from .formats import Format, format_for, get_format, suffixes
 
 
 class Channel:
@@ -102,41 +102,12 @@ class Channel:
             }.items()
             if value is not None
         }
-        ChannelConfig(**wanted)  # every setting is checked before anything is stored
-        _check_mode(mode)
-        # A folder named by its path may be another user's, shared on purpose; a channel
-        # named under a root must be ours (someone may have pre-created the name).
-        by_path = isinstance(name, os.PathLike) or os.path.isabs(name)
-        if by_path:
-            path = Path(name)
-            if not create and not os.path.lexists(path):
-                raise ChannelNotFound(f"no channel folder {path}", path=path, name=path.name)
-            check_safe_dir(path, owner_check=False)
-            self.name = path.name
-            home = path  # warned about as a root is (once per filesystem)
-        else:
-            self.name = check_name(name, "channel")
-            base = Path(root) if root is not None else find_default_root(create=create)
-            path = base / self.name
-            if not create and not path.is_dir():
-                raise ChannelNotFound(f"no channel {name!r} in {base}", path=path, name=name)
-            if root is not None:
-                if create:
-                    ensure_dir(base)
-                else:
-                    check_safe_dir(base)
-            home = base  # any root is warned about, not only the default one
-        self.path = path
-        self._layout = ChannelLayout(path)
-        if create:
-            self._layout.create(mode, owner_check=not by_path)
-        else:  # a reader: nothing is created, not even the state folder
-            check_safe_dir(path, owner_check=not by_path)
-        # Only once the channel is usable: a root that fails gets its error, not a warning.
-        warn_if_not_ram(home, stacklevel=2)
-        self.config: ChannelConfig = load_or_store(self._layout.config_file, wanted, store=create)
-        self._counter = SequenceCounter(self._layout.seq_file)
-        self._retention = Retention(self._layout, self.config, self._counter)
+        self._store = open_store(name, root, mode=mode, wanted=wanted, create=create, stacklevel=2)
+        self.name: str = self._store.name
+        self.path: Path = self._store.path
+        self.config: ChannelConfig = self._store.config
+        self._layout = self._store.layout
+        self._retention = self._store.retention
 
     def __repr__(self) -> str:
         return f"Channel({str(self.path)!r})"
@@ -257,6 +228,43 @@ class Channel:
         hidden = write_file_hidden(self._retention, fmt, name, data, timeout=timeout)
         return self._publish(hidden, fmt, name, meta, source)
 
+    def put_file(
+        self,
+        path: str | os.PathLike[str],
+        name: str | None = None,
+        *,
+        attrs: Mapping[str, Any] | None = None,
+        move: bool = False,
+        replace: bool = False,
+        timeout: float | None = None,
+    ) -> Item:
+        """Publish an existing ``.npy`` or ``.h5`` file as an item (named after the file's
+        stem unless ``name`` is given), checked first and byte for byte.
+
+        The file is copied, or with ``move=True`` hard-linked (no copy; the channel's
+        filesystem only) and removed once published, so a failure leaves it where it
+        was. ``replace`` and ``timeout`` as for `put`. Raises `CorruptItem` for a file
+        that does not parse or is shorter than its header says, `RamxchgError` for a
+        missing file or a move across filesystems, and what `put` raises.
+        """
+        source = Path(path)
+        fmt = format_for(source)
+        if fmt is None:
+            raise CorruptItem(
+                f"{source} has suffix {source.suffix!r}; ramxchg publishes "
+                f"{' and '.join(suffixes())} files",
+                path=source,
+            )
+        stem = check_name(name if name is not None else source.stem)
+        if not replace:
+            check_free(self._layout, stem)
+        meta = encode_attrs(attrs)
+        hidden = take_file_hidden(self._retention, fmt, stem, source, move=move, timeout=timeout)
+        item = self._publish(hidden, fmt, stem, meta, replace=replace)
+        if move:
+            os.unlink(source)
+        return item
+
     def _publish(
         self,
         hidden: HiddenFile,
@@ -270,7 +278,7 @@ class Channel:
         forget = self._retention.forget if replace else None
         published = make_visible(
             self._layout,
-            self._counter,
+            self._store.counter,
             hidden,
             fmt,
             name=name,
@@ -279,7 +287,7 @@ class Channel:
             replace=forget,
         )
         self._retention.enforce_age_and_count(keep=published.name)
-        return self._item(published.name, published.path, fmt, published.sidecar)
+        return item_at(self._layout, published.name, published.path, fmt, published.sidecar)
 
     def _format(self, name: str | None) -> Format:
         return get_format(name or self.config.format)
@@ -298,24 +306,12 @@ class Channel:
             raise ItemNotFound(
                 f"no item {name!r} in channel {self.path}", path=self.path, name=name
             )
-        return self._item(name, path)
-
-    def _item(
-        self, name: str, path: str, fmt: Format | None = None, sidecar: Sidecar | None = None
-    ) -> Item:
-        """An `Item` for a published file; ``sidecar`` when already read (else read lazily)."""
-        if fmt is None:
-            fmt = format_for(path)
-            assert fmt is not None
-        return Item(name, path, fmt, self._layout.sidecar(name), sidecar=sidecar)
-
-    def _entry_item(self, entry: Entry) -> Item:
-        """The `Item` of a scanned entry, with the sidecar the scan read."""
-        return self._item(entry.name, entry.path, sidecar=entry.sidecar)
+        return item_at(self._layout, name, path)
 
     def items(self) -> list[Item]:
         """Every published item, in publish order (by arrival, dropped-in files included)."""
-        return [self._entry_item(entry) for entry in sorted(scan(self._layout), key=publish_order)]
+        entries = sorted(scan(self._layout), key=publish_order)
+        return [entry_item(self._layout, entry) for entry in entries]
 
     def names(self) -> list[str]:
         """Names of the published items, in publish order."""
@@ -324,7 +320,7 @@ class Channel:
     def latest(self) -> Item | None:
         """The most recently published item, or None when the channel is empty."""
         newest = max(scan(self._layout), key=publish_order, default=None)
-        return self._entry_item(newest) if newest is not None else None
+        return entry_item(self._layout, newest) if newest is not None else None
 
     def delete(self, name: str) -> None:
         """Remove a published item (consumers that mapped it keep their pages)."""
@@ -362,19 +358,19 @@ class Channel:
             must stay unchanged to count as complete, and how long a malformed one may
             stay before it is quarantined (see docs/protocol.md, "Legacy producers").
         """
-        return Subscription(
-            self,
-            group,
-            start=start,
-            latest_only=latest_only,
-            watch=watch,
-            settle=settle,
-            quarantine_after=quarantine_after,
-        )
+        options = SubscribeOptions(start, latest_only, watch, settle, quarantine_after)
+        return Subscription(self, self._store, group, options)
 
     def groups(self) -> list[GroupStatus]:
         """Every durable group with its backlog (items it has not acked yet)."""
         return group_status(self._retention)
+
+    def group_states(self, name: str) -> dict[str, Literal["pending", "claimed", "acked"]]:
+        """Where the item ``name`` stands in each durable group: ``"pending"`` (not
+        delivered yet, or given back), ``"claimed"`` (delivered to a member, not acked) or
+        ``"acked"``. `ItemNotFound` if there is no such item."""
+        self.get(name)
+        return item_group_states(self._layout, name)
 
     def status(self) -> ChannelStatus:
         """Items, bytes and every group's backlog, from one listing of the folder."""
@@ -434,12 +430,3 @@ class Channel:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
-
-
-def _check_mode(mode: object) -> None:
-    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
-        raise InvalidSetting(
-            f"channel setting mode must be permission bits (0 to 0o7777), not {mode!r}",
-            setting="mode",
-            value=mode,
-        )

@@ -19,6 +19,8 @@ from the builtin a caller would naturally catch::
     ├── RamDiskFull(OSError)           the RAM disk has no room (errno ENOSPC)
     └── RamDiskError(RuntimeError)     a RAM disk could not be set up or removed
 
+    NotRamBackedWarning(UserWarning)   a channel root on a disk, not in RAM (a warning)
+
 Each carries the path involved as ``.path`` and the numbers as attributes named
 in its docstring, and survives pickling (so it crosses process boundaries).
 """
@@ -136,3 +138,7 @@ class RamDiskFull(RamxchgError, OSError):
 
 class RamDiskError(RamxchgError, RuntimeError):
     """A RAM disk could not be created, described or removed (``.command`` when relevant)."""
+
+
+class NotRamBackedWarning(UserWarning):
+    """The channel root is on a disk, not in RAM: ramxchg works but is slower."""

@@ -10,9 +10,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ._scan import arrival_ns, item_sidecar
-from ._sidecar import Sidecar
-from .formats import Format, OpenedFile
+from ._store.layout import ChannelLayout
+from ._store.scan import Entry, arrival_ns, item_sidecar
+from ._store.sidecar import Sidecar
+from .formats import Format, OpenedFile, format_for
 from .formats.base import nbytes
 
 _T = TypeVar("_T")
@@ -207,3 +208,23 @@ def _only(item: Item, arrays: Mapping[str, _T]) -> _T:
             "use item.arrays[name]"
         )
     return next(iter(arrays.values()))
+
+
+def item_at(
+    layout: ChannelLayout,
+    name: str,
+    path: str,
+    fmt: Format | None = None,
+    sidecar: Sidecar | None = None,
+) -> Item:
+    """The `Item` of the published file ``path`` of a channel; ``sidecar`` when already
+    read (else it is read on first use)."""
+    if fmt is None:
+        fmt = format_for(path)
+        assert fmt is not None, path  # published names always carry a format's suffix
+    return Item(name, path, fmt, layout.sidecar(name), sidecar=sidecar)
+
+
+def entry_item(layout: ChannelLayout, entry: Entry) -> Item:
+    """The `Item` of a scanned entry, with the sidecar the scan read."""
+    return item_at(layout, entry.name, entry.path, sidecar=entry.sidecar)

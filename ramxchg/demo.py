@@ -21,7 +21,6 @@ The reduction is the mean of every 8th row (what a live viewer would show).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -35,10 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ._channel import Channel
-from ._errors import ChannelFull, RamxchgError
-from ._layout import ChannelLayout
-from ._root import default_root
+from . import Channel, ChannelFull, RamxchgError, default_root
 
 log = logging.getLogger(__name__)
 
@@ -264,19 +260,6 @@ def _consumer(path: str, config: DemoConfig, shared: _Shared, results: Any) -> N
 # -- the run ----------------------------------------------------------------------------------
 
 
-def channel_bytes(path: Path) -> int:
-    """Bytes the channel's items (published and being written) take on the RAM disk."""
-    total = 0
-    layout = ChannelLayout(path)
-    for folder in (layout.path, layout.tmp):
-        with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
-            for entry in entries:
-                with contextlib.suppress(FileNotFoundError):
-                    if entry.is_file(follow_symlinks=False):
-                        total += entry.stat(follow_symlinks=False).st_blocks * 512
-    return total
-
-
 Progress = Callable[[float, int, int], None]
 
 
@@ -370,7 +353,8 @@ def _stream(
             start = shared.started.value or now  # the clock runs once the producer is ready
             if now - start >= config.seconds:
                 shared.stop.set()
-            peak = max(peak, channel_bytes(channel.path))
+            status = channel.status()
+            peak = max(peak, status.bytes + status.writing_bytes)
             if progress is not None:
                 count = shared.consumed.value
                 progress(min(now - start, config.seconds), count, count * config.frame_bytes)

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ramxchg import Channel, Item, NotRamBackedWarning, Subscription, ramdisk
+from ramxchg import Channel, Item, NotRamBackedWarning, Subscription
 from ramxchg.cli import main
+from ramxchg.disks import probe as ramdisk
 from ramxchg.disks.tmpfs import MountEntry, parse_mountinfo
 
 SHM = Path("/dev/shm")

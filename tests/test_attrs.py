@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel, InvalidAttrs
-from ramxchg._sidecar import MAX_ATTR_ARRAY_ELEMENTS, MAX_ATTRS_DEPTH, MAX_SIDECAR_BYTES
+from ramxchg._store.sidecar import MAX_ATTR_ARRAY_ELEMENTS, MAX_ATTRS_DEPTH, MAX_SIDECAR_BYTES
 from ramxchg.formats.hdf5 import JSON_ATTRS
 from tests.conftest import run_cli, tmp_files
 

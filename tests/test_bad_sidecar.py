@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel, Item
-from ramxchg._scan import Entry, look
-from ramxchg._sidecar import MAX_SIDECAR_BYTES
+from ramxchg._store.scan import Entry, look
+from ramxchg._store.sidecar import MAX_SIDECAR_BYTES
 from tests.conftest import file_clock_passes
 
 GOOD = {"version": 1, "seq": 1, "format": "npy", "published_ns": 1, "attrs": {"k": 1}}

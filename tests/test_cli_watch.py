@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from ramxchg import Channel, ItemNotFound
-from ramxchg._aside import read_reason
+from ramxchg._store.aside import read_reason
 from tests.conftest import run_cli
 
 from .conftest import wait_for

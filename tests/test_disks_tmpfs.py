@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import ramxchg
-from ramxchg import ramdisk
 from ramxchg._errors import RamDiskError
 from ramxchg.disks import DiskSpec, TmpfsAdapter
+from ramxchg.disks import probe as ramdisk
 from ramxchg.disks.tmpfs import find_mount, kernel_at_least, parse_mountinfo
 from tests.conftest import mount_entry
 

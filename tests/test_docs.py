@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ramxchg._config import DEFAULT_RECYCLE
-from ramxchg._layout import STATE_DIR
+from ramxchg._store.config import DEFAULT_RECYCLE
+from ramxchg._store.layout import STATE_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -77,3 +77,13 @@ def test_docs_examples_run_twice_and_leave_nothing(root: Path, example: str) -> 
         out = _run(REPO / "docs" / "examples" / example, root)
         assert out.count("got ") == 3
         assert _left_behind(root) == []
+
+
+def test_architecture_names_only_modules_that_exist() -> None:
+    """docs/architecture.md stays true to the tree: every module it names is there."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    named = set(re.findall(r"`((?:ramxchg/)?[\w/]+\.py)`", text))
+    assert len(named) > 30
+    modules = [path.relative_to(REPO).as_posix() for path in (REPO / "ramxchg").rglob("*.py")]
+    missing = [name for name in sorted(named) if not any(m.endswith(name) for m in modules)]
+    assert missing == []

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import ramxchg._publish
+import ramxchg._store.publish
 from ramxchg import Channel, RamDiskFull
 from ramxchg.disks import format_size
 from tests.conftest import mounted_tmpfs, tmp_files
@@ -46,7 +46,7 @@ def test_disk_filling_up_while_writing_raises_and_leaves_nothing(
     ch.put(np.ones(SIZE // 2, dtype=np.uint8), "first")
     # Another writer takes the space between our free-space check and our write:
     # skip the up-front check so the real ENOSPC from the kernel is what we meet.
-    monkeypatch.setattr(ramxchg._publish, "check_room", lambda layout, needed, reclaim: None)
+    monkeypatch.setattr(ramxchg._store.publish, "check_room", lambda layout, needed, reclaim: None)
     big = np.full(SIZE * 3 // 4, 5, dtype=np.uint8)
     with pytest.raises(RamDiskFull) as info:  # noqa: PT012
         if how == "put":

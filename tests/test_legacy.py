@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel, Item
-from ramxchg._layout import ChannelLayout
-from ramxchg._legacy import LegacyGate
-from ramxchg._scan import Entry
-from ramxchg._subscription import Subscription
-from ramxchg._writers import FileKey, WriterScan
+from ramxchg._delivery.foreign import LegacyGate
+from ramxchg._delivery.subscription import Subscription
+from ramxchg._delivery.writers import FileKey, WriterScan
+from ramxchg._store.layout import ChannelLayout
+from ramxchg._store.scan import Entry
 
 BIG = 256 << 20  # bytes of array data per legacy file
 SPAWN = mp.get_context("spawn")
@@ -102,7 +102,7 @@ def test_stalled_writer_waits_neither_delivered_nor_quarantined(root: Path) -> N
     """No close event (polling) and a writer pausing past the settle interval."""
     channel = Channel("stall")
     out: mp.Queue = SPAWN.Queue()  # type: ignore[type-arg]
-    subscription = Subscription(channel, watch="polling", settle=0.2, quarantine_after=30)
+    subscription = channel.subscribe(watch="polling", settle=0.2, quarantine_after=30)
     with subscription:
         writer = SPAWN.Process(target=_np_save, args=(str(channel.path / "slow.npy"), 3, out, 1.0))
         writer.start()
@@ -152,7 +152,7 @@ def test_cp_of_a_big_file_is_delivered_complete(root: Path) -> None:
 @pytest.mark.parametrize("watch", ["auto", "polling"])
 def test_garbage_is_quarantined_with_a_reason(root: Path, watch: str) -> None:
     channel = Channel("garbage")
-    subscription = Subscription(channel, watch=watch, settle=0.05, quarantine_after=0.3)
+    subscription = channel.subscribe(watch=watch, settle=0.05, quarantine_after=0.3)
     with subscription:
         (channel.path / "junk.npy").write_bytes(b"not numpy at all")
         moved = channel._layout.quarantine / "junk.npy"

@@ -22,8 +22,8 @@ import numpy as np
 import psutil
 import pytest
 
-import ramxchg._claims
-import ramxchg._retention
+import ramxchg._store.claims
+import ramxchg._store.retention
 from ramxchg import Channel, Subscription
 from tests.conftest import wait_for
 
@@ -165,7 +165,7 @@ def test_a_killed_member_is_taken_over_by_its_lock_whatever_its_pid_says(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The pid fallback says every member lives; the lock says this one died."""
-    monkeypatch.setattr(ramxchg._claims, "owner_is_alive", lambda owner: True)
+    monkeypatch.setattr(ramxchg._store.claims, "owner_is_alive", lambda owner: True)
     ch = _group_channel()
     name = ch.put(np.arange(3)).name
     with ch.subscribe("g") as sub:
@@ -270,7 +270,7 @@ def test_a_subscription_sweeps_dead_temporary_files(root: Path) -> None:
 def test_sweep_counts_and_runs_at_most_once_per_interval(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ramxchg._retention, "SWEEP_SECONDS", 3600)
+    monkeypatch.setattr(ramxchg._store.retention, "SWEEP_SECONDS", 3600)
     ch = _group_channel()
     name = ch.put(np.arange(3)).name
     with _member(root):

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel
-from ramxchg._scan import Entry, look
+from ramxchg._store.scan import Entry, look
 
 SPAWN = mp.get_context("spawn")
 

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel
-from ramxchg._config import ChannelConfig
-from ramxchg._layout import PROTOCOL_VERSION
+from ramxchg._store.config import ChannelConfig
+from ramxchg._store.layout import PROTOCOL_VERSION
 
 SPEC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 NAME = re.compile(r"^(?!\.)[A-Za-z0-9_.-]{1,200}(?<!\.)$")

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from ramxchg import Channel, NotRamBackedWarning, ramdisk
+from ramxchg import Channel, NotRamBackedWarning
 from ramxchg._errors import RamDiskError
 from ramxchg.disks import TmpfsAdapter, parse_size
+from ramxchg.disks import probe as ramdisk
 from ramxchg.disks.base import has_cap_sys_admin
 from ramxchg.disks.tmpfs import (
     MOUNTINFO,

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ramxchg import UnsafeRoot, _safedir
-from ramxchg._safedir import SafeDir, StateTree
+from ramxchg import UnsafeRoot
+from ramxchg._store import safedir as _safedir
+from ramxchg._store.safedir import SafeDir, StateTree
 
 
 @pytest.fixture(params=["descriptors", "paths"])

@@ -31,7 +31,7 @@ def _dead_letter(channel: Channel, sub: Subscription, reason: str = "exit status
 
 def _quarantined(channel: Channel, filename: str, data: bytes) -> Path:
     """Drop ``data`` in as a legacy file and wait until a subscription quarantines it."""
-    with Subscription(channel, settle=0.05, quarantine_after=0.2) as sub:
+    with channel.subscribe(settle=0.05, quarantine_after=0.2) as sub:
         (channel.path / filename).write_bytes(data)
         deadline = time.monotonic() + 10
         while not channel.quarantine.files():
@@ -137,7 +137,7 @@ def test_a_quarantined_hard_link_is_never_published(root: Path) -> None:
     outside = root / "outside.npy"  # same filesystem as the channel, not in it
     np.save(outside, np.arange(3))
     os.link(outside, channel.path / "linked.npy")
-    Subscription(channel).close()  # a sidecar-less hard link is quarantined at once
+    channel.subscribe().close()  # a sidecar-less hard link is quarantined at once
     [linked] = channel.quarantine.files()
     with pytest.raises(CorruptItem, match="names"):
         channel.quarantine.requeue(linked.file)
@@ -150,7 +150,7 @@ def test_a_quarantined_symlink_is_listed_never_followed(root: Path) -> None:
     target = root / "target.npy"
     np.save(target, np.arange(3))
     os.symlink(target, channel.path / "sym.npy")
-    Subscription(channel).close()  # the first listing quarantines it
+    channel.subscribe().close()  # the first listing quarantines it
     [sym] = channel.quarantine.files()
     assert sym.file == "sym.npy"
     with pytest.raises(CorruptItem, match="not a regular file"):

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel, CorruptItem
-from ramxchg._sidecar import MAX_SIDECAR_BYTES, read_sidecar
-from ramxchg._statefile import read_state
+from ramxchg._store.sidecar import MAX_SIDECAR_BYTES, read_sidecar
+from ramxchg._store.statefile import read_state
 
 LIMIT = 1 << 20
 

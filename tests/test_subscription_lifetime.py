@@ -21,7 +21,7 @@ import pytest
 from watchdog.events import FileSystemEvent
 
 from ramxchg import Channel, Subscription
-from ramxchg._watch import ObserverNotifier
+from ramxchg._delivery.notifiers import ObserverNotifier
 
 DROPPED = 200
 CHECK_EVERY = 10

@@ -15,7 +15,7 @@ from ramxchg import Channel
 from ramxchg.cli._demo import summary_table
 from ramxchg.demo import DemoSummary
 from ramxchg.disks import format_size, parse_size
-from ramxchg.ramdisk import info
+from ramxchg.disks.probe import info
 from tests.conftest import run_cli
 
 PACKAGE = Path(__file__).resolve().parent.parent / "ramxchg"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ramxchg._watch import (
+from ramxchg._delivery.notifiers import (
     InotifyNotifier,
     Notifier,
     ObserverNotifier,

@@ -1,4 +1,5 @@
-"""The private part of watchdog that `ramxchg._watch.InotifyNotifier` reads still works.
+"""The private part of watchdog that `ramxchg._delivery.notifiers.InotifyNotifier` reads
+still works.
 
 The subscriber uses watchdog's ``observers.inotify_c`` binding directly (no reader
 thread). That module is not public API, so pyproject.toml pins ``watchdog<8``: 4.0.0,
@@ -35,7 +36,7 @@ CONSTANTS = {
 }
 MOVED = (
     "watchdog {version} changed watchdog.observers.inotify_c, which "
-    "ramxchg._watch.InotifyNotifier uses: {what}. Pin watchdog below {major} in "
+    "ramxchg._delivery.notifiers.InotifyNotifier uses: {what}. Pin watchdog below {major} in "
     "pyproject.toml, or give ramxchg its own inotify binding."
 )
 

@@ -19,7 +19,8 @@ import numpy as np
 import psutil
 import pytest
 
-from ramxchg import Channel, _tmpfiles
+from ramxchg import Channel
+from ramxchg._store import tmpfiles as _tmpfiles
 from tests.conftest import mounted_tmpfs, tmp_files, wait_for
 
 SPAWN = mp.get_context("spawn")
@@ -150,7 +151,7 @@ def test_a_sidecar_being_written_is_collected_only_under_the_publish_lock(root: 
     orphan = _tmp(ch) / f"auto.{os.getpid()}.0a1b2c.lk.json"
     orphan.write_bytes(b"{}")
     counts: list[dict[str, int]] = []
-    with ch._counter.lock():  # a producer publishing: its sidecar may be this one
+    with ch._store.counter.lock():  # a producer publishing: its sidecar may be this one
         sweeper = threading.Thread(target=lambda: counts.append(ch.gc()))
         sweeper.start()
         sweeper.join(0.5)  # the collector must wait for the lock, not decide without it
@@ -235,7 +236,8 @@ sys.exit(subprocess.call([sys.executable, "-c", sys.argv[3], sys.argv[1]]))
 _SLOW_PRODUCER = """
 import os, sys
 import numpy as np
-from ramxchg import Channel, _tmpfiles
+from ramxchg import Channel
+from ramxchg._store import tmpfiles as _tmpfiles
 ch = Channel("pidns", root=sys.argv[1])
 with ch.create((4 << 20,), np.uint8, name="slow") as target:
     target[:] = 7

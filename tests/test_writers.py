@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ramxchg._writers import (
+from ramxchg._delivery.writers import (
     FileKey,
     ProcFs,
     fdinfo_flags,

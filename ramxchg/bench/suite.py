@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import RamDiskError
 from ..disks import DiskSpec, get_adapter
-from ..ramdisk import info
+from ..disks.probe import info
 from .ratios import add_ratios
 from .runner import BenchConfig, machine, memcpy_gbps, run_transport, work_folder
 from .transports import PipeTransport, QueueTransport, SharedMemoryTransport, Transport

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .. import Channel, Item
-from ..ramdisk import info
+from ..disks.probe import info
 from .transports import Receiver, Sender, Transport
 
 #: The durable group the benchmark's consumer reads as: acked items are deleted at once.

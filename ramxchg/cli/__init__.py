@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .._errors import RamxchgError
+from .. import RamxchgError
 from .._version import __version__
 from ..disks import parse_size
 from ._failures import failure_line

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 
-from .._errors import (
+from .. import (
     ChannelFull,
     ChannelNotFound,
     ConfigMismatch,

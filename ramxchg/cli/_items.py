@@ -3,32 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import errno
-import io
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from .. import (
     Channel,
-    CorruptItem,
     GroupNotFound,
     InvalidAttrs,
     Item,
     ItemNotFound,
     RamxchgError,
+    encode_attrs,
+    list_channels,
 )
-from .._groups import list_groups
-from .._layout import channel_folders
-from .._names import check_name
-from .._publish import link_item, write_item
-from .._root import find_default_root
-from .._sidecar import encode_attrs
-from ..formats import format_for
-from ..formats.base import WriteTarget
 from . import add_command, add_json
 from ._failures import failure_line
 from ._output import item_record, print_fields, print_published
@@ -178,73 +168,15 @@ def run_put(args: argparse.Namespace) -> int:
     channel = open_channel(args, create=True)
     done = []
     for file in args.files:
-        source = Path(file)
-        name = check_name(args.name if args.name is not None else source.stem)
-        item = put_file(channel, source, name, args.attrs, move=args.move, replace=args.replace)
+        item = channel.put_file(
+            file, args.name, attrs=args.attrs, move=args.move, replace=args.replace
+        )
         done.append(item_record(item))
     if args.json:
         print(json.dumps(done, indent=1))
     else:
         print_published(done)
     return 0
-
-
-def put_file(
-    channel: Channel,
-    source: Path,
-    name: str,
-    attrs: dict[str, Any],
-    *,
-    move: bool,
-    replace: bool = False,
-) -> Item:
-    """Publish the file ``source`` as item ``name``: check, copy/link into tmp, link visible.
-
-    With ``move`` the file is hard-linked into tmp (same filesystem only) and removed
-    once published, so a failure leaves it where it was; with ``replace`` it replaces
-    an item of that name (`Channel.put`). Raises `CorruptItem` for a file whose header
-    does not parse or promises more bytes than it has, `RamDiskFull` when the copy does
-    not fit, `RamxchgError` for ``move`` across filesystems.
-    """
-    fmt = format_for(source)
-    if fmt is None:
-        raise CorruptItem(
-            f"{source} has suffix {source.suffix!r}; ramxchg publishes .npy and .h5 files",
-            path=source,
-        )
-    if not replace:
-        channel._check_free_name(name)
-    try:
-        fmt.describe(source)  # garbage is refused before anything is copied
-    except ItemNotFound as exc:  # open_regular's word for a missing file
-        raise RamxchgError(
-            f"{source}: no such file to publish; check the FILE argument", path=source
-        ) from exc
-    if move:
-        try:
-            hidden = link_item(channel._retention, source, name, fmt.suffix)
-        except OSError as exc:
-            if exc.errno == errno.EXDEV:
-                raise RamxchgError(
-                    f"--move: {source} is on another filesystem than {channel.path}; "
-                    "drop --move to copy it",
-                    path=source,
-                ) from exc
-            raise
-    else:
-
-        def copy_checked(target: WriteTarget) -> None:
-            with source.open("rb") as src, io.FileIO(target.fd, "r+b", closefd=False) as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-                dst.truncate()  # a recycled file is as long as the source was at stat()
-            fmt.describe(target.path)  # what is published is what was checked
-
-        size = os.stat(source).st_size
-        hidden = write_item(channel._retention, fmt, name, size, copy_checked, timeout=None)
-    item = channel._publish(hidden, fmt, name, attrs, replace=replace)
-    if move:
-        os.unlink(source)
-    return item
 
 
 # -- info -----------------------------------------------------------------------------------
@@ -261,13 +193,8 @@ def arrays_record(item: Item) -> dict[str, dict[str, Any]]:
 def run_info(args: argparse.Namespace) -> int:
     """Show one item."""
     channel = open_channel(args)
-    groups = {}
     with channel.get(args.name) as item:  # closes what attrs opens (HDF5)
-        for group in list_groups(channel._layout):
-            if group.is_claimed(item.name):
-                groups[group.name] = "claimed"
-            else:
-                groups[group.name] = "acked" if group.is_acked(item.name) else "pending"
+        groups = channel.group_states(item.name)
         record = {
             **item_record(item),
             "arrays": arrays_record(item),
@@ -336,8 +263,7 @@ def run_gc(args: argparse.Namespace) -> int:
         channel = open_channel(args)
         reports: dict[str, dict[str, Any]] = {str(channel.path): channel.gc()}
     else:
-        base = Path(args.root) if args.root else find_default_root(create=False)
-        reports = {str(path): _gc_or_error(path) for path in channel_folders(base)}
+        reports = {str(path): _gc_or_error(path) for path in list_channels(args.root)}
     failed = any("error" in counts for counts in reports.values())
     if args.json:
         print(json.dumps(reports, indent=1))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import json
 import os
@@ -12,12 +11,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .._channel import Channel
-from .._errors import RamDiskError, RamxchgError
-from .._layout import channel_folders
-from .._root import NotRamBackedWarning, default_root
+from .. import (
+    Channel,
+    NotRamBackedWarning,
+    RamDiskError,
+    RamxchgError,
+    default_root,
+    list_channels,
+)
 from ..disks import DiskSpec, format_size, get_adapter
-from ..ramdisk import advice, info
+from ..disks.probe import advice, info
 from . import add_command, add_json, size_arg
 from ._output import Column, Kind, on_terminal, print_fields, print_table
 
@@ -218,18 +221,15 @@ class ChannelRow:
 def channel_rows(root: Path) -> list[ChannelRow]:
     """Every channel folder under ``root`` (folders holding a ``.ramxchg`` state folder)."""
     rows = []
-    for entry in channel_folders(root):
+    for entry in list_channels(root):
         row = ChannelRow(entry.name, os.fspath(entry))
         try:
             channel = Channel(entry, create=False)
             status = channel.status()
-            row.items, row.bytes = status.items, status.bytes
+            row.items, row.bytes, row.pooled = status.items, status.bytes, status.pooled_bytes
             row.groups = [asdict(group) for group in status.groups]
         except (RamxchgError, OSError) as exc:
             row.error = str(exc)
-        else:
-            with contextlib.suppress(RamxchgError, OSError):  # another user's private pool
-                row.pooled = channel._retention.pool.held_bytes()
         rows.append(row)
     return rows
 

@@ -30,10 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._channel import Channel
-from .._errors import CorruptItem, ItemNotFound, RamxchgError
-from .._item import Item
-from .._subscription import Subscription
+from .. import Channel, CorruptItem, Item, ItemNotFound, RamxchgError, Subscription
 from . import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, add_command, add_json, stop_signals
 from ._failures import explained
 from ._items import add_channel_args, arrays_record, open_channel
@@ -126,7 +123,7 @@ def run_watch(args: argparse.Namespace) -> int:
         open_channel(args)  # a missing channel is a typo: refused, never created
     channel = open_channel(args, create=True)  # a folder named by path gets its state folder
     try:
-        subscription = Subscription(channel, args.group, start=args.start, settle=args.settle)
+        subscription = channel.subscribe(args.group, start=args.start, settle=args.settle)
     except PermissionError as exc:
         if args.group is None or isinstance(exc, RamxchgError):
             raise

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import RamDiskError
+from .files import replace_whole
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +152,8 @@ class HostView:
 
     def write_text(self, path: str, text: str) -> None:
         """Replace ``path`` atomically with ``text`` (temp file in the same folder)."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        replace_whole(path, text.encode("utf-8"))
 
     def remove(self, path: str) -> bool:
         """Delete a file ramxchg installed; False when it was not there."""

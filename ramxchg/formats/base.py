@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .._errors import CorruptItem, ItemNotFound, UnsupportedDtype
-from ._flock import try_lock
+from .locks import try_lock
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class WriteTarget:
     fd: int
     #: where the file is, for messages
     path: str
-    #: bytes it holds: 0 when new, an older item's size when recycled (see _pool.py)
+    #: bytes it holds: 0 when new, an older item's size when recycled (see _store/pool.py)
     size: int = 0
 
 
@@ -72,7 +72,7 @@ class Format(ABC):
     #: file suffix of published items (".npy", ".h5")
     suffix: str
     #: True when ``write``/``allocate`` overwrite a file already at the path in place
-    #: (keeping its pages) when it has the right size: recycled files (see _pool.py)
+    #: (keeping its pages) when it has the right size: recycled files (see _store/pool.py)
     recyclable: bool = False
     #: True when the file itself carries attributes (HDF5), which `Item.attrs` merges in
     file_attrs: bool = False
@@ -180,7 +180,7 @@ def open_locked(path: str | Path) -> tuple[int, int]:
     A shared ``flock``, taken before mapping. It belongs to the descriptor, which a
     mapping duplicates, so it lives as long as the mapping and any array over it, after
     the descriptor is closed and the item deleted: a producer recycles only a file that
-    no one holds this way (see _pool.py). Once locked, the name must still be that file:
+    no one holds this way (see _store/pool.py). Once locked, the name must still be that file:
     one deleted between the open and the lock may have been recycled by then, and is
     `ItemNotFound` (deleted while it was being opened).
     """

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import CorruptItem
-from .._statefile import read_at
+from ..disks.files import read_at
 from .base import (
     Allocation,
     Format,
@@ -255,7 +255,7 @@ class NpyFormat(Format):
 def _resize(target: WriteTarget, size: int, *, mapped: bool) -> None:
     """Give the temporary file ``target`` its ``size`` before it is written from offset 0.
 
-    A recycled file (see ramxchg/_pool.py) of exactly ``size`` bytes keeps its pages and
+    A recycled file (see ramxchg/_store/pool.py) of exactly ``size`` bytes keeps its pages and
     is overwritten in place. A new file is sized first when it is to be mapped, or when
     large, which lets a huge=within_size tmpfs back it with huge pages.
     """

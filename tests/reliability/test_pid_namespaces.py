@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from ramxchg import Channel, Subscription
-from ramxchg._groups import Group
+from ramxchg._store.groups import Group
 from tests.reliability.conftest import Figures, Profile
 from tests.test_liveness import MEMBER, _claims, _member
 

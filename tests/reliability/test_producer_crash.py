@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import ramxchg._publish
+import ramxchg._store.publish
 from ramxchg import Channel, CorruptItem, Subscription
 from tests.reliability._work import intact, publish_random, warm_up
 from tests.reliability.conftest import Figures, Profile
@@ -109,10 +109,10 @@ def test_killed_right_after_the_link_does_not_wedge_auto_names(
         real_link(source, target)
         raise _Died
 
-    monkeypatch.setattr(ramxchg._publish.os, "link", link_then_die)
+    monkeypatch.setattr(ramxchg._store.publish.os, "link", link_then_die)
     with pytest.raises(_Died):
         ch.put(np.arange(3))
-    monkeypatch.setattr(ramxchg._publish.os, "link", real_link)
+    monkeypatch.setattr(ramxchg._store.publish.os, "link", real_link)
     first = ch.names()
     second = ch.put(np.arange(4))  # used to raise ItemExists for good: the number was reused
     assert ch.names() == [*first, second.name]

@@ -4,20 +4,16 @@ positioned reads, and files written once by whichever process comes first."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from ._errors import CorruptItem, RamDiskFull
-from .disks import format_size
+from .._errors import CorruptItem
+from ..disks.files import full_error, write_hidden
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
 _READ_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
-# O_EXCL and no link followed: never writes through a name planted in a shared folder
-_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
 #: The first read asks for this much: asking for the whole limit (1 MiB for sidecars)
 #: makes Python allocate, and glibc mmap, a buffer that size for every ~100-byte file.
 _FIRST_READ = 1 << 16
@@ -31,7 +27,7 @@ def read_state(
     Never follows a symlink and never blocks on a FIFO (a channel may hold an outsider's
     files). Raises `CorruptItem` naming ``what`` and the file when it cannot be opened,
     is not a regular file or holds more than ``limit`` bytes. With ``dir_fd`` (an open
-    folder, see `ramxchg._safedir`), the file is the one of that name in that folder.
+    folder, see `ramxchg._store.safedir`), the file is the one of that name in that folder.
     """
     try:
         fd = os.open(path if dir_fd is None else os.path.basename(path), _READ_FLAGS, dir_fd=dir_fd)
@@ -53,14 +49,6 @@ def read_state(
     if len(raw) > limit:
         raise CorruptItem(f"{what} {path} is over {limit} bytes", path=path, limit_bytes=limit)
     return raw
-
-
-def read_at(fd: int, count: int, offset: int = 0) -> bytes:
-    """Up to ``count`` bytes at ``offset``, with ``pread`` where the OS has it."""
-    if hasattr(os, "pread"):
-        return os.pread(fd, count, offset)
-    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - Windows has no pread
-    return os.read(fd, count)  # pragma: no cover
 
 
 def create_once(path: str | Path, data: bytes, *, dir_fd: int | None = None) -> bool:
@@ -90,7 +78,7 @@ def _create(
     path: str | Path, data: bytes, hold: Callable[[int], object] | None, dir_fd: int | None
 ) -> int | None:
     """`create_once` and `create_held`: the descriptor kept (-1 without ``hold``), or None."""
-    tmp, fd = _write_hidden(path, data, keep=hold is not None, dir_fd=dir_fd)
+    tmp, fd = write_hidden(path, data, keep=hold is not None, dir_fd=dir_fd)
     try:
         if hold is not None:
             hold(fd)
@@ -100,7 +88,7 @@ def _create(
             os.close(fd)
         if isinstance(exc, FileExistsError):
             return None
-        full = _full(exc, path, len(data), dir_fd) if isinstance(exc, OSError) else None
+        full = full_error(exc, path, len(data), dir_fd) if isinstance(exc, OSError) else None
         if full is None:
             raise
         raise full from exc
@@ -108,66 +96,3 @@ def _create(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp, dir_fd=dir_fd)
     return fd
-
-
-def replace_whole(path: str | Path, data: bytes) -> None:
-    """Set ``path`` to ``data`` in one ``rename``: readers see the old file or the new one.
-
-    Nothing is left behind when it fails; a full disk raises `RamDiskFull`.
-    """
-    tmp, _ = _write_hidden(path, data)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _write_hidden(
-    path: str | Path, data: bytes, *, keep: bool = False, dir_fd: int | None = None
-) -> tuple[str, int]:
-    """A new hidden file beside ``path`` (in the folder ``dir_fd``, if given) holding
-    ``data``: its path, and its descriptor if ``keep`` (else -1)."""
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{os.urandom(4).hex()}")
-    fd = os.open(tmp, _CREATE_FLAGS, 0o666, dir_fd=dir_fd)
-    try:
-        written = 0
-        while written < len(data):
-            written += os.write(fd, data[written:])
-        if not keep:
-            closing, fd = fd, -1  # not closed twice: close frees it even when it fails
-            os.close(closing)
-    except BaseException as exc:
-        if fd >= 0:
-            os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=dir_fd)
-        full = _full(exc, path, len(data), dir_fd) if isinstance(exc, OSError) else None
-        if full is None:
-            raise
-        raise full from exc
-    return tmp, fd
-
-
-def _full(
-    exc: OSError, path: str | Path, needed: int, dir_fd: int | None = None
-) -> RamDiskFull | None:
-    """`RamDiskFull` for an ENOSPC/EDQUOT writing ``path`` (a name in the folder ``dir_fd``,
-    if given); None for any other error."""
-    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-        return None
-    if dir_fd is not None:  # measured through the folder's descriptor: ``path`` is a name
-        usage = os.statvfs(dir_fd)
-        folder, free = "its folder", usage.f_bavail * usage.f_frsize
-    else:
-        folder = os.path.dirname(path)
-        free = shutil.disk_usage(folder).free
-    return RamDiskFull(
-        f"{folder} is full: no room for {os.path.basename(path)} ({format_size(needed)}, "
-        f"{format_size(free)} free); free some room (consume or delete items, `ramxchg gc`)",
-        path=path,
-        needed_bytes=needed,
-        free_bytes=free,
-    )

@@ -38,12 +38,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ._aside import set_aside
-from ._errors import CorruptItem, ItemNotFound
-from ._layout import ChannelLayout
-from ._scan import Entry, arrival_ns
-from ._writers import FileKey, WriterScan, find_writers
-from .formats import format_for
+from .._errors import CorruptItem, ItemNotFound
+from .._store.aside import set_aside
+from .._store.layout import ChannelLayout
+from .._store.scan import Entry, arrival_ns
+from ..formats import format_for
+from .writers import FileKey, WriterScan, find_writers
 
 log = logging.getLogger(__name__)
 

@@ -13,89 +13,15 @@ producer dies, so a crash never wedges a channel.
 from __future__ import annotations
 
 import os
-import stat
-import sys
 from pathlib import Path
 
-from ._errors import CorruptItem
-from ._statefile import read_at
-from .formats._flock import unlock
-
-WIDTH = 20  # digits; the file holds exactly one zero-padded number and a newline
-
-if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-    import msvcrt
-
-    def _lock(fd: int) -> None:
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
-
-
-else:
-    import fcntl
-
-    def _lock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-
-
-def lock_file(fd: int) -> None:
-    """Take the exclusive lock on the open file ``fd``, waiting for it if need be.
-
-    It belongs to the open file description: the kernel drops it when the last
-    descriptor of it closes, so it dies with its holder, in every pid namespace.
-    """
-    _lock(fd)
-
+from .._errors import CorruptItem
+from ..disks.files import read_at
+from ..formats.locks import FileLock, check_regular
 
 # Non-blocking: opening a FIFO planted in place of the file must not wait for a writer.
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
-_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | _NOFOLLOW
-
-
-def _check_regular(fd: int, path: str | Path) -> None:
-    """Refuse anything but a plain file of one name: a FIFO would block, and a hard
-    link's data may be a file outside the channel (the counter is written in place)."""
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        problem = "is not a regular file"
-    elif info.st_nlink > 1:
-        problem = f"has {info.st_nlink} names (hard links)"
-    else:
-        return
-    raise CorruptItem(f"{path} {problem}; refusing to use it", path=path)
-
-
-class FileLock:
-    """Hold an exclusive lock on ``path`` (created if missing); ``with`` yields its descriptor.
-
-    One ``with`` at a time per object. A class, not a generator-based context manager:
-    it runs for every published item. ``dir_fd``: the file is the one named like
-    ``path``'s last part in that open folder (see `ramxchg._safedir`).
-    """
-
-    def __init__(self, path: str | Path, dir_fd: int | None = None) -> None:
-        self.path = path
-        self._dir_fd = dir_fd
-        self._fd = -1
-
-    def __enter__(self) -> int:
-        name = self.path if self._dir_fd is None else os.path.basename(self.path)
-        fd = os.open(name, _LOCK_FLAGS, 0o666, dir_fd=self._dir_fd)
-        try:
-            _check_regular(fd, self.path)
-            _lock(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-        return fd
-
-    def __exit__(self, *exc_info: object) -> None:
-        fd, self._fd = self._fd, -1
-        try:
-            unlock(fd)
-        finally:
-            os.close(fd)
+WIDTH = 20  # digits; the file holds exactly one zero-padded number and a newline
 
 
 class SequenceCounter:
@@ -115,7 +41,7 @@ class SequenceCounter:
         except FileNotFoundError:
             return 0
         try:
-            _check_regular(fd, self.path)
+            check_regular(fd, self.path)
             return _parse(self.path, read_at(fd, WIDTH + 1))
         finally:
             os.close(fd)

@@ -8,13 +8,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ._errors import UnsafeRoot
+from .._errors import UnsafeRoot
+from ..disks.probe import warn_if_not_ram
 
 ROOT_ENV = "RAMXCHG_ROOT"
-
-
-class NotRamBackedWarning(UserWarning):
-    """The channel root is on a disk, not in RAM: ramxchg works but is slower."""
 
 
 def default_root() -> Path:
@@ -26,8 +23,6 @@ def default_root() -> Path:
     disk after a teardown. Raises `UnsafeRoot` if the folder is a symlink or owned by
     another user.
     """
-    from .ramdisk import warn_if_not_ram  # imported here: ramdisk imports this module
-
     root = find_default_root()
     warn_if_not_ram(root, stacklevel=2)  # once: not RAM, or a 64 MB Docker /dev/shm
     return root

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import CorruptItem, InvalidAttrs
-from ._statefile import read_state
-from .formats.hdf5 import JSON_ATTRS
+from .._errors import CorruptItem, InvalidAttrs
+from ..formats.hdf5 import JSON_ATTRS
+from .statefile import read_state
 
 #: A sidecar larger than this is refused (a hostile file must not exhaust memory).
 MAX_SIDECAR_BYTES = 1 << 20

@@ -11,9 +11,8 @@ import logging
 import os
 import warnings
 
-from ._errors import RamDiskError
-from ._root import NotRamBackedWarning
-from .disks import RamDiskAdapter, RamDiskInfo, format_size, get_adapter
+from .._errors import NotRamBackedWarning, RamDiskError
+from . import RamDiskAdapter, RamDiskInfo, format_size, get_adapter
 
 __all__ = ["NotRamBackedWarning", "RamDiskInfo", "advice", "info", "warn_if_not_ram"]
 

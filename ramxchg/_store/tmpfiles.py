@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from ._errors import RamxchgError
-from ._layout import ChannelLayout
-from ._safedir import SafeDir
-from .formats._flock import try_lock, unlock
-from .formats.base import WriteTarget, same_file, still_named
+from .._errors import RamxchgError
+from ..formats.base import WriteTarget, same_file, still_named
+from ..formats.locks import try_lock, unlock
+from .layout import ChannelLayout
+from .safedir import SafeDir
 
 if TYPE_CHECKING:
-    from ._pool import Pool
+    from .pool import Pool
 
 log = logging.getLogger(__name__)
 

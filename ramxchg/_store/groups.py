@@ -20,7 +20,7 @@ claims and acks say which item they are for, and count for that item only:
 - An ack is made under the publish lock after the same check (`Retention.ack`): a late
   ack of an item that is gone changes nothing.
 
-A member keeps its claim locked while it works (see `ramxchg._claims`); a claim whose
+A member keeps its claim locked while it works (see `ramxchg._store.claims`); a claim whose
 member died (its lock free; for claims that do not lock, no process with its pid *and*
 start time) is removed under the group's lock, and the item is handed out again.
 """
@@ -36,15 +36,18 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from ._claims import LOCKS_CLAIMS, Held, HeldClaims, claim_record, member_is_dead, read_claim
-from ._errors import CorruptItem, GroupNotFound, InvalidName, RamDiskFull
-from ._layout import ChannelLayout
-from ._names import check_name
-from ._safedir import SafeDir, StateTree
-from ._scan import item_sidecar
-from ._sequence import FileLock, SequenceCounter, lock_file
-from ._statefile import create_held, create_once, read_state, replace_whole
+from .._errors import CorruptItem, GroupNotFound, InvalidName, RamDiskFull
+from ..disks.files import replace_whole
+from ..formats.locks import FileLock, lock_file
+from .claims import LOCKS_CLAIMS, Held, HeldClaims, claim_record, member_is_dead, read_claim
+from .layout import ChannelLayout
+from .names import check_name
+from .safedir import SafeDir, StateTree
+from .scan import item_sidecar
+from .sequence import SequenceCounter
+from .statefile import create_held, create_once, read_state
 
 log = logging.getLogger(__name__)
 
@@ -417,3 +420,16 @@ def drop(layout: ChannelLayout, name: str) -> None:
             groups.rmdir(name)
         except OSError as exc:  # not empty: a member is registering it again right now
             log.info("group %s of %s was not removed: %s", name, layout.path, exc)
+
+
+def item_group_states(
+    layout: ChannelLayout, name: str
+) -> dict[str, Literal["pending", "claimed", "acked"]]:
+    """Each registered group's state for the item ``name`` (see `Channel.group_states`)."""
+    states: dict[str, Literal["pending", "claimed", "acked"]] = {}
+    for group in list_groups(layout):
+        if group.is_claimed(name):
+            states[group.name] = "claimed"
+        else:
+            states[group.name] = "acked" if group.is_acked(name) else "pending"
+    return states

@@ -1,7 +1,7 @@
 """Claims of durable-group members: what a claim records, and whether its member lives.
 
 A member writes its claim complete under a hidden name, takes ``flock(LOCK_EX)`` on it
-and only then links it into place (`ramxchg._groups.Group.try_claim`); it keeps that
+and only then links it into place (`ramxchg._store.groups.Group.try_claim`); it keeps that
 descriptor open while it works on the item and closes it after the ack (``rename``) or
 the release (``unlink``). The kernel drops the lock when its holder dies, in every pid
 namespace, so a claim with ``"lock": true`` is dead exactly when its lock can be taken.
@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import psutil
 
-from .formats._flock import try_lock
+from ..formats.locks import try_lock
 
 #: An unreadable claim this old was left by a member that died between create and write
 #: (claims are created complete now; older versions and foreign consumers may not).

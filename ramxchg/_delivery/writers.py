@@ -13,7 +13,7 @@ that flushes and thinks). The kernel knows: this module reads it from ``/proc``,
   writable) permissions: a mapping outlives the descriptor it was made from.
 
 What it cannot see makes the answer incomplete (`WriterScan.complete` False), and the
-caller must then not trust a close event alone (see _legacy.py):
+caller must then not trust a close event alone (see _delivery/foreign.py):
 
 - processes of other users when we are not root (their ``fd`` and ``maps`` are not
   readable), and all of them when ``/proc`` is mounted with ``hidepid``;

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from ._root import ensure_dir
-from ._safedir import StateTree
+from .root import ensure_dir, find_default_root
+from .safedir import StateTree
 
 STATE_DIR = ".ramxchg"
 #: docs/protocol.md's version; the ``"version"`` fields of the files hold its major part.
@@ -93,7 +93,7 @@ class ChannelLayout:
         """``filename`` in the channel folder."""
         return f"{self._prefixes[0]}{filename}"
 
-    def create(self, mode: int, *, owner_check: bool = True) -> None:
+    def make_folders(self, mode: int, *, owner_check: bool = True) -> None:
         """Create the channel folder (with ``mode``) and its state folders.
 
         ``owner_check=False``: the folders may belong to another user (a shared channel).
@@ -105,7 +105,7 @@ class ChannelLayout:
     def open_state(self, *, check_owner: bool = False) -> StateTree:
         """The state folders, each opened on first use without following a link.
 
-        Every walk of a state folder goes through this (see `ramxchg._safedir`).
+        Every walk of a state folder goes through this (see `ramxchg._store.safedir`).
         ``check_owner``: refuse folders that belong neither to the channel's owner nor to us.
         """
         return StateTree(self.path, STATE_DIR, check_owner=check_owner)
@@ -113,21 +113,22 @@ class ChannelLayout:
     def temp_name(self, stem: str, suffix: str) -> str:
         """A unique temporary path in the hidden tmp folder: ``<stem>.<pid>.<random><suffix>``.
 
-        Our producers lock their files and put the marker in ``suffix`` (see _tmpfiles.py);
+        Our producers lock their files and put the marker in ``suffix`` (see _store/tmpfiles.py);
         the pid tells whoever collects an unmarked file whether its writer runs.
         """
         return f"{self._prefixes[2]}{stem}.{os.getpid()}.{os.urandom(6).hex()}{suffix}"
 
 
-def channel_folders(root: Path) -> list[Path]:
-    """The channel folders directly under ``root``, sorted: real folders (not symlinks,
-    not hidden) holding a ``.ramxchg`` state folder. Empty if ``root`` is not a folder.
-    """
-    if not root.is_dir():
+def list_channels(root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The channel folders directly under ``root`` (`default_root` when None, not
+    created), sorted: real folders (not symlinks, not hidden) holding a ``.ramxchg``
+    state folder. Empty if ``root`` is not a folder."""
+    base = Path(root) if root is not None else find_default_root(create=False)
+    if not base.is_dir():
         return []
     return [
         entry
-        for entry in sorted(root.iterdir())
+        for entry in sorted(base.iterdir())
         if not entry.name.startswith(".")
         and not entry.is_symlink()
         and entry.is_dir()

@@ -18,7 +18,8 @@ import os
 import stat
 from pathlib import Path
 
-from ._errors import UnsafeRoot
+from .._errors import UnsafeRoot
+from ..disks.files import replace_whole
 
 _DIR_FD_CALLS = {os.open, os.stat, os.unlink, os.rename, os.rmdir, os.mkdir}
 #: Work relative to folder descriptors (POSIX); else paths checked with lstat (Windows).
@@ -146,6 +147,10 @@ class SafeDir:
                 with inner:
                     inner.clear()
                 self.rmdir(name)
+
+    def write_whole(self, name: str, data: bytes) -> None:
+        """Set the file ``name`` to ``data`` in one rename (`replace_whole`)."""
+        replace_whole(self._name(name), data, dir_fd=self.fd)
 
     def _name(self, name: str) -> str:
         """What to pass to a call: the bare name with a descriptor, else the full path."""

@@ -23,11 +23,11 @@ import stat
 import sys
 from pathlib import Path
 
-from ._errors import UnsafeRoot
-from ._layout import ChannelLayout
-from ._safedir import SafeDir, StateTree
-from .formats._flock import try_lock
-from .formats.base import same_file
+from .._errors import UnsafeRoot
+from ..formats.base import same_file
+from ..formats.locks import try_lock
+from .layout import ChannelLayout
+from .safedir import SafeDir, StateTree
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ _TAKE_FLAGS = os.O_RDWR | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY",
 class Pool:
     """The recycled files of one channel, named ``<size>.<pid>.<random>``.
 
-    The pool folder is reached through folder descriptors (`ramxchg._safedir`): a pool
+    The pool folder is reached through folder descriptors (`ramxchg._store.safedir`): a pool
     swapped for a link is not used (logged), so nothing is moved out of the channel, and
     a file taken from it is only written if it is a plain file of ours with one name.
     """

@@ -19,18 +19,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from ._aside import set_aside
-from ._config import ChannelConfig
-from ._errors import ChannelFull, RamDiskFull, UnsafeRoot
-from ._groups import Group, GroupInfo, is_current
-from ._layout import ChannelLayout
-from ._pool import Pool
-from ._safedir import SafeDir, StateTree
-from ._scan import is_item_filename, publish_order, scan
-from ._sequence import SequenceCounter
-from ._tmpfiles import collect_dead
-from .disks import format_size
-from .formats import format_for
+from .._errors import ChannelFull, RamDiskFull, UnsafeRoot
+from ..disks import format_size
+from ..formats import format_for
+from .aside import set_aside
+from .config import ChannelConfig
+from .groups import Group, GroupInfo, is_current
+from .layout import ChannelLayout
+from .pool import Pool
+from .safedir import SafeDir, StateTree
+from .scan import is_item_filename, publish_order, scan
+from .sequence import SequenceCounter
+from .tmpfiles import collect_dead
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class Retention:
             for group, _ in self.registered():
                 group.forget(name, state)
 
-    def set_aside(
+    def retire_aside(
         self,
         name: str,
         path: str | Path,
@@ -378,7 +378,7 @@ class Retention:
         return report
 
     def _collect_tmp(self) -> int:
-        """Remove dead producers' temporary files (see _tmpfiles.py); how many went.
+        """Remove dead producers' temporary files (see _store/tmpfiles.py); how many went.
 
         A tmp folder that is a link, or belongs to neither the channel's owner nor us,
         is left alone (logged).

@@ -25,19 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._aside import REASON_SUFFIX
-from ._errors import CorruptItem, InvalidName, ItemNotFound
-from ._item import Item
-from ._names import check_name
-from ._publish import abandon
-from ._safedir import SafeDir
-from ._sidecar import encode_attrs
-from ._statefile import read_state
-from ._tmpfiles import link_hidden
-from .formats import format_for
+from .._errors import CorruptItem, InvalidName, ItemNotFound
+from .._item import Item
+from ..formats import format_for
+from .aside import REASON_SUFFIX
+from .names import check_name
+from .publish import abandon
+from .safedir import SafeDir
+from .sidecar import encode_attrs
+from .statefile import read_state
+from .tmpfiles import link_hidden
 
 if TYPE_CHECKING:
-    from ._channel import Channel
+    from .._channel import Channel
 
 log = logging.getLogger(__name__)
 

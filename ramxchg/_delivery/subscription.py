@@ -8,19 +8,21 @@ import time
 import warnings
 import weakref
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from ._aside import set_aside
-from ._groups import Group
-from ._item import Item
-from ._legacy import LegacyGate
-from ._scan import Entry, Intruder, look, publish_order, scan
-from ._watch import Notifier, make_notifier
+from .._item import Item, entry_item
+from .._store.aside import set_aside
+from .._store.groups import Group
+from .._store.scan import Entry, Intruder, look, publish_order, scan
+from .foreign import LegacyGate
+from .notifiers import Notifier, make_notifier
 
 if TYPE_CHECKING:
-    from ._channel import Channel
+    from .._channel import Channel
+    from .._store.store import ChannelStore
 
 
 #: Rescan the folder this often even when events flow (events can be lost).
@@ -33,6 +35,22 @@ GAP_RESCAN_SECONDS = 0.05
 RESCAN_COST_FACTOR = 4
 
 
+@dataclass(frozen=True)
+class SubscribeOptions:
+    """How a subscription starts and notices items: `Channel.subscribe`'s keywords, which
+    say what each one means, checked once here."""
+
+    start: Literal["earliest", "latest"]
+    latest_only: bool
+    watch: Literal["auto", "events", "polling"]
+    settle: float | None
+    quarantine_after: float | None
+
+    def __post_init__(self) -> None:
+        if self.start not in ("earliest", "latest"):
+            raise ValueError(f"start must be 'earliest' or 'latest', not {self.start!r}")
+
+
 class Subscription:
     """Items of a channel, delivered as they are published.
 
@@ -40,33 +58,26 @@ class Subscription:
     when done (or use ``with``). In a group, call ``item.ack()`` when an item is done.
 
     Files without a sidecar (written in place by other programs) are delivered once
-    complete: ``settle`` and ``quarantine_after`` override `ramxchg._legacy`'s
+    complete: ``settle`` and ``quarantine_after`` override `ramxchg._delivery.foreign`'s
     ``SETTLE_SECONDS`` and ``QUARANTINE_SECONDS``.
     """
 
     def __init__(
         self,
         channel: Channel,
-        group: str | None = None,
-        *,
-        start: str = "earliest",
-        latest_only: bool = False,
-        watch: str = "auto",
-        settle: float | None = None,
-        quarantine_after: float | None = None,
+        store: ChannelStore,
+        group: str | None,
+        options: SubscribeOptions,
     ) -> None:
-        if start not in ("earliest", "latest"):
-            raise ValueError(f"start must be 'earliest' or 'latest', not {start!r}")
         self.channel = channel
-        self.latest_only = latest_only
-        self._layout = channel._layout
-        self._retention = channel._retention
+        self.latest_only = options.latest_only
+        self._layout = store.layout
+        self._retention = store.retention
         self._group = Group(self._layout, group) if group is not None else None
-        counter = channel._counter
         if self._group is not None:
-            self._floor = self._group.register(counter, start).start_seq
+            self._floor = self._group.register(store.counter, options.start).start_seq
         else:
-            self._floor = counter.read() if start == "latest" else 0
+            self._floor = store.counter.read() if options.start == "latest" else 0
         self._pending: list[tuple[tuple[int, int, str], Entry]] = []
         self._queued: set[tuple[str, int | None]] = set()
         self._seen: set[tuple[str, int | None]] = set()
@@ -74,13 +85,15 @@ class Subscription:
         # Seen while another member held them: taken up again if it gives them back.
         self._elsewhere: set[tuple[str, int | None]] = set()
         # Sidecar-less files written in place wait here until complete (see _legacy).
-        self._legacy = LegacyGate(self._layout, settle=settle, quarantine_after=quarantine_after)
+        self._legacy = LegacyGate(
+            self._layout, settle=options.settle, quarantine_after=options.quarantine_after
+        )
         self._next_rescan = 0.0
         self._last_gap_rescan = 0.0
         self._gap_rescan_pause = GAP_RESCAN_SECONDS
         self._closed = False
         # Watch first, then list: whatever lands in between is seen by both (deduplicated).
-        self._notifier = make_notifier(channel.path, watch)
+        self._notifier = make_notifier(store.path, options.watch)
         # Dropped without close() (a notebook cell run again, a `return` out of a `for`
         # loop), it is closed when collected, with a ResourceWarning as files are. The
         # finalizer holds what close() releases, never the subscription itself.
@@ -91,7 +104,7 @@ class Subscription:
         try:
             # start="latest" without a group: what the first listing finds counts as seen
             # (dropped-in files have no sequence number for the floor to skip them).
-            self._rescan(skip_present=start == "latest" and self._group is None)
+            self._rescan(skip_present=options.start == "latest" and self._group is None)
         except BaseException:
             self.close()
             raise
@@ -176,7 +189,7 @@ class Subscription:
             raise
 
     def _deliver(self, entry: Entry, ino: int) -> Item:
-        item = self.channel._entry_item(entry)
+        item = entry_item(self._layout, entry)
         item._ino = ino
         if self._group is not None:
             group = self._group
@@ -198,7 +211,7 @@ class Subscription:
         gone already: deleted, perhaps published again under its name).
         """
         sidecar = item.sidecar
-        moved = self._retention.set_aside(
+        moved = self._retention.retire_aside(
             item.name,
             item.path,
             self._layout.dead,
@@ -254,11 +267,11 @@ class Subscription:
     def _entry(self, filename: str) -> Entry | None:
         found = look(self._layout, filename)
         if isinstance(found, Intruder):
-            self._set_aside(found)
+            self._quarantine(found)
             return None
         return found
 
-    def _set_aside(self, intruder: Intruder) -> None:
+    def _quarantine(self, intruder: Intruder) -> None:
         """Move a file that must not be taken for an item into the quarantine folder."""
         set_aside(self.channel.path / intruder.filename, self._layout.quarantine, intruder.reason)
 
@@ -288,7 +301,7 @@ class Subscription:
         intruders: list[Intruder] = []
         present = list(scan(self._layout, intruders))
         for intruder in intruders:
-            self._set_aside(intruder)
+            self._quarantine(intruder)
         keys = {(e.name, e.seq) for e in present}
         self._seen = keys if skip_present else self._seen & keys  # bounded by the folder
         self._legacy.forget_absent({os.path.basename(e.path) for e in present})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ._errors import InvalidName
+from .._errors import InvalidName
 
 MAX_NAME_LENGTH = 200
 

@@ -7,9 +7,9 @@ import os
 import stat
 from pathlib import Path
 
-from ._errors import ChannelNotFound
-from ._layout import STATE_DIR
-from ._safedir import SafeDir
+from .._errors import ChannelNotFound
+from .layout import STATE_DIR
+from .safedir import SafeDir
 
 log = logging.getLogger(__name__)
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
-from ._retention import Retention, must_ack
-from ._scan import Entry, scan
+from .._errors import UnsafeRoot
+from .retention import Retention, must_ack
+from .scan import Entry, scan
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -30,14 +34,36 @@ class ChannelStatus:
     #: bytes their files take
     bytes: int
     groups: list[GroupStatus]
+    #: RAM held by deleted item files kept for recycling (None: the pool is not readable,
+    #: e.g. another user's)
+    pooled_bytes: int | None = None
+    #: RAM taken by items being written (temporary files)
+    writing_bytes: int = 0
 
 
 def channel_status(retention: Retention) -> ChannelStatus:
     """Items, bytes and every group's backlog, from one listing of the channel folder."""
     entries = list(scan(retention.layout))
+    try:
+        pooled: int | None = retention.pool.held_bytes()
+    except (UnsafeRoot, OSError) as exc:  # another user's private pool
+        log.info("%s: pool not readable: %s", retention.layout.path, exc)
+        pooled = None
     return ChannelStatus(
-        len(entries), sum(entry.size for entry in entries), group_status(retention, entries)
+        len(entries),
+        sum(entry.size for entry in entries),
+        group_status(retention, entries),
+        pooled_bytes=pooled,
+        writing_bytes=_writing_bytes(retention),
     )
+
+
+def _writing_bytes(retention: Retention) -> int:
+    """RAM the channel's temporary files take (allocated blocks, not their length)."""
+    with retention.layout.open_state() as state:
+        tmp = state.folder("tmp")
+        infos = [tmp.lstat(name) for name in tmp.names()] if tmp is not None else []
+    return sum(info.st_blocks * 512 for info in infos if info is not None)
 
 
 def group_status(retention: Retention, entries: list[Entry] | None = None) -> list[GroupStatus]:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._safedir import SafeDir
+from .safedir import SafeDir
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +79,7 @@ def _move(
         "pid": os.getpid(),
         **details,
     }
-    # Written aside, then renamed: readers never see a half-written reason. O_EXCL: never
-    # written through a name someone planted there.
-    tmp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-    fd = aside.open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        os.write(fd, json.dumps(record, indent=1).encode())
-    finally:
-        os.close(fd)
-    aside.rename(tmp, aside, name + REASON_SUFFIX)
+    aside.write_whole(name + REASON_SUFFIX, json.dumps(record, indent=1).encode())
     return name
 
 

@@ -9,12 +9,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ._errors import ConfigMismatch, CorruptItem, InvalidSetting
-from ._statefile import create_once, read_state
-from .formats import get_format
+from .._errors import ConfigMismatch, CorruptItem, InvalidSetting
+from ..formats import get_format
+from .statefile import create_once, read_state
 
 _MAX_CONFIG_BYTES = 64 * 1024
-#: Pool size of a channel created without ``recycle`` (see _pool.py).
+#: Pool size of a channel created without ``recycle`` (see _store/pool.py).
 DEFAULT_RECYCLE = 4
 
 
@@ -83,6 +83,12 @@ class ChannelConfig:
             return cls(**{k: v for k, v in data.items() if k in known})
         except (ValueError, TypeError, AttributeError) as exc:
             raise CorruptItem(f"channel config {path} is not valid: {exc}", path=path) from exc
+
+
+def check_mode(mode: object) -> None:
+    """`InvalidSetting` unless ``mode`` is permission bits for the channel's folders."""
+    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+        raise _invalid("mode", mode, "permission bits (0 to 0o7777)")
 
 
 def _invalid(setting: str, value: object, wanted: str) -> InvalidSetting:

@@ -1,8 +1,8 @@
 """Publishing an item: write it hidden, then make it visible in one atomic step.
 
 1. The data goes into a temporary file in ``.ramxchg/tmp/`` (same filesystem), which
-   the producer holds locked until step 3 (see _tmpfiles.py): a recycled file from the
-   pool when one of the right size is free (see _pool.py), else a new one.
+   the producer holds locked until step 3 (see _store/tmpfiles.py): a recycled file from the
+   pool when one of the right size is free (see _store/pool.py), else a new one.
 2. Under the channel's publish lock: take the next sequence number, write the sidecar
    (complete, beside the data in ``tmp/``, then renamed into ``meta/``), store the
    number, and hard-link the temporary file to ``<name><suffix>``. ``link`` fails if
@@ -30,18 +30,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ItemExists, RamDiskFull
-from ._layout import ChannelLayout
-from ._pool import Pool
-from ._sequence import SequenceCounter
-from ._sidecar import Sidecar, write_sidecar
-from ._tmpfiles import HiddenFile, create_hidden, link_hidden
-from .disks import format_size
-from .formats import Format, Layout, suffixes
-from .formats.base import Allocation
+from .._errors import ItemExists, RamDiskFull
+from ..disks import format_size
+from ..formats import Format, Layout, suffixes
+from ..formats.base import Allocation
+from .layout import ChannelLayout
+from .pool import Pool
+from .sequence import SequenceCounter
+from .sidecar import Sidecar, write_sidecar
+from .tmpfiles import HiddenFile, create_hidden, link_hidden
 
 if TYPE_CHECKING:
-    from ._retention import Retention
+    from .retention import Retention
 
 log = logging.getLogger(__name__)
 
@@ -131,13 +131,7 @@ def check_room(
     if needed > free and reclaim is not None and reclaim():
         free = shutil.disk_usage(layout.path).free
     if needed > free:
-        item, room = _sizes(needed, free)
-        raise RamDiskFull(
-            f"{layout.path}: an item of {item} does not fit; {room} are free",
-            path=layout.path,
-            needed_bytes=needed,
-            free_bytes=free,
-        )
+        raise _no_room(layout, "an item of {size} does not fit", needed, free)
 
 
 def write_hidden(
@@ -185,20 +179,22 @@ def _full(layout: ChannelLayout, what: str, needed: int) -> RamDiskFull:
     """The `RamDiskFull` for a write of ``needed`` bytes that ran out of space; ``what``
     names it, with ``{size}`` where its size goes."""
     free = shutil.disk_usage(layout.path).free
-    size, room = _sizes(needed, free)
+    return _no_room(layout, "filled up while writing " + what, needed, free)
+
+
+def _no_room(layout: ChannelLayout, problem: str, needed: int, free: int) -> RamDiskFull:
+    """The one `RamDiskFull` of a publish: ``problem`` with ``{size}`` where the size of
+    what did not fit goes, and the free space. Sizes are shown in bytes when three
+    digits would hide which is larger (``4 MB`` and ``4 MB``)."""
+    size, room = format_size(needed), format_size(free)
+    if size == room:
+        size, room = f"{needed} bytes", f"{free} bytes"
     return RamDiskFull(
-        f"{layout.path} filled up while writing {what.format(size=size)}; {room} are free",
+        f"{layout.path}: {problem.format(size=size)}; {room} are free",
         path=layout.path,
         needed_bytes=needed,
         free_bytes=free,
     )
-
-
-def _sizes(needed: int, free: int) -> tuple[str, str]:
-    """``needed`` and ``free`` for people, in bytes when three digits would hide which
-    is larger (``4 MB`` and ``4 MB``)."""
-    shown = format_size(needed), format_size(free)
-    return shown if shown[0] != shown[1] else (f"{needed} bytes", f"{free} bytes")
 
 
 def make_visible(

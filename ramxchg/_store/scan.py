@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._errors import CorruptItem, InvalidName
-from ._layout import ChannelLayout
-from ._names import check_name
-from ._sidecar import Sidecar, read_sidecar
-from .formats import format_for
+from .._errors import CorruptItem, InvalidName
+from ..formats import format_for
+from .layout import ChannelLayout
+from .names import check_name
+from .sidecar import Sidecar, read_sidecar
 
 log = logging.getLogger(__name__)
 

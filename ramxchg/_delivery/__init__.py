@@ -1,0 +1,1 @@
+"""Getting items to consumers: subscriptions, filesystem notifiers, the gate for foreign files."""

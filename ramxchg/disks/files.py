@@ -1,0 +1,92 @@
+"""Whole small files written atomically, the one way every layer does it: a hidden
+temporary file beside the target (same folder, same filesystem), then one ``rename``
+or ``link``. Also positioned reads."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+from pathlib import Path
+
+from .._errors import RamDiskFull
+from .units import format_size
+
+# O_EXCL and no link followed: never writes through a name planted in a shared folder
+_CREATE_FLAGS = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+)
+
+
+def replace_whole(path: str | Path, data: bytes, *, dir_fd: int | None = None) -> None:
+    """Set ``path`` to ``data`` in one ``rename``: readers see the old file or the new one.
+
+    The temporary file is beside ``path`` (in the folder ``dir_fd``, if given, where
+    ``path`` is a name): the same filesystem, so the rename is atomic. Nothing is left
+    behind when it fails; a full disk raises `RamDiskFull`.
+    """
+    tmp, _ = write_hidden(path, data, dir_fd=dir_fd)
+    try:
+        os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+
+
+def write_hidden(
+    path: str | Path, data: bytes, *, keep: bool = False, dir_fd: int | None = None
+) -> tuple[str, int]:
+    """A new hidden file beside ``path`` (in the folder ``dir_fd``, if given) holding
+    ``data``: its path, and its descriptor if ``keep`` (else -1)."""
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{os.urandom(4).hex()}")
+    fd = os.open(tmp, _CREATE_FLAGS, 0o666, dir_fd=dir_fd)
+    try:
+        written = 0
+        while written < len(data):
+            written += os.write(fd, data[written:])
+        if not keep:
+            closing, fd = fd, -1  # not closed twice: close frees it even when it fails
+            os.close(closing)
+    except BaseException as exc:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        full = full_error(exc, path, len(data), dir_fd) if isinstance(exc, OSError) else None
+        if full is None:
+            raise
+        raise full from exc
+    return tmp, fd
+
+
+def full_error(
+    exc: OSError, path: str | Path, needed: int, dir_fd: int | None = None
+) -> RamDiskFull | None:
+    """`RamDiskFull` for an ENOSPC/EDQUOT writing ``path`` (a name in the folder ``dir_fd``,
+    if given); None for any other error."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    if dir_fd is not None:  # measured through the folder's descriptor: ``path`` is a name
+        usage = os.statvfs(dir_fd)
+        folder, free = "its folder", usage.f_bavail * usage.f_frsize
+    else:
+        folder = os.path.dirname(path)
+        free = shutil.disk_usage(folder).free
+    return RamDiskFull(
+        f"{folder} is full: no room for {os.path.basename(path)} ({format_size(needed)}, "
+        f"{format_size(free)} free); free some room (consume or delete items, `ramxchg gc`)",
+        path=path,
+        needed_bytes=needed,
+        free_bytes=free,
+    )
+
+
+def read_at(fd: int, count: int, offset: int = 0) -> bytes:
+    """Up to ``count`` bytes at ``offset``, with ``pread`` where the OS has it."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, count, offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - Windows has no pread
+    return os.read(fd, count)  # pragma: no cover

@@ -1,0 +1,128 @@
+"""Locks on open files: how producers, readers and collectors tell who is alive.
+
+Protocol 1.1 (docs/protocol.md, section 11) uses BSD ``flock`` locks. One belongs to
+the open file description, not to a pid: the kernel drops it when the last descriptor
+of that description closes (a mapping made from it holds a descriptor too, in Python),
+so it dies with its holder in every pid namespace, and no pid can be reused to fake it.
+
+On Windows, ``msvcrt`` byte-range locks of the first byte stand in for exclusive locks.
+Shared locks are not taken there: Windows refuses to rename or delete a file that is
+open or mapped, so a file a reader maps never reaches the pool of recycled files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import sys
+from pathlib import Path
+
+from .._errors import CorruptItem
+
+if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+    import msvcrt
+
+    def try_lock(fd: int, *, shared: bool = False) -> bool:
+        """Take a lock on the open file ``fd`` if no one holds a conflicting one.
+
+        ``shared``: a reader's lock, which readers hold together; else exclusive.
+        Returns False, holding nothing, when the lock is taken.
+        """
+        if shared:
+            return True
+        os.lseek(fd, 0, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+    def lock_file(fd: int) -> None:
+        """Take the exclusive lock on the open file ``fd``, waiting for it if need be."""
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
+
+    def unlock(fd: int) -> None:
+        """Drop our lock on ``fd`` now, whatever other descriptors of it still exist."""
+        os.lseek(fd, 0, os.SEEK_SET)
+        with contextlib.suppress(OSError):  # held none (a shared lock is not taken)
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def try_lock(fd: int, *, shared: bool = False) -> bool:
+        """Take a lock on the open file ``fd`` if no one holds a conflicting one.
+
+        ``shared``: a reader's lock, which readers hold together; else exclusive.
+        Returns False, holding nothing, when the lock is taken.
+        """
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def lock_file(fd: int) -> None:
+        """Take the exclusive lock on the open file ``fd``, waiting for it if need be.
+
+        It belongs to the open file description: the kernel drops it when the last
+        descriptor of it closes, so it dies with its holder, in every pid namespace.
+        """
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+    def unlock(fd: int) -> None:
+        """Drop our lock on ``fd`` now, whatever other descriptors of it still exist."""
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+# Non-blocking: opening a FIFO planted in place of the file must not wait for a writer.
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
+_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | _NOFOLLOW
+
+
+def check_regular(fd: int, path: str | Path) -> None:
+    """Refuse anything but a plain file of one name: a FIFO would block, and a hard
+    link's data may be a file outside the channel (the counter is written in place)."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        problem = "is not a regular file"
+    elif info.st_nlink > 1:
+        problem = f"has {info.st_nlink} names (hard links)"
+    else:
+        return
+    raise CorruptItem(f"{path} {problem}; refusing to use it", path=path)
+
+
+class FileLock:
+    """Hold an exclusive lock on ``path`` (created if missing); ``with`` yields its descriptor.
+
+    One ``with`` at a time per object. A class, not a generator-based context manager:
+    it runs for every published item. ``dir_fd``: the file is the one named like
+    ``path``'s last part in that open folder (see `ramxchg._store.safedir`).
+    """
+
+    def __init__(self, path: str | Path, dir_fd: int | None = None) -> None:
+        self.path = path
+        self._dir_fd = dir_fd
+        self._fd = -1
+
+    def __enter__(self) -> int:
+        name = self.path if self._dir_fd is None else os.path.basename(self.path)
+        fd = os.open(name, _LOCK_FLAGS, 0o666, dir_fd=self._dir_fd)
+        try:
+            check_regular(fd, self.path)
+            lock_file(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return fd
+
+    def __exit__(self, *exc_info: object) -> None:
+        fd, self._fd = self._fd, -1
+        try:
+            unlock(fd)
+        finally:
+            os.close(fd)
