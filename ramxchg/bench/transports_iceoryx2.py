@@ -108,9 +108,6 @@ def _payload(sample: Any) -> np.ndarray:
 
 class _IceoryxSender(Sender):
     def __init__(self, link: IceoryxLink) -> None:
-        import iceoryx2 as iox2
-
-        self.iox2 = iox2
         self.node = _node(link)
         self.notifier = _sent(self.node).notifier_builder().create()
         self.nbytes = -1
@@ -118,13 +115,15 @@ class _IceoryxSender(Sender):
 
     def _publish(self, nbytes: int) -> None:
         """A publisher for ``nbytes`` messages; the consumer has subscribed already."""
+        import iceoryx2 as iox2
+
         if self.publisher is not None:
             self.publisher.delete()
         self.publisher = (
             _messages(self.node, nbytes)
             .publisher_builder()
             .initial_max_slice_len(nbytes)
-            .allocation_strategy(self.iox2.AllocationStrategy.Static)
+            .allocation_strategy(iox2.AllocationStrategy.Static)
             .max_loaned_samples(1)
             .create()
         )
