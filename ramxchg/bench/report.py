@@ -144,28 +144,36 @@ def _rich(title: str, titles: list[str], cells: list[list[str]], caption: str) -
 PEER_TITLE = "ramxchg against the peers: GB/s ratio (above 1: ramxchg moved more)"
 
 
-def rich_tables(result: dict[str, Any]) -> list[Table]:
-    """The result as rich tables: every transport (with memcpy bandwidth and the machine
-    below it), then ramxchg's rows against the peers when any peer was measured.
+def rich_table(result: dict[str, Any]) -> Table:
+    """Every transport as a rich table, with memcpy bandwidth and the machine below it.
 
     ``--quick`` results leave out the min-max ranges (two repetitions say little), so the
-    tables fit 100 columns.
+    table fits 100 columns.
     """
     m = result["machine"]
     ranges = not result["config"]["quick"]
-    tables = [
-        _rich(
-            "producer -> consumer process, consumer reads every byte",
-            headers(ranges),
-            rows(result, ranges),
-            f"memcpy {result['memcpy_gbps']:.1f} GB/s; {m['cpus']} CPUs, kernel {m['kernel']}",
-        )
-    ]
-    if _compared(result):
-        disk = result.get("disk_folder", "the real disk")
-        caption = f"disk: np.save/np.load in {disk}, through the page cache"
-        tables.append(_rich(PEER_TITLE, peer_headers(), peer_rows(result), caption))
-    return tables
+    return _rich(
+        "producer -> consumer process, consumer reads every byte",
+        headers(ranges),
+        rows(result, ranges),
+        f"memcpy {result['memcpy_gbps']:.1f} GB/s; {m['cpus']} CPUs, kernel {m['kernel']}",
+    )
+
+
+def peer_table(result: dict[str, Any]) -> Table | None:
+    """ramxchg's rows against the peers as a rich table (None: no peer was measured)."""
+    if not _compared(result):
+        return None
+    disk = result.get("disk_folder", "the real disk")
+    caption = f"disk: np.save/np.load in {disk}, through the page cache"
+    return _rich(PEER_TITLE, peer_headers(), peer_rows(result), caption)
+
+
+def rich_tables(result: dict[str, Any]) -> list[Table]:
+    """`rich_table`, then `peer_table` when any peer was measured (both fit 100 columns
+    for ``--quick`` results)."""
+    peers = peer_table(result)
+    return [rich_table(result)] + ([peers] if peers is not None else [])
 
 
 def _markdown(titles: list[str], cells: list[list[str]]) -> list[str]:
