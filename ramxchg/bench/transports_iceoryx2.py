@@ -106,67 +106,81 @@ def _payload(sample: Any) -> np.ndarray:
     return np.frombuffer(sample.payload().as_memory_view(), np.uint8)
 
 
-class _IceoryxSender(Sender):
+class _End:
+    """What both ends hold: a node, and a port (publisher or subscriber) of the service
+    for the current message size."""
+
     def __init__(self, link: IceoryxLink) -> None:
         self.node = _node(link)
-        self.notifier = _sent(self.node).notifier_builder().create()
         self.nbytes = -1
-        self.publisher: Any = None
+        self.port: Any = None
 
-    def _publish(self, nbytes: int) -> None:
-        """A publisher for ``nbytes`` messages; the consumer has subscribed already."""
+    def _open(self, service: Any, nbytes: int) -> Any:
+        raise NotImplementedError
+
+    def _size(self, nbytes: int) -> None:
+        """Switch to the service for ``nbytes`` messages (in a warm-up: sizes change there)."""
+        if nbytes == self.nbytes:
+            return
+        if self.port is not None:
+            self.port.delete()
+        self.port = self._open(_messages(self.node, nbytes), nbytes)
+        self.nbytes = nbytes
+
+    def _release(self) -> None:
+        if self.port is not None:
+            self.port.delete()
+        del self.node  # the node removes what it created
+
+
+class _IceoryxSender(_End, Sender):
+    def __init__(self, link: IceoryxLink) -> None:
+        super().__init__(link)
+        self.notifier = _sent(self.node).notifier_builder().create()
+
+    def _open(self, service: Any, nbytes: int) -> Any:
         import iceoryx2 as iox2
 
-        if self.publisher is not None:
-            self.publisher.delete()
-        self.publisher = (
-            _messages(self.node, nbytes)
-            .publisher_builder()
+        # The consumer has subscribed already (in prepare): the publisher connects to it.
+        return (
+            service.publisher_builder()
             .initial_max_slice_len(nbytes)
             .allocation_strategy(iox2.AllocationStrategy.Static)
             .max_loaned_samples(1)
             .create()
         )
-        self.nbytes = nbytes
 
     def send(self, message: np.ndarray) -> None:
-        if message.nbytes != self.nbytes:
-            self._publish(message.nbytes)
-        sample = self.publisher.loan_slice_uninit(message.nbytes)
+        self._size(message.nbytes)
+        sample = self.port.loan_slice_uninit(message.nbytes)
         np.copyto(_payload(sample), message.reshape(-1).view(np.uint8))
         if sample.assume_init().send() == 0:  # else the consumer would wait forever
             raise ConnectionError("iceoryx2 delivered the sample to no subscriber")
         self.notifier.notify()
 
     def close(self) -> None:
-        if self.publisher is not None:
-            self.publisher.delete()
         self.notifier.delete()
-        del self.node  # the node removes what it created
+        self._release()
 
 
-class _IceoryxReceiver(Receiver):
+class _IceoryxReceiver(_End, Receiver):
     def __init__(self, link: IceoryxLink) -> None:
-        self.node = _node(link)
+        super().__init__(link)
         self.listener = _sent(self.node).listener_builder().create()
-        self.nbytes = -1
-        self.subscriber: Any = None
         self.sample: Any = None
 
+    def _open(self, service: Any, nbytes: int) -> Any:
+        return service.subscriber_builder().create()
+
     def prepare(self, nbytes: int) -> None:
-        if nbytes == self.nbytes:
-            return
-        if self.subscriber is not None:
-            self.subscriber.delete()
-        self.subscriber = _messages(self.node, nbytes).subscriber_builder().create()
-        self.nbytes = nbytes
+        self._size(nbytes)
 
     def recv(self, nbytes: int) -> np.ndarray:
-        sample = self.subscriber.receive()
+        sample = self.port.receive()
         while sample is None:
             # A notification sent after the receive above is kept until this wait.
             self.listener.blocking_wait()
-            sample = self.subscriber.receive()
+            sample = self.port.receive()
         self.sample = sample
         return _payload(sample)  # read in place, in the publisher's pool
 
@@ -177,10 +191,8 @@ class _IceoryxReceiver(Receiver):
 
     def close(self) -> None:
         self.done()
-        if self.subscriber is not None:
-            self.subscriber.delete()
         self.listener.delete()
-        del self.node
+        self._release()
 
 
 class IceoryxTransport(Transport):
