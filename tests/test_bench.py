@@ -14,7 +14,7 @@ from ramxchg.cli import main
 pytestmark = pytest.mark.slow
 
 SPREAD = {"median", "min", "max"}
-#: What issue #7 asks to compare; the suite may add variants (recycling, huge pages).
+#: What issues #7 and #15 ask to compare; the suite may add variants (huge pages...).
 REQUIRED = {
     "ramxchg_put",
     "ramxchg_create",
@@ -24,14 +24,17 @@ REQUIRED = {
     "shared_memory",
     "npy_disk",
     "ray",
+    "iceoryx2",
+    "arrow_shm",
 }
+PEERS = {"iceoryx2", "ray", "npy_disk"}
 
 
 def test_quick_bench_json_structure(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["bench", "--quick", "--json", "--sizes", "1K", "64K", "--repeat", "1"])
     result = json.loads(capsys.readouterr().out)
     assert code == 0, result
-    assert result["version"] == 1
+    assert result["version"] == 2
     assert result["memcpy_gbps"] > 0
     assert result["config"] == {"sizes": [1024, 65536], "repeat": 1, "quick": True}
     assert {"cpus", "memory_bytes", "kernel", "python", "numpy"} <= set(result["machine"])
@@ -54,6 +57,13 @@ def test_quick_bench_json_structure(root: Path, capsys: pytest.CaptureFixture[st
             )
             assert item["ratio_queue"] > 0
             assert item["latency_vs_queue"] > 0
+            if entry["name"].startswith("ramxchg"):
+                assert set(item["vs_peers"]) == PEERS
+                measured = {e["name"] for e in result["transports"] if not e["skipped"]}
+                for peer, ratio in item["vs_peers"].items():
+                    assert (ratio is not None) == (peer in measured), (peer, item)
+            else:
+                assert "vs_peers" not in item
     queue = next(e for e in result["transports"] if e["name"] == "queue")
     assert all(r["ratio_queue"] == pytest.approx(1.0) for r in queue["results"])
     assert "| ramxchg put | 1 KB |" in markdown_table(result)

@@ -12,11 +12,16 @@ import pytest
 from rich.console import Console
 
 from ramxchg.bench import QUICK_SIZES
-from ramxchg.bench.report import draw, markdown_table, plot, rich_table, winners
+from ramxchg.bench.ratios import add_ratios
+from ramxchg.bench.report import draw, markdown_table, plot, rich_tables, winners
 from ramxchg.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 KB, MB = 1 << 10, 1 << 20
+
+
+#: Transport names of the labels used here, where the name is not the label with "_"s.
+NAMES = {"Ray object store": "ray", "np.save/load disk": "npy_disk"}
 
 
 def _result(gbps: dict[str, dict[int, tuple[float, float, float]]]) -> dict[str, Any]:
@@ -36,7 +41,7 @@ def _result(gbps: dict[str, dict[int, tuple[float, float, float]]]) -> dict[str,
             }
             for size, (low, mid, high) in by_size.items()
         ]
-        name = label.replace(" ", "_")
+        name = NAMES.get(label, label.replace(" ", "_"))
         transports.append({"name": name, "label": label, "skipped": None, "results": results})
     return {
         "machine": {"cpus": 2, "kernel": "6.1"},
@@ -57,14 +62,17 @@ def _quick(result: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def measured() -> dict[str, Any]:
-    """docs/bench.json: a real run with every transport (the longest labels)."""
+    """docs/bench.json: a real run with every transport (the longest labels), with the
+    ratios of this version (a run recorded before iceoryx2 was added has none to it)."""
     result: dict[str, Any] = json.loads((REPO / "docs" / "bench.json").read_text())
+    add_ratios(result["transports"], result["memcpy_gbps"])
     return result
 
 
 def _rendered(result: dict[str, Any]) -> list[str]:
     console = Console(width=400, record=True)
-    console.print(rich_table(result))
+    for table in rich_tables(result):
+        console.print(table)
     return console.export_text().splitlines()
 
 
@@ -88,17 +96,63 @@ def test_one_line_per_size_names_the_winner_and_its_lead() -> None:
     assert winners(result)[2] == "64 MB: ramxchg put won (1 GB/s), the only one measured"
 
 
+def test_each_ramxchg_row_is_measured_against_the_peers() -> None:
+    result = _result(
+        {
+            "ramxchg put": {KB: (0.9, 1.0, 1.1), MB: (3.9, 4.0, 4.1)},
+            "iceoryx2": {KB: (1.9, 2.0, 2.1), MB: (7.9, 8.0, 8.1)},
+            "Ray object store": {KB: (0.1, 0.1, 0.1)},
+            "np.save/load disk": {KB: (0.4, 0.5, 0.6), MB: (1.9, 2.0, 2.1)},
+        }
+    )
+    result["transports"][2]["results"].append({"size": MB, "error": "timed out"})
+    add_ratios(result["transports"], 10.0)
+    ours, iceoryx2, _, _ = result["transports"]
+    assert [r["vs_peers"] for r in ours["results"]] == [
+        {"iceoryx2": 0.5, "ray": 10.0, "npy_disk": 2.0},
+        {"iceoryx2": 0.5, "ray": None, "npy_disk": 2.0},  # Ray failed at 1 MB
+    ]
+    assert "vs_peers" not in iceoryx2["results"][0]  # peers are not compared with peers
+    assert winners(result)[:2] == [
+        "1 KB: iceoryx2 won (2 GB/s), 2.00x ahead of ramxchg put",
+        "  ramxchg put (1 GB/s): 0.50x iceoryx2, 10.00x Ray, 2.00x disk",
+    ]
+    assert winners(result)[3] == "  ramxchg put (4 GB/s): 0.50x iceoryx2, 2.00x disk"
+    table = markdown_table(result)
+    assert "| transport | size | GB/s | /iceoryx2 | /Ray | /disk |" in table
+    assert "| ramxchg put | 1 MB | 4 | 0.50x | - | 2.00x |" in table
+
+
+def test_no_peer_table_or_line_without_peers() -> None:
+    result = _result({"ramxchg put": {KB: (0.9, 1.0, 1.1)}, "mp.Queue": {KB: (1.9, 2.0, 2.1)}})
+    add_ratios(result["transports"], 10.0)
+    assert winners(result) == [
+        "1 KB: mp.Queue won (2 GB/s), 2.00x ahead of ramxchg put",
+        "1 MB: no transport finished",
+        "64 MB: no transport finished",
+    ]
+    assert len(rich_tables(result)) == 1
+    assert "/iceoryx2" not in markdown_table(result)
+
+
 def test_winners_of_a_real_run(measured: dict[str, Any]) -> None:
     lines = winners(measured)
-    assert [line.split(":")[0] for line in lines] == ["1 KB", "64 KB", "1 MB", "64 MB", "512 MB"]
-    assert lines[0] == "1 KB: mp.Pipe bytes won (0.185 GB/s), 5.97x ahead of mp.Queue"
+    sizes = [line.split(":")[0] for line in lines if not line.startswith(" ")]
+    assert sizes == ["1 KB", "64 KB", "1 MB", "64 MB", "512 MB"]
+    assert lines[:2] == [
+        "1 KB: mp.Pipe bytes won (0.185 GB/s), 5.97x ahead of mp.Queue",
+        "  ramxchg put, recycle (0.00359 GB/s): 4.07x Ray, 0.41x disk",
+    ]
 
 
-def test_the_quick_table_fits_100_columns(measured: dict[str, Any]) -> None:
+def test_the_quick_tables_fit_100_columns(measured: dict[str, Any]) -> None:
     lines = _rendered(_quick(measured))
     assert max(map(len, lines)) <= 100, "\n".join(lines)
     assert "(min-max)" not in "\n".join(lines)
-    assert any(line.split()[:5] == ["ramxchg", "create,", "huge", "tmpfs", "1"] for line in lines)
+    first = ["ramxchg", "create,", "huge", "tmpfs", "1", "KB"]
+    huge = [line for line in lines if line.split()[:6] == first]
+    assert len(huge) == 2  # in the table of every transport, and against the peers
+    assert huge[1].split()[-3:] == ["-", "3.56x", "0.36x"]  # no iceoryx2 in that run
     full = _rendered(measured)
     assert any("(min-max)" in line for line in full)  # ranges when there are 3 repetitions
 
@@ -117,10 +171,13 @@ def test_bench_command_ends_with_the_winners(
     monkeypatch.setattr("ramxchg.cli._bench.run_bench", lambda config, tick: quick)
     assert main(["bench", "--quick"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[-len(QUICK_SIZES) :] == winners(quick)
-    assert out[-len(QUICK_SIZES) - 1].startswith("winner per size: most GB/s")
+    lines = winners(quick)
+    assert len(lines) == 2 * len(QUICK_SIZES)  # each size: the winner, ramxchg vs the peers
+    assert out[-len(lines) :] == lines
+    assert out[-len(lines) - 2].startswith("winner per size: most GB/s")
     assert max(map(len, out)) <= 100, "\n".join(out)  # piped: not squeezed to 80 either
     assert any(line.startswith(" ramxchg create, huge tmpfs   1 KB") for line in out)
+    assert any(line.split()[:2] == ["transport", "size"] and "/Ray" in line for line in out)
 
 
 def test_plot_labels_sizes_marks_winners_and_keeps_the_legend_off_the_data(

@@ -1,16 +1,22 @@
 """``ramxchg bench``: ramxchg side by side with the transports users would pick instead.
 
 A producer process sends messages (contiguous uint8 arrays) to a consumer process,
-which copies every byte into a reused buffer. Per transport and size, after a warm-up:
-``repeat`` times a *streamed* phase (a window of messages in flight; GB/s from the
-first send to the last message read) and a *lock-step* phase (one message at a time;
-latency from just before the send to the last byte read). Results are the median with
-min and max over the repetitions.
+which copies every byte into a reused buffer and, after each phase, checks the bytes it
+got. Per transport and size, after a warm-up: ``repeat`` times a *streamed* phase (a
+window of messages in flight; GB/s from the first send to the last message read) and a
+*lock-step* phase (one message at a time; latency from just before the send to the last
+byte read). Results are the median with min and max over the repetitions.
+
+ramxchg's rows (channels with default settings, the same without recycling, HDF5 items,
+a huge-page tmpfs when root) are compared with Python's own transports and with the
+peers: np.save/np.load on the real disk, Ray's object store, iceoryx2 and an Arrow IPC
+file on /dev/shm. A peer that is not installed (``pip install 'ramxchg[bench]'``) is
+skipped with the reason; one that fails is reported per size and the run goes on.
 
 The ``--json`` document (`run_bench`'s result)::
 
     {
-      "version": 1,
+      "version": 2,
       "machine": {"cpus", "memory_bytes", "kernel", "system", "python", "numpy"},
       "config": {"sizes": [bytes, ...], "repeat": int, "quick": bool},
       "memcpy_gbps": float,          # single-thread memcpy, the physical reference
@@ -30,6 +36,9 @@ The ``--json`` document (`run_bench`'s result)::
               "ratio_memcpy": float, # gbps median / memcpy_gbps
               "ratio_queue": float | null,      # gbps / mp.Queue's gbps at that size
               "latency_vs_queue": float | null, # p50 / mp.Queue's p50 (< 1: faster)
+              "vs_peers": {          # ramxchg's rows only: gbps / the peer's gbps
+                "iceoryx2": float | null, "ray": float | null, "npy_disk": float | null
+              },
               "error": null
             }
             # or {"size": bytes, "error": "what went wrong"}

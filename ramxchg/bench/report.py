@@ -1,4 +1,4 @@
-"""Show a benchmark result: a rich table, a markdown table, the winners, or a plot."""
+"""Show a benchmark result: rich tables, markdown tables, the winners, or a plot."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..disks import format_size
+from .ratios import PEERS, is_ramxchg
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -95,39 +96,104 @@ def rows(result: dict[str, Any], ranges: bool = True) -> list[list[str]]:
     return table
 
 
+def peer_headers() -> list[str]:
+    """Column titles of the table of ramxchg's rows against the peers."""
+    return ["transport", "size", "GB/s", *(f"/{short}" for short in PEERS.values())]
+
+
+def peer_rows(result: dict[str, Any]) -> list[list[str]]:
+    """One row per ramxchg transport and size it finished: GB/s and the ratio to each
+    peer at that size ("-": the peer has no number there)."""
+    table = []
+    for entry in filter(is_ramxchg, result["transports"]):
+        for item in entry["results"]:
+            if item.get("error"):
+                continue
+            versus = item.get("vs_peers") or {}
+            table.append(
+                [
+                    entry["label"],
+                    format_size(item["size"]),
+                    _gbps(item["gbps"], False),
+                    *(_ratio(versus.get(name)) for name in PEERS),
+                ]
+            )
+    return table
+
+
+def _compared(result: dict[str, Any]) -> bool:
+    """Whether any ramxchg row has a ratio to a peer (else there is no peer table)."""
+    return any(
+        ratio is not None
+        for entry in filter(is_ramxchg, result["transports"])
+        for item in entry["results"]
+        for ratio in (item.get("vs_peers") or {}).values()
+    )
+
+
+def _rich(title: str, titles: list[str], cells: list[list[str]], caption: str) -> Table:
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, pad_edge=False)
+    for header in titles:
+        table.add_column(header, justify="left" if header in ("transport", "size") else "right")
+    for row in cells:
+        table.add_row(*map(Text, row))  # a skip reason says pip install 'ramxchg[ray]'
+    return table
+
+
+#: What the peer table's ratios are.
+PEER_TITLE = "ramxchg against the peers: GB/s ratio (above 1: ramxchg moved more)"
+
+
 def rich_table(result: dict[str, Any]) -> Table:
-    """The result as a rich table, with memcpy bandwidth and the machine below it.
+    """Every transport as a rich table, with memcpy bandwidth and the machine below it.
 
     ``--quick`` results leave out the min-max ranges (two repetitions say little), so the
     table fits 100 columns.
     """
     m = result["machine"]
     ranges = not result["config"]["quick"]
-    table = Table(
-        title="producer -> consumer process, consumer reads every byte",
-        caption=f"memcpy {result['memcpy_gbps']:.1f} GB/s; {m['cpus']} CPUs, kernel {m['kernel']}",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
+    return _rich(
+        "producer -> consumer process, consumer reads every byte",
+        headers(ranges),
+        rows(result, ranges),
+        f"memcpy {result['memcpy_gbps']:.1f} GB/s; {m['cpus']} CPUs, kernel {m['kernel']}",
     )
-    for header in headers(ranges):
-        table.add_column(header, justify="left" if header in ("transport", "size") else "right")
-    for row in rows(result, ranges):
-        table.add_row(*map(Text, row))  # a skip reason says pip install 'ramxchg[ray]'
-    return table
+
+
+def peer_table(result: dict[str, Any]) -> Table | None:
+    """ramxchg's rows against the peers as a rich table (None: no peer was measured)."""
+    if not _compared(result):
+        return None
+    disk = result.get("disk_folder", "the real disk")
+    caption = f"disk: np.save/np.load in {disk}, through the page cache"
+    return _rich(PEER_TITLE, peer_headers(), peer_rows(result), caption)
+
+
+def rich_tables(result: dict[str, Any]) -> list[Table]:
+    """`rich_table`, then `peer_table` when any peer was measured (both fit 100 columns
+    for ``--quick`` results)."""
+    peers = peer_table(result)
+    return [rich_table(result)] + ([peers] if peers is not None else [])
+
+
+def _markdown(titles: list[str], cells: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
+    return lines + ["| " + " | ".join(row) + " |" for row in cells]
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    """The result as a markdown table (for docs/benchmarks.md), with min-max ranges."""
-    titles = headers(ranges=True)
-    lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows(result)]
+    """The result as markdown tables (for docs/benchmarks.md), with min-max ranges: every
+    transport, then ramxchg's rows against the peers when any peer was measured."""
+    lines = _markdown(headers(ranges=True), rows(result))
+    if _compared(result):
+        lines += ["", PEER_TITLE + ":", "", *_markdown(peer_headers(), peer_rows(result))]
     return "\n".join(lines)
 
 
-def _ranked(result: dict[str, Any], size: int) -> list[tuple[str, dict[str, Any]]]:
-    """(label, result) of every transport measured at ``size``, most GB/s first."""
+def _ranked(result: dict[str, Any], size: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(entry, result) of every transport measured at ``size``, most GB/s first."""
     found = [
-        (entry["label"], item)
+        (entry, item)
         for entry in result["transports"]
         for item in entry["results"]
         if item["size"] == size and not item.get("error")
@@ -135,8 +201,26 @@ def _ranked(result: dict[str, Any], size: int) -> list[tuple[str, dict[str, Any]
     return sorted(found, key=lambda pair: -pair[1]["gbps"]["median"])
 
 
+def _against_peers(ranked: list[tuple[dict[str, Any], dict[str, Any]]]) -> str | None:
+    """The best ramxchg row of a size against the peers measured there, or None."""
+    ours = [(entry, item) for entry, item in ranked if is_ramxchg(entry)]
+    if not ours:
+        return None
+    entry, item = ours[0]
+    versus = item.get("vs_peers") or {}
+    ratios = [
+        f"{versus[name]:.2f}x {short}"
+        for name, short in PEERS.items()
+        if versus.get(name) is not None
+    ]
+    if not ratios:
+        return None
+    return f"{entry['label']} ({item['gbps']['median']:.3g} GB/s): {', '.join(ratios)}"
+
+
 def winners(result: dict[str, Any]) -> list[str]:
-    """One line per size: which transport moved the most GB/s, and by how much.
+    """Per size, a line saying which transport moved the most GB/s and by how much, and
+    below it, indented, the best ramxchg row's GB/s ratio to each peer measured there.
 
     "(ranges overlap)": the runner-up's best repetition beat the winner's worst, so the
     lead is within the run-to-run spread.
@@ -148,23 +232,26 @@ def winners(result: dict[str, Any]) -> list[str]:
         if not ranked:
             lines.append(f"{head} no transport finished")
             continue
-        label, best = ranked[0]
-        line = f"{head} {label} won ({best['gbps']['median']:.3g} GB/s)"
+        entry, best = ranked[0]
+        line = f"{head} {entry['label']} won ({best['gbps']['median']:.3g} GB/s)"
         if len(ranked) == 1:
-            lines.append(f"{line}, the only one measured")
-            continue
-        second_label, second = ranked[1]
-        lead = best["gbps"]["median"] / second["gbps"]["median"]
-        line += f", {lead:.2f}x ahead of {second_label}"
-        if second["gbps"]["max"] >= best["gbps"]["min"]:
-            line += " (ranges overlap)"
+            line += ", the only one measured"
+        else:
+            second_entry, second = ranked[1]
+            lead = best["gbps"]["median"] / second["gbps"]["median"]
+            line += f", {lead:.2f}x ahead of {second_entry['label']}"
+            if second["gbps"]["max"] >= best["gbps"]["min"]:
+                line += " (ranges overlap)"
         lines.append(line)
+        against = _against_peers(ranked)
+        if against:
+            lines.append(f"  {against}")
     return lines
 
 
-#: Matplotlib markers and colors, one each per transport (tab10, then two more).
-_MARKERS = "osD^vP<X>hp*"
-_EXTRA_COLORS = ("black", "goldenrod")
+#: Matplotlib markers and colors, one each per transport (tab10, then four more).
+_MARKERS = "osD^vP<X>hp*dH8"
+_EXTRA_COLORS = ("black", "goldenrod", "navy", "lime")
 
 
 def plot(result: dict[str, Any], path: str | Path) -> None:

@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._store.root import default_root
+from .. import default_root
 from ..disks import format_size
 from .transports import Transport
 from .workers import consumer_main, producer_main
@@ -32,6 +33,8 @@ QUICK_SIZES = (KB, 64 * KB, MB)
 GB_IN_FLIGHT = 1 << 30
 #: Seconds a phase may take before the transport is given up at that size.
 PHASE_TIMEOUT = 300.0
+#: Seconds the consumer may take to get ready for a phase (connect, map, subscribe).
+READY_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -102,20 +105,37 @@ class _Pair:
             ctx.Process(target=consumer_main, args=(transport, self.link, consumer_end, semaphore)),
             ctx.Process(target=producer_main, args=(transport, self.link, producer_end, semaphore)),
         ]
-        for process in self.processes:
-            process.daemon = True
-            process.start()
-        producer_end.close()
-        consumer_end.close()
+        try:
+            for process in self.processes:
+                process.daemon = True
+                process.start()
+        except BaseException:
+            self.close()  # what started, and the link
+            raise
+        finally:
+            producer_end.close()
+            consumer_end.close()
 
     def phase(self, nbytes: int, count: int, window: int) -> tuple[np.ndarray, np.ndarray]:
-        """Run one phase; (send times, done times) in ns."""
-        self.consumer_ctl.send(("run", nbytes, count, window))
-        _answer(self.consumer_ctl, "ready", 60.0)
-        self.producer_ctl.send(("run", nbytes, count, window))
-        sent = _answer(self.producer_ctl, "ok", PHASE_TIMEOUT)
-        done = _answer(self.consumer_ctl, "ok", PHASE_TIMEOUT)
-        return sent, done
+        """Run one phase; (send times, done times) in ns.
+
+        Waits on both processes at once: when one fails, the other may wait for it
+        forever, so the first error ends the phase.
+        """
+        _command(self.consumer_ctl, ("run", nbytes, count, window))
+        _answer(self.consumer_ctl, "ready", READY_TIMEOUT)
+        _command(self.producer_ctl, ("run", nbytes, count, window))
+        pending = {self.producer_ctl: "producer", self.consumer_ctl: "consumer"}
+        answers: dict[str, np.ndarray] = {}
+        deadline = time.monotonic() + PHASE_TIMEOUT
+        while pending:
+            ready = wait(list(pending), timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                late = " and ".join(pending.values())
+                raise PhaseError(f"no answer from the {late} within {PHASE_TIMEOUT:g} s")
+            for control in ready:
+                answers[pending.pop(control)] = _answer(control, "ok", 0.0)
+        return answers["producer"], answers["consumer"]
 
     def close(self) -> None:
         for control in (self.producer_ctl, self.consumer_ctl):
@@ -124,6 +144,8 @@ class _Pair:
             except OSError as exc:  # the process is gone already
                 log.debug("stop: %s", exc)
         for process in self.processes:
+            if process.pid is None:  # never started
+                continue
             process.join(10)
             if process.is_alive():
                 process.terminate()
@@ -137,9 +159,16 @@ class PhaseError(RuntimeError):
     """A producer or consumer failed or timed out during a phase."""
 
 
+def _command(control: Any, command: tuple[Any, ...]) -> None:
+    try:
+        control.send(command)
+    except OSError as exc:  # the process is gone
+        raise PhaseError(f"the process died ({exc!r})") from exc
+
+
 def _answer(control: Any, kind: str, timeout: float) -> Any:
     if not control.poll(timeout):
-        raise PhaseError(f"no answer within {timeout} s")
+        raise PhaseError(f"no answer within {timeout:g} s")
     try:
         answer = control.recv()
     except (EOFError, OSError) as exc:
@@ -189,20 +218,39 @@ def run_transport(
     entry["results"] = []
     if entry["skipped"]:
         return entry
-    pair = _Pair(transport, workdir)
+    pair: _Pair | None = None
     try:
         for nbytes in config.sizes:
             tick(f"{transport.label} {format_size(nbytes)}")
+            try:
+                pair = pair or _Pair(transport, workdir)
+            except Exception as exc:  # a peer that cannot start fails, the run goes on
+                log.warning("%s could not start: %s", transport.name, exc, exc_info=True)
+                error = f"could not start: {type(exc).__name__}: {exc}"
+                done = {result["size"] for result in entry["results"]}
+                entry["results"] += [
+                    {"size": size, "error": error} for size in config.sizes if size not in done
+                ]
+                break
             try:
                 entry["results"].append(measure(pair, nbytes, config))
             except PhaseError as exc:
                 log.warning("%s at %d bytes failed: %s", transport.name, nbytes, exc)
                 entry["results"].append({"size": nbytes, "error": str(exc)})
-                pair.close()
-                pair = _Pair(transport, workdir)  # a fresh pair for the next size
+                _close(pair)
+                pair = None  # a fresh pair for the next size
     finally:
-        pair.close()
+        if pair is not None:
+            _close(pair)
     return entry
+
+
+def _close(pair: _Pair) -> None:
+    """Stop the pair's processes and clean up; a failure is logged, the run goes on."""
+    try:
+        pair.close()
+    except Exception:  # e.g. a peer whose own shutdown fails: the numbers still stand
+        log.warning("cleaning up after %s failed", pair.transport.name, exc_info=True)
 
 
 @contextmanager

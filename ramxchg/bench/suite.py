@@ -1,4 +1,4 @@
-"""The set of transports ``ramxchg bench`` compares, the huge-page tmpfs, and the ratios."""
+"""The set of transports ``ramxchg bench`` compares, and the huge-page tmpfs."""
 
 from __future__ import annotations
 
@@ -11,24 +11,27 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .._errors import RamDiskError
+from .. import RamDiskError
 from ..disks import DiskSpec, get_adapter
 from ..disks.probe import info
+from .ratios import add_ratios
 from .runner import BenchConfig, machine, memcpy_gbps, run_transport, work_folder
 from .transports import PipeTransport, QueueTransport, SharedMemoryTransport, Transport
-from .transports_files import ChannelTransport, NpyDiskTransport
+from .transports_files import ArrowTransport, ChannelTransport, NpyDiskTransport
+from .transports_iceoryx2 import IceoryxTransport
 from .transports_ray import RayTransport
 
 log = logging.getLogger(__name__)
 
 #: Where np.save/np.load runs: a folder on the real disk (checked not to be tmpfs).
 DISK_FOLDER = "/var/tmp"
+#: Where the Arrow IPC files go: the RAM disk every Linux has (checked to be RAM).
+SHM_FOLDER = "/dev/shm"
 #: Size limit of the huge-page tmpfs (a limit: memory is used only by what is stored).
 HUGE_TMPFS_BYTES = 4 << 30
-#: Pool size of the recycling variants (Channel(recycle=...)).
-RECYCLE = 4
-#: JSON format version of `run_bench`'s result.
-VERSION = 1
+#: JSON format version of `run_bench`'s result (2: ramxchg's rows are the defaults,
+#: recycling on; the ``recycle=0`` rows, iceoryx2, Arrow and ``vs_peers`` are new).
+VERSION = 2
 
 
 #: The channel transports that run on a huge-page tmpfs: (name, label, mode).
@@ -43,9 +46,9 @@ def transports(huge_root: str | None, huge_skip: str | None) -> list[Transport]:
     found: list[Transport] = [
         ChannelTransport("ramxchg_put", "ramxchg put", "npy"),
         ChannelTransport("ramxchg_create", "ramxchg create", "create"),
-        ChannelTransport("ramxchg_put_recycle", "ramxchg put, recycle", "npy", recycle=RECYCLE),
+        ChannelTransport("ramxchg_put_norecycle", "ramxchg put, recycle=0", "npy", recycle=0),
         ChannelTransport(
-            "ramxchg_create_recycle", "ramxchg create, recycle", "create", recycle=RECYCLE
+            "ramxchg_create_norecycle", "ramxchg create, recycle=0", "create", recycle=0
         ),
         ChannelTransport("ramxchg_hdf5", "ramxchg hdf5 put", "hdf5"),
         QueueTransport(),
@@ -53,6 +56,8 @@ def transports(huge_root: str | None, huge_skip: str | None) -> list[Transport]:
         SharedMemoryTransport(),
         NpyDiskTransport(DISK_FOLDER),
         RayTransport(),
+        IceoryxTransport(),
+        ArrowTransport(SHM_FOLDER),
     ]
     for name, label, mode in HUGE_TRANSPORTS:
         found.append(ChannelTransport(name, label, mode, huge_root, skip=huge_skip))
@@ -90,24 +95,6 @@ def huge_tmpfs(size: int = HUGE_TMPFS_BYTES) -> Iterator[tuple[str | None, str |
         adapter.unmount(path, force=True)
         with contextlib.suppress(OSError):
             os.rmdir(path)
-
-
-def add_ratios(entries: list[dict[str, Any]], memcpy: float) -> None:
-    """Add ``ratio_memcpy`` and ``ratio_queue`` to every result (GB/s ratios; for
-    latency, ``latency_vs_queue`` = p50 / Queue's p50: below 1 is faster than Queue)."""
-    queue = next((e for e in entries if e["name"] == "queue"), None)
-    by_size = {r["size"]: r for r in queue["results"] if not r.get("error")} if queue else {}
-    for entry in entries:
-        for result in entry["results"]:
-            if result.get("error"):
-                continue
-            gbps = result["gbps"]["median"]
-            result["ratio_memcpy"] = gbps / memcpy
-            reference = by_size.get(result["size"])
-            result["ratio_queue"] = gbps / reference["gbps"]["median"] if reference else None
-            result["latency_vs_queue"] = (
-                result["p50_us"]["median"] / reference["p50_us"]["median"] if reference else None
-            )
 
 
 def run_bench(config: BenchConfig, tick: Callable[[str], None] = lambda _: None) -> dict[str, Any]:

@@ -3,8 +3,10 @@
 A transport moves one message (a contiguous uint8 array) from a producer process to a
 consumer process. The parent makes a *link* (whatever both sides share: a queue, a
 pipe, a channel folder) with `Transport.open_link`; the producer wraps it in a
-`Sender`, the consumer in a `Receiver`. ``Receiver.recv`` returns a view of the
-message; the consumer reads every byte of it, drops the view and calls ``done``.
+`Sender`, the consumer in a `Receiver`. Before each phase the consumer calls
+``Receiver.prepare`` (the producer starts sending only after it returns);
+``Receiver.recv`` returns a view of the message; the consumer reads every byte of it,
+drops the view and calls ``done``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ class Sender(ABC):
 
 class Receiver(ABC):
     """The consumer's end: ``recv`` one message as a readable view, then ``done``."""
+
+    def prepare(self, nbytes: int) -> None:
+        """Get ready for ``nbytes`` messages (before the producer starts sending them)."""
+        return None  # nothing to prepare by default
 
     @abstractmethod
     def recv(self, nbytes: int) -> np.ndarray:

@@ -1,15 +1,18 @@
-"""Transports through files: ramxchg channels (put, create, HDF5) and .npy on a real disk."""
+"""Transports through files: ramxchg channels (put, create, HDF5), .npy files on a real
+disk, and Arrow IPC files on a RAM disk."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._channel import Channel
-from .._item import Item
+from .. import Channel, Item
 from ..disks.probe import info
 from .transports import Receiver, Sender, Transport
 
@@ -52,8 +55,9 @@ class _ChannelReceiver(Receiver):
 class ChannelTransport(Transport):
     """A ramxchg channel: ``put`` (npy or hdf5) or ``create`` filled in place.
 
-    The consumer subscribes as a durable group and acks, so each item is deleted once
-    read (what a streaming user does). ``root`` None is the default root.
+    The consumer subscribes as a durable group and acks, so each item is deleted (or,
+    recycled, reused) once read: what a streaming user does. ``root`` None is the
+    default root; ``recycle`` None is the channel's default.
     """
 
     def __init__(
@@ -64,7 +68,7 @@ class ChannelTransport(Transport):
         root: str | None = None,
         *,
         skip: str | None = None,
-        recycle: int = 0,
+        recycle: int | None = None,
     ) -> None:
         self.name = name
         self.recycle = recycle
@@ -93,48 +97,57 @@ class ChannelTransport(Transport):
         return _ChannelReceiver(link)
 
 
-# -- np.save / np.load on the real disk -------------------------------------------------------
+# -- one file per message: np.save on the real disk, an Arrow IPC file on /dev/shm ------------
 
 
-class _NpySender(Sender):
-    def __init__(self, folder: str, conn: Any) -> None:
+class _FileSender(Sender):
+    def __init__(self, transport: FileTransport, folder: str, conn: Any) -> None:
+        self.transport = transport
         self.folder = folder
         self.conn = conn
         self.count = 0
 
     def send(self, message: np.ndarray) -> None:
         self.count += 1
-        final = os.path.join(self.folder, f"{self.count}.npy")
-        tmp = os.path.join(self.folder, f".{self.count}.tmp.npy")
-        np.save(tmp, message)
+        suffix = self.transport.suffix
+        final = os.path.join(self.folder, f"{self.count}{suffix}")
+        tmp = os.path.join(self.folder, f".{self.count}.tmp{suffix}")
+        self.transport.save(tmp, message)
         os.replace(tmp, final)  # the consumer never sees a half-written file
         self.conn.send(final)
 
 
-class _NpyReceiver(Receiver):
-    def __init__(self, conn: Any) -> None:
+class _FileReceiver(Receiver):
+    def __init__(self, transport: FileTransport, conn: Any) -> None:
+        self.transport = transport
         self.conn = conn
         self.path: str | None = None
+        self.opened: Any = None
 
     def recv(self, nbytes: int) -> np.ndarray:
         self.path = self.conn.recv()
-        loaded: np.ndarray = np.load(self.path)
-        return loaded
+        message, self.opened = self.transport.load(self.path)
+        return message
 
     def done(self) -> None:
+        if self.opened is not None:
+            self.opened.close()
+            self.opened = None
         if self.path is not None:
             os.unlink(self.path)
             self.path = None
 
 
-class NpyDiskTransport(Transport):
-    """``np.save`` into a folder on the real disk, name sent by pipe, ``np.load`` back.
+class FileTransport(Transport):
+    """One file per message in a private folder made under ``folder``: written under a
+    temporary name and renamed, its name sent by pipe; the consumer deletes it once read.
 
-    No fsync: the data lives in the page cache, as it would for a user doing this.
+    No fsync: the data lives in the page cache (or the RAM disk), as it would for a user
+    doing this.
     """
 
-    name = "npy_disk"
-    label = "np.save/load disk"
+    #: what the files' names end with
+    suffix: str
 
     def __init__(self, folder: str) -> None:
         self.folder = folder
@@ -142,23 +155,86 @@ class NpyDiskTransport(Transport):
     def skip_reason(self) -> str | None:
         if not os.path.isdir(self.folder):
             return f"{self.folder} is not there"
-        if info(self.folder).ram_backed:
-            return f"{self.folder} is RAM-backed, not a real disk"
         return None
 
+    @abstractmethod
+    def save(self, path: str, message: np.ndarray) -> None:
+        """Write ``message`` to a new file at ``path`` (in the producer)."""
+
+    @abstractmethod
+    def load(self, path: str) -> tuple[np.ndarray, Any]:
+        """The message in the file at ``path`` and what to ``close`` once it is read
+        (None: nothing), in the consumer."""
+
     def open_link(self, ctx: Any, workdir: Path) -> Any:
-        folder = Path(self.folder) / f"ramxchg-bench-{os.getpid()}"
+        folder = Path(self.folder) / f"ramxchg-bench-{self.name}-{os.getpid()}"
         folder.mkdir(mode=0o700)
         return (str(folder), ctx.Pipe(duplex=False))
 
     def sender(self, link: Any) -> Sender:
-        return _NpySender(link[0], link[1][1])
+        return _FileSender(self, link[0], link[1][1])
 
     def receiver(self, link: Any) -> Receiver:
-        return _NpyReceiver(link[1][0])
+        return _FileReceiver(self, link[1][0])
 
     def close_link(self, link: Any) -> None:
-        folder = Path(link[0])
-        for leftover in folder.iterdir():
-            leftover.unlink()
-        folder.rmdir()
+        shutil.rmtree(link[0])
+
+
+class NpyDiskTransport(FileTransport):
+    """``np.save`` into a folder on the real disk, ``np.load`` back (a copy in memory)."""
+
+    name = "npy_disk"
+    label = "np.save/load disk"
+    suffix = ".npy"
+
+    def skip_reason(self) -> str | None:
+        reason = super().skip_reason()
+        if reason is None and info(self.folder).ram_backed:
+            return f"{self.folder} is RAM-backed, not a real disk"
+        return reason
+
+    def save(self, path: str, message: np.ndarray) -> None:
+        np.save(path, message)
+
+    def load(self, path: str) -> tuple[np.ndarray, Any]:
+        return np.load(path), None
+
+
+class ArrowTransport(FileTransport):
+    """An Arrow IPC tensor file on a RAM disk (optional: ``pip install 'ramxchg[bench]'``).
+
+    The producer writes the array as an Arrow tensor (``pyarrow.ipc.write_tensor``); the
+    consumer maps the file (``pyarrow.memory_map``) and reads the tensor in place.
+    """
+
+    name = "arrow_shm"
+    label = "Arrow IPC file, /dev/shm"
+    suffix = ".arrow"
+
+    def skip_reason(self) -> str | None:
+        if importlib.util.find_spec("pyarrow") is None:
+            return "pyarrow is not installed (pip install 'ramxchg[bench]')"
+        reason = super().skip_reason()
+        if reason is None and not info(self.folder).ram_backed:
+            return f"{self.folder} is not RAM-backed"
+        return reason
+
+    def save(self, path: str, message: np.ndarray) -> None:
+        import pyarrow as pa
+        import pyarrow.ipc
+
+        with pa.OSFile(path, "wb") as sink:
+            pyarrow.ipc.write_tensor(pa.Tensor.from_numpy(message), sink)
+
+    def load(self, path: str) -> tuple[np.ndarray, Any]:
+        import pyarrow as pa
+        import pyarrow.ipc
+
+        source = pa.memory_map(path)  # read-only; the tensor's buffer is the mapping
+        try:
+            message: np.ndarray = pyarrow.ipc.read_tensor(source).to_numpy()
+        except BaseException:
+            source.close()
+            raise
+        return message, source  # the array keeps the mapping alive past close()

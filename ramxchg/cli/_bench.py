@@ -1,4 +1,4 @@
-"""``ramxchg bench``: ramxchg side by side with Queue, Pipe, shared_memory, np.save and Ray."""
+"""``ramxchg bench``: ramxchg side by side with the transports users would pick instead."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 
 from ..bench import FULL_SIZES, QUICK_SIZES, BenchConfig, run_bench
-from ..bench.report import PlotUnavailable, plot, require_matplotlib, rich_table, winners
+from ..bench.report import PlotUnavailable, plot, require_matplotlib, rich_tables, winners
 from ..bench.suite import TRANSPORT_NAMES
 from . import add_command, add_json, size_arg
 
@@ -32,12 +32,16 @@ def register(subparsers: Any) -> None:
         subparsers,
         "bench",
         run,
-        help="measure ramxchg against Queue, Pipe, shared_memory, np.save and Ray",
+        help="measure ramxchg against iceoryx2, Ray, Arrow, np.save, Queue, Pipe, shared_memory",
         description=(
-            "Producer process -> consumer process, the consumer reading every byte: GB/s "
-            "and latency p50/p99 per transport and size (median, min-max over repetitions "
-            "after a warm-up), as ratios to single-thread memcpy and to multiprocessing.Queue; "
-            "ends with one line per size naming the transport with the most GB/s."
+            "Producer process -> consumer process, the consumer reading every byte (and "
+            "checking the bytes it got): GB/s and latency p50/p99 per transport and size "
+            "(median, min-max over repetitions after a warm-up), as ratios to single-thread "
+            "memcpy and to multiprocessing.Queue, and each ramxchg row as a ratio to "
+            "iceoryx2, Ray and np.save/np.load on the real disk. Peers that are not "
+            "installed (pip install 'ramxchg[bench]') are skipped with the reason. Ends "
+            "with one line per size naming the transport with the most GB/s, and how the "
+            "best ramxchg row compares with the peers there."
         ),
         epilog=BENCH_EXAMPLE,
     )
@@ -83,12 +87,15 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=1))
     else:
-        table, console = rich_table(result), Console()
-        if not console.is_terminal:  # piped: as wide as the table, not rich's default 80
+        tables, console = rich_tables(result), Console()
+        if not console.is_terminal:  # piped: as wide as the tables, not rich's default 80
             unbounded = console.options.update_width(1 << 16)
-            console = Console(width=console.measure(table, options=unbounded).maximum)
-        console.print(table)
+            width = max(console.measure(t, options=unbounded).maximum for t in tables)
+            console = Console(width=width)
+        for table in tables:
+            console.print(table)
         print('\nwinner per size: most GB/s streamed (median); "ranges overlap": no clear winner')
+        print("  indented: the best ramxchg row's GB/s ratio to iceoryx2, Ray and the disk")
         print("\n".join(winners(result)))
     failed = any(r.get("error") for e in result["transports"] for r in e["results"])
     return 1 if failed else 0

@@ -1,0 +1,103 @@
+"""The benchmark's harness: the consumer's check catches wrong bytes (reported with the
+consumer's reason, not after the producer's timeout), and a transport that cannot start
+is reported per size while the run goes on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ramxchg.bench import runner, suite
+from ramxchg.bench.runner import BenchConfig, run_transport
+from ramxchg.bench.transports import PipeTransport, Sender, Transport
+from ramxchg.cli import main
+
+pytestmark = pytest.mark.slow
+
+KB = 1 << 10
+TINY = BenchConfig(sizes=(KB, 64 * KB), repeat=1, quick=True)
+
+
+class _CorruptSender(Sender):
+    """Sends every message with one byte changed, or one byte short."""
+
+    def __init__(self, conn: Any, short: bool) -> None:
+        self.conn = conn
+        self.short = short
+
+    def send(self, message: np.ndarray) -> None:
+        if self.short:
+            self.conn.send_bytes(memoryview(message)[:-1])
+            return
+        changed = message.copy()
+        changed[-1] ^= 0xFF
+        self.conn.send_bytes(memoryview(changed))
+
+
+class CorruptPipe(PipeTransport):
+    """A pipe that damages what it carries (module level: the workers unpickle it)."""
+
+    name = "corrupt"
+    label = "corrupt pipe"
+
+    def __init__(self, short: bool) -> None:
+        self.short = short
+
+    def sender(self, link: Any) -> Sender:
+        return _CorruptSender(link[1], self.short)
+
+
+@pytest.mark.parametrize(
+    ("short", "reported"),
+    [
+        (False, "the consumer received wrong bytes (a 1024-byte message)"),
+        (True, "received 1023 bytes, expected 1024"),
+    ],
+    ids=["changed", "short"],
+)
+def test_wrong_bytes_fail_the_size_with_the_consumers_reason(
+    short: bool, reported: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A short message stops the consumer while the producer waits for it: the parent
+    # must report the consumer's error, not wait out the producer's phase.
+    monkeypatch.setattr(runner, "PHASE_TIMEOUT", 120.0)
+    entry = run_transport(CorruptPipe(short), TINY, tmp_path, lambda _: None)
+    assert [r["size"] for r in entry["results"]] == [KB, 64 * KB]
+    first = entry["results"][0]
+    assert "gbps" not in first
+    assert reported in first["error"].splitlines()[0]
+
+
+class Unstartable(Transport):
+    """A peer whose set-up fails (as a broken Ray or iceoryx2 install would)."""
+
+    name = "unstartable"
+    label = "unstartable"
+
+    def open_link(self, ctx: Any, workdir: Path) -> Any:
+        raise OSError("the peer's daemon is not there")
+
+    def sender(self, link: Any) -> Sender:
+        raise AssertionError("never reached")
+
+    def receiver(self, link: Any) -> Any:
+        raise AssertionError("never reached")
+
+
+def test_a_peer_that_cannot_start_fails_and_the_run_goes_on(
+    root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(suite, "transports", lambda *_: [Unstartable(), PipeTransport()])
+    code = main(["bench", "--quick", "--json", "--sizes", "1K", "64K", "--repeat", "1"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 1  # a transport failed
+    broken, pipe = result["transports"]
+    assert broken["results"] == [
+        {"size": size, "error": "could not start: OSError: the peer's daemon is not there"}
+        for size in (KB, 64 * KB)
+    ]
+    assert [r["error"] for r in pipe["results"]] == [None, None]
