@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import mmap
 import os
 import socket
 import threading
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .. import Channel, CorruptItem, Item, ItemExists, RamxchgError, Subscription
-from ..formats.base import open_locked
+from ..formats.base import map_fd, open_locked
 from ._ray import default_address, describe_node, require_ray, resolve_node
 from ._receiver import LEDGER_LINES, Receiver
 
@@ -384,7 +383,7 @@ def _file_bytes(path: Path) -> np.ndarray:
     lock: a recycled file never changes under it)."""
     fd, size = open_locked(path)
     try:
-        mapping = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+        mapping = map_fd(fd, size)  # large files: every page mapped in one call
     finally:
         os.close(fd)
     return np.frombuffer(mapping, np.uint8)
