@@ -192,6 +192,14 @@ def test_gc_every_channel_and_absolute_paths(
     assert json.loads(out) == []
 
 
+def test_gc_of_a_root_without_channels_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(capsys, "gc", "--root", str(tmp_path / "empty"))
+    assert (code, out) == (0, "")
+    assert err == f"no channels under {tmp_path / 'empty'}: nothing to collect\n"
+
+
 def test_gc_of_every_channel_skips_links_and_reports_a_broken_channel(
     root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -17,6 +17,7 @@ from .. import (
     Item,
     ItemNotFound,
     RamxchgError,
+    default_root,
     encode_attrs,
     list_channels,
 )
@@ -286,6 +287,9 @@ def run_gc(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(reports, indent=1))
         return int(failed)
+    if not reports:
+        where = args.root or default_root()
+        print(f"no channels under {where}: nothing to collect", file=sys.stderr)
     for path, counts in reports.items():
         print(path + ": " + ", ".join(f"{key} {value}" for key, value in counts.items()))
     return int(failed)
