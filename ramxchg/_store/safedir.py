@@ -287,7 +287,7 @@ class HeldState:
         self._stale = False
         self._depth = 0
         self._lock = threading.RLock()
-        _HELD.add(self)
+        HELD.add(self)
         weakref.finalize(self, _close_tree, self.__dict__)
 
     @contextlib.contextmanager
@@ -334,6 +334,7 @@ def _close_tree(fields: dict[str, Any]) -> None:
         tree.close()
 
 
-_HELD: weakref.WeakSet[HeldState] = weakref.WeakSet()
+#: Every live `HeldState` of this process (a fork's child opens its own folders).
+HELD: weakref.WeakSet[HeldState] = weakref.WeakSet()
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=lambda: [held._after_fork() for held in list(_HELD)])
+    os.register_at_fork(after_in_child=lambda: [held._after_fork() for held in list(HELD)])
