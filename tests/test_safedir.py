@@ -9,7 +9,7 @@ import pytest
 
 from ramxchg import UnsafeRoot
 from ramxchg._store import safedir as _safedir
-from ramxchg._store.safedir import SafeDir, StateTree
+from ramxchg._store.safedir import HeldState, SafeDir, StateTree
 
 
 @pytest.fixture(params=["descriptors", "paths"])
@@ -99,3 +99,43 @@ def test_owner_check_refuses_another_users_folder(tree: Path, way: str) -> None:
         assert state.folder("groups") is not None
     with StateTree(tree / "channel", ".ramxchg") as state:
         assert state.folder("meta") is not None  # no owner check asked for
+
+
+def test_a_held_folder_stays_the_folder_it_was_opened_on(tree: Path) -> None:
+    """A held descriptor never follows a link swapped in for its folder; the tree opened
+    anew refuses the link; folders outside ``keep`` are opened per use."""
+    state_folder = tree / "channel" / ".ramxchg"
+    held = HeldState(lambda: StateTree(tree / "channel", ".ramxchg"), 60.0, frozenset({("meta",)}))
+    with held.use() as state:
+        meta = state.folder("meta")
+        acks = state.folder("groups", "g", "acks")
+    os.rename(state_folder / "meta", tree / "moved-away")
+    (state_folder / "meta").symlink_to(tree / "outside")
+    with held.use() as state:
+        assert state.folder("meta") is meta  # held: still the real (moved) folder
+        assert meta is not None
+        assert meta.unlink("a.json")
+        assert state.folder("groups", "g", "acks") is not acks  # not held: opened again
+    assert os.listdir(tree / "moved-away") == []
+    held.close()  # as when it is `max_age` old
+    with held.use() as state, pytest.raises(UnsafeRoot, match="symlink"):
+        state.folder("meta")
+    assert os.listdir(tree / "outside") == ["keep"]
+    held.close()
+
+
+def test_a_failed_use_opens_the_folders_again(tree: Path) -> None:
+    held = HeldState(lambda: StateTree(tree / "channel", ".ramxchg"), 60.0, frozenset({("meta",)}))
+    with held.use() as state:
+        first = state.folder("meta")
+
+    def fail() -> None:
+        with held.use() as state:
+            assert state.folder("meta") is first
+            raise FileNotFoundError("a rename into a folder removed meanwhile")
+
+    with pytest.raises(FileNotFoundError, match="removed meanwhile"):
+        fail()
+    with held.use() as state:
+        assert state.folder("meta") is not first
+    held.close()

@@ -24,10 +24,10 @@ import sys
 from pathlib import Path
 
 from .._errors import UnsafeRoot
-from ..formats.base import same_file
+from ..formats.base import same_file, still_named
 from ..formats.locks import try_lock
 from .layout import ChannelLayout
-from .safedir import SafeDir, StateTree
+from .safedir import HeldState, SafeDir, StateTree
 from .slots import WriterSlots
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,10 @@ class Pool:
     a file taken from it is only written if it is a plain file of ours with one name.
     """
 
-    def __init__(self, layout: ChannelLayout, capacity: int) -> None:
+    def __init__(self, layout: ChannelLayout, capacity: int, state: HeldState) -> None:
         self.layout = layout
+        #: the channel handle's state folders, held open between items
+        self.state = state
         # Windows cannot rename a file while it is open, which taking a pooled file under
         # its lock needs (and a mapped item file could not be pooled either).
         self.capacity = 0 if sys.platform == "win32" else capacity
@@ -62,7 +64,7 @@ class Pool:
         """
         if self.capacity <= 0:
             return False
-        with self.layout.open_state() as state:
+        with self.state.use() as state:
             pool = _folder(state, "pool")
             if pool is None:
                 return False
@@ -91,7 +93,7 @@ class Pool:
             return None
         self.slots.let_go_of_gone()  # before a new file may need their room
         prefix = f"{size}."
-        with self.layout.open_state() as state:
+        with self.state.use() as state:
             pool, tmp = _folder(state, "pool"), _folder(state, "tmp")
             if pool is None or tmp is None:
                 return None
@@ -103,14 +105,21 @@ class Pool:
                 if fd is None:
                     continue
                 info = os.fstat(fd)
-                if pool.rename(pooled, tmp, name) and same_file(info, tmp.lstat(name)):
+                if not pool.rename(pooled, tmp, name):
+                    os.close(fd)
+                    continue
+                # By its path: what publishing goes on with (tmp/ may have moved since
+                # this handle opened it).
+                if still_named(target, info):
                     return fd
                 os.close(fd)
+                self.state.invalidate()
+                return None
         return None
 
     def held_bytes(self) -> int:
         """Bytes the pooled files take: RAM that recycling holds for later items."""
-        with self.layout.open_state() as state:
+        with self.state.use() as state:
             pool = _folder(state, "pool")
             return 0 if pool is None else sum(_size(pool, name) or 0 for name in pool.names())
 
@@ -121,7 +130,7 @@ class Pool:
         producer's own mappings of recycled files go too, or they would keep the RAM.
         """
         self.slots.clear()
-        with self.layout.open_state() as state:
+        with self.state.use() as state:
             pool = _folder(state, "pool")
             return 0 if pool is None else sum(_drop(pool, name) for name in pool.names())
 

@@ -27,7 +27,7 @@ from .config import ChannelConfig
 from .groups import Group, GroupInfo, is_current
 from .layout import ChannelLayout
 from .pool import Pool
-from .safedir import SafeDir, StateTree
+from .safedir import HeldState, SafeDir, StateTree
 from .scan import is_item_filename, publish_order, scan
 from .sequence import SequenceCounter
 from .tmpfiles import collect_dead
@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 #: `Retention.sweep` runs at most this often per channel handle.
 SWEEP_SECONDS = 1.0
+
+#: The state folders a channel handle keeps open (`HeldState`): those no group owns.
+HELD_FOLDERS = frozenset({(), ("meta",), ("tmp",), ("pool",)})
 
 #: What an ack did: nothing (the item was gone already), marked it, or deleted it too.
 AckOutcome = Literal["gone", "acked", "deleted"]
@@ -61,7 +64,9 @@ class Retention:
         self.layout = layout
         self.config = config
         self.counter = counter
-        self.pool = Pool(layout, config.recycle)
+        #: the state folders, opened once per sweep interval rather than per item
+        self.state = HeldState(layout.open_state, SWEEP_SECONDS, HELD_FOLDERS)
+        self.pool = Pool(layout, config.recycle, self.state)
         self._group_cache: dict[tuple[str, int], tuple[Group, GroupInfo]] = {}
         self._next_sweep = 0.0  # time.monotonic() when `sweep` may run again
 
@@ -100,7 +105,7 @@ class Retention:
         remove = remove or self._remove_file
         # The state folders through descriptors: a meta/ or acks/ swapped for a link by
         # whoever shares the channel must not make us delete files elsewhere.
-        with self.layout.open_state() as state:
+        with self.state.use() as state:
             for name, path in items:
                 if remove(path):
                     meta = state.folder("meta")
@@ -112,7 +117,7 @@ class Retention:
     def forget(self, name: str) -> None:
         """Drop every group's claims and acks of the item ``name``, under the publish lock:
         it is being replaced, so it counts as deleted (a late ack of it changes nothing)."""
-        with self.layout.open_state() as state:
+        with self.state.use() as state:
             for group, _ in self.registered():
                 group.forget(name, state)
 

@@ -156,6 +156,12 @@ def open_regular(path: str | Path, *, writable: bool = False) -> tuple[int, int]
     Raises `CorruptItem` for anything but a regular file (FIFO, socket, folder, link),
     `ItemNotFound` when the file is gone (deleted or retired after it was listed).
     """
+    fd, info = _open_regular(path, writable=writable)
+    return fd, info.st_size
+
+
+def _open_regular(path: str | Path, *, writable: bool = False) -> tuple[int, os.stat_result]:
+    """`open_regular`, with the file's whole ``fstat`` (a reader locking it needs its inode)."""
     flags = (os.O_RDWR if writable else os.O_RDONLY) | getattr(os, "O_BINARY", 0)
     flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
@@ -174,7 +180,7 @@ def open_regular(path: str | Path, *, writable: bool = False) -> tuple[int, int]
     if kind != stat.S_IFREG:
         os.close(fd)
         raise CorruptItem(f"{path} is not a regular file (mode {kind:o})", path=path)
-    return fd, info.st_size
+    return fd, info
 
 
 def open_locked(path: str | Path) -> tuple[int, int]:
@@ -188,9 +194,8 @@ def open_locked(path: str | Path) -> tuple[int, int]:
     `ItemNotFound` (deleted while it was being opened).
     """
     for _ in range(3):  # the name replaced by a new file meanwhile (put replace=True): again
-        fd, _ = open_regular(path)
+        fd, info = _open_regular(path)
         try:
-            info = os.fstat(fd)
             if _lock_shared(fd, path, info):
                 return fd, os.fstat(fd).st_size  # its size now that no one may change it
         except BaseException:

@@ -242,3 +242,52 @@ def test_using_the_attackers_channel_stays_inside(
     status, result = as_user(VICTIM, action, str(path))
     assert _snapshot(precious) == before
     assert status in ("ok", "UnsafeRoot", "TimeoutError"), result
+
+
+def _plain_channel(shared: str) -> str:
+    """As the attacker: a channel of theirs with no link in it yet, open to all."""
+    ch = Channel("evil-later", root=shared, mode=0o777, recycle=2)
+    for path in [ch.path, *ch.path.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    return str(ch.path)
+
+
+def _swap_while_held(path: str, precious: str, kind: str) -> list[str]:
+    """Use the channel, then swap one of its state folders for a link to ``precious``
+    while this handle holds the folders open, and go on using it, past the moment the
+    handle opens its folders again."""
+    ch = Channel(path)
+    item = np.ones(POOLED_BYTES - 128, np.uint8)
+    ch.put(item, "a")
+    ch.delete("a")  # into the pool: pool/, tmp/ and meta/ are held open now
+    state = Path(path) / ".ramxchg"
+    os.rename(state / kind, state / f"{kind}-away")
+    (state / kind).symlink_to(precious)
+    names = []
+    for round_ in range(2):  # through the held folders, then through folders opened anew
+        for index in range(3):
+            names.append(ch.put(item, f"r{round_}-{index}").name)
+            ch.delete(names[-1])
+        ch._retention.state.close()  # the next use opens the folders again
+    return names
+
+
+#: Publishing still creates its temporary file and writes the sidecar by path: a tmp/ or
+#: meta/ swapped for a link after the channel was opened is followed there (not by the
+#: held folders). Known, left for a fix that publishes through the held descriptors.
+_BY_PATH = pytest.mark.xfail(strict=True, reason="publish writes tmp/ and meta/ by path")
+
+
+@pytest.mark.parametrize(
+    "kind", ["pool", pytest.param("meta", marks=_BY_PATH), pytest.param("tmp", marks=_BY_PATH)]
+)
+def test_a_folder_swapped_while_held_open_is_never_followed(
+    root: Path, precious: Path, kind: str
+) -> None:
+    os.chmod(root, 0o1777)
+    status, path = as_user(ATTACKER, _plain_channel, str(root))
+    assert status == "ok", path
+    before = _snapshot(precious)
+    status, result = as_user(VICTIM, _swap_while_held, path, str(precious), kind)
+    assert _snapshot(precious) == before
+    assert status in ("ok", "UnsafeRoot"), result
