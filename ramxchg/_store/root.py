@@ -14,15 +14,18 @@ from ..disks.probe import warn_if_not_ram
 ROOT_ENV = "RAMXCHG_ROOT"
 
 
-def default_root() -> Path:
+def default_root(*, create: bool = True) -> Path:
     """Return the folder that holds channels by default, creating it with mode 0700.
 
     ``$RAMXCHG_ROOT`` if set; on Linux ``/dev/shm/ramxchg-<uid>`` (tmpfs, no root
     needed); elsewhere a per-user folder in the temp directory. Warns once
     (`NotRamBackedWarning`) when it is not on a RAM disk, e.g. an exported root left on
     disk after a teardown. Raises `UnsafeRoot` if the folder is a symlink or owned by
-    another user.
+    another user. ``create=False``: only where it is (for readers), neither made nor
+    warned about.
     """
+    if not create:
+        return find_default_root(create=False)
     root = find_default_root()
     warn_if_not_ram(root, stacklevel=2)  # once: not RAM, or a 64 MB Docker /dev/shm
     return root

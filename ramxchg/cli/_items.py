@@ -288,7 +288,7 @@ def run_gc(args: argparse.Namespace) -> int:
         print(json.dumps(reports, indent=1))
         return int(failed)
     if not reports:
-        where = args.root or default_root()
+        where = args.root or default_root(create=False)
         print(f"no channels under {where}: nothing to collect", file=sys.stderr)
     for path, counts in reports.items():
         print(path + ": " + ", ".join(f"{key} {value}" for key, value in counts.items()))
