@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+import signal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
 from ramxchg import Channel
-from tests.conftest import mapped_from
+from tests.conftest import mapped_from, mounted_tmpfs, wait_for
 
 FRAME = (256, 1024)  # 256 KiB of uint8: above the size below which no mapping is kept
 
@@ -66,3 +70,139 @@ def test_the_mapping_of_a_file_that_left_the_pool_is_let_go(root: Path) -> None:
     assert _deleted_mappings()  # held until this producer writes again...
     ch.put(np.ones(8, np.uint8), "c")
     assert _deleted_mappings() == []  # ...then its RAM goes back to the disk
+
+
+# --- attacks on the slots (review of issue #15) -------------------------------------
+
+SPAWN = mp.get_context("spawn")
+FORK = mp.get_context("fork")
+SMALL_DISK = 16 << 20
+HELD = 4 << 20  # one recycled file a producer keeps mapped: 4 MiB of a 16 MiB disk
+
+
+def _keep_a_slot(root: str, ready: Any, done: Any) -> None:
+    """A producer that writes into a recycled file (so keeps it mapped), deletes that
+    item into the pool, and then sits idle: alive, its mapping kept."""
+    ch = Channel("slots", root=root, recycle=2)
+    for name in ("a", "b"):  # "b" goes into the file "a" left in the pool
+        ch.put(np.ones(HELD, np.uint8), name)
+        ch.delete(name)
+    ready.set()
+    done.wait(60)
+
+
+@pytest.mark.root
+def test_a_full_disk_gets_back_the_ram_another_producer_keeps_mapped(tmp_path: Path) -> None:
+    """Another live producer's mapping of a pooled file must not keep its RAM from the
+    producer that finds the disk full and empties the pool (docs/protocol.md §11 rule 5)."""
+    with mounted_tmpfs(tmp_path / "disk", SMALL_DISK) as disk:
+        ready, done = SPAWN.Event(), SPAWN.Event()
+        producer = SPAWN.Process(target=_keep_a_slot, args=(str(disk), ready, done))
+        producer.start()
+        try:
+            wait_for(ready.is_set, 60, "the producer to keep its slot")
+            assert _maps_of_ours(str(producer.pid)), "the producer maps its recycled file"
+            ch = Channel("slots", root=disk, recycle=2)
+            # Fits only once the pooled file's 4 MiB are back.
+            ch.put(np.zeros(14 << 20, np.uint8), "big")
+            with ch.get("big") as item:
+                assert not item.array.any()
+        finally:
+            done.set()
+            producer.join(30)
+
+
+def _maps_of_ours(pid: str) -> list[str]:
+    with open(f"/proc/{pid}/maps") as maps:
+        return [line for line in maps if ".ramxchg" in line]
+
+
+def _report_maps(out: Any) -> None:
+    out.put(_maps_of_ours("self"))
+
+
+def test_a_forked_child_does_not_inherit_the_writable_mappings(root: Path) -> None:
+    """A worker forked from a producer (multiprocessing's fork start method) must not
+    keep the producer's writable mappings: it holds no lock, so it has no business
+    writing there, and they would keep the files' RAM for as long as it lives."""
+    ch = Channel("fork", recycle=2)
+    for name in ("a", "b"):
+        ch.put(np.ones(FRAME, np.uint8), name)
+        ch.delete(name)
+    assert _maps_of_ours("self"), "the producer keeps its recycled file mapped"
+    out = FORK.Queue()
+    child = FORK.Process(target=_report_maps, args=(out,))
+    child.start()
+    try:
+        assert out.get(timeout=30) == []
+    finally:
+        child.join(30)
+    del ch
+
+
+def test_a_create_array_kept_after_its_block_cannot_change_the_item(root: Path) -> None:
+    """``create`` lends the producer's mapping: an array kept after the block (which the
+    docs forbid) must not write into the published item, or a later one recycled into
+    the same file, under its readers."""
+    ch = Channel("kept", recycle=2)
+    ch.put(np.zeros(FRAME, np.uint8), "first")
+    _consume(ch, "first")  # pooled: the next create lends a kept mapping
+    with ch.create(FRAME, np.uint8, "a") as kept:
+        kept[...] = 1
+    with pytest.raises(ValueError, match="read-only"):
+        kept[...] = 2
+    with ch.get("a") as item:
+        np.testing.assert_array_equal(item.array, 1)
+    del kept, ch
+
+
+def _put_after_a_pooled_file_shrank(root: str, out: Any) -> None:
+    ch = Channel("shrunk", root=root, recycle=2)
+    for name in ("a", "b"):  # "b" goes into the file "a" left: this producer maps it
+        ch.put(np.ones(FRAME, np.uint8), name)
+        ch.delete(name)
+    pool = Path(root) / "shrunk" / ".ramxchg" / "pool"
+    for name in os.listdir(pool):  # another program of ours shortens it, name unchanged
+        os.truncate(pool / name, 4096)
+    ch.put(np.full(FRAME, 7, np.uint8), "c")
+    with ch.get("c") as item:
+        out.put(item.array.shape == FRAME and bool((item.array == 7).all()))
+
+
+def test_a_pooled_file_that_shrank_is_not_written_past_its_end(root: Path) -> None:
+    """The pool names a file by the size it had: the kept mapping must not be written
+    past the file's end now (SIGBUS kills the producer), and the item must be whole."""
+    out = SPAWN.Queue()
+    producer = SPAWN.Process(target=_put_after_a_pooled_file_shrank, args=(str(root), out))
+    producer.start()
+    producer.join(60)
+    assert producer.exitcode == 0
+    assert out.get(timeout=5) is True
+
+
+def _put_uniform_forever(root: str, going: Any) -> None:
+    """Items of one size, each all one byte value (a torn one shows two values); with
+    ``keep_last=2`` each put recycles an older item's file, which this producer maps."""
+    ch = Channel("killed", root=root, recycle=2, keep_last=2)
+    for i in range(10**9):
+        ch.put(np.full(4 << 20, i % 251, np.uint8))
+        if i == 10:
+            going.set()
+
+
+@pytest.mark.slow
+def test_a_producer_killed_while_copying_into_its_mapping_shows_no_torn_item(
+    root: Path,
+) -> None:
+    ch = Channel("killed", recycle=2, keep_last=2)
+    for _ in range(2):
+        going = SPAWN.Event()
+        producer = SPAWN.Process(target=_put_uniform_forever, args=(str(root), going))
+        producer.start()
+        wait_for(going.is_set, 60, "the producer to recycle")
+        os.kill(producer.pid, signal.SIGKILL)  # most likely in a memcpy of 4 MiB
+        producer.join(30)
+        for item in ch.items():
+            with item:
+                assert len(np.unique(item.array)) == 1, f"{item.name} is torn"
+    del ch

@@ -154,7 +154,7 @@ def _evict_other_size(pool: SafeDir, pooled: list[str], size: int) -> bool:
     Without this, a pool filled by small items would never take big ones.
     """
     prefix = f"{size}."
-    return any(not name.startswith(prefix) and pool.unlink(name) for name in pooled)
+    return any(not name.startswith(prefix) and _drop(pool, name) for name in pooled)
 
 
 def _mapped(folder: SafeDir, name: str) -> bool:
@@ -185,8 +185,7 @@ def _lock_free(pool: SafeDir, name: str) -> int | None:
         _drop(pool, name)
         return None
     info = os.fstat(fd)
-    me = os.geteuid() if hasattr(os, "geteuid") else info.st_uid
-    if not (stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_uid == me):
+    if not _ours_alone(info):
         log.warning("not recycling %s: not a file of ours alone", pool.path / name)
         os.close(fd)
         _drop(pool, name)
@@ -197,10 +196,33 @@ def _lock_free(pool: SafeDir, name: str) -> int | None:
     return None
 
 
+def _ours_alone(info: os.stat_result) -> bool:
+    """A plain file of ours with one name: ours to write, or to empty."""
+    me = os.geteuid() if hasattr(os, "geteuid") else info.st_uid
+    return stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_uid == me
+
+
 def _drop(pool: SafeDir, name: str) -> bool:
-    """Remove ``name`` from the pool if we may (a shared pool may hold others' files)."""
+    """Remove ``name`` from the pool if we may (a shared pool may hold others' files).
+
+    A file of ours that no reader maps is emptied first, under its exclusive lock: the
+    producers that keep it mapped (slots.py) would otherwise keep its RAM for as long as
+    they live, out of reach of the full disk that needs it. Unlinked before the lock
+    goes, so no producer takes the emptied file meanwhile.
+    """
     try:
+        fd = pool.open_file(name, _TAKE_FLAGS)
+    except OSError:
+        fd = None  # gone, or not ours to open: only the name goes
+    try:
+        if fd is not None:
+            info = os.fstat(fd)
+            if _ours_alone(info) and try_lock(fd) and same_file(info, pool.lstat(name)):
+                os.ftruncate(fd, 0)
         return pool.unlink(name)
     except PermissionError as exc:
         log.info("leaving %s in the pool: %s", pool.path / name, exc)
         return False
+    finally:
+        if fd is not None:
+            os.close(fd)

@@ -13,7 +13,9 @@ section 11, rule 3). The mappings hold no lock (it belongs to the descriptor the
 taken with, and `HiddenFile.close` drops it for every duplicate). A kept mapping holds
 its file's RAM, so one whose file is gone (removed from the pool, or deleted without
 recycling) is let go at the producer's next write, all of them when the pool is drained
-(a full disk), and at most ``capacity`` are kept.
+(a full disk), and at most ``capacity`` are kept. A pooled file removed while another
+producer keeps it mapped is emptied first (pool.py), so its RAM comes back at once; a
+forked child keeps none of these mappings (it holds no lock to write under).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import mmap
 import os
 import weakref
 
-from ..formats.base import map_reserved
+from ..formats.base import WriteTarget, map_reserved
 
 #: Smaller items are written with one ``writev``: cheaper than keeping a mapping for them.
 MIN_MAPPED_BYTES = 64 << 10
@@ -37,24 +39,31 @@ class WriterSlots:
         # (st_dev, st_ino) -> (a descriptor of the file, to see it go; its mapping)
         self._slots: dict[tuple[int, int], tuple[int, mmap.mmap]] = {}
         weakref.finalize(self, _close_all, self._slots)
+        _ALL.add(self)
 
-    def mapping(self, fd: int, size: int) -> mmap.mmap | None:
-        """The recycled file ``fd`` (locked by the caller, ``size`` bytes) mapped writable
-        with every page in place; None when too small to be worth a mapping.
+    def lend(self, target: WriteTarget, size: int) -> None:
+        """Set ``target.mapping`` to the recycled file ``target`` (locked by the caller,
+        pooled as ``size`` bytes) mapped writable with every page in place, unless it is
+        too small to be worth a mapping, or no longer ``size`` bytes long (then
+        ``target.size`` says how long: a write into a mapping past the end of the file
+        would kill the process with SIGBUS).
 
         Raises OSError (ENOSPC) when its pages cannot be had.
         """
-        if self.capacity <= 0 or size < MIN_MAPPED_BYTES:
-            return None
-        info = os.fstat(fd)
+        info = os.fstat(target.fd)
+        target.size = info.st_size
+        if self.capacity > 0 and size >= MIN_MAPPED_BYTES and info.st_size == size:
+            target.mapping = self._mapping(target.fd, info)
+
+    def _mapping(self, fd: int, info: os.stat_result) -> mmap.mmap:
         key = (info.st_dev, info.st_ino)
         kept = self._slots.pop(key, None)
         if kept is not None:
-            if len(kept[1]) == size:
+            if len(kept[1]) == info.st_size and _same_inode(os.fstat(kept[0]), info):
                 self._slots[key] = kept  # the most recently used goes last
                 return kept[1]
-            _close(kept)  # a file is pooled by its size: this one was resized meanwhile
-        made = map_reserved(fd, size)
+            _close(kept)  # resized meanwhile, or another file with a reused inode number
+        made = map_reserved(fd, info.st_size)
         self._slots[key] = (os.dup(fd), made)
         while len(self._slots) > self.capacity:
             _close(self._slots.pop(next(iter(self._slots))))
@@ -70,6 +79,33 @@ class WriterSlots:
         for key, kept in list(self._slots.items()):
             if os.fstat(kept[0]).st_nlink == 0:
                 _close(self._slots.pop(key))
+
+
+def _same_inode(kept: os.stat_result, taken: os.stat_result) -> bool:
+    """Are these, read a moment apart, the same inode, not just the same number?
+
+    A kept descriptor pins its inode, so its number is not given to another file, except
+    when a 32-bit inode counter wraps (tmpfs ``inode32``, ramfs): then another file may
+    carry it, and must not be written through this file's mapping. Its times tell them
+    apart (nanoseconds, set when each was last renamed or written).
+    """
+    return (kept.st_ctime_ns, kept.st_mtime_ns, kept.st_size) == (
+        taken.st_ctime_ns,
+        taken.st_mtime_ns,
+        taken.st_size,
+    )
+
+
+def _forget_in_child() -> None:
+    """A forked child holds none of its parent's locks: it keeps none of its mappings."""
+    for slots in list(_ALL):
+        slots.clear()
+
+
+#: every WriterSlots of this process, for `_forget_in_child`
+_ALL: weakref.WeakSet[WriterSlots] = weakref.WeakSet()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _close(kept: tuple[int, mmap.mmap]) -> None:

@@ -77,7 +77,7 @@ def create_hidden(
         if fd is not None:
             hidden = HiddenFile(fd, path, size)
             try:
-                hidden.mapping = pool.slots.mapping(fd, size)
+                pool.slots.lend(hidden, size)
             except BaseException:
                 os.unlink(path)
                 hidden.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -231,12 +231,12 @@ class NpyFormat(Format):
         if target.mapping is not None:  # lend the producer's own mapping: a true loan
             target.mapping[: len(header)] = header
             array = array_over(target.mapping, shape, dtype, len(header))
-            return Allocation({"data": array}, lambda: None)
+            return _lent(array, lambda: None)
         _resize(target, size, mapped=True)
         _write_all(target.fd, memoryview(header))
         mapping = map_reserved(target.fd, size)
         array = array_over(mapping, shape, dtype, len(header))
-        return Allocation({"data": array}, closer(mapping))
+        return _lent(array, closer(mapping))
 
     def describe(self, path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
         fd, size = open_regular(path)
@@ -259,6 +259,18 @@ class NpyFormat(Format):
         else:
             array = array_over(mapping, shape, dtype, offset, order)
         return OpenedFile({"data": array}, {"data": size > 0}, release=closer(mapping))
+
+
+def _lent(array: np.ndarray, release: Callable[[], None]) -> Allocation:
+    """The allocation of ``array``, made read-only when released (the ``create`` block
+    ends): kept past it, it holds no lock, and its file may by then be an item readers
+    map, or a later item recycled into it."""
+
+    def done() -> None:
+        array.flags.writeable = False
+        release()
+
+    return Allocation({"data": array}, done)
 
 
 def _resize(target: WriteTarget, size: int, *, mapped: bool) -> None:
