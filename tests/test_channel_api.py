@@ -31,6 +31,13 @@ def test_a_missing_channel_opened_for_reading_is_channel_not_found(root: Path) -
     assert not (root / "typo").exists()
 
 
+def test_a_missing_root_is_named_as_the_problem(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(ChannelNotFound, match=r"the root .*nowhere does not exist"):
+        Channel("cam", root=missing, create=False)
+    assert not missing.exists()
+
+
 def test_a_missing_folder_named_by_path_is_channel_not_found(tmp_path: Path) -> None:
     with pytest.raises(ChannelNotFound, match="no channel folder"):
         Channel(tmp_path / "nothing", create=False)

@@ -67,7 +67,10 @@ def open_store(
         base = Path(root) if root is not None else find_default_root(create=create)
         path = base / str(name)
         if not create and not path.is_dir():
-            raise ChannelNotFound(f"no channel {name!r} in {base}", path=path, name=str(name))
+            problem = "" if base.is_dir() else f" (the root {base} does not exist)"
+            raise ChannelNotFound(
+                f"no channel {name!r} in {base}{problem}", path=path, name=str(name)
+            )
         if root is not None:
             if create:
                 ensure_dir(base)
