@@ -171,3 +171,26 @@ def test_an_item_deleted_while_it_is_opened_is_not_found(
     monkeypatch.setattr(base, "try_lock", deleted_first)
     with pytest.raises(ItemNotFound):
         ch.get("a").array  # noqa: B018
+
+
+def test_a_name_replaced_several_times_between_open_and_lock_is_opened_again(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loaded machine can preempt a reader between its open and its lock several times
+    while `put(replace=True)` runs: each time the name holds a newer file, which is read,
+    not reported missing (test_replace's reader saw 2 misses in 300 replacements)."""
+    ch = Channel("cam")
+    ch.put(np.zeros(8), "frame")
+    real = base._lock_shared
+    replaced = []
+
+    def replaced_before_each_lock(fd: int, path: str | Path, info: os.stat_result) -> bool:
+        if len(replaced) < 4:
+            ch.put(np.full(8, float(len(replaced) + 1)), "frame", replace=True)
+            replaced.append(info.st_ino)
+        return real(fd, path, info)
+
+    monkeypatch.setattr(base, "_lock_shared", replaced_before_each_lock)
+    with ch.get("frame") as item:
+        assert float(item.array[0]) == 4.0
+    assert len(replaced) == 4

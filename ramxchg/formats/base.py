@@ -31,6 +31,8 @@ Layout = Mapping[str, "tuple[tuple[int, ...], np.dtype[Any]]"]
 #: a producer holds its exclusive lock on a file only until just after publishing it.
 READ_LOCK_SECONDS = 1.0
 READ_LOCK_PAUSE = 0.001
+#: How long a reader opens a name again while it is replaced under it (`open_locked`).
+REPLACED_RETRY_SECONDS = 5.0
 
 
 @dataclass
@@ -193,7 +195,12 @@ def open_locked(path: str | Path) -> tuple[int, int]:
     one deleted between the open and the lock may have been recycled by then, and is
     `ItemNotFound` (deleted while it was being opened).
     """
-    for _ in range(3):  # the name replaced by a new file meanwhile (put replace=True): again
+    # The name replaced by a new file meanwhile (put replace=True): open it again, for as
+    # long as the name is there. A loaded machine can preempt us between the open and the
+    # lock several times in a row; only a name that stays replaced faster than we can open
+    # it for REPLACED_RETRY_SECONDS counts as missing.
+    deadline = time.monotonic() + REPLACED_RETRY_SECONDS
+    while True:
         fd, info = _open_regular(path)
         try:
             if _lock_shared(fd, path, info):
@@ -202,7 +209,7 @@ def open_locked(path: str | Path) -> tuple[int, int]:
             os.close(fd)
             raise
         os.close(fd)
-        if not os.path.lexists(path):
+        if not os.path.lexists(path) or time.monotonic() >= deadline:
             break
     name = Path(path).stem
     raise ItemNotFound(f"{path} was deleted while it was being opened", path=path, name=name)
