@@ -17,10 +17,8 @@ from pathlib import Path
 
 from .._errors import CorruptItem
 from ..disks.files import read_at
-from ..formats.locks import FileLock, check_regular
+from ..formats.locks import NOFOLLOW_NONBLOCK, FileLock, check_regular
 
-# Non-blocking: opening a FIFO planted in place of the file must not wait for a writer.
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
 WIDTH = 20  # digits; the file holds exactly one zero-padded number and a newline
 
 
@@ -37,7 +35,7 @@ class SequenceCounter:
     def read(self) -> int:
         """The last sequence number taken (0 before the first publish)."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | _NOFOLLOW)
+            fd = os.open(self.path, os.O_RDONLY | NOFOLLOW_NONBLOCK)
         except FileNotFoundError:
             return 0
         try:

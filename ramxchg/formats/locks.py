@@ -77,9 +77,12 @@ else:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-# Non-blocking: opening a FIFO planted in place of the file must not wait for a writer.
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
-_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | _NOFOLLOW
+#: Added to every open of a lock file: no link followed, and a FIFO planted in its place
+#: does not block.
+NOFOLLOW_NONBLOCK = (
+    getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
+)
+_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | NOFOLLOW_NONBLOCK
 
 
 def check_regular(fd: int, path: str | Path) -> None:
