@@ -401,12 +401,12 @@ class Channel:
     @property
     def dead_letters(self) -> SetAsideFolder:
         """Items whose command kept failing (``ramxchg watch``): list, requeue, delete."""
-        return SetAsideFolder(self, "dead")
+        return SetAsideFolder(self._store, "dead", self._publish)
 
     @property
     def quarantine(self) -> SetAsideFolder:
         """Files moved out as malformed or unsafe (protocol section 9): likewise."""
-        return SetAsideFolder(self, "quarantine")
+        return SetAsideFolder(self._store, "quarantine", self._publish)
 
     def gc(self) -> dict[str, int]:
         """Apply retention now and remove what dead processes left behind.

@@ -20,24 +20,27 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._errors import CorruptItem, InvalidName, ItemNotFound
 from .._item import Item
-from ..formats import format_for
+from ..formats import Format, format_for
 from .aside import REASON_SUFFIX
 from .names import check_name
 from .publish import abandon
 from .safedir import SafeDir
 from .sidecar import encode_attrs
 from .statefile import read_state
-from .tmpfiles import link_hidden
+from .tmpfiles import HiddenFile, link_hidden
 
 if TYPE_CHECKING:
-    from .._channel import Channel
+    from .store import ChannelStore
+
+#: How a requeued file is published: `Channel`'s own publishing, handed in.
+Publish = Callable[[HiddenFile, Format, str, dict[str, Any]], Item]
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +77,11 @@ class SetAsideFolder:
     """The dead letters (`Channel.dead_letters`) or the quarantine (`Channel.quarantine`)
     of a channel: list the files (oldest first), publish them again or delete them."""
 
-    def __init__(self, channel: Channel, kind: SetAsideKind) -> None:
-        self.channel = channel
+    def __init__(self, store: ChannelStore, kind: SetAsideKind, publish: Publish) -> None:
+        self._store = store
+        self._publish = publish
         self.kind = kind
-        self.path = channel.path / ".ramxchg" / kind
+        self.path = store.layout.state / kind
 
     def __repr__(self) -> str:
         return f"<SetAsideFolder {str(self.path)!r}>"
@@ -85,7 +89,7 @@ class SetAsideFolder:
     def files(self) -> list[SetAsideFile]:
         """Every file in the folder, oldest first (reason files are not listed)."""
         found = []
-        with self.channel._layout.open_state() as state:
+        with self._store.layout.open_state() as state:
             folder = state.folder(self.kind)
             for file in folder.names() if folder is not None else []:
                 listed = None if file.startswith(".") else _describe(folder, file)
@@ -107,9 +111,9 @@ class SetAsideFolder:
         `CorruptItem` for one that is not a regular item file or still does not parse,
         `ItemExists` when an item of its name is published meanwhile (it then stays).
         """
-        channel = self.channel
         _checked(file, self.path)
-        with channel._layout.open_state() as state:
+        layout = self._store.layout
+        with layout.open_state() as state:
             folder = state.folder(self.kind)
             listed = _describe(folder, file) if folder is not None else None
             if folder is None or listed is None:
@@ -120,7 +124,7 @@ class SetAsideFolder:
                 raise CorruptItem(f"{listed.path} is no .npy or .h5 file", path=listed.path)
             attrs = listed.details.get("attrs")
             meta = encode_attrs(attrs if isinstance(attrs, dict) else {})
-            channel._retention.wait_for_room(listed.size, timeout)
+            self._store.retention.wait_for_room(listed.size, timeout)
             before = folder.lstat(file)
             if before is None or not stat.S_ISREG(before.st_mode):  # never linked, nor opened
                 raise CorruptItem(
@@ -129,7 +133,7 @@ class SetAsideFolder:
             # linkat without AT_SYMLINK_FOLLOW: a symlink swapped in meanwhile is linked as
             # itself, and refused
             source = file if folder.fd is not None else os.fspath(folder.path / file)
-            hidden = link_hidden(channel._layout, source, name, fmt.suffix, src_dir_fd=folder.fd)
+            hidden = link_hidden(layout, source, name, fmt.suffix, src_dir_fd=folder.fd)
             try:
                 linked = os.lstat(hidden.path)
                 _check_linked(listed.path, linked)
@@ -137,7 +141,7 @@ class SetAsideFolder:
             except BaseException:
                 abandon(hidden)
                 raise
-            item = channel._publish(hidden, fmt, name, meta)
+            item = self._publish(hidden, fmt, name, meta)
             now = folder.lstat(file)
             if now is not None and now.st_ino == linked.st_ino:  # not another file meanwhile
                 folder.unlink(file)
@@ -148,7 +152,7 @@ class SetAsideFolder:
     def delete(self, file: str) -> None:
         """Remove the set-aside ``file`` and its reason file; `ItemNotFound` if missing."""
         _checked(file, self.path)
-        with self.channel._layout.open_state() as state:
+        with self._store.layout.open_state() as state:
             folder = state.folder(self.kind)
             if folder is None or not folder.unlink(file):
                 raise ItemNotFound(f"no file {file!r} in {self.path}", path=self.path, name=file)
