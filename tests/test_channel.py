@@ -25,6 +25,7 @@ from ramxchg import (
     ItemNotFound,
     RamxchgError,
 )
+from ramxchg.formats.npy import MID_PAGE, MID_PAGE_BYTES
 from tests.conftest import tmp_files, warned_if_not_ram
 
 
@@ -127,6 +128,31 @@ def test_numpy_reads_every_dtype_we_write(root: Path, array: np.ndarray) -> None
     loaded = np.load(item.path)
     assert loaded.dtype == array.dtype
     np.testing.assert_array_equal(loaded, array)
+
+
+@pytest.mark.parametrize("how", ["put", "create"])
+def test_large_items_start_their_data_mid_page_and_small_ones_stay_compact(
+    root: Path, how: str
+) -> None:
+    """Data of 1 MiB and up starts 2048 bytes into a page (a copy between it and a buffer
+    starting at or 16 bytes into a page never hits 4K aliasing); np.load still reads it."""
+    ch = Channel("pages")
+    large = np.resize(np.arange(251, dtype=np.uint8), (2, MID_PAGE_BYTES // 2))
+    if how == "put":
+        item = ch.put(large)
+    else:
+        with ch.create(large.shape, large.dtype) as target:
+            target[...] = large
+        item = ch.get(ch.names()[-1])
+    assert item.array.ctypes.data % 4096 == MID_PAGE
+    with open(item.path, "rb") as file:
+        assert np.lib.format.read_magic(file) == (1, 0)
+        np.lib.format.read_array_header_1_0(file)  # numpy's own limits accept the header
+        assert file.tell() == MID_PAGE
+    np.testing.assert_array_equal(np.load(item.path), large)
+    np.testing.assert_array_equal(np.load(item.path, mmap_mode="r"), large)
+    small = ch.put(np.arange(MID_PAGE_BYTES // 8 - 1, dtype=np.uint8))
+    assert os.path.getsize(small.path) - small.array.nbytes == 128
 
 
 def test_fortran_order_kept_and_strided_written_contiguously(root: Path) -> None:

@@ -38,6 +38,16 @@ MAGIC = b"\x93NUMPY"
 HUGE_PAGE = 2 << 20
 #: numpy aligns the data to 64 bytes; we do the same so np.load agrees with us.
 ALIGN = 64
+#: Data of at least this many bytes starts mid-page (`MID_PAGE` past a 4 KiB boundary).
+MID_PAGE_BYTES = 1 << 20
+#: Where large items' data starts within a 4 KiB page. Buffers of that size from malloc
+#: start at a page or 16 bytes past one; a copy whose destination is a little ahead of
+#: its source modulo 4 KiB (4K aliasing) ran at a third of memcpy speed from 256 MB up
+#: (docs/benchmarks.md). Mid-page keeps reads and writes far from that, both ways.
+MID_PAGE = 2048
+_PAGE = 4096
+#: np.load refuses headers longer than this by default (its max_header_size).
+NUMPY_HEADER_BYTES = 10_000
 #: numpy refuses headers over 10,000 bytes by default; wide structured dtypes need more.
 MAX_HEADER_BYTES = 1 << 20
 _PREAMBLE = len(MAGIC) + 2
@@ -46,7 +56,8 @@ _KEYS = {"descr", "fortran_order", "shape"}
 
 @lru_cache(maxsize=256)
 def build_header(shape: tuple[int, ...], dtype: np.dtype[Any], fortran_order: bool) -> bytes:
-    """The complete .npy header (magic to padding) for an array, padded to 64 bytes."""
+    """The complete .npy header (magic to padding) for an array, padded to 64 bytes, and
+    for `MID_PAGE_BYTES` of data and more, to a data offset `MID_PAGE` into a page."""
     descr = np.lib.format.dtype_to_descr(dtype)
     text = f"{{'descr': {descr!r}, 'fortran_order': {fortran_order}, 'shape': {shape!r}, }}"
     for version, length_format, encoding in (
@@ -59,7 +70,12 @@ def build_header(shape: tuple[int, ...], dtype: np.dtype[Any], fortran_order: bo
         except UnicodeEncodeError:
             continue  # field names outside latin-1 need version 3
         prefix = len(MAGIC) + 2 + struct.calcsize(length_format)
-        padded = body + b" " * (-(prefix + len(body) + 1) % ALIGN) + b"\n"
+        unpadded = prefix + len(body) + 1
+        padding = -unpadded % ALIGN
+        mid_page = (MID_PAGE - unpadded) % _PAGE
+        if nbytes(shape, dtype) >= MID_PAGE_BYTES and unpadded + mid_page <= NUMPY_HEADER_BYTES:
+            padding = mid_page
+        padded = body + b" " * padding + b"\n"
         if version == 1 and len(padded) > 0xFFFF:
             continue
         return MAGIC + bytes([version, 0]) + struct.pack(length_format, len(padded)) + padded
