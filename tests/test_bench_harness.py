@@ -5,6 +5,9 @@ is reported per size while the run goes on."""
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ from ramxchg.bench import runner, suite
 from ramxchg.bench.runner import BenchConfig, run_transport
 from ramxchg.bench.transports import PipeTransport, Sender, Transport
 from ramxchg.cli import main
+from ramxchg.disks import get_adapter
 
 pytestmark = pytest.mark.slow
 
@@ -101,3 +105,33 @@ def test_a_peer_that_cannot_start_fails_and_the_run_goes_on(
         for size in (KB, 64 * KB)
     ]
     assert [r["error"] for r in pipe["results"]] == [None, None]
+
+
+def _exited_pid() -> int:
+    process = mp.get_context("spawn").Process(target=int)
+    process.start()
+    process.join()
+    assert process.pid is not None
+    return process.pid
+
+
+@pytest.mark.root
+def test_a_killed_benchs_huge_tmpfs_is_unmounted_by_the_next_one(tmp_path: Path) -> None:
+    """A bench killed by SIGKILL cannot unmount its huge-page tmpfs: the next one does,
+    and leaves a live bench's mount alone."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tmpfs")
+    dead = tmp_path / f"{suite.HUGE_PREFIX}{_exited_pid()}-abc"
+    alive = tmp_path / f"{suite.HUGE_PREFIX}{os.getpid()}-def"
+    for folder in (dead, alive):
+        folder.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(folder)], check=True)
+    try:
+        removed = suite.unmount_stale(get_adapter(), str(tmp_path))
+        assert removed == [str(dead)]
+        assert not dead.exists()
+        assert os.path.ismount(alive)
+    finally:
+        for folder in (dead, alive):
+            if os.path.ismount(folder):
+                subprocess.run(["umount", "-l", str(folder)], check=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import tempfile
@@ -10,6 +11,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+import psutil
 
 from .. import RamDiskError
 from ..disks import DiskSpec, get_adapter
@@ -29,6 +32,8 @@ DISK_FOLDER = "/var/tmp"
 SHM_FOLDER = "/dev/shm"
 #: Size limit of the huge-page tmpfs (a limit: memory is used only by what is stored).
 HUGE_TMPFS_BYTES = 4 << 30
+#: The huge-page tmpfs folder's name: this prefix, the benchmark's pid, "-", random.
+HUGE_PREFIX = "ramxchg-bench-huge-"
 #: JSON format version of `run_bench`'s result (2: ramxchg's rows are the defaults,
 #: recycling on; the ``recycle=0`` rows, iceoryx2, Arrow and ``vs_peers`` are new).
 VERSION = 2
@@ -72,13 +77,15 @@ TRANSPORT_NAMES = tuple(transport.name for transport in transports(None, None))
 def huge_tmpfs(size: int = HUGE_TMPFS_BYTES) -> Iterator[tuple[str | None, str | None]]:
     """Mount a ``huge=within_size`` tmpfs in a temp folder: (path, None) or (None, reason).
 
-    ``size`` is a limit: memory is used only by what is stored.
+    ``size`` is a limit: memory is used only by what is stored. Mounts that killed
+    benchmarks left behind are removed first (`unmount_stale`).
     """
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         yield None, "needs root (mounts a huge=within_size tmpfs)"
         return
     adapter = get_adapter()
-    path = tempfile.mkdtemp(prefix="ramxchg-bench-huge-")
+    unmount_stale(adapter)
+    path = tempfile.mkdtemp(prefix=f"{HUGE_PREFIX}{os.getpid()}-")
     try:
         adapter.mount(DiskSpec(path, size, mode=0o700, huge=True))
     except RamDiskError as exc:
@@ -95,6 +102,30 @@ def huge_tmpfs(size: int = HUGE_TMPFS_BYTES) -> Iterator[tuple[str | None, str |
         adapter.unmount(path, force=True)
         with contextlib.suppress(OSError):
             os.rmdir(path)
+
+
+def unmount_stale(adapter: Any, folder: str | None = None) -> list[str]:
+    """Unmount and remove the huge-page tmpfs folders of benchmarks that died (killed
+    before they could unmount theirs); returns their paths.
+
+    A folder is named after the pid of the benchmark that made it; one whose process is
+    alive is left alone (a pid reused since only delays the clean-up).
+    """
+    removed = []
+    pattern = os.path.join(glob.escape(folder or tempfile.gettempdir()), HUGE_PREFIX + "*-*")
+    for path in glob.glob(pattern):
+        pid = os.path.basename(path)[len(HUGE_PREFIX) :].split("-")[0]
+        if not pid.isdigit() or psutil.pid_exists(int(pid)):
+            continue
+        try:
+            adapter.unmount(path, force=True, missing_ok=True)
+            os.rmdir(path)
+        except (RamDiskError, OSError) as exc:  # not ours to remove: leave it, say so
+            log.warning("left %s of a dead benchmark alone: %s", path, exc)
+            continue
+        log.info("unmounted %s, left by a benchmark that died", path)
+        removed.append(path)
+    return removed
 
 
 def run_bench(config: BenchConfig, tick: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
