@@ -15,7 +15,12 @@ source host"). For each size, alternately:
   second root (the one copy the bridge makes there, without its bookkeeping);
 - **bridge**: the same number of items pre-published in a source channel (not
   timed), copied by a `Bridge` into a channel on the second node (the receiver maps
-  nothing of the source: it writes the bytes Ray brought into a new item file).
+  nothing of the source: it writes the bytes Ray brought into a new item file), where
+  they stay;
+- **bridge, taken at the destination**: the same, with a consumer on the second node
+  (`Taker`) that takes each item as a durable group (maps it, as Ray alone's actor
+  maps its object) and acks it: a stream in its steady state, where the destination
+  recycles its files instead of allocating new ones for every item.
 
 Both keep the same number of items in flight (4, or fewer so that they stay under
 1 GB). GB/s is timed from the first ``ray.put`` to the last confirmation. Medians of
@@ -90,11 +95,41 @@ def ray_alone(ray: Any, sink: Any, size: int, folder: Path | None = None) -> flo
     return count * size / seconds / 1e9
 
 
-def bridged(node: str, roots: tuple[Path, Path], size: int, round_no: int) -> float:
-    """GB/s of a bridge copying pre-published items to the other node."""
+class Taker:
+    """A consumer at the destination (an actor on the second node): takes each item of a
+    channel as a durable group (maps it, as ``ray.get`` does) and acks it, so the
+    destination's files are recycled, as in a stream that runs for good."""
+
+    def start(self, name: str, root: str, count: int) -> None:
+        """Register the group on channel ``name`` under ``root``, then take ``count``
+        items in a thread."""
+        subscription = Channel(name, root=root).subscribe(group="bench")
+        self.thread = threading.Thread(target=self._take, args=(subscription, count))
+        self.thread.start()
+
+    def _take(self, subscription: Any, count: int) -> None:
+        with subscription:
+            for _ in range(count):
+                item = subscription.get(timeout=600)
+                assert item.array.nbytes > 0
+                item.close()
+                item.ack()
+
+    def join(self) -> None:
+        """Wait until every item was taken."""
+        self.thread.join()
+
+
+def bridged(
+    ray: Any, node: str, roots: tuple[Path, Path], size: int, round_no: int, *, taker: Any = None
+) -> float:
+    """GB/s of a bridge copying pre-published items to the other node (where ``taker``,
+    if given, consumes them)."""
     count, window = items_for(size)
-    name = f"bench-{size}-{round_no}"
+    name = f"bench-{size}-{round_no}-{'taken' if taker else 'kept'}"
     source = Channel(name, root=roots[0])
+    if taker is not None:
+        ray.get(taker.start.remote(name, str(roots[1]), count))
     message = np.full(size, 7, np.uint8)
     for _ in range(count):
         source.put(message)
@@ -112,6 +147,8 @@ def bridged(node: str, roots: tuple[Path, Path], size: int, round_no: int) -> fl
     with bridge:
         if not done.wait(600) or bridge.error is not None:
             raise RuntimeError(f"the bridge did not finish: {bridge.error}")
+    if taker is not None:
+        ray.get(taker.join.remote())
     shutil.rmtree(source.path)
     shutil.rmtree(roots[1] / name)
     return count * size / (times["last"] - times["first"]) / 1e9
@@ -149,23 +186,22 @@ def main(argv: list[str] | None = None) -> int:
         cluster.wait_for_nodes(timeout=120)
         ray.init(address=cluster.address, log_to_driver=False, logging_level="WARNING")
         assert ray.get_runtime_context().get_node_id() != dest.node_id
-        sink = (
-            ray.remote(Sink)
-            .options(
-                num_cpus=0,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(dest.node_id, soft=False),
-            )
-            .remote()
-        )
+        on_dest = {
+            "num_cpus": 0,
+            "scheduling_strategy": NodeAffinitySchedulingStrategy(dest.node_id, soft=False),
+        }
+        sink = ray.remote(Sink).options(**on_dest).remote()
+        taker = ray.remote(Taker).options(**on_dest).remote()
         ray.get(sink.take.remote(np.zeros(1, np.uint8)))
         files = roots[1] / "ray-files"
         files.mkdir()
         for size in args.sizes:
-            alone, written, bridge = [], [], []
+            alone, written, bridge, taken = [], [], [], []
             for round_no in range(args.repeat):
                 alone.append(ray_alone(ray, sink, size))
                 written.append(ray_alone(ray, sink, size, files))
-                bridge.append(bridged("resource:dest-host", roots, size, round_no))
+                bridge.append(bridged(ray, "resource:dest-host", roots, size, round_no))
+                taken.append(bridged(ray, "resource:dest-host", roots, size, round_no, taker=taker))
             count, window = items_for(size)
             results.append(
                 {
@@ -175,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
                     "ray_gbps": alone,
                     "ray_write_gbps": written,
                     "bridge_gbps": bridge,
+                    "bridge_taken_gbps": taken,
                     "ratio": statistics.median(bridge) / statistics.median(alone),
+                    "ratio_taken": statistics.median(taken) / statistics.median(alone),
                 }
             )
             if not args.json:
@@ -185,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"Ray + file write {statistics.median(written):.3f} GB/s, "
                     f"bridge {statistics.median(bridge):.3f} GB/s "
                     f"({min(bridge):.3f}-{max(bridge):.3f}): "
-                    f"{results[-1]['ratio']:.2f}x",
+                    f"{results[-1]['ratio']:.2f}x; taken at the destination "
+                    f"{statistics.median(taken):.3f} GB/s: {results[-1]['ratio_taken']:.2f}x",
                     flush=True,
                 )
     finally:
