@@ -103,7 +103,8 @@ class Pool:
                 room = min(room, self.max_bytes)
             if held + size > room:
                 return False
-            new_name = f"{size}.{os.getpid()}.{os.urandom(4).hex()}"
+            # <random> starts with the time, fixed width: names sort in the order pooled.
+            new_name = f"{size}.{os.getpid()}.{time.time_ns():016x}{os.urandom(4).hex()}"
             return state.channel.rename(name, pool, new_name)
 
     def take(self, size: int, target: str) -> int | None:
@@ -123,7 +124,7 @@ class Pool:
             if pool is None or tmp is None:
                 return None
             name = os.path.basename(target)
-            for pooled in _newest_first(pool, [n for n in pool.names() if n.startswith(prefix)]):
+            for pooled in _newest_first([n for n in pool.names() if n.startswith(prefix)]):
                 fd = _lock_free(pool, pooled)
                 if fd is None:
                     continue
@@ -214,12 +215,14 @@ def _pooled_ns(pool: SafeDir, name: str) -> int:
     return time.time_ns() if info is None else info.st_ctime_ns
 
 
-def _newest_first(pool: SafeDir, names: list[str]) -> list[str]:
+def _newest_first(names: list[str]) -> list[str]:
     """``names``, the most recently pooled first: a stream that needs fewer files than the
-    burst before it reuses the same few, and the rest go idle (`Pool.trim`)."""
-    if len(names) < 2:
-        return names
-    return sorted(names, key=lambda name: _pooled_ns(pool, name), reverse=True)
+    burst before it reuses the same few, and the rest go idle (`Pool.trim`).
+
+    By the time their names start ``<random>`` with (`Pool.give`), not by an lstat each
+    on every put; a name from elsewhere only takes its turn in another order.
+    """
+    return sorted(names, key=lambda name: name.rpartition(".")[2], reverse=True)
 
 
 def _evict_other_size(pool: SafeDir, pooled: list[str], size: int) -> str | None:
