@@ -289,6 +289,7 @@ class Channel:
             attrs=attrs,
             origin=origin,
             replace=forget,
+            reclaim=self._retention.pool.drain,  # not tmp/: collecting it takes the lock
         )
         self._retention.enforce_age_and_count(keep=published.name)
         return item_at(self._layout, published.name, published.path, fmt, published.sidecar)
