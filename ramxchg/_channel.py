@@ -56,9 +56,12 @@ class Channel:
     keep_last, max_bytes, max_items, ttl, reserve_bytes
         Retention and limits, stored with the channel when it is created.
     recycle
-        Keep up to this many deleted ``.npy`` item files (4 by default; 0: none) and
-        write later items of the same size into their pages, once no array maps them
-        (faster on tmpfs with 4 KiB pages). They hold RAM until reused or the disk fills.
+        Keep deleted ``.npy`` item files and write later items of the same size into
+        their pages, once no array maps them (faster on tmpfs with 4 KiB pages). The
+        pool keeps as many as recent bursts had in flight, up to ``recycle`` files (64
+        by default; 0: none), ``max_items``/``max_bytes`` and half the disk's free
+        space. They hold RAM until reused, until no producer took them for 10 s, or
+        until the disk fills.
     create
         False: open only a channel whose folder exists (`ChannelNotFound` otherwise), and
         write nothing (no state folder, no config), for readers such as ``ramxchg ls``.
@@ -286,6 +289,7 @@ class Channel:
             attrs=attrs,
             origin=origin,
             replace=forget,
+            reclaim=self._retention.pool.drain,  # not tmp/: collecting it takes the lock
         )
         self._retention.enforce_age_and_count(keep=published.name)
         return item_at(self._layout, published.name, published.path, fmt, published.sidecar)
@@ -412,8 +416,9 @@ class Channel:
         """Apply retention now and remove what dead processes left behind.
 
         Returns how many of each were removed (``tmp_files``, ``orphan_sidecars``,
-        ``stale_state``, ``released``, ``expired``), and how many state folders were left
-        alone (``unsafe_folders``: a symlink, or neither the channel owner's nor yours).
+        ``stale_state``, ``released``, ``expired``, ``pooled_files``: recycled files no
+        producer took for 10 s), and how many state folders were left alone
+        (``unsafe_folders``: a symlink, or neither the channel owner's nor yours).
         """
         return self._retention.gc()
 

@@ -14,8 +14,9 @@ from ..formats import get_format
 from .statefile import create_once, read_state
 
 _MAX_CONFIG_BYTES = 64 * 1024
-#: Pool size of a channel created without ``recycle`` (see _store/pool.py).
-DEFAULT_RECYCLE = 4
+#: The most pooled files of a channel created without ``recycle``: the pool holds what
+#: recent bursts had in flight, up to this (see _store/pool.py).
+DEFAULT_RECYCLE = 64
 
 
 class FileMode(int):

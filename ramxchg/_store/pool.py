@@ -2,9 +2,19 @@
 
 On tmpfs with 4 KiB pages, a new file pays for every page twice: the kernel allocates
 and zeroes it when the producer writes, and frees it when the item is deleted. A deleted
-``.npy`` item file is moved into ``.ramxchg/pool/`` (up to ``recycle`` files, 4 by
-default, and at most `POOL_SHARE` of the disk's free space) and a later item of exactly
-the same size is written into it, so neither side allocates or frees anything.
+``.npy`` item file is moved into ``.ramxchg/pool/`` and a later item of exactly the same
+size is written into it, so neither side allocates or frees anything.
+
+How many files the pool holds adapts to the items in flight, with no counter to keep: a
+producer makes a new file only when every file of that size is in use (an item, or being
+written), so the files of a size that exist are the most items of that size that were
+alive at once. The pool keeps every file given back (a burst of 12 items leaves 12 for
+the next burst), within three bounds: ``recycle`` files (64 by default) and the channel's
+own limits (``max_items`` files, ``max_bytes`` bytes: no more can be in flight), and
+`POOL_SHARE` of the disk's free space. It gives the RAM back once the burst is over:
+producers take the most recently pooled file first, so the files a quieter stream does
+not need stay untouched, and a file no one took for `POOL_IDLE_SECONDS` is removed by
+the next sweep (producers and subscriptions run one at most every second) or ``gc``.
 
 An array a reader holds never changes (protocol 1.1, section 11, rule 3): every reader
 holds a shared lock on the file it maps for as long as the mapping lives, and a producer
@@ -21,11 +31,13 @@ import os
 import shutil
 import stat
 import sys
+import time
 from pathlib import Path
 
 from .._errors import UnsafeRoot
 from ..formats.base import same_file, still_named
 from ..formats.locks import try_lock
+from .config import ChannelConfig
 from .layout import ChannelLayout
 from .safedir import HeldState, SafeDir, StateTree
 from .slots import WriterSlots
@@ -34,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: Pooled files never take more than this share of the free space left beside them.
 POOL_SHARE = 0.5
+#: A pooled file that no producer took for this long is more than the channel needs now.
+POOL_IDLE_SECONDS = 10.0
 _TAKE_FLAGS = os.O_RDWR | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 
 
@@ -45,13 +59,16 @@ class Pool:
     a file taken from it is only written if it is a plain file of ours with one name.
     """
 
-    def __init__(self, layout: ChannelLayout, capacity: int, state: HeldState) -> None:
+    def __init__(self, layout: ChannelLayout, config: ChannelConfig, state: HeldState) -> None:
         self.layout = layout
         #: the channel handle's state folders, held open between items
         self.state = state
         # Windows cannot rename a file while it is open, which taking a pooled file under
         # its lock needs (and a mapped item file could not be pooled either).
-        self.capacity = 0 if sys.platform == "win32" else capacity
+        #: the most files the pool holds
+        self.capacity = 0 if sys.platform == "win32" else pool_capacity(config)
+        #: the most bytes the pool holds, besides `POOL_SHARE` of the free space
+        self.max_bytes = config.max_bytes
         #: this producer's mappings of the files it recycles (slots.py)
         self.slots = WriterSlots(self.capacity)
 
@@ -59,8 +76,9 @@ class Pool:
         """Move a deleted item file into the pool; False (nothing done) when full or off.
 
         Full: `capacity` files (a file of another size makes way), or more bytes than
-        `POOL_SHARE` of the free space. A file a reader maps is not pooled either: it
-        could not be reused before the reader lets go, and would hold a place till then.
+        `POOL_SHARE` of the free space or the channel's ``max_bytes``. A file a reader
+        maps is not pooled either: it could not be reused before the reader lets go, and
+        would hold a place till then.
         """
         if self.capacity <= 0:
             return False
@@ -73,12 +91,20 @@ class Pool:
             size = _size(state.channel, name)
             if size is None or _mapped(state.channel, name):
                 return False
-            if len(pooled) >= self.capacity and not _evict_other_size(pool, pooled, size):
+            if len(pooled) >= self.capacity:
+                evicted = _evict_other_size(pool, pooled, size)
+                if evicted is None:
+                    return False
+                pooled.remove(evicted)
+            # By name, not one lstat per pooled file on every delete (a pool may hold 64).
+            held = sum(_named_size(pool, other) for other in pooled)
+            room = POOL_SHARE * shutil.disk_usage(self.layout.path).free
+            if self.max_bytes is not None:
+                room = min(room, self.max_bytes)
+            if held + size > room:
                 return False
-            held = sum(_size(pool, other) or 0 for other in pooled)  # evicted ones: None
-            if held + size > POOL_SHARE * shutil.disk_usage(self.layout.path).free:
-                return False
-            new_name = f"{size}.{os.getpid()}.{os.urandom(4).hex()}"
+            # <random> starts with the time, fixed width: names sort in the order pooled.
+            new_name = f"{size}.{os.getpid()}.{time.time_ns():016x}{os.urandom(4).hex()}"
             return state.channel.rename(name, pool, new_name)
 
     def take(self, size: int, target: str) -> int | None:
@@ -98,9 +124,7 @@ class Pool:
             if pool is None or tmp is None:
                 return None
             name = os.path.basename(target)
-            for pooled in pool.names():
-                if not pooled.startswith(prefix):
-                    continue
+            for pooled in _newest_first([n for n in pool.names() if n.startswith(prefix)]):
                 fd = _lock_free(pool, pooled)
                 if fd is None:
                     continue
@@ -123,6 +147,25 @@ class Pool:
             pool = _folder(state, "pool")
             return 0 if pool is None else sum(_size(pool, name) or 0 for name in pool.names())
 
+    def trim(self) -> int:
+        """Remove the pooled files no producer took for `POOL_IDLE_SECONDS` (the burst
+        that needed them is over: their RAM goes back); how many went."""
+        cutoff = time.time_ns() - int(POOL_IDLE_SECONDS * 1e9)
+        with self.state.use() as state:
+            pool = _folder(state, "pool")
+            if pool is None:
+                return 0
+            try:
+                idle = [name for name in pool.names() if _pooled_ns(pool, name) < cutoff]
+            except PermissionError as exc:  # another user's private pool
+                log.info("%s: pool not readable: %s", self.layout.path, exc)
+                return 0
+            gone = sum(_drop(pool, name) for name in idle)
+        if gone:
+            log.debug("%s: %d idle pooled files removed", self.layout.path, gone)
+            self.slots.let_go_of_gone()
+        return gone
+
     def drain(self) -> int:
         """Remove every pooled file (the disk is full: their RAM is needed); how many went.
 
@@ -133,6 +176,14 @@ class Pool:
         with self.state.use() as state:
             pool = _folder(state, "pool")
             return 0 if pool is None else sum(_drop(pool, name) for name in pool.names())
+
+
+def pool_capacity(config: ChannelConfig) -> int:
+    """The most files a channel's pool holds: ``recycle``, and no more than the channel
+    can hold items at once (``max_items``)."""
+    if config.max_items is None:
+        return config.recycle
+    return min(config.recycle, config.max_items)
 
 
 def _folder(state: StateTree, name: str) -> SafeDir | None:
@@ -148,13 +199,40 @@ def _size(folder: SafeDir, name: str) -> int | None:
     return None if info is None else info.st_size
 
 
-def _evict_other_size(pool: SafeDir, pooled: list[str], size: int) -> bool:
-    """Free a place held by a file of another size (items changed shape): True if done.
+def _named_size(pool: SafeDir, name: str) -> int:
+    """The size a pooled file's name gives (``<size>.<pid>.<random>``); its lstat for a
+    name that does not start with one (0 if gone)."""
+    head = name.partition(".")[0]
+    if head.isdigit():
+        return int(head)
+    return _size(pool, name) or 0
+
+
+def _pooled_ns(pool: SafeDir, name: str) -> int:
+    """When ``name`` went into the pool: the rename set its ctime (no-one writes a pooled
+    file). A name gone meanwhile (taken) counts as just pooled."""
+    info = pool.lstat(name)
+    return time.time_ns() if info is None else info.st_ctime_ns
+
+
+def _newest_first(names: list[str]) -> list[str]:
+    """``names``, the most recently pooled first: a stream that needs fewer files than the
+    burst before it reuses the same few, and the rest go idle (`Pool.trim`).
+
+    By the time their names start ``<random>`` with (`Pool.give`), not by an lstat each
+    on every put; a name from elsewhere only takes its turn in another order.
+    """
+    return sorted(names, key=lambda name: name.rpartition(".")[2], reverse=True)
+
+
+def _evict_other_size(pool: SafeDir, pooled: list[str], size: int) -> str | None:
+    """Free a place held by a file of another size (items changed shape): the name of
+    the file removed, None if there is none.
 
     Without this, a pool filled by small items would never take big ones.
     """
     prefix = f"{size}."
-    return any(not name.startswith(prefix) and _drop(pool, name) for name in pooled)
+    return next((n for n in pooled if not n.startswith(prefix) and _drop(pool, n)), None)
 
 
 def _mapped(folder: SafeDir, name: str) -> bool:

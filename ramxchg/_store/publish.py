@@ -207,6 +207,7 @@ def make_visible(
     attrs: dict[str, Any],
     origin: dict[str, Any] | None = None,
     replace: Callable[[str], None] | None = None,
+    reclaim: Callable[[], int] | None = None,
 ) -> Published:
     """Steps 2 and 3: give ``hidden`` its sequence number and name, atomically.
 
@@ -218,6 +219,9 @@ def make_visible(
     sidecar is in place, ``replace(name)`` forgets the old item (under the lock), and one
     ``rename`` puts the temporary file over the old one, so readers find the old file or
     the new one, never neither (docs/protocol.md section 4, "Replacing").
+
+    A sidecar that finds the disk full is written once more if ``reclaim()`` (called
+    under the publish lock) freed something: the pool may hold the page it needs.
     """
     tmp = hidden.path
     try:
@@ -240,7 +244,7 @@ def make_visible(
             )
             try:
                 # Beside the data, under its temporary name: gc knows whose it is.
-                write_sidecar(sidecar, written, os.path.splitext(tmp)[0] + ".json")
+                _write_sidecar(sidecar, written, os.path.splitext(tmp)[0] + ".json", reclaim)
                 # Use the number up before the item appears: a producer killed between the
                 # two leaves a gap (harmless), never a visible item whose number is handed
                 # out again (the next auto-named put would find its name taken, for good).
@@ -267,6 +271,21 @@ def make_visible(
     finally:
         discard(tmp)
         hidden.close()  # only now: a collector would have taken an unlocked file
+
+
+def _write_sidecar(
+    path: str, sidecar: Sidecar, temporary: str, reclaim: Callable[[], int] | None
+) -> None:
+    """`write_sidecar`, tried once more on a full disk if ``reclaim()`` freed something.
+
+    Room was checked for the item's data only: pooled files may hold the last pages.
+    """
+    try:
+        write_sidecar(path, sidecar, temporary)
+    except OSError as exc:
+        if not (_is_full(exc) and reclaim is not None and reclaim()):
+            raise
+        write_sidecar(path, sidecar, temporary)
 
 
 def check_free(layout: ChannelLayout, name: str, *, but: str | None = None) -> None:

@@ -66,7 +66,7 @@ class Retention:
         self.counter = counter
         #: the state folders, opened once per sweep interval rather than per item
         self.state = HeldState(layout.open_state, SWEEP_SECONDS, HELD_FOLDERS)
-        self.pool = Pool(layout, config.recycle, self.state)
+        self.pool = Pool(layout, config, self.state)
         self._group_cache: dict[tuple[str, int], tuple[Group, GroupInfo]] = {}
         self._next_sweep = 0.0  # time.monotonic() when `sweep` may run again
 
@@ -350,11 +350,19 @@ class Retention:
         """Remove leftovers of dead processes and apply every retention rule.
 
         Returns counts: ``tmp_files``, ``orphan_sidecars``, ``stale_state``, ``released``
-        (items every group had acked), ``expired`` (keep_last/ttl), ``unsafe_folders``
-        (state folders left alone: a link, or neither the channel owner's nor ours).
+        (items every group had acked), ``expired`` (keep_last/ttl), ``pooled_files``
+        (recycled files idle too long, `Pool.trim`), ``unsafe_folders`` (state folders
+        left alone: a link, or neither the channel owner's nor ours).
         A folder with no state folder is no channel (yet): nothing is done, nor written.
         """
-        kinds = ("tmp_files", "expired", "released", "orphan_sidecars", "stale_state")
+        kinds = (
+            "tmp_files",
+            "expired",
+            "released",
+            "orphan_sidecars",
+            "stale_state",
+            "pooled_files",
+        )
         report = dict.fromkeys((*kinds, "unsafe_folders"), 0)
         with self.layout.open_state(check_owner=True) as state:
             if state.folder() is None:  # UnsafeRoot if it is a link: the whole channel refused
@@ -380,6 +388,7 @@ class Retention:
                         for name in folder.names() if folder is not None else []:
                             if name not in live:
                                 report["stale_state"] += folder.unlink(name)
+        report["pooled_files"] = self.pool.trim()
         return report
 
     def _collect_tmp(self) -> int:
@@ -402,13 +411,14 @@ class Retention:
         return self._collect_tmp() + self.pool.drain()
 
     def sweep(self) -> dict[str, int]:
-        """Collect dead temporary files and dead claims, at most once per `SWEEP_SECONDS`.
+        """Collect dead temporary files and dead claims, and remove idle pooled files
+        (`Pool.trim`), at most once per `SWEEP_SECONDS`.
 
         What producers, subscriptions and ``ramxchg watch`` run as they go, so that a
-        dead process's leftovers go without a daemon (a lock attempt per file). Returns
-        counts: ``tmp_files`` removed and ``claims`` reclaimed (both 0 when it ran less
-        than `SWEEP_SECONDS` ago). A folder we may not touch (another user's group) is
-        skipped.
+        dead process's leftovers, and the RAM a burst left pooled, go without a daemon
+        (a lock attempt per file). Returns counts: ``tmp_files`` removed and ``claims``
+        reclaimed (both 0 when it ran less than `SWEEP_SECONDS` ago). A folder we may
+        not touch (another user's group) is skipped.
         """
         now = time.monotonic()
         if now < self._next_sweep:
@@ -419,6 +429,7 @@ class Retention:
             report["tmp_files"] = self._collect_tmp()
         except PermissionError as exc:  # a folder we may not touch
             log.debug("sweep of %s: temporary files skipped: %s", self.layout.path, exc)
+        self.pool.trim()
         for group, _ in self.registered():
             try:
                 report["claims"] += len(group.reclaim_dead())
