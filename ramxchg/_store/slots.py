@@ -25,7 +25,7 @@ import mmap
 import os
 import weakref
 
-from ..formats.base import WriteTarget, map_reserved
+from ..formats.base import WriteTarget, map_reserved, same_incarnation
 
 #: Smaller items are written with one ``writev``: cheaper than keeping a mapping for them.
 MIN_MAPPED_BYTES = 64 << 10
@@ -59,7 +59,7 @@ class WriterSlots:
         key = (info.st_dev, info.st_ino)
         kept = self._slots.pop(key, None)
         if kept is not None:
-            if len(kept[1]) == info.st_size and _same_inode(os.fstat(kept[0]), info):
+            if len(kept[1]) == info.st_size and same_incarnation(os.fstat(kept[0]), info):
                 self._slots[key] = kept  # the most recently used goes last
                 return kept[1]
             _close(kept)  # resized meanwhile, or another file with a reused inode number
@@ -79,21 +79,6 @@ class WriterSlots:
         for key, kept in list(self._slots.items()):
             if os.fstat(kept[0]).st_nlink == 0:
                 _close(self._slots.pop(key))
-
-
-def _same_inode(kept: os.stat_result, taken: os.stat_result) -> bool:
-    """Are these, read a moment apart, the same inode, not just the same number?
-
-    A kept descriptor pins its inode, so its number is not given to another file, except
-    when a 32-bit inode counter wraps (tmpfs ``inode32``, ramfs): then another file may
-    carry it, and must not be written through this file's mapping. Its times tell them
-    apart (nanoseconds, set when each was last renamed or written).
-    """
-    return (kept.st_ctime_ns, kept.st_mtime_ns, kept.st_size) == (
-        taken.st_ctime_ns,
-        taken.st_mtime_ns,
-        taken.st_size,
-    )
 
 
 def _forget_in_child() -> None:
