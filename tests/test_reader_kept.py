@@ -146,14 +146,21 @@ def test_the_reader_lock_lasts_as_long_as_the_users_views_not_the_kept_mapping(
     assert consumer("read")[1] == [3]
 
 
-def test_a_view_held_past_its_ack_never_changes(
-    root: Path, channel: Channel, consumer: Consumer
-) -> None:
+def _hold_past_ack(channel: Channel, consumer: Consumer) -> int:
+    """Have the consumer hold a view of an item read through its kept mapping, and ack
+    the item: deleted, not pooled, since the view still maps it. The file's inode."""
     first = _put_inode(channel, 1)
     consumer("read")
     assert _put_inode(channel, 2) == first
     consumer("hold")
-    assert consumer("ack")  # deleted, not pooled: the view still maps it
+    assert consumer("ack")
+    return first
+
+
+def test_a_view_held_past_its_ack_never_changes(
+    root: Path, channel: Channel, consumer: Consumer
+) -> None:
+    first = _hold_past_ack(channel, consumer)
     for value in range(3, 9):
         assert _put_inode(channel, value) != first
         assert consumer("read")[1] == [value]
@@ -222,11 +229,7 @@ def test_the_mapping_of_a_deleted_file_goes_at_the_next_item(
 def test_an_item_acked_while_its_array_is_held_is_let_go_with_the_array(
     root: Path, channel: Channel, consumer: Consumer
 ) -> None:
-    first = _put_inode(channel, 1)
-    consumer("read")
-    assert _put_inode(channel, 2) == first
-    consumer("hold")
-    assert consumer("ack")  # deleted (its file is mapped, so not pooled)
+    _hold_past_ack(channel, consumer)
     assert [line for line in consumer.maps(root) if "(deleted)" in line]
     consumer("let go")
     assert consumer.maps(root) == [], "the deleted file's RAM is still held"

@@ -20,12 +20,12 @@ forked child keeps none of these mappings (it holds no lock to write under).
 
 from __future__ import annotations
 
-import contextlib
 import mmap
 import os
 import weakref
 
 from ..formats.base import WriteTarget, map_reserved, same_incarnation
+from ..formats.kept import close_all_kept, close_kept
 
 #: Smaller items are written with one ``writev``: cheaper than keeping a mapping for them.
 MIN_MAPPED_BYTES = 64 << 10
@@ -38,7 +38,7 @@ class WriterSlots:
         self.capacity = capacity
         # (st_dev, st_ino) -> (a descriptor of the file, to see it go; its mapping)
         self._slots: dict[tuple[int, int], tuple[int, mmap.mmap]] = {}
-        weakref.finalize(self, _close_all, self._slots)
+        weakref.finalize(self, close_all_kept, self._slots)
         _ALL.add(self)
 
     def lend(self, target: WriteTarget, size: int) -> None:
@@ -62,23 +62,23 @@ class WriterSlots:
             if len(kept[1]) == info.st_size and same_incarnation(os.fstat(kept[0]), info):
                 self._slots[key] = kept  # the most recently used goes last
                 return kept[1]
-            _close(kept)  # resized meanwhile, or another file with a reused inode number
+            close_kept(kept)  # resized meanwhile, or another file with a reused inode number
         made = map_reserved(fd, info.st_size)
         self._slots[key] = (os.dup(fd), made)
         while len(self._slots) > self.capacity:
-            _close(self._slots.pop(next(iter(self._slots))))
+            close_kept(self._slots.pop(next(iter(self._slots))))
         return made
 
     def clear(self) -> None:
         """Let go of every mapping (their files' RAM is needed: the disk is full)."""
-        _close_all(self._slots)
+        close_all_kept(self._slots)
 
     def let_go_of_gone(self) -> None:
         """Drop the mappings of files that no longer have a name: only they hold the RAM
         (one ``fstat`` per mapping)."""
         for key, kept in list(self._slots.items()):
             if os.fstat(kept[0]).st_nlink == 0:
-                _close(self._slots.pop(key))
+                close_kept(self._slots.pop(key))
 
 
 def _forget_in_child() -> None:
@@ -91,16 +91,3 @@ def _forget_in_child() -> None:
 _ALL: weakref.WeakSet[WriterSlots] = weakref.WeakSet()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_in_child)
-
-
-def _close(kept: tuple[int, mmap.mmap]) -> None:
-    fd, mapping = kept
-    os.close(fd)
-    # An array that `create` handed out may still use it: then it goes with that array.
-    with contextlib.suppress(BufferError):
-        mapping.close()
-
-
-def _close_all(slots: dict[tuple[int, int], tuple[int, mmap.mmap]]) -> None:
-    while slots:
-        _close(slots.popitem()[1])

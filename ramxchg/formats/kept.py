@@ -61,7 +61,7 @@ class KeptMappings:
         self._kept: dict[tuple[int, int], tuple[int, mmap.mmap]] = {}
         # get and ack may run in different threads; finalizers never take it
         self._lock = threading.Lock()
-        weakref.finalize(self, _close_all, self._kept)
+        weakref.finalize(self, close_all_kept, self._kept)
         _ALL.add(self)
 
     @classmethod
@@ -97,7 +97,7 @@ class KeptMappings:
                     return memoryview(kept[1])
                 # Resized since (recycled for items of another size, or emptied by a
                 # full disk), or another file with a reused inode number.
-                _close(self._kept.pop(key))
+                close_kept(self._kept.pop(key))
             self._let_go_of_gone()
             held = sum(len(mapping) for _, mapping in self._kept.values())
             if len(self._kept) >= self.capacity or held + size > self.max_bytes:
@@ -121,14 +121,14 @@ class KeptMappings:
     def _let_go_of_gone(self) -> None:
         for key, kept in list(self._kept.items()):
             if os.fstat(kept[0]).st_nlink == 0:
-                _close(self._kept.pop(key))
+                close_kept(self._kept.pop(key))
 
     def close(self) -> None:
         """Let go of every mapping and keep none from now on (arrays handed out keep
         theirs until they go)."""
         with self._lock:
             self.capacity = 0
-            _close_all(self._kept)
+            close_all_kept(self._kept)
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -154,7 +154,7 @@ def _forget_in_child() -> None:
     deleted meanwhile without ever reading them again."""
     for kept in list(_ALL):
         kept._lock = threading.Lock()  # another thread of the parent may have held it
-        _close_all(kept._kept)
+        close_all_kept(kept._kept)
 
 
 #: every KeptMappings of this process, for `_forget_in_child`
@@ -163,14 +163,16 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_in_child)
 
 
-def _close(kept: tuple[int, mmap.mmap]) -> None:
+def close_kept(kept: tuple[int, mmap.mmap]) -> None:
+    """Close a kept (descriptor, mapping): unmapped now, or if arrays handed out still
+    use the mapping, with the last of them."""
     fd, mapping = kept
     os.close(fd)
-    # Arrays handed out may still use it: then it is unmapped with the last of them.
     with contextlib.suppress(BufferError):
         mapping.close()
 
 
-def _close_all(kept: dict[tuple[int, int], tuple[int, mmap.mmap]]) -> None:
+def close_all_kept(kept: dict[tuple[int, int], tuple[int, mmap.mmap]]) -> None:
+    """`close_kept` every entry of ``kept``, emptying it."""
     while kept:
-        _close(kept.popitem()[1])
+        close_kept(kept.popitem()[1])
