@@ -15,6 +15,7 @@ from ._store.scan import Entry, arrival_ns, item_sidecar
 from ._store.sidecar import Sidecar
 from .formats import Format, OpenedFile, format_for
 from .formats.base import nbytes
+from .formats.kept import KeptMappings
 
 _T = TypeVar("_T")
 
@@ -48,6 +49,8 @@ class Item:
         self._on_ack: Callable[[Item], bool] | None = None
         #: the file's inode when a subscription delivered it: with ``seq``, which item this is
         self._ino: int | None = None
+        #: the subscription's mappings of recycled files, to read this one through
+        self._kept: KeptMappings | None = None
 
     def __repr__(self) -> str:
         return f"<Item {self.name!r} seq={self.seq} {self.path}>"
@@ -132,7 +135,7 @@ class Item:
 
     def _open(self) -> OpenedFile:
         if self._opened is None:
-            self._opened = self._fmt.open(self._path)
+            self._opened = self._fmt.open(self._path, kept=self._kept)
         return self._opened
 
     @property

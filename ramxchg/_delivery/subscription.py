@@ -17,6 +17,7 @@ from .._item import Item, entry_item
 from .._store.aside import set_aside
 from .._store.groups import Group
 from .._store.scan import Entry, Intruder, look, publish_order, scan
+from ..formats.kept import KeptMappings
 from .foreign import LegacyGate
 from .notifiers import Notifier, make_notifier
 
@@ -92,6 +93,8 @@ class Subscription:
         self._last_gap_rescan = 0.0
         self._gap_rescan_pause = GAP_RESCAN_SECONDS
         self._closed = False
+        # Recycled files come back as new items: read them through the same mappings.
+        self._kept = KeptMappings.for_disk(store.path, recycled=store.config.recycle > 0)
         # Watch first, then list: whatever lands in between is seen by both (deduplicated).
         self._notifier = make_notifier(store.path, options.watch)
         # Dropped without close() (a notebook cell run again, a `return` out of a `for`
@@ -189,8 +192,12 @@ class Subscription:
             raise
 
     def _deliver(self, entry: Entry, ino: int) -> Item:
+        kept = self._kept
+        kept.let_go_of_gone()  # the RAM of files deleted since the last item
         item = entry_item(self._layout, entry)
         item._ino = ino
+        if entry.seq is not None:  # not a legacy file: that one is not recycled
+            item._kept = kept
         if self._group is not None:
             group = self._group
 
@@ -198,6 +205,7 @@ class Subscription:
                 outcome = self._retention.ack(
                     group, done.name, entry.path, entry.seq, entry.published_ns, ino=ino
                 )
+                kept.let_go_of_gone()  # the item's file, if deleted and not pooled
                 return outcome != "gone"
 
             item._on_ack = ack
@@ -347,6 +355,7 @@ class Subscription:
             return
         self._closed = True
         self._finalizer.detach()
+        self._kept.close()
         _release(*self._held)
 
     def __enter__(self) -> Subscription:

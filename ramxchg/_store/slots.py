@@ -20,12 +20,12 @@ forked child keeps none of these mappings (it holds no lock to write under).
 
 from __future__ import annotations
 
-import contextlib
 import mmap
 import os
 import weakref
 
-from ..formats.base import WriteTarget, map_reserved
+from ..formats.base import WriteTarget, map_reserved, same_incarnation
+from ..formats.kept import close_all_kept, close_kept
 
 #: Smaller items are written with one ``writev``: cheaper than keeping a mapping for them.
 MIN_MAPPED_BYTES = 64 << 10
@@ -38,7 +38,7 @@ class WriterSlots:
         self.capacity = capacity
         # (st_dev, st_ino) -> (a descriptor of the file, to see it go; its mapping)
         self._slots: dict[tuple[int, int], tuple[int, mmap.mmap]] = {}
-        weakref.finalize(self, _close_all, self._slots)
+        weakref.finalize(self, close_all_kept, self._slots)
         _ALL.add(self)
 
     def lend(self, target: WriteTarget, size: int) -> None:
@@ -59,41 +59,26 @@ class WriterSlots:
         key = (info.st_dev, info.st_ino)
         kept = self._slots.pop(key, None)
         if kept is not None:
-            if len(kept[1]) == info.st_size and _same_inode(os.fstat(kept[0]), info):
+            if len(kept[1]) == info.st_size and same_incarnation(os.fstat(kept[0]), info):
                 self._slots[key] = kept  # the most recently used goes last
                 return kept[1]
-            _close(kept)  # resized meanwhile, or another file with a reused inode number
+            close_kept(kept)  # resized meanwhile, or another file with a reused inode number
         made = map_reserved(fd, info.st_size)
         self._slots[key] = (os.dup(fd), made)
         while len(self._slots) > self.capacity:
-            _close(self._slots.pop(next(iter(self._slots))))
+            close_kept(self._slots.pop(next(iter(self._slots))))
         return made
 
     def clear(self) -> None:
         """Let go of every mapping (their files' RAM is needed: the disk is full)."""
-        _close_all(self._slots)
+        close_all_kept(self._slots)
 
     def let_go_of_gone(self) -> None:
         """Drop the mappings of files that no longer have a name: only they hold the RAM
         (one ``fstat`` per mapping)."""
         for key, kept in list(self._slots.items()):
             if os.fstat(kept[0]).st_nlink == 0:
-                _close(self._slots.pop(key))
-
-
-def _same_inode(kept: os.stat_result, taken: os.stat_result) -> bool:
-    """Are these, read a moment apart, the same inode, not just the same number?
-
-    A kept descriptor pins its inode, so its number is not given to another file, except
-    when a 32-bit inode counter wraps (tmpfs ``inode32``, ramfs): then another file may
-    carry it, and must not be written through this file's mapping. Its times tell them
-    apart (nanoseconds, set when each was last renamed or written).
-    """
-    return (kept.st_ctime_ns, kept.st_mtime_ns, kept.st_size) == (
-        taken.st_ctime_ns,
-        taken.st_mtime_ns,
-        taken.st_size,
-    )
+                close_kept(self._slots.pop(key))
 
 
 def _forget_in_child() -> None:
@@ -106,16 +91,3 @@ def _forget_in_child() -> None:
 _ALL: weakref.WeakSet[WriterSlots] = weakref.WeakSet()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_in_child)
-
-
-def _close(kept: tuple[int, mmap.mmap]) -> None:
-    fd, mapping = kept
-    os.close(fd)
-    # An array that `create` handed out may still use it: then it goes with that array.
-    with contextlib.suppress(BufferError):
-        mapping.close()
-
-
-def _close_all(slots: dict[tuple[int, int], tuple[int, mmap.mmap]]) -> None:
-    while slots:
-        _close(slots.popitem()[1])

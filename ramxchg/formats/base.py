@@ -11,16 +11,20 @@ import os
 import stat
 import sys
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from .._errors import CorruptItem, ItemNotFound, UnsupportedDtype
 from .locks import try_lock
+
+if TYPE_CHECKING:
+    from .kept import KeptMappings
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +104,14 @@ class Format(ABC):
         """
 
     @abstractmethod
-    def open(self, path: str | Path, *, copy_on_write: bool = False) -> OpenedFile:
+    def open(
+        self, path: str | Path, *, copy_on_write: bool = False, kept: KeptMappings | None = None
+    ) -> OpenedFile:
         """Map the arrays of a published file read-only (or copy-on-write), holding the
-        reader lock (`open_locked`) for as long as the mapping lives.
+        reader lock (`open_locked`) for as long as the arrays live.
+
+        ``kept``: a consumer's kept mappings (kept.py), to read a recycled file through
+        the mapping it made of that file before, where the format can.
 
         Raises `CorruptItem` naming the file when it is malformed.
         """
@@ -188,6 +197,16 @@ def _open_regular(path: str | Path, *, writable: bool = False) -> tuple[int, os.
 def open_locked(path: str | Path) -> tuple[int, int]:
     """`open_regular`, holding the reader lock (protocol 1.1, rule 2): (fd, size).
 
+    See `open_locked_stat`.
+    """
+    fd, info = open_locked_stat(path)
+    return fd, info.st_size
+
+
+def open_locked_stat(path: str | Path) -> tuple[int, os.stat_result]:
+    """`open_regular`, holding the reader lock (protocol 1.1, rule 2): (fd, its fstat
+    taken under the lock).
+
     A shared ``flock``, taken before mapping. It belongs to the descriptor, which a
     mapping duplicates, so it lives as long as the mapping and any array over it, after
     the descriptor is closed and the item deleted: a producer recycles only a file that
@@ -204,7 +223,7 @@ def open_locked(path: str | Path) -> tuple[int, int]:
         fd, info = _open_regular(path)
         try:
             if _lock_shared(fd, path, info):
-                return fd, os.fstat(fd).st_size  # its size now that no one may change it
+                return fd, os.fstat(fd)  # its size now that no one may change it
         except BaseException:
             os.close(fd)
             raise
@@ -248,6 +267,21 @@ def still_named(path: str | Path, info: os.stat_result) -> bool:
 def same_file(info: os.stat_result, other: os.stat_result | None) -> bool:
     """Do two stats describe one file (``other`` None: nothing was there)?"""
     return other is not None and (other.st_ino, other.st_dev) == (info.st_ino, info.st_dev)
+
+
+def same_incarnation(kept: os.stat_result, taken: os.stat_result) -> bool:
+    """Are these, read a moment apart, the same inode, not just the same number?
+
+    A kept descriptor pins its inode, so its number is not given to another file, except
+    when a 32-bit inode counter wraps (tmpfs ``inode32``, ramfs): then another file may
+    carry it, and must not be read or written through this file's mapping. Its times
+    tell them apart (nanoseconds, set when each was last renamed or written).
+    """
+    return (kept.st_ctime_ns, kept.st_mtime_ns, kept.st_size) == (
+        taken.st_ctime_ns,
+        taken.st_mtime_ns,
+        taken.st_size,
+    )
 
 
 _HUGE_PAGE = 2 << 20
@@ -315,25 +349,36 @@ def _fallocate(fd: int, size: int) -> None:
 
 
 def array_over(
-    mapping: mmap.mmap,
+    mapping: mmap.mmap | memoryview,
     shape: tuple[int, ...],
     dtype: np.dtype[Any],
     offset: int,
     order: Literal["C", "F"] = "C",
+    *,
+    lock_fd: int | None = None,
 ) -> np.ndarray:
     """``np.ndarray(shape, dtype, buffer=mapping, offset=offset, order=order)``, except
-    that the array keeps the bytes mapped for as long as it (or any view of it) lives.
+    that the array keeps the bytes mapped for as long as it (or any view of it) lives,
+    and with ``lock_fd``, keeps that descriptor (a reader's lock) open as long, too.
 
     numpy releases the buffer of the object it is given at once (and
     ``np.ndarray(buffer=memoryview)`` keeps only the view's underlying object), so
     ``mapping.close()`` would unmap the pages under such an array (SIGSEGV on its next
-    read). ``np.frombuffer`` keeps the memoryview itself as its base, and the memoryview
-    holds its export of the mmap until it is freed. So, like
-    ``np.load(mmap_mode="r")``, the mapping lives until the last array over it is gone,
-    and ``close()`` raises BufferError until then.
+    read). ``np.frombuffer`` of a memoryview keeps an export of the mmap in a memoryview
+    of its own. So, like ``np.load(mmap_mode="r")``, the mapping lives until the last
+    array over it is gone, and ``close()`` raises BufferError until then.
+
+    That uint8 array (``pinned``) is the base of the array returned and of every view of
+    it: numpy collapses a view's base through arrays down to the last one before a
+    non-array (the memoryview). So ``pinned`` is freed exactly with the last array over
+    this opening, and closing ``lock_fd`` then drops the lock with it, however long the
+    mapping itself lives on (a consumer's kept mapping: kept.py).
     """
     pinned = np.frombuffer(memoryview(mapping), np.uint8)
-    return np.ndarray(shape, dtype, buffer=pinned, offset=offset, order=order)
+    array = np.ndarray(shape, dtype, buffer=pinned, offset=offset, order=order)
+    if lock_fd is not None:
+        weakref.finalize(pinned, os.close, lock_fd)
+    return array
 
 
 def closer(mapping: mmap.mmap) -> Callable[[], None]:

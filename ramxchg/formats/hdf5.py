@@ -59,6 +59,8 @@ from .base import (
 if TYPE_CHECKING:
     import h5py
 
+    from .kept import KeptMappings
+
 log = logging.getLogger(__name__)
 
 #: Datasets of at least this many bytes are aligned (smaller ones pack after the metadata).
@@ -129,7 +131,10 @@ class Hdf5Format(Format):
         with _opened(path) as (_, _, h5file):
             return {name: (ds.shape, ds.dtype) for name, ds, _ in _datasets(h5file, path)}
 
-    def open(self, path: str | Path, *, copy_on_write: bool = False) -> OpenedFile:
+    def open(
+        self, path: str | Path, *, copy_on_write: bool = False, kept: KeptMappings | None = None
+    ) -> OpenedFile:
+        # ``kept`` is not used: HDF5 files are not recycled, so none comes back.
         with _opened(path, locked=True) as (fd, size, h5file):
             mapping = map_fd(fd, size, copy_on_write=copy_on_write)
             try:

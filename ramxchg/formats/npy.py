@@ -12,7 +12,7 @@ import struct
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,9 +29,12 @@ from .base import (
     map_fd,
     map_reserved,
     nbytes,
-    open_locked,
+    open_locked_stat,
     open_regular,
 )
+
+if TYPE_CHECKING:
+    from .kept import KeptMappings
 
 MAGIC = b"\x93NUMPY"
 #: Files at least this large are sized before writing (huge pages on huge=within_size).
@@ -262,19 +265,28 @@ class NpyFormat(Format):
             os.close(fd)
         return {"data": (shape, dtype)}
 
-    def open(self, path: str | Path, *, copy_on_write: bool = False) -> OpenedFile:
-        fd, size = open_locked(path)
+    def open(
+        self, path: str | Path, *, copy_on_write: bool = False, kept: KeptMappings | None = None
+    ) -> OpenedFile:
+        fd, info = open_locked_stat(path)
         try:
-            shape, dtype, fortran, offset = read_layout(fd, size, path)
-            mapping = map_fd(fd, size, copy_on_write=copy_on_write)
-        finally:
+            shape, dtype, fortran, offset = read_layout(fd, info.st_size, path)
+            order = "F" if fortran else "C"
+            if kept is not None and not copy_on_write and nbytes(shape, dtype):
+                reused = kept.mapping(fd, info)
+                if reused is not None:  # the array holds the lock; the mapping stays kept
+                    array = array_over(reused, shape, dtype, offset, order, lock_fd=fd)
+                    return OpenedFile({"data": array}, {"data": True})
+            mapping = map_fd(fd, info.st_size, copy_on_write=copy_on_write)
+        except BaseException:
             os.close(fd)
-        order = "F" if fortran else "C"
-        if size == 0 or nbytes(shape, dtype) == 0:  # an empty array: nothing to map
+            raise
+        os.close(fd)  # the new mapping holds a duplicate of it, and so the lock
+        if info.st_size == 0 or nbytes(shape, dtype) == 0:  # an empty array: nothing to map
             array = np.ndarray(shape, dtype, buffer=b"", order=order)
         else:
             array = array_over(mapping, shape, dtype, offset, order)
-        return OpenedFile({"data": array}, {"data": size > 0}, release=closer(mapping))
+        return OpenedFile({"data": array}, {"data": info.st_size > 0}, release=closer(mapping))
 
 
 def _lent(array: np.ndarray, release: Callable[[], None]) -> Allocation:
