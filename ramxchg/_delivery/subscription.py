@@ -73,7 +73,9 @@ class Subscription:
         self.latest_only = options.latest_only
         self._layout = store.layout
         self._retention = store.retention
-        self._group = Group(self._layout, group) if group is not None else None
+        self._group = (
+            Group(self._layout, group, self._retention.state) if group is not None else None
+        )
         if self._group is not None:
             self._floor = self._group.register(store.counter, options.start).start_seq
         else:

@@ -44,7 +44,7 @@ from ..formats.locks import FileLock, lock_file
 from .claims import LOCKS_CLAIMS, Held, HeldClaims, claim_record, member_is_dead, read_claim
 from .layout import ChannelLayout
 from .names import check_name
-from .safedir import SafeDir, StateTree
+from .safedir import HeldState, SafeDir, StateTree
 from .scan import item_sidecar
 from .sequence import SequenceCounter
 from .statefile import create_held, create_once, read_state
@@ -108,9 +108,12 @@ def is_current(
 class Group:
     """One durable consumer group of a channel."""
 
-    def __init__(self, layout: ChannelLayout, name: str) -> None:
+    def __init__(self, layout: ChannelLayout, name: str, state: HeldState | None = None) -> None:
+        """``state``: the channel handle's state folders, held open between items (else
+        they are opened for each claim)."""
         self.name = check_name(name, "group")
         self.layout = layout
+        self._state = state
         self.folder = layout.groups / name
         self.claims = self.folder / "claims"
         self.acks = self.folder / "acks"
@@ -218,7 +221,7 @@ class Group:
     def _link_claim(self, item: str, record: bytes) -> int | None:
         # Through the claims folder's descriptor: a claims/ swapped for a link by whoever
         # shares the channel is refused (UnsafeRoot), never written through.
-        with self.layout.open_state() as state:
+        with self._state.use() if self._state is not None else self.layout.open_state() as state:
             claims = self._claims(state)
             if claims is None:
                 raise FileNotFoundError(errno.ENOENT, "no claims folder", str(self.claims))

@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 #: `Retention.sweep` runs at most this often per channel handle.
 SWEEP_SECONDS = 1.0
 
-#: The state folders a channel handle keeps open (`HeldState`): those no group owns.
-HELD_FOLDERS = frozenset({(), ("meta",), ("tmp",), ("pool",)})
+#: The state folders a channel handle trusts for `SWEEP_SECONDS` (`HeldState`): those no
+#: group owns (a group's folders are checked before each use).
+HELD_FOLDERS = frozenset({(), ("meta",), ("tmp",), ("pool",), ("groups",)})
 
 #: What an ack did: nothing (the item was gone already), marked it, or deleted it too.
 AckOutcome = Literal["gone", "acked", "deleted"]
@@ -250,7 +251,7 @@ class Retention:
                 key = (entry.name, entry.inode())
                 known = self._group_cache.get(key)
                 if known is None:
-                    group = Group(self.layout, entry.name)
+                    group = Group(self.layout, entry.name, self.state)
                     info = group.info()
                     if info is None:
                         continue  # being registered or dropped right now

@@ -208,6 +208,10 @@ class StateTree:
         self._state_name = state_name
         self._check_owner = check_owner
         self._opened: dict[tuple[str, ...], SafeDir | None] = {}
+        #: the inode of each folder opened through a descriptor: what `_still_there` checks
+        self._inodes: dict[tuple[str, ...], int] = {}
+        #: folders held from an earlier operation, not yet checked in this one
+        self._unchecked: set[tuple[str, ...]] = set()
         self._top: SafeDir | None = None
 
     @property
@@ -222,6 +226,10 @@ class StateTree:
 
         Raises `UnsafeRoot` as `SafeDir.sub` does (each call: nothing unsafe is kept).
         """
+        if parts in self._unchecked:
+            self._unchecked.discard(parts)
+            if not self._still_there(parts):
+                self._drop(parts)
         if parts in self._opened:
             return self._opened[parts]
         if parts:
@@ -233,12 +241,40 @@ class StateTree:
             except FileNotFoundError:  # the channel folder itself is gone
                 found = None
         self._opened[parts] = found
+        if found is not None and found.fd is not None:
+            self._inodes[parts] = found.stat().st_ino
         return found
 
     def close_except(self, keep: frozenset[tuple[str, ...]]) -> None:
-        """Close the folders opened so far but those in ``keep`` (and the channel's)."""
+        """End an operation: the folders opened so far but those in ``keep`` (and the
+        channel's) are checked again before the next one uses them.
+
+        Held through a descriptor, a folder is checked with one ``lstat`` of its name in
+        its parent: still that inode (which our descriptor keeps from being reused), it
+        is still the folder of that name; else (removed, made anew: a group dropped and
+        registered again) it is opened afresh. Without descriptors, they are closed.
+        """
         for parts in [parts for parts in self._opened if parts not in keep]:
-            opened = self._opened.pop(parts)
+            if parts in self._inodes:
+                self._unchecked.add(parts)
+            else:  # missing (it may appear), or reached by path (no descriptor to keep)
+                opened = self._opened.pop(parts)
+                if opened is not None:
+                    opened.close()
+
+    def _still_there(self, parts: tuple[str, ...]) -> bool:
+        """Is the held folder ``parts`` still the one of that name (see `close_except`)?"""
+        parent = self.folder(*parts[:-1]) if parts else self.channel
+        info = None if parent is None else parent.lstat(parts[-1] if parts else self._state_name)
+        # (a parent opened afresh just now has closed this one: no inode left to match)
+        return info is not None and info.st_ino == self._inodes.get(parts)
+
+    def _drop(self, parts: tuple[str, ...]) -> None:
+        """Close the held folder ``parts`` and those below it."""
+        for held in [held for held in self._opened if held[: len(parts)] == parts]:
+            opened = self._opened.pop(held)
+            self._inodes.pop(held, None)
+            self._unchecked.discard(held)
             if opened is not None:
                 opened.close()
 
@@ -247,6 +283,8 @@ class StateTree:
             if opened is not None:
                 opened.close()
         self._opened.clear()
+        self._inodes.clear()
+        self._unchecked.clear()
         if self._top is not None:
             self._top.close()
             self._top = None
@@ -262,9 +300,11 @@ class HeldState:
     """A channel handle's `StateTree`, kept open across its operations: the folders are
     opened once per `max_age` seconds instead of once per item.
 
-    Only the folders in ``keep`` are held: a group's folders are opened per operation,
-    since a group dropped and registered again is a new folder at once (a stale one
-    would keep an ack of a deleted item's name). A held descriptor is safe by
+    The folders in ``keep`` are trusted as they are; the others (a group's) are checked
+    to still be the folder of their name before each operation that uses them
+    (`StateTree.close_except`), since a group dropped and registered again is a new
+    folder at once (a stale one would keep an ack of a deleted item's name). A held
+    descriptor is safe by
     construction: it names the folder it was opened on (without following a link)
     whatever happens to the names afterwards, so a state folder swapped for a link
     meanwhile is never followed. What it may be is stale (the folder was moved or
