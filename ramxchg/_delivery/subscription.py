@@ -184,7 +184,7 @@ class Subscription:
     def _claim(self, group: Group, entry: Entry, ino: int) -> bool:
         """Claim the item for us; when that fails (a full disk) it is queued again."""
         try:
-            return group.try_claim(entry.name, entry.path, entry.seq, ino)
+            return group.try_claim(entry.name, entry.path, entry.seq, ino, entry.sidecar)
         except BaseException:
             self._seen.discard((entry.name, entry.seq))
             self._push(entry)
@@ -198,7 +198,13 @@ class Subscription:
 
             def ack(done: Item) -> bool:
                 outcome = self._retention.ack(
-                    group, done.name, entry.path, entry.seq, entry.published_ns, ino=ino
+                    group,
+                    done.name,
+                    entry.path,
+                    entry.seq,
+                    entry.published_ns,
+                    ino=ino,
+                    sidecar=entry.sidecar,
                 )
                 return outcome != "gone"
 
@@ -240,7 +246,13 @@ class Subscription:
             return
         if self._claim(self._group, entry, ino):
             self._retention.ack(
-                self._group, entry.name, entry.path, entry.seq, entry.published_ns, ino=ino
+                self._group,
+                entry.name,
+                entry.path,
+                entry.seq,
+                entry.published_ns,
+                ino=ino,
+                sidecar=entry.sidecar,
             )
 
     def _mark_seen(self, entry: Entry) -> None:

@@ -47,6 +47,7 @@ from .names import check_name
 from .safedir import HeldState, SafeDir, StateTree
 from .scan import item_sidecar
 from .sequence import SequenceCounter
+from .sidecar import Sidecar
 from .statefile import create_held, create_once, read_state
 
 log = logging.getLogger(__name__)
@@ -86,14 +87,21 @@ def records_item(raw: bytes, seq: int | None, ino: int | None) -> bool:
 
 
 def is_current(
-    layout: ChannelLayout, name: str, path: str | Path, seq: int | None, ino: int | None
+    layout: ChannelLayout,
+    name: str,
+    path: str | Path,
+    seq: int | None,
+    ino: int | None,
+    *,
+    known: Sidecar | None = None,
 ) -> bool:
     """Is the file at ``path`` still the item ``name`` of ``seq`` (and inode ``ino``)?
 
     A deleted item's name may be published again: the new file has another seq, and
     mostly another inode (a recycled file keeps its inode, hence the seq). Sidecars
     are written before their item appears and removed after it went, so a sidecar with
-    ``seq`` read after the file was seen proves it was that item.
+    ``seq`` read after the file was seen proves it was that item. ``known``: the item's
+    sidecar as read before, not parsed again while its bytes are the same.
     """
     try:
         info = os.lstat(path)
@@ -101,7 +109,7 @@ def is_current(
         return False
     if ino is not None and info.st_ino != ino:
         return False
-    sidecar = item_sidecar(layout.sidecar(name), info)  # None: legacy, as the listing says
+    sidecar = item_sidecar(layout.sidecar(name), info, known)  # None: legacy, as listed
     return (sidecar.seq if sidecar is not None else None) == seq
 
 
@@ -180,12 +188,20 @@ class Group:
     def is_claimed(self, item: str) -> bool:
         return os.path.lexists(self._claim_prefix + item)
 
-    def try_claim(self, item: str, path: str | Path, seq: int | None, ino: int) -> bool:
+    def try_claim(
+        self,
+        item: str,
+        path: str | Path,
+        seq: int | None,
+        ino: int,
+        sidecar: Sidecar | None = None,
+    ) -> bool:
         """Claim the item ``item`` of ``seq`` at ``path`` (inode ``ino``) for this process.
 
         False if another member has it, it is done, or it is no longer that item (deleted,
-        perhaps published again). Raises `RamDiskFull` when there is no room for the
-        claim, `GroupNotFound` when the group was dropped; nothing is left behind.
+        perhaps published again). ``sidecar``: the item's, as the listing read it. Raises
+        `RamDiskFull` when there is no room for the claim, `GroupNotFound` when the group
+        was dropped; nothing is left behind.
         """
         if self.acked(item, seq, ino):
             return False
@@ -195,7 +211,9 @@ class Group:
             return False  # another member's claim
         self._held.hold(item, Held(record, fd))
         # Done, or deleted, between our first look and our claim: take the claim back.
-        if self.acked(item, seq, ino) or not is_current(self._layout, item, path, seq, ino):
+        if self.acked(item, seq, ino) or not is_current(
+            self._layout, item, path, seq, ino, known=sidecar
+        ):
             self.release(item)
             return False
         return True

@@ -30,6 +30,7 @@ from .pool import Pool
 from .safedir import HeldState, SafeDir, StateTree
 from .scan import is_item_filename, publish_order, scan
 from .sequence import SequenceCounter
+from .sidecar import Sidecar
 from .tmpfiles import collect_dead
 
 log = logging.getLogger(__name__)
@@ -173,23 +174,25 @@ class Retention:
         published_ns: int,
         *,
         ino: int | None = None,
+        sidecar: Sidecar | None = None,
     ) -> AckOutcome:
         """Mark the item ``name`` of ``seq`` (inode ``ino``) done for ``group``; delete it
         if every group is done.
 
         Only while the file at ``path`` is still that item, checked under the publish
         lock: once deleted, its name may hold a new item, which a late ack must not
-        touch. Returns ``"gone"`` (nothing changed), ``"acked"`` or ``"deleted"``.
-        Raises `GroupNotFound` when the group was dropped.
+        touch. ``sidecar``: the item's, as read when it was delivered. Returns
+        ``"gone"`` (nothing changed), ``"acked"`` or ``"deleted"``. Raises
+        `GroupNotFound` when the group was dropped.
         """
         deleted = False
         with self.counter.lock():
             group.check_registered()
-            current = is_current(self.layout, name, path, seq, ino)
+            current = is_current(self.layout, name, path, seq, ino, known=sidecar)
             if current:
                 group.ack(name, seq, ino)
                 groups = self.registered()
-                deleted = self._is_done(groups, name, seq, published_ns)
+                deleted = self._is_done(groups, name, seq, published_ns, acked=group.name)
                 if deleted:
                     self._delete_locked([(name, path)], [g for g, _ in groups])
         if not current:
@@ -224,11 +227,22 @@ class Retention:
 
     @staticmethod
     def _is_done(
-        groups: list[tuple[Group, GroupInfo]], name: str, seq: int | None, published_ns: int
+        groups: list[tuple[Group, GroupInfo]],
+        name: str,
+        seq: int | None,
+        published_ns: int,
+        *,
+        acked: str | None = None,
     ) -> bool:
-        """Has every group that must ack the item acked it (and is there one)?"""
+        """Has every group that must ack the item acked it (and is there one)?
+
+        ``acked``: a group known to have acked it (just now, under the publish lock),
+        whose ack is not read back.
+        """
         required = [group for group, info in groups if must_ack(info, seq, published_ns)]
-        return bool(required) and all(group.acked(name, seq) for group in required)
+        return bool(required) and all(
+            group.name == acked or group.acked(name, seq) for group in required
+        )
 
     def registered(self) -> list[tuple[Group, GroupInfo]]:
         """The registered groups, from a fresh listing of the groups folder.

@@ -13,7 +13,8 @@ from .._errors import CorruptItem, InvalidName
 from ..formats import format_for
 from .layout import ChannelLayout
 from .names import check_name
-from .sidecar import Sidecar, read_sidecar
+from .sidecar import MAX_SIDECAR_BYTES, Sidecar, parse_sidecar
+from .statefile import read_state
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +41,23 @@ class Entry:
         return cls(name, path, sidecar.seq, sidecar.published_ns, info.st_size, sidecar)
 
 
-def item_sidecar(path: str | Path, info: os.stat_result) -> Sidecar | None:
+def item_sidecar(
+    path: str | Path, info: os.stat_result, known: Sidecar | None = None
+) -> Sidecar | None:
     """The sidecar at ``path`` of the item file with ``lstat`` ``info``; None makes the
     item legacy: it has none, a bad one, or one that records another file.
 
     A sidecar that is not valid JSON, has fields of the wrong type or is too large gives
     its item no place in publish order; one that records another inode or size is an
     orphan left by a producer that died before its link, not this file's (docs/
-    protocol.md, section 3).
+    protocol.md, section 3). ``known``: the sidecar read before (the listing's), which
+    is returned again, unparsed, while the file holds the same bytes.
     """
     try:
-        sidecar = read_sidecar(path)
+        raw = read_state(path, MAX_SIDECAR_BYTES, "sidecar")
+        if raw is None:
+            return None
+        sidecar = known if known is not None and raw == known.raw else parse_sidecar(raw, path)
     except CorruptItem as exc:
         log.debug("%s; its item counts as legacy", exc)
         return None
