@@ -19,7 +19,7 @@ import stat
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -330,26 +330,35 @@ class HeldState:
         HELD.add(self)
         weakref.finalize(self, _close_tree, self.__dict__)
 
-    @contextlib.contextmanager
-    def use(self) -> Iterator[StateTree]:
-        """The tree, for one operation; nested blocks (in one thread) share it."""
-        with self._lock:
+    def use(self) -> HeldState:
+        """The tree, for one operation: ``with held.use() as tree``; nested blocks (in
+        one thread) share it."""
+        return self  # no generator-based context manager: this runs several times per item
+
+    def __enter__(self) -> StateTree:
+        self._lock.acquire()
+        try:
             if self._depth == 0 and (self._tree is None or time.monotonic() >= self._expires):
                 self.close()
                 self._tree = self._open_tree()
                 self._expires = time.monotonic() + self.max_age
-            self._depth += 1
-            try:
-                yield self._tree  # type: ignore[misc]
-            except BaseException:
+        except BaseException:
+            self._lock.release()
+            raise
+        self._depth += 1
+        return self._tree  # type: ignore[return-value]
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        try:
+            if exc_type is not None:
                 self._stale = True
-                raise
-            finally:
-                self._depth -= 1
-                if self._depth == 0 and self._stale:
-                    self.close()  # only now: an outer block still works through it
-                elif self._depth == 0:
-                    self._tree.close_except(self._keep)  # type: ignore[union-attr]
+            self._depth -= 1
+            if self._depth == 0 and self._stale:
+                self.close()  # only now: an outer block still works through it
+            elif self._depth == 0:
+                self._tree.close_except(self._keep)  # type: ignore[union-attr]
+        finally:
+            self._lock.release()
 
     def invalidate(self) -> None:
         """The folders are stale: open them again once the current `use` ends."""
