@@ -106,7 +106,9 @@ def test_a_held_folder_stays_the_folder_it_was_opened_on(tree: Path) -> None:
     anew refuses the link; folders outside ``keep`` are held while they are still the
     folder of their name, and opened again once made anew."""
     state_folder = tree / "channel" / ".ramxchg"
-    held = HeldState(lambda: StateTree(tree / "channel", ".ramxchg"), 60.0, frozenset({("meta",)}))
+    held = HeldState(
+        lambda: StateTree(tree / "channel", ".ramxchg"), 60.0, frozenset({("meta",)}), hold=4
+    )
     with held.use() as state:
         meta = state.folder("meta")
         acks = state.folder("groups", "g", "acks")
@@ -129,6 +131,17 @@ def test_a_held_folder_stays_the_folder_it_was_opened_on(tree: Path) -> None:
     with held.use() as state, pytest.raises(UnsafeRoot, match="symlink"):
         state.folder("meta")
     assert os.listdir(tree / "outside") == ["keep"]
+    held.close()
+
+
+def test_only_the_first_folders_outside_keep_are_held(tree: Path) -> None:
+    """A channel may have many groups: the descriptors held besides ``keep`` are bounded."""
+    held = HeldState(lambda: StateTree(tree / "channel", ".ramxchg"), 60.0, hold=2)
+    with held.use() as state:
+        groups, acks = state.folder("groups"), state.folder("groups", "g", "acks")
+    with held.use() as state:
+        assert state.folder("groups") is groups  # the state folder, then groups/: held
+        assert state.folder("groups", "g", "acks") is not acks  # the third: opened again
     held.close()
 
 

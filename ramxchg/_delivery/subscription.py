@@ -22,6 +22,7 @@ from .notifiers import Notifier, make_notifier
 
 if TYPE_CHECKING:
     from .._channel import Channel
+    from .._store.retention import AckOutcome
     from .._store.store import ChannelStore
 
 
@@ -197,16 +198,7 @@ class Subscription:
             group = self._group
 
             def ack(done: Item) -> bool:
-                outcome = self._retention.ack(
-                    group,
-                    done.name,
-                    entry.path,
-                    entry.seq,
-                    entry.published_ns,
-                    ino=ino,
-                    sidecar=entry.sidecar,
-                )
-                return outcome != "gone"
+                return self._ack(group, entry, ino) != "gone"
 
             item._on_ack = ack
         return item
@@ -245,15 +237,19 @@ class Subscription:
         except FileNotFoundError:
             return
         if self._claim(self._group, entry, ino):
-            self._retention.ack(
-                self._group,
-                entry.name,
-                entry.path,
-                entry.seq,
-                entry.published_ns,
-                ino=ino,
-                sidecar=entry.sidecar,
-            )
+            self._ack(self._group, entry, ino)
+
+    def _ack(self, group: Group, entry: Entry, ino: int) -> AckOutcome:
+        """Ack the item of ``entry`` (inode ``ino``) for ``group`` (`Retention.ack`)."""
+        return self._retention.ack(
+            group,
+            entry.name,
+            entry.path,
+            entry.seq,
+            entry.published_ns,
+            ino=ino,
+            sidecar=entry.sidecar,
+        )
 
     def _mark_seen(self, entry: Entry) -> None:
         key = (entry.name, entry.seq)

@@ -45,7 +45,7 @@ from .claims import LOCKS_CLAIMS, Held, HeldClaims, claim_record, member_is_dead
 from .layout import ChannelLayout
 from .names import check_name
 from .safedir import HeldState, SafeDir, StateTree
-from .scan import item_sidecar
+from .scan import is_current
 from .sequence import SequenceCounter
 from .sidecar import Sidecar
 from .statefile import create_held, create_once, read_state
@@ -84,33 +84,6 @@ def records_item(raw: bytes, seq: int | None, ino: int | None) -> bool:
         return False
     recorded = record.get("ino")
     return ino is None or recorded is None or recorded == ino
-
-
-def is_current(
-    layout: ChannelLayout,
-    name: str,
-    path: str | Path,
-    seq: int | None,
-    ino: int | None,
-    *,
-    known: Sidecar | None = None,
-) -> bool:
-    """Is the file at ``path`` still the item ``name`` of ``seq`` (and inode ``ino``)?
-
-    A deleted item's name may be published again: the new file has another seq, and
-    mostly another inode (a recycled file keeps its inode, hence the seq). Sidecars
-    are written before their item appears and removed after it went, so a sidecar with
-    ``seq`` read after the file was seen proves it was that item. ``known``: the item's
-    sidecar as read before, not parsed again while its bytes are the same.
-    """
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    if ino is not None and info.st_ino != ino:
-        return False
-    sidecar = item_sidecar(layout.sidecar(name), info, known)  # None: legacy, as listed
-    return (sidecar.seq if sidecar is not None else None) == seq
 
 
 class Group:

@@ -245,22 +245,26 @@ class StateTree:
             self._inodes[parts] = found.stat().st_ino
         return found
 
-    def close_except(self, keep: frozenset[tuple[str, ...]]) -> None:
-        """End an operation: the folders opened so far but those in ``keep`` (and the
-        channel's) are checked again before the next one uses them.
+    def close_except(self, keep: frozenset[tuple[str, ...]], hold: int = 0) -> None:
+        """End an operation: close the folders opened so far but those in ``keep`` (and
+        the channel's), and but the first ``hold`` others, which are checked before the
+        next operation uses them.
 
-        Held through a descriptor, a folder is checked with one ``lstat`` of its name in
-        its parent: still that inode (which our descriptor keeps from being reused), it
-        is still the folder of that name; else (removed, made anew: a group dropped and
-        registered again) it is opened afresh. Without descriptors, they are closed.
+        A held folder is checked with one ``lstat`` of its name in its parent: still that
+        inode (which our descriptor keeps from being reused), it is still the folder of
+        that name; else (removed, made anew: a group dropped and registered again) it is
+        opened afresh. Missing folders and folders reached by path are never held.
         """
         for parts in [parts for parts in self._opened if parts not in keep]:
-            if parts in self._inodes:
+            if parts in self._inodes and hold > 0:
+                hold -= 1
                 self._unchecked.add(parts)
-            else:  # missing (it may appear), or reached by path (no descriptor to keep)
-                opened = self._opened.pop(parts)
-                if opened is not None:
-                    opened.close()
+                continue
+            opened = self._opened.pop(parts)
+            self._inodes.pop(parts, None)
+            self._unchecked.discard(parts)
+            if opened is not None:
+                opened.close()
 
     def _still_there(self, parts: tuple[str, ...]) -> bool:
         """Is the held folder ``parts`` still the one of that name (see `close_except`)?"""
@@ -300,11 +304,11 @@ class HeldState:
     """A channel handle's `StateTree`, kept open across its operations: the folders are
     opened once per `max_age` seconds instead of once per item.
 
-    The folders in ``keep`` are trusted as they are; the others (a group's) are checked
-    to still be the folder of their name before each operation that uses them
-    (`StateTree.close_except`), since a group dropped and registered again is a new
-    folder at once (a stale one would keep an ack of a deleted item's name). A held
-    descriptor is safe by
+    The folders in ``keep`` are trusted as they are. Of the others (a group's), the first
+    ``hold`` opened stay open too, checked to still be the folder of their name before
+    each operation that uses them (`StateTree.close_except`), since a group dropped and
+    registered again is a new folder at once (a stale one would keep an ack of a deleted
+    item's name); the rest are opened per operation. A held descriptor is safe by
     construction: it names the folder it was opened on (without following a link)
     whatever happens to the names afterwards, so a state folder swapped for a link
     meanwhile is never followed. What it may be is stale (the folder was moved or
@@ -318,10 +322,12 @@ class HeldState:
         open_tree: Callable[[], StateTree],
         max_age: float,
         keep: frozenset[tuple[str, ...]] = frozenset(),
+        hold: int = 0,
     ) -> None:
         self._open_tree = open_tree
         self.max_age = max_age
         self._keep = keep
+        self._hold = hold
         self._tree: StateTree | None = None
         self._expires = 0.0
         self._stale = False
@@ -356,7 +362,7 @@ class HeldState:
             if self._depth == 0 and self._stale:
                 self.close()  # only now: an outer block still works through it
             elif self._depth == 0:
-                self._tree.close_except(self._keep)  # type: ignore[union-attr]
+                self._tree.close_except(self._keep, self._hold)  # type: ignore[union-attr]
         finally:
             self._lock.release()
 

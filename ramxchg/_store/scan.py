@@ -67,6 +67,33 @@ def item_sidecar(
     return sidecar
 
 
+def is_current(
+    layout: ChannelLayout,
+    name: str,
+    path: str | Path,
+    seq: int | None,
+    ino: int | None,
+    *,
+    known: Sidecar | None = None,
+) -> bool:
+    """Is the file at ``path`` still the item ``name`` of ``seq`` (and inode ``ino``)?
+
+    A deleted item's name may be published again: the new file has another seq, and
+    mostly another inode (a recycled file keeps its inode, hence the seq). Sidecars
+    are written before their item appears and removed after it went, so a sidecar with
+    ``seq`` read after the file was seen proves it was that item. ``known``: the item's
+    sidecar as read before, not parsed again while its bytes are the same.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if ino is not None and info.st_ino != ino:
+        return False
+    sidecar = item_sidecar(layout.sidecar(name), info, known)  # None: legacy, as listed
+    return (sidecar.seq if sidecar is not None else None) == seq
+
+
 @dataclass(frozen=True)
 class Intruder:
     """A file with an item's suffix that must not be taken for an item."""
