@@ -103,6 +103,25 @@ def test_a_dropped_group_gives_group_not_found_to_its_running_member(root: Path)
         ch.ack("two", "g")
 
 
+def test_a_delete_clears_the_acks_of_a_group_dropped_and_registered_again(root: Path) -> None:
+    """A handle keeps a group's folders open between items: once the group is dropped
+    and registered again, its deletes must clear the new folder, not the removed one."""
+    ch = Channel("again")
+    ch.subscribe("g").close()
+    ch.subscribe("other").close()  # keeps items until it acks them too
+    ch.put(np.arange(3), "x")
+    ch.delete("x")  # the handle now holds groups/g/{acks,claims} open
+    other = Channel("again")  # e.g. `ramxchg` in another shell
+    other.drop_group("g")
+    with other.subscribe("g") as sub:
+        ch.put(np.arange(3), "y")
+        got = sub.get(timeout=5)
+        assert got.ack()
+    assert (_group_folder(ch, "g") / "acks" / "y").exists()
+    ch.delete("y")
+    assert list((_group_folder(ch, "g") / "acks").iterdir()) == [], "the ack of y stayed"
+
+
 @pytest.mark.root
 def test_a_full_ram_disk_gives_ramdiskfull_and_leaves_no_claim(tmp_path: Path) -> None:
     with mounted_tmpfs(tmp_path / "small", 1 << 20) as mountpoint:

@@ -103,9 +103,12 @@ def test_owner_check_refuses_another_users_folder(tree: Path, way: str) -> None:
 
 def test_a_held_folder_stays_the_folder_it_was_opened_on(tree: Path) -> None:
     """A held descriptor never follows a link swapped in for its folder; the tree opened
-    anew refuses the link; folders outside ``keep`` are opened per use."""
+    anew refuses the link; folders outside ``keep`` are held while they are still the
+    folder of their name, and opened again once made anew."""
     state_folder = tree / "channel" / ".ramxchg"
-    held = HeldState(lambda: StateTree(tree / "channel", ".ramxchg"), 60.0, frozenset({("meta",)}))
+    held = HeldState(
+        lambda: StateTree(tree / "channel", ".ramxchg"), 60.0, frozenset({("meta",)}), hold=4
+    )
     with held.use() as state:
         meta = state.folder("meta")
         acks = state.folder("groups", "g", "acks")
@@ -115,12 +118,30 @@ def test_a_held_folder_stays_the_folder_it_was_opened_on(tree: Path) -> None:
         assert state.folder("meta") is meta  # held: still the real (moved) folder
         assert meta is not None
         assert meta.unlink("a.json")
-        assert state.folder("groups", "g", "acks") is not acks  # not held: opened again
+        assert state.folder("groups", "g", "acks") is acks  # still that folder: held
+    (state_folder / "groups" / "g" / "acks").rename(tree / "old-acks")
+    (state_folder / "groups" / "g" / "acks").mkdir()  # e.g. a group registered again
+    with held.use() as state:
+        again = state.folder("groups", "g", "acks")
+        assert again is not None
+        assert again is not acks  # made anew: opened again
+        assert again.stat().st_ino == (state_folder / "groups" / "g" / "acks").stat().st_ino
     assert os.listdir(tree / "moved-away") == []
     held.close()  # as when it is `max_age` old
     with held.use() as state, pytest.raises(UnsafeRoot, match="symlink"):
         state.folder("meta")
     assert os.listdir(tree / "outside") == ["keep"]
+    held.close()
+
+
+def test_only_the_first_folders_outside_keep_are_held(tree: Path) -> None:
+    """A channel may have many groups: the descriptors held besides ``keep`` are bounded."""
+    held = HeldState(lambda: StateTree(tree / "channel", ".ramxchg"), 60.0, hold=2)
+    with held.use() as state:
+        groups, acks = state.folder("groups"), state.folder("groups", "g", "acks")
+    with held.use() as state:
+        assert state.folder("groups") is groups  # the state folder, then groups/: held
+        assert state.folder("groups", "g", "acks") is not acks  # the third: opened again
     held.close()
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel, CorruptItem
+from ramxchg._store.scan import item_sidecar
 from ramxchg._store.sidecar import MAX_SIDECAR_BYTES, read_sidecar
 from ramxchg._store.statefile import read_state
 
@@ -53,6 +54,23 @@ def test_an_oversized_sidecar_is_refused_and_its_item_is_legacy(root: Path) -> N
         read_sidecar(sidecar)
     item = ch.get("a")  # never read: the item counts as legacy (tests/test_bad_sidecar.py)
     assert (item.sidecar, item.seq, item.attrs) == (None, None, {})
+
+
+def test_a_sidecar_read_again_is_parsed_again_only_when_its_bytes_changed(root: Path) -> None:
+    ch = Channel("known-sidecar")
+    ch.put(np.arange(3), "a", attrs={"k": 1})
+    item_file, path = ch.path / "a.npy", ch.path / ".ramxchg" / "meta" / "a.json"
+    info = os.lstat(item_file)
+    first = item_sidecar(path, info)
+    assert first is not None
+    assert item_sidecar(path, info, first) is first  # same bytes: not parsed again
+    ch.delete("a")
+    ch.put(np.arange(3), "a", attrs={"k": 2})  # the name published again (recycled file)
+    again = item_sidecar(path, os.lstat(item_file), first)
+    assert again is not None
+    assert (again.seq, again.attrs) == (first.seq + 1, {"k": 2})
+    path.write_bytes(b"not json")
+    assert item_sidecar(path, os.lstat(item_file), first) is None  # bad: legacy
 
 
 def test_read_state_refuses_a_fifo_without_waiting(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from .notifiers import Notifier, make_notifier
 
 if TYPE_CHECKING:
     from .._channel import Channel
+    from .._store.retention import AckOutcome
     from .._store.store import ChannelStore
 
 
@@ -74,7 +75,9 @@ class Subscription:
         self.latest_only = options.latest_only
         self._layout = store.layout
         self._retention = store.retention
-        self._group = Group(self._layout, group) if group is not None else None
+        self._group = (
+            Group(self._layout, group, self._retention.state) if group is not None else None
+        )
         if self._group is not None:
             self._floor = self._group.register(store.counter, options.start).start_seq
         else:
@@ -185,7 +188,7 @@ class Subscription:
     def _claim(self, group: Group, entry: Entry, ino: int) -> bool:
         """Claim the item for us; when that fails (a full disk) it is queued again."""
         try:
-            return group.try_claim(entry.name, entry.path, entry.seq, ino)
+            return group.try_claim(entry.name, entry.path, entry.seq, ino, entry.sidecar)
         except BaseException:
             self._seen.discard((entry.name, entry.seq))
             self._push(entry)
@@ -202,9 +205,7 @@ class Subscription:
             group = self._group
 
             def ack(done: Item) -> bool:
-                outcome = self._retention.ack(
-                    group, done.name, entry.path, entry.seq, entry.published_ns, ino=ino
-                )
+                outcome = self._ack(group, entry, ino)
                 kept.let_go_of_gone()  # the item's file, if deleted and not pooled
                 return outcome != "gone"
 
@@ -245,9 +246,19 @@ class Subscription:
         except FileNotFoundError:
             return
         if self._claim(self._group, entry, ino):
-            self._retention.ack(
-                self._group, entry.name, entry.path, entry.seq, entry.published_ns, ino=ino
-            )
+            self._ack(self._group, entry, ino)
+
+    def _ack(self, group: Group, entry: Entry, ino: int) -> AckOutcome:
+        """Ack the item of ``entry`` (inode ``ino``) for ``group`` (`Retention.ack`)."""
+        return self._retention.ack(
+            group,
+            entry.name,
+            entry.path,
+            entry.seq,
+            entry.published_ns,
+            ino=ino,
+            sidecar=entry.sidecar,
+        )
 
     def _mark_seen(self, entry: Entry) -> None:
         key = (entry.name, entry.seq)

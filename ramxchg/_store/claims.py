@@ -37,19 +37,31 @@ MAX_CLAIM_BYTES = 64 * 1024
 
 
 def claim_record(seq: int | None, ino: int | None) -> bytes:
-    """A claim by this process on the item (seq, ino): who works on which item."""
-    return json.dumps(
-        {**_owner(os.getpid()), "seq": seq, "ino": ino, "lock": LOCKS_CLAIMS}
-    ).encode()
+    """A claim by this process on the item (seq, ino): who works on which item.
+
+    One JSON object, made for every claim: the owner's part is encoded once per process.
+    """
+    return b'%s, "seq": %s, "ino": %s, "lock": %s}' % (
+        _owner(os.getpid()),
+        _json_count(seq),
+        _json_count(ino),
+        b"true" if LOCKS_CLAIMS else b"false",
+    )
+
+
+def _json_count(value: int | None) -> bytes:
+    return b"null" if value is None else b"%d" % value
 
 
 @cache
-def _owner(pid: int) -> dict[str, Any]:  # keyed by pid: a forked child gets its own
+def _owner(pid: int) -> bytes:  # keyed by pid: a forked child gets its own
+    """The claim record's first fields, ``{"pid": ..., "started": ..., "host": ...``."""
     try:
         started = psutil.Process(pid).create_time()
     except psutil.Error:  # our pid is not in this /proc (another pid namespace's)
         started = None
-    return {"pid": pid, "started": started, "host": socket.gethostname()}
+    owner = {"pid": pid, "started": started, "host": socket.gethostname()}
+    return json.dumps(owner).encode()[:-1]
 
 
 def owner_is_alive(owner: dict[str, Any]) -> bool:

@@ -44,9 +44,10 @@ from ..formats.locks import FileLock, lock_file
 from .claims import LOCKS_CLAIMS, Held, HeldClaims, claim_record, member_is_dead, read_claim
 from .layout import ChannelLayout
 from .names import check_name
-from .safedir import SafeDir, StateTree
-from .scan import item_sidecar
+from .safedir import HeldState, SafeDir, StateTree
+from .scan import is_current
 from .sequence import SequenceCounter
+from .sidecar import Sidecar
 from .statefile import create_held, create_once, read_state
 
 log = logging.getLogger(__name__)
@@ -85,32 +86,15 @@ def records_item(raw: bytes, seq: int | None, ino: int | None) -> bool:
     return ino is None or recorded is None or recorded == ino
 
 
-def is_current(
-    layout: ChannelLayout, name: str, path: str | Path, seq: int | None, ino: int | None
-) -> bool:
-    """Is the file at ``path`` still the item ``name`` of ``seq`` (and inode ``ino``)?
-
-    A deleted item's name may be published again: the new file has another seq, and
-    mostly another inode (a recycled file keeps its inode, hence the seq). Sidecars
-    are written before their item appears and removed after it went, so a sidecar with
-    ``seq`` read after the file was seen proves it was that item.
-    """
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    if ino is not None and info.st_ino != ino:
-        return False
-    sidecar = item_sidecar(layout.sidecar(name), info)  # None: legacy, as the listing says
-    return (sidecar.seq if sidecar is not None else None) == seq
-
-
 class Group:
     """One durable consumer group of a channel."""
 
-    def __init__(self, layout: ChannelLayout, name: str) -> None:
+    def __init__(self, layout: ChannelLayout, name: str, state: HeldState | None = None) -> None:
+        """``state``: the channel handle's state folders, held open between items (else
+        they are opened for each claim)."""
         self.name = check_name(name, "group")
         self.layout = layout
+        self._state = state
         self.folder = layout.groups / name
         self.claims = self.folder / "claims"
         self.acks = self.folder / "acks"
@@ -177,12 +161,20 @@ class Group:
     def is_claimed(self, item: str) -> bool:
         return os.path.lexists(self._claim_prefix + item)
 
-    def try_claim(self, item: str, path: str | Path, seq: int | None, ino: int) -> bool:
+    def try_claim(
+        self,
+        item: str,
+        path: str | Path,
+        seq: int | None,
+        ino: int,
+        sidecar: Sidecar | None = None,
+    ) -> bool:
         """Claim the item ``item`` of ``seq`` at ``path`` (inode ``ino``) for this process.
 
         False if another member has it, it is done, or it is no longer that item (deleted,
-        perhaps published again). Raises `RamDiskFull` when there is no room for the
-        claim, `GroupNotFound` when the group was dropped; nothing is left behind.
+        perhaps published again). ``sidecar``: the item's, as the listing read it. Raises
+        `RamDiskFull` when there is no room for the claim, `GroupNotFound` when the group
+        was dropped; nothing is left behind.
         """
         if self.acked(item, seq, ino):
             return False
@@ -192,7 +184,9 @@ class Group:
             return False  # another member's claim
         self._held.hold(item, Held(record, fd))
         # Done, or deleted, between our first look and our claim: take the claim back.
-        if self.acked(item, seq, ino) or not is_current(self._layout, item, path, seq, ino):
+        if self.acked(item, seq, ino) or not is_current(
+            self._layout, item, path, seq, ino, known=sidecar
+        ):
             self.release(item)
             return False
         return True
@@ -218,7 +212,7 @@ class Group:
     def _link_claim(self, item: str, record: bytes) -> int | None:
         # Through the claims folder's descriptor: a claims/ swapped for a link by whoever
         # shares the channel is refused (UnsafeRoot), never written through.
-        with self.layout.open_state() as state:
+        with self._state.use() if self._state is not None else self.layout.open_state() as state:
             claims = self._claims(state)
             if claims is None:
                 raise FileNotFoundError(errno.ENOENT, "no claims folder", str(self.claims))

@@ -24,12 +24,13 @@ from ..disks import format_size
 from ..formats import format_for
 from .aside import set_aside
 from .config import ChannelConfig
-from .groups import Group, GroupInfo, is_current
+from .groups import Group, GroupInfo
 from .layout import ChannelLayout
 from .pool import Pool
 from .safedir import HeldState, SafeDir, StateTree
-from .scan import is_item_filename, publish_order, scan
+from .scan import is_current, is_item_filename, publish_order, scan
 from .sequence import SequenceCounter
+from .sidecar import Sidecar
 from .tmpfiles import collect_dead
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,12 @@ log = logging.getLogger(__name__)
 #: `Retention.sweep` runs at most this often per channel handle.
 SWEEP_SECONDS = 1.0
 
-#: The state folders a channel handle keeps open (`HeldState`): those no group owns.
-HELD_FOLDERS = frozenset({(), ("meta",), ("tmp",), ("pool",)})
+#: The state folders a channel handle trusts for `SWEEP_SECONDS` (`HeldState`): those no
+#: group owns (a group's folders are checked before each use).
+HELD_FOLDERS = frozenset({(), ("meta",), ("tmp",), ("pool",), ("groups",)})
+#: Group folders a channel handle holds besides (3 per group: its own, claims/, acks/):
+#: bounded, as a channel may have many groups, each a few descriptors.
+HELD_GROUP_FOLDERS = 6
 
 #: What an ack did: nothing (the item was gone already), marked it, or deleted it too.
 AckOutcome = Literal["gone", "acked", "deleted"]
@@ -65,7 +70,7 @@ class Retention:
         self.config = config
         self.counter = counter
         #: the state folders, opened once per sweep interval rather than per item
-        self.state = HeldState(layout.open_state, SWEEP_SECONDS, HELD_FOLDERS)
+        self.state = HeldState(layout.open_state, SWEEP_SECONDS, HELD_FOLDERS, HELD_GROUP_FOLDERS)
         self.pool = Pool(layout, config, self.state)
         self._group_cache: dict[tuple[str, int], tuple[Group, GroupInfo]] = {}
         self._next_sweep = 0.0  # time.monotonic() when `sweep` may run again
@@ -172,23 +177,25 @@ class Retention:
         published_ns: int,
         *,
         ino: int | None = None,
+        sidecar: Sidecar | None = None,
     ) -> AckOutcome:
         """Mark the item ``name`` of ``seq`` (inode ``ino``) done for ``group``; delete it
         if every group is done.
 
         Only while the file at ``path`` is still that item, checked under the publish
         lock: once deleted, its name may hold a new item, which a late ack must not
-        touch. Returns ``"gone"`` (nothing changed), ``"acked"`` or ``"deleted"``.
-        Raises `GroupNotFound` when the group was dropped.
+        touch. ``sidecar``: the item's, as read when it was delivered. Returns
+        ``"gone"`` (nothing changed), ``"acked"`` or ``"deleted"``. Raises
+        `GroupNotFound` when the group was dropped.
         """
         deleted = False
         with self.counter.lock():
             group.check_registered()
-            current = is_current(self.layout, name, path, seq, ino)
+            current = is_current(self.layout, name, path, seq, ino, known=sidecar)
             if current:
                 group.ack(name, seq, ino)
                 groups = self.registered()
-                deleted = self._is_done(groups, name, seq, published_ns)
+                deleted = self._is_done(groups, name, seq, published_ns, group.name)
                 if deleted:
                     self._delete_locked([(name, path)], [g for g, _ in groups])
         if not current:
@@ -223,11 +230,13 @@ class Retention:
 
     @staticmethod
     def _is_done(
-        groups: list[tuple[Group, GroupInfo]], name: str, seq: int | None, published_ns: int
+        groups: list[tuple[Group, GroupInfo]], name: str, seq: int | None, ns: int, acked: str = ""
     ) -> bool:
-        """Has every group that must ack the item acked it (and is there one)?"""
-        required = [group for group, info in groups if must_ack(info, seq, published_ns)]
-        return bool(required) and all(group.acked(name, seq) for group in required)
+        """Has every group that must ack the item (published at ``ns``) acked it, and is
+        there one? ``acked`` names a group that just did (under the publish lock): its ack
+        is not read back."""
+        required = [group for group, info in groups if must_ack(info, seq, ns)]
+        return bool(required) and all(g.name == acked or g.acked(name, seq) for g in required)
 
     def registered(self) -> list[tuple[Group, GroupInfo]]:
         """The registered groups, from a fresh listing of the groups folder.
@@ -250,7 +259,7 @@ class Retention:
                 key = (entry.name, entry.inode())
                 known = self._group_cache.get(key)
                 if known is None:
-                    group = Group(self.layout, entry.name)
+                    group = Group(self.layout, entry.name, self.state)
                     info = group.info()
                     if info is None:
                         continue  # being registered or dropped right now

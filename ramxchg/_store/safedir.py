@@ -19,7 +19,7 @@ import stat
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +208,10 @@ class StateTree:
         self._state_name = state_name
         self._check_owner = check_owner
         self._opened: dict[tuple[str, ...], SafeDir | None] = {}
+        #: the inode of each folder opened through a descriptor: what `_still_there` checks
+        self._inodes: dict[tuple[str, ...], int] = {}
+        #: folders held from an earlier operation, not yet checked in this one
+        self._unchecked: set[tuple[str, ...]] = set()
         self._top: SafeDir | None = None
 
     @property
@@ -222,6 +226,10 @@ class StateTree:
 
         Raises `UnsafeRoot` as `SafeDir.sub` does (each call: nothing unsafe is kept).
         """
+        if parts in self._unchecked:
+            self._unchecked.discard(parts)
+            if not self._still_there(parts):
+                self._drop(parts)
         if parts in self._opened:
             return self._opened[parts]
         if parts:
@@ -233,12 +241,44 @@ class StateTree:
             except FileNotFoundError:  # the channel folder itself is gone
                 found = None
         self._opened[parts] = found
+        if found is not None and found.fd is not None:
+            self._inodes[parts] = found.stat().st_ino
         return found
 
-    def close_except(self, keep: frozenset[tuple[str, ...]]) -> None:
-        """Close the folders opened so far but those in ``keep`` (and the channel's)."""
+    def close_except(self, keep: frozenset[tuple[str, ...]], hold: int = 0) -> None:
+        """End an operation: close the folders opened so far but those in ``keep`` (and
+        the channel's), and but the first ``hold`` others, which are checked before the
+        next operation uses them.
+
+        A held folder is checked with one ``lstat`` of its name in its parent: still that
+        inode (which our descriptor keeps from being reused), it is still the folder of
+        that name; else (removed, made anew: a group dropped and registered again) it is
+        opened afresh. Missing folders and folders reached by path are never held.
+        """
         for parts in [parts for parts in self._opened if parts not in keep]:
+            if parts in self._inodes and hold > 0:
+                hold -= 1
+                self._unchecked.add(parts)
+                continue
             opened = self._opened.pop(parts)
+            self._inodes.pop(parts, None)
+            self._unchecked.discard(parts)
+            if opened is not None:
+                opened.close()
+
+    def _still_there(self, parts: tuple[str, ...]) -> bool:
+        """Is the held folder ``parts`` still the one of that name (see `close_except`)?"""
+        parent = self.folder(*parts[:-1]) if parts else self.channel
+        info = None if parent is None else parent.lstat(parts[-1] if parts else self._state_name)
+        # (a parent opened afresh just now has closed this one: no inode left to match)
+        return info is not None and info.st_ino == self._inodes.get(parts)
+
+    def _drop(self, parts: tuple[str, ...]) -> None:
+        """Close the held folder ``parts`` and those below it."""
+        for held in [held for held in self._opened if held[: len(parts)] == parts]:
+            opened = self._opened.pop(held)
+            self._inodes.pop(held, None)
+            self._unchecked.discard(held)
             if opened is not None:
                 opened.close()
 
@@ -247,6 +287,8 @@ class StateTree:
             if opened is not None:
                 opened.close()
         self._opened.clear()
+        self._inodes.clear()
+        self._unchecked.clear()
         if self._top is not None:
             self._top.close()
             self._top = None
@@ -262,9 +304,11 @@ class HeldState:
     """A channel handle's `StateTree`, kept open across its operations: the folders are
     opened once per `max_age` seconds instead of once per item.
 
-    Only the folders in ``keep`` are held: a group's folders are opened per operation,
-    since a group dropped and registered again is a new folder at once (a stale one
-    would keep an ack of a deleted item's name). A held descriptor is safe by
+    The folders in ``keep`` are trusted as they are. Of the others (a group's), the first
+    ``hold`` opened stay open too, checked to still be the folder of their name before
+    each operation that uses them (`StateTree.close_except`), since a group dropped and
+    registered again is a new folder at once (a stale one would keep an ack of a deleted
+    item's name); the rest are opened per operation. A held descriptor is safe by
     construction: it names the folder it was opened on (without following a link)
     whatever happens to the names afterwards, so a state folder swapped for a link
     meanwhile is never followed. What it may be is stale (the folder was moved or
@@ -278,10 +322,12 @@ class HeldState:
         open_tree: Callable[[], StateTree],
         max_age: float,
         keep: frozenset[tuple[str, ...]] = frozenset(),
+        hold: int = 0,
     ) -> None:
         self._open_tree = open_tree
         self.max_age = max_age
         self._keep = keep
+        self._hold = hold
         self._tree: StateTree | None = None
         self._expires = 0.0
         self._stale = False
@@ -290,26 +336,35 @@ class HeldState:
         HELD.add(self)
         weakref.finalize(self, _close_tree, self.__dict__)
 
-    @contextlib.contextmanager
-    def use(self) -> Iterator[StateTree]:
-        """The tree, for one operation; nested blocks (in one thread) share it."""
-        with self._lock:
+    def use(self) -> HeldState:
+        """The tree, for one operation: ``with held.use() as tree``; nested blocks (in
+        one thread) share it."""
+        return self  # no generator-based context manager: this runs several times per item
+
+    def __enter__(self) -> StateTree:
+        self._lock.acquire()
+        try:
             if self._depth == 0 and (self._tree is None or time.monotonic() >= self._expires):
                 self.close()
                 self._tree = self._open_tree()
                 self._expires = time.monotonic() + self.max_age
-            self._depth += 1
-            try:
-                yield self._tree  # type: ignore[misc]
-            except BaseException:
+        except BaseException:
+            self._lock.release()
+            raise
+        self._depth += 1
+        return self._tree  # type: ignore[return-value]
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        try:
+            if exc_type is not None:
                 self._stale = True
-                raise
-            finally:
-                self._depth -= 1
-                if self._depth == 0 and self._stale:
-                    self.close()  # only now: an outer block still works through it
-                elif self._depth == 0:
-                    self._tree.close_except(self._keep)  # type: ignore[union-attr]
+            self._depth -= 1
+            if self._depth == 0 and self._stale:
+                self.close()  # only now: an outer block still works through it
+            elif self._depth == 0:
+                self._tree.close_except(self._keep, self._hold)  # type: ignore[union-attr]
+        finally:
+            self._lock.release()
 
     def invalidate(self) -> None:
         """The folders are stale: open them again once the current `use` ends."""

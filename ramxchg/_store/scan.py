@@ -13,7 +13,8 @@ from .._errors import CorruptItem, InvalidName
 from ..formats import format_for
 from .layout import ChannelLayout
 from .names import check_name
-from .sidecar import Sidecar, read_sidecar
+from .sidecar import MAX_SIDECAR_BYTES, Sidecar, parse_sidecar
+from .statefile import read_state
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +41,23 @@ class Entry:
         return cls(name, path, sidecar.seq, sidecar.published_ns, info.st_size, sidecar)
 
 
-def item_sidecar(path: str | Path, info: os.stat_result) -> Sidecar | None:
+def item_sidecar(
+    path: str | Path, info: os.stat_result, known: Sidecar | None = None
+) -> Sidecar | None:
     """The sidecar at ``path`` of the item file with ``lstat`` ``info``; None makes the
     item legacy: it has none, a bad one, or one that records another file.
 
     A sidecar that is not valid JSON, has fields of the wrong type or is too large gives
     its item no place in publish order; one that records another inode or size is an
     orphan left by a producer that died before its link, not this file's (docs/
-    protocol.md, section 3).
+    protocol.md, section 3). ``known``: the sidecar read before (the listing's), which
+    is returned again, unparsed, while the file holds the same bytes.
     """
     try:
-        sidecar = read_sidecar(path)
+        raw = read_state(path, MAX_SIDECAR_BYTES, "sidecar")
+        if raw is None:
+            return None
+        sidecar = known if known is not None and raw == known.raw else parse_sidecar(raw, path)
     except CorruptItem as exc:
         log.debug("%s; its item counts as legacy", exc)
         return None
@@ -58,6 +65,33 @@ def item_sidecar(path: str | Path, info: os.stat_result) -> Sidecar | None:
         log.debug("sidecar %s records another file (an orphan); its item counts as legacy", path)
         return None
     return sidecar
+
+
+def is_current(
+    layout: ChannelLayout,
+    name: str,
+    path: str | Path,
+    seq: int | None,
+    ino: int | None,
+    *,
+    known: Sidecar | None = None,
+) -> bool:
+    """Is the file at ``path`` still the item ``name`` of ``seq`` (and inode ``ino``)?
+
+    A deleted item's name may be published again: the new file has another seq, and
+    mostly another inode (a recycled file keeps its inode, hence the seq). Sidecars
+    are written before their item appears and removed after it went, so a sidecar with
+    ``seq`` read after the file was seen proves it was that item. ``known``: the item's
+    sidecar as read before, not parsed again while its bytes are the same.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if ino is not None and info.st_ino != ino:
+        return False
+    sidecar = item_sidecar(layout.sidecar(name), info, known)  # None: legacy, as listed
+    return (sidecar.seq if sidecar is not None else None) == seq
 
 
 @dataclass(frozen=True)

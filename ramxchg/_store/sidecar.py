@@ -43,6 +43,9 @@ class Sidecar:
     #: sidecars): a sidecar is for that one file only (`belongs_to`)
     ino: int | None = None
     size: int | None = None
+    #: the bytes it was read from (None for one made here): a later read of the same
+    #: bytes is the same sidecar, not parsed again (`ramxchg._store.scan.item_sidecar`)
+    raw: bytes | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> bytes:
         if not self.attrs and self.origin is None and None not in (self.ino, self.size):
@@ -271,8 +274,11 @@ def read_sidecar(path: str | Path) -> Sidecar | None:
     Raises `CorruptItem` for a sidecar that is too large or not the expected JSON.
     """
     raw = read_state(path, MAX_SIDECAR_BYTES, "sidecar")
-    if raw is None:
-        return None
+    return None if raw is None else parse_sidecar(raw, path)
+
+
+def parse_sidecar(raw: bytes, path: str | Path) -> Sidecar:
+    """The sidecar read from ``path`` as ``raw``; `CorruptItem` when it is not valid."""
     try:
         data = json.loads(raw)
         sidecar = Sidecar(
@@ -283,6 +289,7 @@ def read_sidecar(path: str | Path) -> Sidecar | None:
             origin=data.get("origin"),
             ino=data.get("ino"),
             size=data.get("size"),
+            raw=raw,
         )
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise CorruptItem(f"sidecar {path} is not valid: {exc}", path=path) from exc

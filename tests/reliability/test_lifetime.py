@@ -30,8 +30,10 @@ SPAWN = mp.get_context("spawn")
 MAX_BYTES = 256 << 10
 #: The consumer drops its subscription, unclosed, and subscribes again this often.
 REOPEN_EVERY = 25
-#: Descriptors the consumer may gain after its first subscription (watchdog, h5py).
-SLACK = 4
+#: Descriptors the consumer may gain after its first subscription (watchdog, h5py), and
+#: the 4 its channel handle holds open between items: groups/, groups/g/ and its claims/
+#: and acks/ (`retention.HELD_GROUP_FOLDERS`; a fixed number, not one per subscription).
+SLACK = 8
 
 
 def _inotify_instances() -> int:
