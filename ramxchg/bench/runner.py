@@ -186,7 +186,9 @@ def measure(pair: _Pair, nbytes: int, config: BenchConfig) -> dict[str, Any]:
     """Warm up, then ``repeat`` times: a streamed phase (GB/s) and a lock-step one (latency)."""
     streamed, lockstep, warmup = counts_for(nbytes, config.quick)
     window = window_for(nbytes)
-    pair.phase(nbytes, warmup, window)
+    # At least as many as the streamed phase has in flight: a transport that reuses its
+    # buffers (iceoryx2's samples, Ray's store, recycled files) gets all of them first.
+    pair.phase(nbytes, max(warmup, min(window, streamed)), window)
     gbps, p50, p99, worst = [], [], [], []
     for _ in range(config.repeat):
         sent, done = pair.phase(nbytes, streamed, window)
