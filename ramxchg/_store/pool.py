@@ -26,6 +26,7 @@ recycling off.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -35,7 +36,7 @@ import time
 from pathlib import Path
 
 from .._errors import UnsafeRoot
-from ..formats.base import same_file, still_named
+from ..formats.base import Format, same_file, still_named
 from ..formats.locks import try_lock
 from .config import ChannelConfig
 from .layout import ChannelLayout
@@ -177,6 +178,21 @@ class Pool:
             pool = _folder(state, "pool")
             return 0 if pool is None else sum(_drop(pool, name) for name in pool.names())
 
+    def discard(self, path: str | Path, fmt: Format | None) -> None:
+        """Unlink a deleted item file of format ``fmt`` that is not pooled, emptied first
+        if no reader maps it (`remove_emptied`): no mapping kept of it holds its RAM.
+        Raises PermissionError when it is not ours to remove, FileNotFoundError when gone.
+
+        Only recyclable files are kept mapped; and with recycling off (as on Windows, where
+        an open file cannot be unlinked) none is: then only the name goes.
+        """
+        if self.capacity <= 0 or fmt is None or not fmt.recyclable:
+            os.unlink(path)
+            return
+        with self.state.use() as state:
+            if not remove_emptied(state.channel, os.path.basename(path)):
+                raise FileNotFoundError(errno.ENOENT, "item file gone", str(path))
+
 
 def pool_capacity(config: ChannelConfig) -> int:
     """The most files a channel's pool holds: ``recycle``, and no more than the channel
@@ -281,26 +297,35 @@ def _ours_alone(info: os.stat_result) -> bool:
 
 
 def _drop(pool: SafeDir, name: str) -> bool:
-    """Remove ``name`` from the pool if we may (a shared pool may hold others' files).
+    """Remove ``name`` from the pool if we may (a shared pool may hold others' files)."""
+    try:
+        return remove_emptied(pool, name)
+    except PermissionError as exc:
+        log.info("leaving %s in the pool: %s", pool.path / name, exc)
+        return False
+
+
+def remove_emptied(folder: SafeDir, name: str) -> bool:
+    """Unlink ``name`` in ``folder``; False if it was gone. Raises PermissionError when
+    it is not ours to remove.
 
     A file of ours that no reader maps is emptied first, under its exclusive lock: the
-    producers that keep it mapped (slots.py) would otherwise keep its RAM for as long as
-    they live, out of reach of the full disk that needs it. Unlinked before the lock
-    goes, so no producer takes the emptied file meanwhile.
+    mappings that hold no lock, producers' (slots.py) and consumers' (formats/kept.py),
+    would otherwise keep its RAM for as long as they live, out of reach of the full
+    disk that needs it. Unlinked before the lock goes, so no producer takes the emptied
+    file, and no reader opens it (one that opened it and waits for its lock finds the
+    name gone), meanwhile.
     """
     try:
-        fd = pool.open_file(name, _TAKE_FLAGS)
+        fd = folder.open_file(name, _TAKE_FLAGS)
     except OSError:
         fd = None  # gone, or not ours to open: only the name goes
     try:
         if fd is not None:
             info = os.fstat(fd)
-            if _ours_alone(info) and try_lock(fd) and same_file(info, pool.lstat(name)):
+            if _ours_alone(info) and try_lock(fd) and same_file(info, folder.lstat(name)):
                 os.ftruncate(fd, 0)
-        return pool.unlink(name)
-    except PermissionError as exc:
-        log.info("leaving %s in the pool: %s", pool.path / name, exc)
-        return False
+        return folder.unlink(name)
     finally:
         if fd is not None:
             os.close(fd)
