@@ -219,7 +219,7 @@ def _named_size(pool: SafeDir, name: str) -> int:
     """The size a pooled file's name gives (``<size>.<pid>.<random>``); its lstat for a
     name that does not start with one (0 if gone)."""
     head = name.partition(".")[0]
-    if head.isdigit():
+    if head.isascii() and head.isdigit():  # "²".isdigit(), but int("²") fails
         return int(head)
     return _size(pool, name) or 0
 
