@@ -39,7 +39,7 @@ from .._errors import UnsafeRoot
 from ..formats.base import Format, same_file, still_named
 from ..formats.locks import try_lock
 from .config import ChannelConfig
-from .layout import ChannelLayout
+from .layout import ChannelLayout, list_channels
 from .safedir import HeldState, SafeDir, StateTree
 from .slots import WriterSlots
 
@@ -168,7 +168,8 @@ class Pool:
         return gone
 
     def drain(self) -> int:
-        """Remove every pooled file (the disk is full: their RAM is needed); how many went.
+        """Remove every pooled file (the disk is full: their RAM is needed), and those of
+        our other channels beside this one on the same disk (`drain_beside`); how many went.
 
         Mapped ones stay readable: a removed file lives on while it is mapped. This
         producer's own mappings of recycled files go too, or they would keep the RAM.
@@ -176,7 +177,8 @@ class Pool:
         self.slots.clear()
         with self.state.use() as state:
             pool = _folder(state, "pool")
-            return 0 if pool is None else sum(_drop(pool, name) for name in pool.names())
+            gone = 0 if pool is None else _drop_all(pool)
+        return gone + drain_beside(self.layout.path)
 
     def discard(self, path: str | Path, fmt: Format | None) -> None:
         """Unlink a deleted item file of format ``fmt`` that is not pooled, emptied first
@@ -192,6 +194,48 @@ class Pool:
         with self.state.use() as state:
             if not remove_emptied(state.channel, os.path.basename(path)):
                 raise FileNotFoundError(errno.ENOENT, "item file gone", str(path))
+
+
+def drain_beside(channel: Path) -> int:
+    """Remove the pooled files of our other channels in ``channel``'s parent folder (its
+    root) on the same disk; how many went.
+
+    A channel no one uses keeps its pool until its next sweep or ``gc`` (`Pool.trim`),
+    which may be never: a full disk would not get that RAM back. Other users' channels
+    are theirs to empty.
+    """
+    me = os.geteuid() if hasattr(os, "geteuid") else None
+    try:
+        here, others = os.stat(channel), list_channels(channel.parent)
+    except OSError as exc:  # a parent folder we may not list
+        log.info("%s: no other pool emptied: %s", channel, exc)
+        return 0
+    gone = 0
+    for other in others:
+        info = _lstat(other)
+        if info is None or info.st_dev != here.st_dev or info.st_uid != me:
+            continue
+        if same_file(here, info):
+            continue
+        with ChannelLayout(other).open_state(check_owner=True) as state:
+            pool = _folder(state, "pool")
+            gone += 0 if pool is None else _drop_all(pool)
+    return gone
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _drop_all(pool: SafeDir) -> int:
+    try:
+        return sum(_drop(pool, name) for name in pool.names())
+    except (PermissionError, FileNotFoundError) as exc:  # not ours to list, or gone
+        log.info("%s: pool left alone: %s", pool.path, exc)
+        return 0
 
 
 def pool_capacity(config: ChannelConfig) -> int:
