@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel, NotRamBackedWarning
-from tests.conftest import mounted_tmpfs
+from tests.conftest import mounted_tmpfs, wait_for
 
 SPAWN = mp.get_context("spawn")
 ITEM = 4 << 20  # bytes of data: with its header, large enough for a kept mapping
@@ -53,3 +53,48 @@ def test_files_deleted_while_an_idle_consumer_keeps_them_mapped_give_their_ram_b
             stop.set()
             consumer.join(TIMEOUT)
         assert consumer.exitcode == 0
+
+
+def _hold_then_wait(root: str, held: Any, let_go: Any) -> None:
+    """Read the first item of channel "ram" and hold its array until told to let go,
+    then wait for a next item (which comes only to end the test)."""
+    sub = Channel("ram", root=root).subscribe()
+    item = sub.get(timeout=TIMEOUT)
+    array = item.array
+    item.close()
+    held.set()
+    let_go.wait(TIMEOUT)
+    del array
+    sub.get(timeout=TIMEOUT)
+    sub.close()
+
+
+def _deleted_maps(root: Path, pid: int) -> list[str]:
+    """The mappings of deleted files under ``root`` that process ``pid`` has."""
+    with open(f"/proc/{pid}/maps") as maps:
+        return [line for line in maps if str(root) in line and line.rstrip().endswith("(deleted)")]
+
+
+def test_a_consumer_waiting_for_items_lets_go_of_files_deleted_while_it_held_them(
+    root: Path,
+) -> None:
+    ch = Channel("ram", recycle=1)
+    item = ch.put(np.ones(ITEM, np.uint8))
+    held, let_go = SPAWN.Event(), SPAWN.Event()
+    consumer = SPAWN.Process(target=_hold_then_wait, args=(str(root), held, let_go))
+    consumer.start()
+    try:
+        assert held.wait(TIMEOUT)
+        ch.delete(item.name)  # mapped by the consumer: neither pooled nor emptied
+        assert _deleted_maps(root, consumer.pid or 0)
+        let_go.set()
+        # Its kept mapping is all that holds the file's RAM now; on 47d3edf it stayed
+        # until the next item came.
+        wait_for(lambda: not _deleted_maps(root, consumer.pid or 0), 10, "the mapping to go")
+        ch.put(np.ones(8, np.uint8))
+        consumer.join(TIMEOUT)
+        assert consumer.exitcode == 0
+    finally:
+        if consumer.is_alive():
+            consumer.kill()
+            consumer.join(TIMEOUT)
