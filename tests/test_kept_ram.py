@@ -4,6 +4,7 @@ reach: a file deleted while only kept mappings map it gives its pages back at on
 from __future__ import annotations
 
 import multiprocessing as mp
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -98,3 +99,39 @@ def test_a_consumer_waiting_for_items_lets_go_of_files_deleted_while_it_held_the
         if consumer.is_alive():
             consumer.kill()
             consumer.join(TIMEOUT)
+
+
+def _produce_then_idle(root: str, orders: Any, done: Any) -> None:
+    """Put what ``orders`` say (a count of items), then sit idle with the channel open."""
+    warnings.simplefilter("ignore", NotRamBackedWarning)  # warned about in the test
+    ch = Channel("ram", root=root)
+    while (count := orders.get(timeout=TIMEOUT)) is not None:
+        for n in range(count):
+            ch.put(np.full(ITEM, n, np.uint8))
+        done.put(count)
+    done.put(None)
+
+
+@pytest.mark.root
+def test_a_dropped_channel_gives_its_ram_back_while_its_producer_keeps_files_mapped(
+    tmp_path: Path,
+) -> None:
+    with mounted_tmpfs(tmp_path / "ram", 64 << 20) as mount:
+        ch = Channel("ram", root=mount, recycle=4)
+        orders, done = SPAWN.Queue(), SPAWN.Queue()
+        producer = SPAWN.Process(target=_produce_then_idle, args=(str(mount), orders, done))
+        producer.start()
+        try:
+            orders.put(4)
+            assert done.get(timeout=TIMEOUT) == 4
+            for item in ch.items():  # into the pool
+                ch.delete(item.name)
+            orders.put(4)  # written into the pooled files, which it keeps mapped now
+            assert done.get(timeout=TIMEOUT) == 4
+            ch.drop()  # (another process: `ramxchg rm`) while the producer sits idle
+            # on 47d3edf: its mappings held the 4 files' 16 MiB
+            assert shutil.disk_usage(mount).used < ITEM
+        finally:
+            orders.put(None)
+            producer.join(TIMEOUT)
+        assert producer.exitcode == 0
