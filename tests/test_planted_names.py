@@ -27,10 +27,11 @@ def _plant(folder: str, name: str, age: float) -> None:
     os.utime(path, (then, then))
 
 
-def _shared(root: Path) -> Channel:
+def _shared(root: Path, *, group: bool = True) -> Channel:
     root.chmod(0o755)
     ch = Channel("shared", mode=0o1777)
-    ch.subscribe("g").close()
+    if group:  # items wait for its ack (not readable by the other user)
+        ch.subscribe("g").close()
     return ch
 
 
@@ -61,3 +62,23 @@ def test_a_name_planted_in_tmp_stops_no_sweep(root: Path, pid: str) -> None:
     # on 47d3edf: ValueError, or OverflowError from psutil, out of gc (and every sweep)
     assert ch.gc()["tmp_files"] == 1  # a pid no process has: dead (root may remove it)
     assert name not in os.listdir(tmp)
+
+
+def _pool_one(folder: str) -> list[str]:
+    """As another user: one item of theirs put and deleted, so pooled; the pool."""
+    ch = Channel(folder)  # a folder shared with them
+    ch.delete(ch.put(np.ones((512, 1024), np.uint16)).name)
+    return os.listdir(ch.path / ".ramxchg" / "pool")
+
+
+def test_a_co_producers_pooled_file_is_theirs_to_take(
+    root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ch = _shared(root, group=False)
+    status, theirs = as_user(OTHER, _pool_one, str(ch.path))
+    assert (status, len(theirs)) == ("ok", 1)
+    with caplog.at_level("WARNING"):
+        ch.put(np.ones((512, 1024), np.uint16))  # the same size: their file comes first
+    # on 47d3edf: a warning on every put, and root removed their file
+    assert os.listdir(ch.path / ".ramxchg" / "pool") == theirs
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -311,22 +311,25 @@ def _lock_free(pool: SafeDir, name: str) -> int | None:
     """The pooled file ``name``, opened and locked exclusively, if no one holds a lock on
     it and it is a file of ours alone; else None.
 
-    A hard link planted in the pool would be someone else's data, and a file of another
-    user is not ours to write: such names are removed from the pool (logged).
+    A plain file of another user is a co-producer's (a shared channel): theirs to take,
+    left alone. A hard link planted in the pool would be someone else's data, and
+    anything else is no pooled file: such names are removed from the pool (logged).
     """
     try:
         fd = pool.open_file(name, _TAKE_FLAGS)
     except FileNotFoundError:
         return None  # another producer took it
     except OSError as exc:
-        log.warning("not recycling %s: %s", pool.path / name, exc)
-        _drop(pool, name)
+        if not _theirs(pool.lstat(name)):
+            log.warning("not recycling %s: %s", pool.path / name, exc)
+            _drop(pool, name)
         return None
     info = os.fstat(fd)
     if not _ours_alone(info):
-        log.warning("not recycling %s: not a file of ours alone", pool.path / name)
         os.close(fd)
-        _drop(pool, name)
+        if not _theirs(info):
+            log.warning("not recycling %s: not a file of ours alone", pool.path / name)
+            _drop(pool, name)
         return None
     if try_lock(fd) and same_file(info, pool.lstat(name)):
         return fd
@@ -334,10 +337,22 @@ def _lock_free(pool: SafeDir, name: str) -> int | None:
     return None
 
 
+def _theirs(info: os.stat_result | None) -> bool:
+    """A plain file with one name of another user: a co-producer's pooled file."""
+    return info is not None and _plain(info) and not _mine(info)
+
+
 def _ours_alone(info: os.stat_result) -> bool:
     """A plain file of ours with one name: ours to write, or to empty."""
-    me = os.geteuid() if hasattr(os, "geteuid") else info.st_uid
-    return stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_uid == me
+    return _plain(info) and _mine(info)
+
+
+def _plain(info: os.stat_result) -> bool:
+    return stat.S_ISREG(info.st_mode) and info.st_nlink == 1
+
+
+def _mine(info: os.stat_result) -> bool:
+    return info.st_uid == (os.geteuid() if hasattr(os, "geteuid") else info.st_uid)
 
 
 def _drop(pool: SafeDir, name: str) -> bool:
