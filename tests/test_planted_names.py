@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import ramxchg._store.pool
 from ramxchg import Channel
 from ramxchg._store.tmpfiles import TMP_GRACE_SECONDS
 from tests.reliability._users import OTHER, as_user
@@ -71,8 +72,8 @@ def _pool_one(folder: str) -> list[str]:
     return os.listdir(ch.path / ".ramxchg" / "pool")
 
 
-def test_a_co_producers_pooled_file_is_theirs_to_take(
-    root: Path, caplog: pytest.LogCaptureFixture
+def test_a_co_producers_pooled_file_is_theirs_to_take_and_trim(
+    root: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ch = _shared(root, group=False)
     status, theirs = as_user(OTHER, _pool_one, str(ch.path))
@@ -82,3 +83,6 @@ def test_a_co_producers_pooled_file_is_theirs_to_take(
     # on 47d3edf: a warning on every put, and root removed their file
     assert os.listdir(ch.path / ".ramxchg" / "pool") == theirs
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    monkeypatch.setattr(ramxchg._store.pool, "POOL_IDLE_SECONDS", 0.0)
+    ch.gc()  # trims idle pooled files: ours
+    assert os.listdir(ch.path / ".ramxchg" / "pool") == theirs

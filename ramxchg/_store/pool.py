@@ -157,7 +157,7 @@ class Pool:
             if pool is None:
                 return 0
             try:
-                idle = [name for name in pool.names() if _pooled_ns(pool, name) < cutoff]
+                idle = [name for name in pool.names() if _idle(pool, name, cutoff)]
             except PermissionError as exc:  # another user's private pool
                 log.info("%s: pool not readable: %s", self.layout.path, exc)
                 return 0
@@ -268,11 +268,12 @@ def _named_size(pool: SafeDir, name: str) -> int:
     return _size(pool, name) or 0
 
 
-def _pooled_ns(pool: SafeDir, name: str) -> int:
-    """When ``name`` went into the pool: the rename set its ctime (no-one writes a pooled
-    file). A name gone meanwhile (taken) counts as just pooled."""
+def _idle(pool: SafeDir, name: str, cutoff: int) -> bool:
+    """Was ``name`` pooled before ``cutoff`` (the rename set its ctime: no one writes a
+    pooled file), and is it ours to trim (a co-producer's is theirs)? A name gone
+    meanwhile (taken) is not."""
     info = pool.lstat(name)
-    return time.time_ns() if info is None else info.st_ctime_ns
+    return info is not None and info.st_ctime_ns < cutoff and not _theirs(info)
 
 
 def _newest_first(names: list[str]) -> list[str]:
