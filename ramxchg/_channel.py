@@ -60,8 +60,9 @@ class Channel:
         their pages, once no array maps them (faster on tmpfs with 4 KiB pages). The
         pool keeps as many as recent bursts had in flight, up to ``recycle`` files (64
         by default; 0: none), ``max_items``/``max_bytes`` and half the disk's free
-        space. They hold RAM until reused, until no producer took them for 10 s, or
-        until the disk fills.
+        space. They hold RAM until reused, until the channel's next use (or ``gc``)
+        finds that no producer took them for 10 s, or until the disk fills for one of
+        your channels beside it.
     create
         False: open only a channel whose folder exists (`ChannelNotFound` otherwise), and
         write nothing (no state folder, no config), for readers such as ``ramxchg ls``.

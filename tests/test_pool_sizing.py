@@ -15,6 +15,7 @@ import ramxchg._store.pool
 from ramxchg import Channel
 from ramxchg._store.pool import POOL_SHARE
 from tests.conftest import mounted_tmpfs, wait_for
+from tests.reliability._users import OTHER, as_user
 
 SPAWN = mp.get_context("spawn")
 FRAME = (512, 1024)  # 1 MiB of uint16
@@ -148,3 +149,28 @@ def test_the_ram_of_a_burst_comes_back_once_it_is_over(
         wait_for(lambda: ch.gc()["pooled_files"] == 1, timeout=30, what="gc to trim")
         assert _pool(ch) == []
         assert ch.status().pooled_bytes == 0
+
+
+@pytest.mark.root
+def test_a_full_disk_gets_back_the_ram_other_channels_pooled(root: Path) -> None:
+    root.chmod(0o755)  # for the other user
+    with mounted_tmpfs(root / "ram", 64 << 20) as mount:
+        mount.chmod(0o1777)  # a shared root: another user's channel beside ours
+        assert as_user(OTHER, _pool_one, str(mount)) == ("ok", 1)
+        idle = _channel("idle", mount)
+        _burst(idle, 12)  # 12 MiB in flight; then no one uses the channel again
+        pooled = sum(path.stat().st_size for path in _pool(idle))
+        assert pooled >= 8 << 20
+        free = shutil.disk_usage(mount).free
+        # Room only with the idle channel's pooled files gone (on 47d3edf: RamDiskFull,
+        # only the writing channel's own pool was emptied).
+        Channel("busy", mount).put(np.ones(free - (4 << 20) + pooled, np.uint8))
+        assert _pool(idle) == []
+        assert len(os.listdir(mount / "theirs" / ".ramxchg" / "pool")) == 1  # theirs to empty
+
+
+def _pool_one(root: str) -> int:
+    """As another user: a channel of theirs with one pooled file."""
+    ch = Channel("theirs", root, mode=0o755)
+    ch.delete(ch.put(np.ones(FRAME, np.uint16)).name)
+    return len(_pool(ch))

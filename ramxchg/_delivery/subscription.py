@@ -317,6 +317,9 @@ class Subscription:
         whose members died (swept here, or by any other process) or gave them back."""
         started = time.monotonic()
         self._retention.sweep()
+        # Files deleted while a reader mapped them were not emptied: while no item comes,
+        # let go of them here (at most every RESCAN_SECONDS), not at the next delivery.
+        self._kept.let_go_of_gone()
         intruders: list[Intruder] = []
         present = list(scan(self._layout, intruders))
         for intruder in intruders:

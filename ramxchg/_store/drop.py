@@ -7,8 +7,9 @@ import os
 import stat
 from pathlib import Path
 
-from .._errors import ChannelNotFound
+from .._errors import ChannelNotFound, UnsafeRoot
 from .layout import STATE_DIR
+from .pool import remove_emptied
 from .safedir import SafeDir
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,41 @@ def drop_channel(path: Path) -> None:
         gone = parent.sub(hidden)
         if gone is not None:
             with gone:
+                # The mappings producers and consumers keep of item files and pooled
+                # files hold no lock, and would keep their RAM: emptied first.
+                _empty_files(gone)
+                _empty_pool(gone)
                 gone.clear()
             parent.rmdir(hidden)
     log.info("dropped channel %s", path)
+
+
+def _empty_files(folder: SafeDir) -> None:
+    """Remove the files in ``folder``, each emptied first if no reader maps it
+    (`remove_emptied`)."""
+    for name in folder.names():
+        info = folder.lstat(name)
+        if info is not None and stat.S_ISREG(info.st_mode):
+            remove_emptied(folder, name)
+
+
+def _empty_pool(channel: SafeDir) -> None:
+    """`_empty_files` of the channel's ``pool/``, if it is a folder (a link is left to
+    `SafeDir.clear`, which removes it without following it)."""
+    state = _folder(channel, STATE_DIR)
+    if state is not None:
+        with state:
+            pool = _folder(state, "pool")
+            if pool is not None:
+                with pool:
+                    _empty_files(pool)
+
+
+def _folder(parent: SafeDir, name: str) -> SafeDir | None:
+    info = parent.lstat(name)
+    if info is None or not stat.S_ISDIR(info.st_mode):
+        return None
+    try:
+        return parent.sub(name)
+    except UnsafeRoot:  # swapped for a link meanwhile
+        return None

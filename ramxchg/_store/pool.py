@@ -26,6 +26,7 @@ recycling off.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -35,10 +36,10 @@ import time
 from pathlib import Path
 
 from .._errors import UnsafeRoot
-from ..formats.base import same_file, still_named
+from ..formats.base import Format, same_file, still_named
 from ..formats.locks import try_lock
 from .config import ChannelConfig
-from .layout import ChannelLayout
+from .layout import ChannelLayout, list_channels
 from .safedir import HeldState, SafeDir, StateTree
 from .slots import WriterSlots
 
@@ -156,7 +157,7 @@ class Pool:
             if pool is None:
                 return 0
             try:
-                idle = [name for name in pool.names() if _pooled_ns(pool, name) < cutoff]
+                idle = [name for name in pool.names() if _idle(pool, name, cutoff)]
             except PermissionError as exc:  # another user's private pool
                 log.info("%s: pool not readable: %s", self.layout.path, exc)
                 return 0
@@ -167,7 +168,8 @@ class Pool:
         return gone
 
     def drain(self) -> int:
-        """Remove every pooled file (the disk is full: their RAM is needed); how many went.
+        """Remove every pooled file (the disk is full: their RAM is needed), and those of
+        our other channels beside this one on the same disk (`drain_beside`); how many went.
 
         Mapped ones stay readable: a removed file lives on while it is mapped. This
         producer's own mappings of recycled files go too, or they would keep the RAM.
@@ -175,7 +177,65 @@ class Pool:
         self.slots.clear()
         with self.state.use() as state:
             pool = _folder(state, "pool")
-            return 0 if pool is None else sum(_drop(pool, name) for name in pool.names())
+            gone = 0 if pool is None else _drop_all(pool)
+        return gone + drain_beside(self.layout.path)
+
+    def discard(self, path: str | Path, fmt: Format | None) -> None:
+        """Unlink a deleted item file of format ``fmt`` that is not pooled, emptied first
+        if no reader maps it (`remove_emptied`): no mapping kept of it holds its RAM.
+        Raises PermissionError when it is not ours to remove, FileNotFoundError when gone.
+
+        Only recyclable files are kept mapped; and with recycling off (as on Windows, where
+        an open file cannot be unlinked) none is: then only the name goes.
+        """
+        if self.capacity <= 0 or fmt is None or not fmt.recyclable:
+            os.unlink(path)
+            return
+        with self.state.use() as state:
+            if not remove_emptied(state.channel, os.path.basename(path)):
+                raise FileNotFoundError(errno.ENOENT, "item file gone", str(path))
+
+
+def drain_beside(channel: Path) -> int:
+    """Remove the pooled files of our other channels in ``channel``'s parent folder (its
+    root) on the same disk; how many went.
+
+    A channel no one uses keeps its pool until its next sweep or ``gc`` (`Pool.trim`),
+    which may be never: a full disk would not get that RAM back. Other users' channels
+    are theirs to empty.
+    """
+    me = os.geteuid() if hasattr(os, "geteuid") else None
+    try:
+        here, others = os.stat(channel), list_channels(channel.parent)
+    except OSError as exc:  # a parent folder we may not list
+        log.info("%s: no other pool emptied: %s", channel, exc)
+        return 0
+    gone = 0
+    for other in others:
+        info = _lstat(other)
+        if info is None or info.st_dev != here.st_dev or info.st_uid != me:
+            continue
+        if same_file(here, info):
+            continue
+        with ChannelLayout(other).open_state(check_owner=True) as state:
+            pool = _folder(state, "pool")
+            gone += 0 if pool is None else _drop_all(pool)
+    return gone
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _drop_all(pool: SafeDir) -> int:
+    try:
+        return sum(_drop(pool, name) for name in pool.names())
+    except (PermissionError, FileNotFoundError) as exc:  # not ours to list, or gone
+        log.info("%s: pool left alone: %s", pool.path, exc)
+        return 0
 
 
 def pool_capacity(config: ChannelConfig) -> int:
@@ -203,16 +263,17 @@ def _named_size(pool: SafeDir, name: str) -> int:
     """The size a pooled file's name gives (``<size>.<pid>.<random>``); its lstat for a
     name that does not start with one (0 if gone)."""
     head = name.partition(".")[0]
-    if head.isdigit():
+    if head.isascii() and head.isdigit():  # "²".isdigit(), but int("²") fails
         return int(head)
     return _size(pool, name) or 0
 
 
-def _pooled_ns(pool: SafeDir, name: str) -> int:
-    """When ``name`` went into the pool: the rename set its ctime (no-one writes a pooled
-    file). A name gone meanwhile (taken) counts as just pooled."""
+def _idle(pool: SafeDir, name: str, cutoff: int) -> bool:
+    """Was ``name`` pooled before ``cutoff`` (the rename set its ctime: no one writes a
+    pooled file), and is it ours to trim (a co-producer's is theirs)? A name gone
+    meanwhile (taken) is not."""
     info = pool.lstat(name)
-    return time.time_ns() if info is None else info.st_ctime_ns
+    return info is not None and info.st_ctime_ns < cutoff and not _theirs(info)
 
 
 def _newest_first(names: list[str]) -> list[str]:
@@ -251,22 +312,25 @@ def _lock_free(pool: SafeDir, name: str) -> int | None:
     """The pooled file ``name``, opened and locked exclusively, if no one holds a lock on
     it and it is a file of ours alone; else None.
 
-    A hard link planted in the pool would be someone else's data, and a file of another
-    user is not ours to write: such names are removed from the pool (logged).
+    A plain file of another user is a co-producer's (a shared channel): theirs to take,
+    left alone. A hard link planted in the pool would be someone else's data, and
+    anything else is no pooled file: such names are removed from the pool (logged).
     """
     try:
         fd = pool.open_file(name, _TAKE_FLAGS)
     except FileNotFoundError:
         return None  # another producer took it
     except OSError as exc:
-        log.warning("not recycling %s: %s", pool.path / name, exc)
-        _drop(pool, name)
+        if not _theirs(pool.lstat(name)):
+            log.warning("not recycling %s: %s", pool.path / name, exc)
+            _drop(pool, name)
         return None
     info = os.fstat(fd)
     if not _ours_alone(info):
-        log.warning("not recycling %s: not a file of ours alone", pool.path / name)
         os.close(fd)
-        _drop(pool, name)
+        if not _theirs(info):
+            log.warning("not recycling %s: not a file of ours alone", pool.path / name)
+            _drop(pool, name)
         return None
     if try_lock(fd) and same_file(info, pool.lstat(name)):
         return fd
@@ -274,33 +338,54 @@ def _lock_free(pool: SafeDir, name: str) -> int | None:
     return None
 
 
+def _theirs(info: os.stat_result | None) -> bool:
+    """A plain file with one name of another user: a co-producer's pooled file."""
+    return info is not None and _plain(info) and not _mine(info)
+
+
 def _ours_alone(info: os.stat_result) -> bool:
     """A plain file of ours with one name: ours to write, or to empty."""
-    me = os.geteuid() if hasattr(os, "geteuid") else info.st_uid
-    return stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_uid == me
+    return _plain(info) and _mine(info)
+
+
+def _plain(info: os.stat_result) -> bool:
+    return stat.S_ISREG(info.st_mode) and info.st_nlink == 1
+
+
+def _mine(info: os.stat_result) -> bool:
+    return info.st_uid == (os.geteuid() if hasattr(os, "geteuid") else info.st_uid)
 
 
 def _drop(pool: SafeDir, name: str) -> bool:
-    """Remove ``name`` from the pool if we may (a shared pool may hold others' files).
+    """Remove ``name`` from the pool if we may (a shared pool may hold others' files)."""
+    try:
+        return remove_emptied(pool, name)
+    except PermissionError as exc:
+        log.info("leaving %s in the pool: %s", pool.path / name, exc)
+        return False
+
+
+def remove_emptied(folder: SafeDir, name: str) -> bool:
+    """Unlink ``name`` in ``folder``; False if it was gone. Raises PermissionError when
+    it is not ours to remove.
 
     A file of ours that no reader maps is emptied first, under its exclusive lock: the
-    producers that keep it mapped (slots.py) would otherwise keep its RAM for as long as
-    they live, out of reach of the full disk that needs it. Unlinked before the lock
-    goes, so no producer takes the emptied file meanwhile.
+    mappings that hold no lock, producers' (slots.py) and consumers' (formats/kept.py),
+    would otherwise keep its RAM for as long as they live, out of reach of the full
+    disk that needs it. Unlinked before the lock goes, so no producer takes the emptied
+    file, and no reader opens it (one that opened it and waits for its lock finds the
+    name gone), meanwhile.
     """
     try:
-        fd = pool.open_file(name, _TAKE_FLAGS)
+        fd = folder.open_file(name, _TAKE_FLAGS)
     except OSError:
         fd = None  # gone, or not ours to open: only the name goes
     try:
         if fd is not None:
             info = os.fstat(fd)
-            if _ours_alone(info) and try_lock(fd) and same_file(info, pool.lstat(name)):
+            if _ours_alone(info) and try_lock(fd) and same_file(info, folder.lstat(name)):
                 os.ftruncate(fd, 0)
-        return pool.unlink(name)
-    except PermissionError as exc:
-        log.info("leaving %s in the pool: %s", pool.path / name, exc)
-        return False
+        return folder.unlink(name)
     finally:
         if fd is not None:
             os.close(fd)

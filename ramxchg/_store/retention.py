@@ -160,7 +160,7 @@ class Retention:
         if fmt is not None and fmt.recyclable and self.pool.give(path):
             return True
         try:
-            os.unlink(path)
+            self.pool.discard(path, fmt)
         except FileNotFoundError:
             pass
         except PermissionError as exc:

@@ -13,9 +13,10 @@ section 11, rule 3). The mappings hold no lock (it belongs to the descriptor the
 taken with, and `HiddenFile.close` drops it for every duplicate). A kept mapping holds
 its file's RAM, so one whose file is gone (removed from the pool, or deleted without
 recycling) is let go at the producer's next write, all of them when the pool is drained
-(a full disk), and at most ``capacity`` are kept. A pooled file removed while another
-producer keeps it mapped is emptied first (pool.py), so its RAM comes back at once; a
-forked child keeps none of these mappings (it holds no lock to write under).
+(a full disk), and at most ``capacity`` are kept. A file removed (from the pool, or
+deleted without recycling) while another producer keeps it mapped is emptied first
+unless a reader maps it (pool.py), so its RAM comes back at once; a forked child keeps
+none of these mappings (it holds no lock to write under).
 """
 
 from __future__ import annotations

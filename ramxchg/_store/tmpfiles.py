@@ -188,8 +188,20 @@ def _unmarked_dead(tmp: SafeDir, name: str, now: float) -> bool:
     """The 1.0 rule: older than the grace period, and its producer's pid is not running
     (or the name does not follow ``<stem>.<pid>.<random><suffix>``)."""
     fields = os.path.splitext(name)[0].rsplit(".", 2)
-    pid = int(fields[1]) if len(fields) == 3 and fields[1].isdigit() else None
+    pid = _pid(fields[1]) if len(fields) == 3 else None
     info = tmp.lstat(name)
     if info is None or now - info.st_mtime <= TMP_GRACE_SECONDS:
         return False
     return pid is None or not psutil.pid_exists(pid)
+
+
+def _pid(text: str) -> int | None:
+    """The pid a name gives, None if it gives none a process can have: whoever shares
+    the folder may write ``²`` (a digit to `str.isdigit`, not to `int`) or 11 digits."""
+    if not (text.isascii() and text.isdigit()) or int(text) >= _NO_PID:
+        return None
+    return int(text)
+
+
+#: no pid is this large (pid_t is a signed 32-bit integer; psutil refuses larger ones)
+_NO_PID = 2**31

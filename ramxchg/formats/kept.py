@@ -18,11 +18,13 @@ writes the next item into pages this process maps, which is safe because nothing
 them except through arrays made under a new lock, after checking the file's size (a
 page past the end of a file, read through a mapping, would be SIGBUS).
 
-RAM: a kept mapping holds its file's pages after the file is deleted (not pooled). So
-mappings of files without a name are let go on each delivery, after each ack and on
-`Subscription.close`; a forked child keeps none; at most `KEPT_MAPPINGS` mappings and
-`KEPT_DISK_SHARE` of the disk's size are kept. An idle subscription can hold up to that
-much of deleted files until its next ``get`` (docs/reliability.md).
+RAM: a file deleted (not pooled) is emptied first when no reader's lock is on it
+(_store/pool.py, `remove_emptied`), so a kept mapping holds no RAM of it. One deleted
+while a reader's array mapped it keeps its pages for as long as a mapping of it lives:
+mappings of files without a name are let go on each delivery, rescan (at least once a
+second while in ``get``) and ack, and on `Subscription.close`; a forked child keeps
+none; at most `KEPT_MAPPINGS` mappings and `KEPT_DISK_SHARE` of the disk's size are
+kept (docs/reliability.md).
 """
 
 from __future__ import annotations
