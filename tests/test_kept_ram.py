@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,27 +34,33 @@ def _read_then_idle(root: str, count: int, done: Any, stop: Any) -> None:
     sub.close()
 
 
+@pytest.fixture
+def mount(tmp_path: Path) -> Iterator[Path]:
+    """A RAM disk of our own, 64 MiB: its free space is what this test frees."""
+    with mounted_tmpfs(tmp_path / "ram", 64 << 20) as mounted:
+        yield mounted
+
+
 @pytest.mark.root
 def test_files_deleted_while_an_idle_consumer_keeps_them_mapped_give_their_ram_back(
-    tmp_path: Path,
+    mount: Path,
 ) -> None:
-    with mounted_tmpfs(tmp_path / "ram", 64 << 20) as mount:
-        ch = Channel("ram", root=mount, recycle=1)
-        names = [ch.put(np.full(ITEM, n, np.uint8)).name for n in range(4)]
-        done, stop = SPAWN.Event(), SPAWN.Event()
-        consumer = SPAWN.Process(target=_read_then_idle, args=(str(mount), 4, done, stop))
-        consumer.start()
-        try:
-            assert done.wait(TIMEOUT)
-            for name in names:  # one goes into the pool (recycle=1), three are unlinked
-                ch.delete(name)
-            # Room only if the deleted files' pages came back, the consumer's mappings
-            # of them notwithstanding (on 47d3edf: RamDiskFull, 8 MiB held by them).
-            ch.put(np.ones(60 << 20, np.uint8))
-        finally:
-            stop.set()
-            consumer.join(TIMEOUT)
-        assert consumer.exitcode == 0
+    ch = Channel("ram", root=mount, recycle=1)
+    names = [ch.put(np.full(ITEM, n, np.uint8)).name for n in range(4)]
+    done, stop = SPAWN.Event(), SPAWN.Event()
+    consumer = SPAWN.Process(target=_read_then_idle, args=(str(mount), 4, done, stop))
+    consumer.start()
+    try:
+        assert done.wait(TIMEOUT)
+        for name in names:  # one goes into the pool (recycle=1), three are unlinked
+            ch.delete(name)
+        # Room only if the deleted files' pages came back, the consumer's mappings
+        # of them notwithstanding (on 47d3edf: RamDiskFull, 8 MiB held by them).
+        ch.put(np.ones(60 << 20, np.uint8))
+    finally:
+        stop.set()
+        consumer.join(TIMEOUT)
+    assert consumer.exitcode == 0
 
 
 def _hold_then_wait(root: str, held: Any, let_go: Any) -> None:
@@ -114,24 +121,23 @@ def _produce_then_idle(root: str, orders: Any, done: Any) -> None:
 
 @pytest.mark.root
 def test_a_dropped_channel_gives_its_ram_back_while_its_producer_keeps_files_mapped(
-    tmp_path: Path,
+    mount: Path,
 ) -> None:
-    with mounted_tmpfs(tmp_path / "ram", 64 << 20) as mount:
-        ch = Channel("ram", root=mount, recycle=4)
-        orders, done = SPAWN.Queue(), SPAWN.Queue()
-        producer = SPAWN.Process(target=_produce_then_idle, args=(str(mount), orders, done))
-        producer.start()
-        try:
-            orders.put(4)
-            assert done.get(timeout=TIMEOUT) == 4
-            for item in ch.items():  # into the pool
-                ch.delete(item.name)
-            orders.put(4)  # written into the pooled files, which it keeps mapped now
-            assert done.get(timeout=TIMEOUT) == 4
-            ch.drop()  # (another process: `ramxchg rm`) while the producer sits idle
-            # on 47d3edf: its mappings held the 4 files' 16 MiB
-            assert shutil.disk_usage(mount).used < ITEM
-        finally:
-            orders.put(None)
-            producer.join(TIMEOUT)
-        assert producer.exitcode == 0
+    ch = Channel("ram", root=mount, recycle=4)
+    orders, done = SPAWN.Queue(), SPAWN.Queue()
+    producer = SPAWN.Process(target=_produce_then_idle, args=(str(mount), orders, done))
+    producer.start()
+    try:
+        orders.put(4)
+        assert done.get(timeout=TIMEOUT) == 4
+        for item in ch.items():  # into the pool
+            ch.delete(item.name)
+        orders.put(4)  # written into the pooled files, which it keeps mapped now
+        assert done.get(timeout=TIMEOUT) == 4
+        ch.drop()  # (another process: `ramxchg rm`) while the producer sits idle
+        # on 47d3edf: its mappings held the 4 files' 16 MiB
+        assert shutil.disk_usage(mount).used < ITEM
+    finally:
+        orders.put(None)
+        producer.join(TIMEOUT)
+    assert producer.exitcode == 0
