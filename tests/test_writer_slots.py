@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel
+from ramxchg._store.slots import MIN_MAPPED_BYTES, WriterSlots
+from ramxchg.formats.base import WriteTarget
 from tests.conftest import mapped_from, mounted_tmpfs, wait_for
 
 FRAME = (256, 1024)  # 256 KiB of uint8: above the size below which no mapping is kept
@@ -206,3 +208,30 @@ def test_a_producer_killed_while_copying_into_its_mapping_shows_no_torn_item(
             with item:
                 assert len(np.unique(item.array)) == 1, f"{item.name} is torn"
     del ch
+
+
+def test_a_mapping_lent_to_one_writer_survives_another_thread_letting_go_of_it(
+    tmp_path: Path,
+) -> None:
+    """Threads putting on one channel share its slots: a writer that was lent a mapping
+    still writes into it after another thread evicted or cleared it (a drain on a full
+    disk, a put of another file with a full set of slots), instead of failing on a
+    closed mapping."""
+    size = MIN_MAPPED_BYTES * 4
+    slots = WriterSlots(1)
+    targets = []
+    for name in ("a", "b"):
+        fd = os.open(tmp_path / name, os.O_RDWR | os.O_CREAT, 0o600)
+        os.ftruncate(fd, size)
+        targets.append(WriteTarget(fd, str(tmp_path / name), size))
+    first, second = targets
+    slots.lend(first, size)
+    slots.lend(second, size)  # capacity 1: the first file's mapping is evicted
+    slots.clear()  # and the second's, as a full disk's drain from another thread does
+    for value, target in enumerate(targets, start=1):
+        assert target.mapping is not None
+        np.frombuffer(target.mapping, np.uint8)[:] = value
+        target.mapping = None
+        with open(target.path, "rb") as file:
+            assert set(file.read()) == {value}
+        os.close(target.fd)

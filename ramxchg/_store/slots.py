@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
 import weakref
 
 from ..formats.base import WriteTarget, map_reserved, same_incarnation
@@ -39,6 +40,9 @@ class WriterSlots:
         self.capacity = capacity
         # (st_dev, st_ino) -> (a descriptor of the file, to see it go; its mapping)
         self._slots: dict[tuple[int, int], tuple[int, mmap.mmap]] = {}
+        # Threads putting on one channel share these: one evicting or clearing while
+        # another looks a mapping up must not close it under the other's feet.
+        self._lock = threading.Lock()
         weakref.finalize(self, close_all_kept, self._slots)
         _ALL.add(self)
 
@@ -54,7 +58,10 @@ class WriterSlots:
         info = os.fstat(target.fd)
         target.size = info.st_size
         if self.capacity > 0 and size >= MIN_MAPPED_BYTES and info.st_size == size:
-            target.mapping = self._mapping(target.fd, info)
+            with self._lock:
+                # An export made under the lock: a mapping evicted or cleared by another
+                # thread meanwhile stays mapped until this writer lets go of it.
+                target.mapping = memoryview(self._mapping(target.fd, info))
 
     def _mapping(self, fd: int, info: os.stat_result) -> mmap.mmap:
         key = (info.st_dev, info.st_ino)
@@ -72,19 +79,24 @@ class WriterSlots:
 
     def clear(self) -> None:
         """Let go of every mapping (their files' RAM is needed: the disk is full)."""
-        close_all_kept(self._slots)
+        with self._lock:
+            close_all_kept(self._slots)
 
     def let_go_of_gone(self) -> None:
         """Drop the mappings of files that no longer have a name: only they hold the RAM
         (one ``fstat`` per mapping)."""
-        for key, kept in list(self._slots.items()):
-            if os.fstat(kept[0]).st_nlink == 0:
-                close_kept(self._slots.pop(key))
+        with self._lock:
+            for key, kept in list(self._slots.items()):
+                if os.fstat(kept[0]).st_nlink == 0:
+                    close_kept(self._slots.pop(key))
 
 
 def _forget_in_child() -> None:
-    """A forked child holds none of its parent's locks: it keeps none of its mappings."""
+    """A forked child holds none of its parent's locks: it keeps none of its mappings.
+    (Another thread of the parent may have held a `WriterSlots` lock at the fork: the
+    child's copy of it would never be released.)"""
     for slots in list(_ALL):
+        slots._lock = threading.Lock()
         slots.clear()
 
 

@@ -59,6 +59,7 @@ class HiddenFile(WriteTarget):
         block must not keep readers of the published item waiting for the lock.
         """
         fd, self.fd = self.fd, -1
+        self.mapping = None  # the producer keeps the mapping; this writer is done with it
         if fd >= 0:
             try:
                 unlock(fd)

@@ -50,8 +50,9 @@ class WriteTarget:
     #: bytes it holds: 0 when new, an older item's size when recycled (see _store/pool.py)
     size: int = 0
     #: a recycled file of ours: all ``size`` bytes mapped writable, every page in place
-    #: (see _store/slots.py); writing into it is a memcpy. Its producer keeps it.
-    mapping: mmap.mmap | None = None
+    #: (see _store/slots.py); writing into it is a memcpy. Its producer keeps the mapping;
+    #: this export of it keeps it mapped for as long as the target uses it.
+    mapping: memoryview | None = None
 
 
 @dataclass
