@@ -30,14 +30,15 @@ from ramxchg.disks import format_size, parse_size
 OFFSETS = (0, 64, 128, 1024, 2048, 4096)
 
 
-def _median_ms(copy: Callable[[], None], repeat: int) -> float:
-    copy()  # warm-up
+def median_seconds(run: Callable[[], None], repeat: int) -> float:
+    """Median wall time of ``repeat`` calls of ``run``, after one to warm up."""
+    run()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
-        copy()
+        run()
         times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return statistics.median(times)
 
 
 def measure(nbytes: int, repeat: int) -> list[tuple[int, float, float]]:
@@ -53,8 +54,8 @@ def measure(nbytes: int, repeat: int) -> list[tuple[int, float, float]]:
         rows = []
         for offset in OFFSETS:
             data = whole[offset : offset + nbytes]
-            write = _median_ms(lambda data=data: np.copyto(data, source), repeat)
-            read = _median_ms(lambda data=data: np.copyto(target, data), repeat)
+            write = median_seconds(lambda data=data: np.copyto(data, source), repeat) * 1e3
+            read = median_seconds(lambda data=data: np.copyto(target, data), repeat) * 1e3
             rows.append((offset, write, read))
         del whole, data
         mapping.close()

@@ -20,24 +20,12 @@ hand-off, ``size / (wall time of two at once)``, as a share of memcpy. Not a tes
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from bench_aliasing import median_seconds  # a sibling script: run from any folder
 
 from ramxchg.disks import parse_size
-
-
-def _median_seconds(run: Callable[[], None], repeat: int) -> float:
-    run()  # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -55,9 +43,9 @@ def main() -> None:
             for done in [threads.submit(np.copyto, target, source) for target, source in pairs]:
                 done.result()
 
-        one = _median_seconds(lambda: np.copyto(targets[0], sources[0]), args.repeat)
-        two = _median_seconds(lambda: both(list(zip(targets, sources, strict=True))), args.repeat)
-        split = _median_seconds(
+        one = median_seconds(lambda: np.copyto(targets[0], sources[0]), args.repeat)
+        two = median_seconds(lambda: both(list(zip(targets, sources, strict=True))), args.repeat)
+        split = median_seconds(
             lambda: both(
                 [
                     (targets[0][:half], sources[0][:half]),

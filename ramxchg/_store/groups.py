@@ -86,6 +86,17 @@ def records_item(raw: bytes, seq: int | None, ino: int | None) -> bool:
     return ino is None or recorded is None or recorded == ino
 
 
+def must_ack(info: GroupInfo, seq: int | None, published_ns: int) -> bool:
+    """Does the group have to ack an item before it may be deleted?
+
+    Those published after the group was created: by seq, or for a legacy item (no seq)
+    when it arrived (``published_ns`` is its `arrival_ns`, not its mtime).
+    """
+    if seq is not None:
+        return info.created_seq < seq
+    return info.created_ns <= published_ns
+
+
 class Group:
     """One durable consumer group of a channel."""
 

@@ -24,7 +24,7 @@ from ..disks import format_size
 from ..formats import format_for
 from .aside import set_aside
 from .config import ChannelConfig
-from .groups import Group, GroupInfo
+from .groups import Group, GroupInfo, must_ack
 from .layout import ChannelLayout
 from .pool import Pool
 from .safedir import HeldState, SafeDir, StateTree
@@ -47,17 +47,6 @@ HELD_GROUP_FOLDERS = 6
 
 #: What an ack did: nothing (the item was gone already), marked it, or deleted it too.
 AckOutcome = Literal["gone", "acked", "deleted"]
-
-
-def must_ack(info: GroupInfo, seq: int | None, published_ns: int) -> bool:
-    """Does the group have to ack an item before it may be deleted?
-
-    Those published after the group was created: by seq, or for a legacy item (no seq)
-    when it arrived (``published_ns`` is its `arrival_ns`, not its mtime).
-    """
-    if seq is not None:
-        return info.created_seq < seq
-    return info.created_ns <= published_ns
 
 
 class Retention:

@@ -6,7 +6,8 @@ import logging
 from dataclasses import dataclass
 
 from .._errors import UnsafeRoot
-from .retention import Retention, must_ack
+from .groups import must_ack
+from .retention import Retention
 from .scan import Entry, scan
 
 log = logging.getLogger(__name__)
