@@ -123,7 +123,7 @@ class Item:
 
     def layouts(self) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
         """Shape and dtype of each array, read from the file's metadata (nothing mapped)."""
-        return self._fmt.describe(self._path)
+        return self._fmt.describe(self._path, locked=True)
 
     def _single_layout(self) -> tuple[tuple[int, ...], np.dtype[Any]]:
         if self._opened is not None:

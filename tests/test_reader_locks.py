@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import fcntl
 import gc
+import multiprocessing as mp
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +18,8 @@ import pytest
 from ramxchg import Channel, Item, ItemNotFound
 from ramxchg.formats import base
 from tests.conftest import lock_is_free
+
+SPAWN = mp.get_context("spawn")
 
 FRAME = (256, 1024)  # 512 KiB of uint16
 
@@ -71,7 +76,7 @@ def test_a_mapped_array_holds_a_shared_lock_until_it_is_freed(
     assert lock_is_free(path)
 
 
-def test_reading_metadata_takes_no_lock(root: Path) -> None:
+def test_reading_metadata_keeps_no_lock(root: Path) -> None:
     ch = Channel("meta")
     ch.put(np.arange(10), "a")
     item = ch.get("a")
@@ -194,3 +199,30 @@ def test_a_name_replaced_several_times_between_open_and_lock_is_opened_again(
     with ch.get("frame") as item:
         assert float(item.array[0]) == 4.0
     assert len(replaced) == 4
+
+
+def _empty_then_remove(path: str, emptied: Any, remove: Any) -> None:
+    """What removing a recycled item file does: lock it exclusively, empty it, unlink it."""
+    fd = os.open(path, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.ftruncate(fd, 0)
+    emptied.set()
+    remove.wait(30)
+    os.unlink(path)
+    os.close(fd)
+
+
+def test_metadata_of_an_item_being_emptied_and_removed_reads_as_gone(root: Path) -> None:
+    """A file is emptied under its exclusive lock, then unlinked (a deleted item the pool
+    does not take, a trimmed pool): the item's shape read meanwhile is ItemNotFound,
+    never CorruptItem (on 5174c3d the empty header raised CorruptItem at once)."""
+    item = Channel("meta").put(np.arange(10))
+    emptied, remove = SPAWN.Event(), SPAWN.Event()
+    remover = SPAWN.Process(target=_empty_then_remove, args=(str(item.path), emptied, remove))
+    remover.start()
+    assert emptied.wait(30)
+    threading.Timer(0.3, remove.set).start()  # the remover unlinks a moment later
+    with pytest.raises(ItemNotFound):
+        item.shape  # noqa: B018
+    remover.join(30)
+    assert remover.exitcode == 0

@@ -118,8 +118,12 @@ class Format(ABC):
         """
 
     @abstractmethod
-    def describe(self, path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
-        """Shape and dtype of each array, from the file's metadata only."""
+    def describe(
+        self, path: str | Path, *, locked: bool = False
+    ) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
+        """Shape and dtype of each array, from the file's metadata only. ``locked``: read
+        it under the reader lock (`open_locked`), as a published item must be: a file
+        being emptied and removed (or recycled) is then `ItemNotFound`, not misread."""
 
     @abstractmethod
     def nbytes_for(self, layout: Layout) -> int:

@@ -127,8 +127,10 @@ class Hdf5Format(Format):
                 arrays[key] = array_over(mapping, shape, dtype, offset)
         return Allocation(arrays, closer(mapping))
 
-    def describe(self, path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
-        with _opened(path) as (_, _, h5file):
+    def describe(
+        self, path: str | Path, *, locked: bool = False
+    ) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
+        with _opened(path, locked=locked) as (_, _, h5file):
             return {name: (ds.shape, ds.dtype) for name, ds, _ in _datasets(h5file, path)}
 
     def open(
