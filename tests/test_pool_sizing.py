@@ -6,7 +6,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import shutil
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -175,33 +174,3 @@ def _pool_one(root: str) -> int:
     ch = Channel("theirs", root, mode=0o755)
     ch.delete(ch.put(np.ones(FRAME, np.uint16)).name)
     return len(_pool(ch))
-
-
-def _pool_and_die(root: str, name: str) -> None:
-    """Burst through a channel, leaving its pool full, then die by SIGKILL."""
-    ch = Channel(name, root)
-    names = [ch.put(np.full(FRAME, i, np.uint16)).name for i in range(BURST)]
-    for item in names:
-        ch.delete(item)
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def test_a_dead_channels_pool_is_trimmed_by_a_live_neighbour(
-    root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """No process of a channel is left to trim its pool (they were SIGKILLed): any live
-    producer of ours in the same root trims it once it is idle, without gc (on 286ad3a
-    the RAM stayed pooled until the channel's next use or a gc)."""
-    monkeypatch.setattr(ramxchg._store.pool, "POOL_IDLE_SECONDS", 1.0)
-    dead = Channel("dead", root)
-    process = SPAWN.Process(target=_pool_and_die, args=(str(root), dead.name))
-    process.start()
-    process.join(60)
-    assert process.exitcode == -signal.SIGKILL
-    assert len(_pool(dead)) == BURST
-    live = Channel("live", root)
-    wait_for(
-        lambda: live.put(np.zeros(4, np.uint8)) is not None and _pool(dead) == [],
-        timeout=30,
-        what="the live producer's sweeps to trim the dead channel's pool",
-    )

@@ -33,7 +33,6 @@ import shutil
 import stat
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from .._errors import UnsafeRoot
@@ -155,7 +154,14 @@ class Pool:
         cutoff = time.time_ns() - int(POOL_IDLE_SECONDS * 1e9)
         with self.state.use() as state:
             pool = _folder(state, "pool")
-            gone = 0 if pool is None else _drop_all(pool, cutoff)
+            if pool is None:
+                return 0
+            try:
+                idle = [name for name in pool.names() if _idle(pool, name, cutoff)]
+            except PermissionError as exc:  # another user's private pool
+                log.info("%s: pool not readable: %s", self.layout.path, exc)
+                return 0
+            gone = sum(_drop(pool, name) for name in idle)
         if gone:
             log.debug("%s: %d idle pooled files removed", self.layout.path, gone)
             self.slots.let_go_of_gone()
@@ -198,32 +204,6 @@ def drain_beside(channel: Path) -> int:
     which may be never: a full disk would not get that RAM back. Other users' channels
     are theirs to empty.
     """
-    return _beside(channel, _drop_all)
-
-
-#: When (time.monotonic()) this process last trimmed the pools beside a channel, by root.
-_TRIMMED_BESIDE: dict[Path, float] = {}
-
-
-def trim_beside(channel: Path) -> int:
-    """Trim the pools of our other channels beside ``channel`` (same root, same disk) as
-    `Pool.trim` trims its own, at most once per `POOL_IDLE_SECONDS` per root; how many
-    files went.
-
-    The processes of a channel that died, SIGKILLed or not, no longer trim its pool: any
-    live producer or subscription of the same user in the same root does, so the RAM
-    their last burst pooled comes back without ``gc``.
-    """
-    now = time.monotonic()
-    if now < _TRIMMED_BESIDE.get(channel.parent, 0.0) + POOL_IDLE_SECONDS:
-        return 0
-    _TRIMMED_BESIDE[channel.parent] = now
-    cutoff = time.time_ns() - int(POOL_IDLE_SECONDS * 1e9)
-    return _beside(channel, lambda pool: _drop_all(pool, cutoff))
-
-
-def _beside(channel: Path, empty: Callable[[SafeDir], int]) -> int:
-    """``empty`` the pool of each of our other channels beside ``channel``; the sum."""
     me = os.geteuid() if hasattr(os, "geteuid") else None
     try:
         here, others = os.stat(channel), list_channels(channel.parent)
@@ -239,7 +219,7 @@ def _beside(channel: Path, empty: Callable[[SafeDir], int]) -> int:
             continue
         with ChannelLayout(other).open_state(check_owner=True) as state:
             pool = _folder(state, "pool")
-            gone += 0 if pool is None else empty(pool)
+            gone += 0 if pool is None else _drop_all(pool)
     return gone
 
 
@@ -250,13 +230,9 @@ def _lstat(path: Path) -> os.stat_result | None:
         return None
 
 
-def _drop_all(pool: SafeDir, cutoff: int | None = None) -> int:
-    """Remove every file of ``pool``, or those idle since before ``cutoff`` (`_idle`)."""
+def _drop_all(pool: SafeDir) -> int:
     try:
-        names = pool.names()
-        if cutoff is not None:
-            names = [name for name in names if _idle(pool, name, cutoff)]
-        return sum(_drop(pool, name) for name in names)
+        return sum(_drop(pool, name) for name in pool.names())
     except (PermissionError, FileNotFoundError) as exc:  # not ours to list, or gone
         log.info("%s: pool left alone: %s", pool.path, exc)
         return 0

@@ -26,7 +26,7 @@ from .aside import set_aside
 from .config import ChannelConfig
 from .groups import Group, GroupInfo, must_ack
 from .layout import ChannelLayout
-from .pool import Pool, trim_beside
+from .pool import Pool
 from .safedir import HeldState, SafeDir, StateTree
 from .scan import is_current, is_item_filename, publish_order, scan
 from .sequence import SequenceCounter
@@ -410,8 +410,7 @@ class Retention:
 
     def sweep(self) -> dict[str, int]:
         """Collect dead temporary files and dead claims, and remove idle pooled files
-        (`Pool.trim`, and `trim_beside` for our other channels in the root), at most
-        once per `SWEEP_SECONDS`.
+        (`Pool.trim`), at most once per `SWEEP_SECONDS`.
 
         What producers, subscriptions and ``ramxchg watch`` run as they go, so that a
         dead process's leftovers, and the RAM a burst left pooled, go without a daemon
@@ -429,7 +428,6 @@ class Retention:
         except PermissionError as exc:  # a folder we may not touch
             log.debug("sweep of %s: temporary files skipped: %s", self.layout.path, exc)
         self.pool.trim()
-        trim_beside(self.layout.path)  # the pools of channels whose processes died
         for group, _ in self.registered():
             try:
                 report["claims"] += len(group.reclaim_dead())
