@@ -27,7 +27,7 @@ import threading
 import weakref
 
 from ..formats.base import WriteTarget, map_reserved, same_incarnation
-from ..formats.kept import close_all_kept, close_kept
+from ..formats.kept import close_all_kept, close_gone_kept, close_kept
 
 #: Smaller items are written with one ``writev``: cheaper than keeping a mapping for them.
 MIN_MAPPED_BYTES = 64 << 10
@@ -85,10 +85,9 @@ class WriterSlots:
     def let_go_of_gone(self) -> None:
         """Drop the mappings of files that no longer have a name: only they hold the RAM
         (one ``fstat`` per mapping)."""
-        with self._lock:
-            for key, kept in list(self._slots.items()):
-                if os.fstat(kept[0]).st_nlink == 0:
-                    close_kept(self._slots.pop(key))
+        if self._slots:
+            with self._lock:
+                close_gone_kept(self._slots)
 
 
 def _forget_in_child() -> None:

@@ -121,9 +121,7 @@ class KeptMappings:
                 self._let_go_of_gone()
 
     def _let_go_of_gone(self) -> None:
-        for key, kept in list(self._kept.items()):
-            if os.fstat(kept[0]).st_nlink == 0:
-                close_kept(self._kept.pop(key))
+        close_gone_kept(self._kept)
 
     def close(self) -> None:
         """Let go of every mapping and keep none from now on (arrays handed out keep
@@ -178,3 +176,11 @@ def close_all_kept(kept: dict[tuple[int, int], tuple[int, mmap.mmap]]) -> None:
     """`close_kept` every entry of ``kept``, emptying it."""
     while kept:
         close_kept(kept.popitem()[1])
+
+
+def close_gone_kept(kept: dict[tuple[int, int], tuple[int, mmap.mmap]]) -> None:
+    """`close_kept` the entries of ``kept`` whose file no longer has a name: only these
+    mappings hold its RAM (one ``fstat`` each)."""
+    for key, entry in list(kept.items()):
+        if os.fstat(entry[0]).st_nlink == 0:
+            close_kept(kept.pop(key))
