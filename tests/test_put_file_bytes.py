@@ -66,3 +66,21 @@ def test_recycled_pages_are_overwritten_in_place(root: Path) -> None:
     copied = channel.put_file_bytes(raw, "b", format="npy")
     assert copied.path.stat().st_ino == inode  # the pooled file, written over
     np.testing.assert_array_equal(copied.array, np.arange(4096.0))
+
+
+def test_a_recycled_file_is_filled_through_the_producers_mapping(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bridge's copy at the destination is a memcpy into pages already in place, as a
+    `put` is, not a write through the page cache."""
+    channel = Channel("dst", recycle=2)
+    frame = np.zeros(1 << 18, np.uint8)  # 256 KiB: big enough for a kept mapping
+    channel.delete(channel.put(frame, name="a").name)  # into the pool
+    raw = Channel("src").put(np.arange(frame.size, dtype=np.uint8), name="b").path.read_bytes()
+
+    def no_write(*args: object) -> None:
+        raise AssertionError("wrote through the page cache")
+
+    monkeypatch.setattr("ramxchg.formats.base.pwrite_all", no_write)
+    copied = channel.put_file_bytes(raw, "b", format="npy")
+    assert copied.path.read_bytes() == raw

@@ -157,8 +157,13 @@ def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
 def write_whole(target: WriteTarget, data: memoryview) -> None:
     """Write ``data`` from the start of ``target``, overwriting a recycled file in place.
 
-    A new file is sized first: a huge=within_size tmpfs then backs it with huge pages.
+    A recycled file the producer keeps mapped (``target.mapping``, as long as ``data``)
+    gets one memcpy; a new file is sized first: a huge=within_size tmpfs then backs it
+    with huge pages.
     """
+    if target.mapping is not None and len(target.mapping) == data.nbytes:
+        target.mapping[:] = data
+        return
     if target.size != data.nbytes:
         os.ftruncate(target.fd, data.nbytes)
     pwrite_all(target.fd, data, 0)
