@@ -120,16 +120,11 @@ class Taker:
         self.thread.join()
 
 
-def bridged(
-    ray: Any, node: str, roots: tuple[Path, Path], size: int, round_no: int, *, taker: Any = None
-) -> float:
-    """GB/s of a bridge copying pre-published items to the other node (where ``taker``,
-    if given, consumes them)."""
+def bridged(ray: Any, node: str, roots: tuple[Path, Path], size: int, round_no: int) -> float:
+    """GB/s of a new bridge copying pre-published items to the other node, where they stay."""
     count, window = items_for(size)
-    name = f"bench-{size}-{round_no}-{'taken' if taker else 'kept'}"
+    name = f"bench-{size}-{round_no}-kept"
     source = Channel(name, root=roots[0])
-    if taker is not None:
-        ray.get(taker.start.remote(name, str(roots[1]), count))
     message = np.full(size, 7, np.uint8)
     for _ in range(count):
         source.put(message)
@@ -147,11 +142,79 @@ def bridged(
     with bridge:
         if not done.wait(600) or bridge.error is not None:
             raise RuntimeError(f"the bridge did not finish: {bridge.error}")
-    if taker is not None:
-        ray.get(taker.join.remote())
     shutil.rmtree(source.path)
     shutil.rmtree(roots[1] / name)
     return count * size / (times["last"] - times["first"]) / 1e9
+
+
+class Stream:
+    """One bridge that runs for good, ``taker`` consuming at the other node: the steady
+    state of a stream, where both ends recycle their files. `round` times one batch of
+    items; a first, untimed batch warms it up. Each batch is written beforehand (not
+    timed) and published at once by moving its files into the source channel
+    (`Channel.put_file`), while the bridge runs."""
+
+    def __init__(
+        self, ray: Any, node: str, roots: tuple[Path, Path], size: int, *, rounds: int, taker: Any
+    ) -> None:
+        self.count, window = items_for(size)
+        self.size = size
+        self.name = f"bench-{size}-stream"
+        self.roots = roots
+        self.source = Channel(self.name, root=roots[0])
+        self.staging = roots[0] / f"staging-{size}"
+        self.staging.mkdir()
+        self.taker = taker
+        self.ray = ray
+        ray.get(taker.start.remote(self.name, str(roots[1]), self.count * (rounds + 1)))
+        self.sent: dict[str, float] = {}
+        self.delivered: dict[str, float] = {}
+        self.arrived = threading.Condition()
+        self.bridge = Bridge(
+            self.source,
+            self.name,
+            node=node,
+            dest_root=roots[1],
+            window=window,
+            on_event=self._on_event,
+        )
+        self.bridge.start()
+        self.batches = 0
+        self.round()  # warm-up
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        if event["event"] == "sent":
+            self.sent[event["name"]] = time.perf_counter()
+        elif event["event"] == "delivered":
+            with self.arrived:
+                self.delivered[event["name"]] = time.perf_counter()
+                self.arrived.notify_all()
+
+    def round(self) -> float:
+        """GB/s of one batch, from its first item sent to its last one delivered."""
+        message = np.full(self.size, 7, np.uint8)
+        names = [f"b{self.batches}-{i:04d}" for i in range(self.count)]
+        self.batches += 1
+        for name in names:
+            np.save(self.staging / f"{name}.npy", message)
+        for name in names:
+            self.source.put_file(self.staging / f"{name}.npy", move=True)
+        with self.arrived:
+            if not self.arrived.wait_for(
+                lambda: names[-1] in self.delivered or self.bridge.error, 600
+            ):
+                raise RuntimeError("the bridge did not finish the batch")
+        if self.bridge.error is not None:
+            raise RuntimeError(f"the bridge failed: {self.bridge.error}")
+        return self.count * self.size / (self.delivered[names[-1]] - self.sent[names[0]]) / 1e9
+
+    def close(self) -> None:
+        """Stop the bridge, wait for the taker, remove both channels."""
+        self.bridge.stop()
+        self.ray.get(self.taker.join.remote())
+        shutil.rmtree(self.source.path)
+        shutil.rmtree(self.staging)
+        shutil.rmtree(self.roots[1] / self.name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,11 +260,13 @@ def main(argv: list[str] | None = None) -> int:
         files.mkdir()
         for size in args.sizes:
             alone, written, bridge, taken = [], [], [], []
+            stream = Stream(ray, "resource:dest-host", roots, size, rounds=args.repeat, taker=taker)
             for round_no in range(args.repeat):
                 alone.append(ray_alone(ray, sink, size))
                 written.append(ray_alone(ray, sink, size, files))
                 bridge.append(bridged(ray, "resource:dest-host", roots, size, round_no))
-                taken.append(bridged(ray, "resource:dest-host", roots, size, round_no, taker=taker))
+                taken.append(stream.round())
+            stream.close()
             count, window = items_for(size)
             results.append(
                 {
