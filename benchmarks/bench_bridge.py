@@ -17,12 +17,15 @@ source host"). For each size, alternately:
   timed), copied by a `Bridge` into a channel on the second node (the receiver maps
   nothing of the source: it writes the bytes Ray brought into a new item file), where
   they stay;
-- **bridge, taken at the destination**: the same, with a consumer on the second node
-  (`Taker`) that takes each item as a durable group (maps it, as Ray alone's actor
-  maps its object) and acks it: a stream in its steady state, where the destination
-  recycles its files instead of allocating new ones for every item.
+- **bridge, taken at the destination**: one bridge that runs for good through every
+  round (`Stream`), with a consumer on the second node (`Taker`) that takes each item
+  as a durable group (maps it, as Ray alone's actor maps its object) and acks it: a
+  stream in its steady state, where the destination recycles its files (kept mapped
+  by the receiver: its copy is one memcpy) instead of allocating new ones for every
+  item. An untimed first batch warms it up; each round's batch is written beforehand
+  and moved into the source channel at once (`Channel.put_file(move=True)`).
 
-Both keep the same number of items in flight (4, or fewer so that they stay under
+All keep the same number of items in flight (4, or fewer so that they stay under
 1 GB). GB/s is timed from the first ``ray.put`` to the last confirmation. Medians of
 ``--repeat`` rounds. Channels live on two roots under /dev/shm, removed afterwards.
 """
