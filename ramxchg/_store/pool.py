@@ -131,10 +131,10 @@ class Pool:
             self.slots.look_at_pool(listing)  # before a new file may need their room
             name = os.path.basename(target)
             for pooled in _newest_first([n for n in listing if n.startswith(prefix)]):
-                fd = _lock_free(pool, pooled)
-                if fd is None:
+                locked = _lock_free(pool, pooled)
+                if locked is None:
                     continue
-                info = os.fstat(fd)
+                fd, info = locked
                 if not pool.rename(pooled, tmp, name):
                     os.close(fd)
                     continue
@@ -314,9 +314,10 @@ def _mapped(folder: SafeDir, name: str) -> bool:
         os.close(fd)
 
 
-def _lock_free(pool: SafeDir, name: str) -> int | None:
+def _lock_free(pool: SafeDir, name: str) -> tuple[int, os.stat_result] | None:
     """The pooled file ``name``, opened and locked exclusively, if no one holds a lock on
-    it and it is a file of ours alone; else None.
+    it and it is a file of ours alone: its descriptor and ``fstat`` (taken before the
+    lock: for its inode, which an open descriptor keeps); else None.
 
     A plain file of another user is a co-producer's (a shared channel): theirs to take,
     left alone. A hard link planted in the pool would be someone else's data, and
@@ -339,7 +340,7 @@ def _lock_free(pool: SafeDir, name: str) -> int | None:
             _drop(pool, name)
         return None
     if try_lock(fd) and same_file(info, pool.lstat(name)):
-        return fd
+        return fd, info
     os.close(fd)  # a reader maps it, or another producer is taking it
     return None
 
