@@ -64,6 +64,8 @@ class WriterSlots:
         Files leave the pool so, and are emptied when removed from it, but a reader's
         array may keep a deleted item from being emptied: then only a check sees it go.
         """
+        if not self._slots:
+            return  # nothing to let go of (items too small to map): no bookkeeping either
         names = set(pooled)
         with self._lock:
             now = time.monotonic()
@@ -74,13 +76,15 @@ class WriterSlots:
 
     def took(self, name: str) -> None:
         """This producer took the pooled file ``name``: not a sign of a gone file."""
-        with self._lock:
-            self._pooled.discard(name)
+        if self._pooled:
+            with self._lock:
+                self._pooled.discard(name)
 
     def gave(self, name: str) -> None:
         """This channel handle pooled a file as ``name``: seen in the pool from now on."""
-        with self._lock:
-            self._pooled.add(name)
+        if self._slots:
+            with self._lock:
+                self._pooled.add(name)
 
     def lend(self, target: WriteTarget, size: int) -> None:
         """Set ``target.mapping`` to the recycled file ``target`` (locked by the caller,
