@@ -303,6 +303,16 @@ def test_small_items_are_mapped_anew(root: Path, channel: Channel, nbytes: int) 
             assert _read_only_maps(root) == []
 
 
+def test_items_from_256_kib_are_kept(root: Path, channel: Channel) -> None:
+    """At 1 MB keeping the mapping costs less than mapping each item anew (one check of
+    the kept mappings per delivery: docs/benchmarks.md, issue #15)."""
+    with channel.subscribe("g") as sub:
+        for value in range(3):  # one file, recycled for each item
+            _put(channel, value, 1 << 20)
+            assert _read_all(sub) == [value]
+        assert len(_read_only_maps(root)) == 1
+
+
 def test_files_dropped_in_by_other_programs_are_not_kept(root: Path, channel: Channel) -> None:
     with channel.subscribe("g", settle=0.0) as sub:
         np.save(root / "dropped.npy", np.full(BIG, 7, np.uint8))
