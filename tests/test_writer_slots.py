@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel
-from ramxchg._store.slots import MIN_MAPPED_BYTES, WriterSlots
+from ramxchg._store.slots import CHECK_SECONDS, MIN_MAPPED_BYTES, WriterSlots
 from ramxchg.formats.base import WriteTarget
 from tests.conftest import mapped_from, mounted_tmpfs, wait_for
 
@@ -72,6 +73,29 @@ def test_the_mapping_of_a_file_that_left_the_pool_is_let_go(root: Path) -> None:
     assert _deleted_mappings()  # held until this producer writes again...
     ch.put(np.ones(8, np.uint8), "c")
     assert _deleted_mappings() == []  # ...then its RAM goes back to the disk
+
+
+def test_a_file_another_handle_pooled_and_removed_is_let_go_within_the_check_interval(
+    root: Path,
+) -> None:
+    """Not every put checks the mappings (one fstat each): one that its pool gives no sign
+    of is let go by a put at most `CHECK_SECONDS` after the last check."""
+    ch, other = Channel("gone", recycle=2), Channel("gone")
+    ch.put(np.zeros(FRAME, np.uint8), "a")
+    _consume(other, "a")
+    ch.put(np.ones(FRAME, np.uint8), "b")  # the recycled file, now mapped by this producer
+    _consume(other, "b")  # pooled by another handle: this producer never saw it there
+    pool = ch.path / ".ramxchg" / "pool"
+    for name in os.listdir(pool):
+        os.unlink(pool / name)
+    started = time.monotonic()
+
+    def put_then_look() -> bool:
+        ch.put(np.ones(8, np.uint8))
+        return not _deleted_mappings()
+
+    wait_for(put_then_look, CHECK_SECONDS + 5, "the producer to let go of the gone file")
+    assert time.monotonic() - started < CHECK_SECONDS + 5
 
 
 # --- attacks on the slots (review of issue #15) -------------------------------------

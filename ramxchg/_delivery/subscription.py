@@ -206,7 +206,7 @@ class Subscription:
 
             def ack(done: Item) -> bool:
                 outcome = self._ack(group, entry, ino)
-                kept.let_go_of_gone()  # the item's file, if deleted and not pooled
+                kept.let_go_if_gone(ino)  # the item's file, if deleted and not pooled
                 return outcome != "gone"
 
             item._on_ack = ack

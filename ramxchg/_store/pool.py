@@ -106,7 +106,10 @@ class Pool:
                 return False
             # <random> starts with the time, fixed width: names sort in the order pooled.
             new_name = f"{size}.{os.getpid()}.{time.time_ns():016x}{os.urandom(4).hex()}"
-            return state.channel.rename(name, pool, new_name)
+            if not state.channel.rename(name, pool, new_name):
+                return False
+            self.slots.gave(new_name)
+            return True
 
     def take(self, size: int, target: str) -> int | None:
         """A pooled file of exactly ``size`` bytes that no reader maps, moved to ``target``
@@ -118,21 +121,24 @@ class Pool:
         """
         if self.capacity <= 0:
             return None
-        self.slots.let_go_of_gone()  # before a new file may need their room
         prefix = f"{size}."
         with self.state.use() as state:
             pool, tmp = _folder(state, "pool"), _folder(state, "tmp")
             if pool is None or tmp is None:
+                self.slots.let_go_of_gone()  # the pool went (a dropped channel?)
                 return None
+            listing = pool.names()
+            self.slots.look_at_pool(listing)  # before a new file may need their room
             name = os.path.basename(target)
-            for pooled in _newest_first([n for n in pool.names() if n.startswith(prefix)]):
-                fd = _lock_free(pool, pooled)
-                if fd is None:
+            for pooled in _newest_first([n for n in listing if n.startswith(prefix)]):
+                locked = _lock_free(pool, pooled)
+                if locked is None:
                     continue
-                info = os.fstat(fd)
+                fd, info = locked
                 if not pool.rename(pooled, tmp, name):
                     os.close(fd)
                     continue
+                self.slots.took(pooled)
                 # By its path: what publishing goes on with (tmp/ may have moved since
                 # this handle opened it).
                 if still_named(target, info):
@@ -308,9 +314,10 @@ def _mapped(folder: SafeDir, name: str) -> bool:
         os.close(fd)
 
 
-def _lock_free(pool: SafeDir, name: str) -> int | None:
+def _lock_free(pool: SafeDir, name: str) -> tuple[int, os.stat_result] | None:
     """The pooled file ``name``, opened and locked exclusively, if no one holds a lock on
-    it and it is a file of ours alone; else None.
+    it and it is a file of ours alone: its descriptor and ``fstat`` (taken before the
+    lock: for its inode, which an open descriptor keeps); else None.
 
     A plain file of another user is a co-producer's (a shared channel): theirs to take,
     left alone. A hard link planted in the pool would be someone else's data, and
@@ -333,7 +340,7 @@ def _lock_free(pool: SafeDir, name: str) -> int | None:
             _drop(pool, name)
         return None
     if try_lock(fd) and same_file(info, pool.lstat(name)):
-        return fd
+        return fd, info
     os.close(fd)  # a reader maps it, or another producer is taking it
     return None
 

@@ -12,8 +12,11 @@ exclusive lock, which the pool grants only when no reader maps the file (protoco
 section 11, rule 3). The mappings hold no lock (it belongs to the descriptor the file was
 taken with, and `HiddenFile.close` drops it for every duplicate). A kept mapping holds
 its file's RAM, so one whose file is gone (removed from the pool, or deleted without
-recycling) is let go at the producer's next write, all of them when the pool is drained
-(a full disk), and at most ``capacity`` are kept. A file removed (from the pool, or
+recycling) is let go at a later write of the producer: the next one if its pool lost a
+file it had seen or put there and did not take itself, else the first one `CHECK_SECONDS`
+after the last check (one
+``fstat`` per mapping on every write was a tenth of a 1 MB ``put``); all of them when the
+pool is drained (a full disk), and at most ``capacity`` are kept. A file removed (from the pool, or
 deleted without recycling) while another producer keeps it mapped is emptied first
 unless a reader maps it (pool.py), so its RAM comes back at once; a forked child keeps
 none of these mappings (it holds no lock to write under).
@@ -24,6 +27,7 @@ from __future__ import annotations
 import mmap
 import os
 import threading
+import time
 import weakref
 
 from ..formats.base import WriteTarget, map_reserved, same_incarnation
@@ -31,6 +35,9 @@ from ..formats.kept import close_all_kept, close_gone_kept, close_kept
 
 #: Smaller items are written with one ``writev``: cheaper than keeping a mapping for them.
 MIN_MAPPED_BYTES = 64 << 10
+#: Seconds a producer writes at most without checking its mappings for gone files, when
+#: its pool gave no sign of one (`WriterSlots.look_at_pool`).
+CHECK_SECONDS = 1.0
 
 
 class WriterSlots:
@@ -43,8 +50,41 @@ class WriterSlots:
         # Threads putting on one channel share these: one evicting or clearing while
         # another looks a mapping up must not close it under the other's feet.
         self._lock = threading.Lock()
+        #: the pool's names at the last look, less those this producer took since
+        self._pooled: set[str] = set()
+        self._next_check = 0.0  # time.monotonic() when the mappings are checked again
         weakref.finalize(self, close_all_kept, self._slots)
         _ALL.add(self)
+
+    def look_at_pool(self, pooled: list[str]) -> None:
+        """Given the pool's names now, `let_go_of_gone` if it lost a file seen at the last
+        look (or pooled by this handle since) that this producer did not take (removed, or
+        taken by another producer), or if the last check is `CHECK_SECONDS` old.
+
+        Files leave the pool so, and are emptied when removed from it, but a reader's
+        array may keep a deleted item from being emptied: then only a check sees it go.
+        """
+        if not self._slots:
+            return  # nothing to let go of (items too small to map): no bookkeeping either
+        names = set(pooled)
+        with self._lock:
+            now = time.monotonic()
+            if now >= self._next_check or not self._pooled <= names:
+                close_gone_kept(self._slots)
+                self._next_check = now + CHECK_SECONDS
+            self._pooled = names
+
+    def took(self, name: str) -> None:
+        """This producer took the pooled file ``name``: not a sign of a gone file."""
+        if self._pooled:
+            with self._lock:
+                self._pooled.discard(name)
+
+    def gave(self, name: str) -> None:
+        """This channel handle pooled a file as ``name``: seen in the pool from now on."""
+        if self._slots:
+            with self._lock:
+                self._pooled.add(name)
 
     def lend(self, target: WriteTarget, size: int) -> None:
         """Set ``target.mapping`` to the recycled file ``target`` (locked by the caller,
