@@ -13,13 +13,13 @@ section 11, rule 3). The mappings hold no lock (it belongs to the descriptor the
 taken with, and `HiddenFile.close` drops it for every duplicate). A kept mapping holds
 its file's RAM, so one whose file is gone (removed from the pool, or deleted without
 recycling) is let go at a later write of the producer: the next one if its pool lost a
-file it had seen or put there and did not take itself, else the first one `CHECK_SECONDS`
-after the last check (one
-``fstat`` per mapping on every write was a tenth of a 1 MB ``put``); all of them when the
-pool is drained (a full disk), and at most ``capacity`` are kept. A file removed (from the pool, or
-deleted without recycling) while another producer keeps it mapped is emptied first
-unless a reader maps it (pool.py), so its RAM comes back at once; a forked child keeps
-none of these mappings (it holds no lock to write under).
+file it had seen or put there and did not take itself, else the first one
+`CHECK_SECONDS` after the last check (one ``fstat`` per mapping on every write was a
+tenth of a 1 MB ``put``); all of them when the pool is drained (a full disk), and at
+most ``capacity`` are kept. A file removed (from the pool, or deleted without
+recycling) while another producer keeps it mapped is emptied first unless a reader maps
+it (pool.py), so its RAM comes back at once; a forked child keeps none of these
+mappings (it holds no lock to write under).
 """
 
 from __future__ import annotations
