@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import mmap
 import os
-import threading
 import time
-import weakref
 
 from ..formats.base import WriteTarget, map_reserved, same_incarnation
-from ..formats.kept import close_all_kept, close_gone_kept, close_kept
+from ..formats.kept import KeptFiles, close_gone_kept, close_kept
 
 #: Smaller items are written with one ``writev``: cheaper than keeping a mapping for them.
 MIN_MAPPED_BYTES = 64 << 10
@@ -40,21 +38,19 @@ MIN_MAPPED_BYTES = 64 << 10
 CHECK_SECONDS = 1.0
 
 
-class WriterSlots:
-    """Up to ``capacity`` writable mappings of recycled files, by inode, newest last."""
+class WriterSlots(KeptFiles):
+    """Up to ``capacity`` writable mappings of recycled files, by inode, newest last.
+
+    Threads putting on one channel share them: one evicting or clearing while another
+    looks a mapping up must not close it under the other's feet (`KeptFiles`' lock).
+    """
 
     def __init__(self, capacity: int) -> None:
+        super().__init__()
         self.capacity = capacity
-        # (st_dev, st_ino) -> (a descriptor of the file, to see it go; its mapping)
-        self._slots: dict[tuple[int, int], tuple[int, mmap.mmap]] = {}
-        # Threads putting on one channel share these: one evicting or clearing while
-        # another looks a mapping up must not close it under the other's feet.
-        self._lock = threading.Lock()
         #: the pool's names at the last look, less those this producer took since
         self._pooled: set[str] = set()
         self._next_check = 0.0  # time.monotonic() when the mappings are checked again
-        weakref.finalize(self, close_all_kept, self._slots)
-        _ALL.add(self)
 
     def look_at_pool(self, pooled: list[str]) -> None:
         """Given the pool's names now, `let_go_of_gone` if it lost a file seen at the last
@@ -64,13 +60,13 @@ class WriterSlots:
         Files leave the pool so, and are emptied when removed from it, but a reader's
         array may keep a deleted item from being emptied: then only a check sees it go.
         """
-        if not self._slots:
+        if not self._kept:
             return  # nothing to let go of (items too small to map): no bookkeeping either
         names = set(pooled)
         with self._lock:
             now = time.monotonic()
             if now >= self._next_check or not self._pooled <= names:
-                close_gone_kept(self._slots)
+                close_gone_kept(self._kept)
                 self._next_check = now + CHECK_SECONDS
             self._pooled = names
 
@@ -82,7 +78,7 @@ class WriterSlots:
 
     def gave(self, name: str) -> None:
         """This channel handle pooled a file as ``name``: seen in the pool from now on."""
-        if self._slots:
+        if self._kept:
             with self._lock:
                 self._pooled.add(name)
 
@@ -105,41 +101,14 @@ class WriterSlots:
 
     def _mapping(self, fd: int, info: os.stat_result) -> mmap.mmap:
         key = (info.st_dev, info.st_ino)
-        kept = self._slots.pop(key, None)
+        kept = self._kept.pop(key, None)
         if kept is not None:
             if len(kept[1]) == info.st_size and same_incarnation(os.fstat(kept[0]), info):
-                self._slots[key] = kept  # the most recently used goes last
+                self._kept[key] = kept  # the most recently used goes last
                 return kept[1]
             close_kept(kept)  # resized meanwhile, or another file with a reused inode number
         made = map_reserved(fd, info.st_size)
-        self._slots[key] = (os.dup(fd), made)
-        while len(self._slots) > self.capacity:
-            close_kept(self._slots.pop(next(iter(self._slots))))
+        self._kept[key] = (os.dup(fd), made)
+        while len(self._kept) > self.capacity:
+            close_kept(self._kept.pop(next(iter(self._kept))))
         return made
-
-    def clear(self) -> None:
-        """Let go of every mapping (their files' RAM is needed: the disk is full)."""
-        with self._lock:
-            close_all_kept(self._slots)
-
-    def let_go_of_gone(self) -> None:
-        """Drop the mappings of files that no longer have a name: only they hold the RAM
-        (one ``fstat`` per mapping)."""
-        if self._slots:
-            with self._lock:
-                close_gone_kept(self._slots)
-
-
-def _forget_in_child() -> None:
-    """A forked child holds none of its parent's locks: it keeps none of its mappings.
-    (Another thread of the parent may have held a `WriterSlots` lock at the fork: the
-    child's copy of it would never be released.)"""
-    for slots in list(_ALL):
-        slots._lock = threading.Lock()
-        slots.clear()
-
-
-#: every WriterSlots of this process, for `_forget_in_child`
-_ALL: weakref.WeakSet[WriterSlots] = weakref.WeakSet()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_in_child)

@@ -54,19 +54,51 @@ KEPT_DISK_SHARE = 0.25
 _PROC_FD = "/proc/self/fd"
 
 
-class KeptMappings:
-    """Read-only mappings of whole recycled files by inode: up to ``capacity`` of them and
-    ``max_bytes`` in all (0: none kept)."""
+class KeptFiles:
+    """Mappings of whole files kept by inode, each with a lock-free descriptor of its file
+    (to see it go): what a consumer's `KeptMappings` and a producer's slots
+    (_store/slots.py) have in common. Threads may share them; a forked child keeps none
+    (it holds no lock to read or write under, and would keep deleted files' RAM)."""
 
-    def __init__(self, capacity: int, max_bytes: int) -> None:
-        self.capacity = capacity
-        self.max_bytes = max_bytes
-        # (st_dev, st_ino) -> (a lock-free descriptor of the file, to see it go; its mapping)
+    def __init__(self) -> None:
+        # (st_dev, st_ino) -> (a lock-free descriptor of the file; its mapping)
         self._kept: dict[tuple[int, int], tuple[int, mmap.mmap]] = {}
-        # get and ack may run in different threads; finalizers never take it
+        # taken by every change to ``_kept``; finalizers never take it
         self._lock = threading.Lock()
         weakref.finalize(self, close_all_kept, self._kept)
         _ALL.add(self)
+
+    def let_go_of_gone(self) -> None:
+        """Drop the mappings of files that no longer have a name: only these mappings hold
+        their RAM (one ``fstat`` each)."""
+        if self._kept:
+            with self._lock:
+                close_gone_kept(self._kept)
+
+    def let_go_if_gone(self, ino: int) -> None:
+        """`let_go_of_gone` for the file of inode ``ino`` only: an item just acked, which
+        may have been deleted without being pooled (one ``fstat``, if it is kept)."""
+        if self._kept:
+            with self._lock:
+                close_gone_kept(self._kept, lambda key: key[1] == ino)
+
+    def clear(self) -> None:
+        """Let go of every mapping (arrays handed out keep theirs until they go)."""
+        with self._lock:
+            close_all_kept(self._kept)
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+
+class KeptMappings(KeptFiles):
+    """Read-only mappings of whole recycled files by inode: up to ``capacity`` of them and
+    ``max_bytes`` in all (0: none kept). ``get`` and ``ack`` may run in different threads."""
+
+    def __init__(self, capacity: int, max_bytes: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self.max_bytes = max_bytes
 
     @classmethod
     def for_disk(cls, folder: str | Path, *, recycled: bool) -> KeptMappings:
@@ -102,7 +134,7 @@ class KeptMappings:
                 # Resized since (recycled for items of another size, or emptied by a
                 # full disk), or another file with a reused inode number.
                 close_kept(self._kept.pop(key))
-            self._let_go_of_gone()
+            close_gone_kept(self._kept)
             held = sum(len(mapping) for _, mapping in self._kept.values())
             if len(self._kept) >= self.capacity or held + size > self.max_bytes:
                 # Full: keep what is kept. Files come round in a cycle, which evicting the
@@ -115,32 +147,12 @@ class KeptMappings:
             self.capacity = 0  # no /proc to open the file again: keep nothing from now on
             return None
 
-    def let_go_of_gone(self) -> None:
-        """Drop the mappings of files that no longer have a name: only these mappings hold
-        their RAM (one ``fstat`` each)."""
-        if self._kept:
-            with self._lock:
-                self._let_go_of_gone()
-
-    def let_go_if_gone(self, ino: int) -> None:
-        """`let_go_of_gone` for the file of inode ``ino`` only: an item just acked, which
-        may have been deleted without being pooled (one ``fstat``, if it is kept)."""
-        if self._kept:
-            with self._lock:
-                close_gone_kept(self._kept, lambda key: key[1] == ino)
-
-    def _let_go_of_gone(self) -> None:
-        close_gone_kept(self._kept)
-
     def close(self) -> None:
         """Let go of every mapping and keep none from now on (arrays handed out keep
         theirs until they go)."""
         with self._lock:
             self.capacity = 0
             close_all_kept(self._kept)
-
-    def __len__(self) -> int:
-        return len(self._kept)
 
 
 def _map_again(fd: int, size: int) -> tuple[int, mmap.mmap] | None:
@@ -159,15 +171,15 @@ def _map_again(fd: int, size: int) -> tuple[int, mmap.mmap] | None:
 
 
 def _forget_in_child() -> None:
-    """A forked child keeps none of its parent's mappings: it would hold the RAM of files
-    deleted meanwhile without ever reading them again."""
+    """A forked child keeps none of its parent's mappings: it holds none of the locks
+    they were made under, and would keep the RAM of files deleted meanwhile."""
     for kept in list(_ALL):
         kept._lock = threading.Lock()  # another thread of the parent may have held it
         close_all_kept(kept._kept)
 
 
-#: every KeptMappings of this process, for `_forget_in_child`
-_ALL: weakref.WeakSet[KeptMappings] = weakref.WeakSet()
+#: every KeptFiles of this process, for `_forget_in_child`
+_ALL: weakref.WeakSet[KeptFiles] = weakref.WeakSet()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_in_child)
 
