@@ -157,11 +157,11 @@ def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
 def write_whole(target: WriteTarget, data: memoryview) -> None:
     """Write ``data`` from the start of ``target``, overwriting a recycled file in place.
 
-    A recycled file the producer keeps mapped (``target.mapping``, as long as ``data``)
-    gets one memcpy; a new file is sized first: a huge=within_size tmpfs then backs it
-    with huge pages.
+    A recycled file the producer keeps mapped (``target.mapping``: lent only when the
+    file is as long as ``data``) gets one memcpy; a new file is sized first: a
+    huge=within_size tmpfs then backs it with huge pages.
     """
-    if target.mapping is not None and len(target.mapping) == data.nbytes:
+    if target.mapping is not None:
         target.mapping[:] = data
         return
     if target.size != data.nbytes:
