@@ -15,7 +15,7 @@ from ._store.scan import Entry, arrival_ns, item_sidecar
 from ._store.sidecar import Sidecar
 from .formats import Format, OpenedFile, format_for
 from .formats.base import nbytes
-from .formats.kept import KeptMappings
+from .formats.kept import KeptMappings, whole_file
 
 _T = TypeVar("_T")
 
@@ -158,6 +158,16 @@ class Item:
         """Attributes of each dataset (HDF5); empty dicts for .npy."""
         opened = self._open()
         return {name: dict(opened.dataset_attrs.get(name, {})) for name in opened.arrays}
+
+    def file_bytes(self) -> np.ndarray:
+        """The item's whole file, header and data, read-only and zero-copy, as a uint8
+        array: what `Channel.put_file_bytes` publishes byte for byte elsewhere.
+
+        Like the item's arrays, it holds the reader lock while it lives: the file never
+        changes under it. A subscription reads a recycled file through the mapping it
+        keeps of it (no new mapping per item).
+        """
+        return whole_file(self._path, self._kept)
 
     def open(self, mode: str = "r") -> np.ndarray:
         """A new mapping of the item's array: ``"r"`` read-only, ``"c"`` copy-on-write.

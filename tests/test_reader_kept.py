@@ -332,3 +332,34 @@ def test_copy_on_write_opens_are_not_kept(root: Path, channel: Channel) -> None:
         assert _read_only_maps(root) == []
         assert np.unique(item.array).tolist() == [1]
         item.close()
+
+
+def test_an_items_whole_file_is_read_through_the_kept_mapping(root: Path, channel: Channel) -> None:
+    """`Item.file_bytes` (what a bridge forwards) reads a recycled file through the
+    subscription's kept mapping, and holds the reader lock while it lives."""
+    with channel.subscribe("g") as sub:
+        for value in range(4):  # one file, recycled for each item
+            path = _put(channel, value)
+            item = sub.get(timeout=TIMEOUT)
+            whole = item.file_bytes()
+            assert bytes(whole) == path.read_bytes()
+            assert not whole.flags.writeable
+            assert len(_read_only_maps(root)) == 1, "a new mapping for the same file"
+            assert not lock_is_free(path), "the whole file's bytes hold no reader lock"
+            del whole
+            assert lock_is_free(path)
+            item.close()
+            item.ack()
+
+
+def test_an_items_whole_file_outside_a_subscription_is_mapped_and_let_go(
+    root: Path, channel: Channel
+) -> None:
+    path = _put(channel, 3)
+    whole = channel.get(path.stem).file_bytes()
+    assert bytes(whole) == path.read_bytes()
+    assert len(_read_only_maps(root)) == 1
+    assert not lock_is_free(path)
+    del whole
+    assert _read_only_maps(root) == []
+    assert lock_is_free(path)

@@ -2,7 +2,8 @@
 
 The bridge runs on the source host. It consumes the source channel as the durable
 group ``bridge-<DEST name>``, copies each item's file once into Ray's object store
-(``ray.put`` of the mapped file) and hands the object to a `Receiver` actor pinned to
+(``ray.put`` of the mapped file: `Item.file_bytes`, through the mapping the
+subscription keeps of a recycled file) and hands the object to a `Receiver` actor pinned to
 the destination node; Ray moves the bytes between the nodes, the receiver reads them
 zero-copy and publishes them. The source item is acked only when the receiver has
 returned, so nothing is lost when the bridge is killed, and nothing is published
@@ -27,10 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .. import Channel, CorruptItem, Item, ItemExists, RamxchgError, Subscription
-from ..formats.base import map_fd, open_locked
+from .. import Channel, CorruptItem, Item, ItemExists, ItemNotFound, RamxchgError, Subscription
 from ._ray import default_address, describe_node, require_ray, resolve_node
 from ._receiver import LEDGER_LINES, Receiver
 
@@ -311,14 +309,17 @@ class Bridge:
                 "seq": item.seq,
                 "published_ns": item.published_ns,
             }
-            data = _file_bytes(item.path)
-        except FileNotFoundError:  # deleted meanwhile (keep_last, ttl, by hand): nothing to copy
+            # Zero-copy, reader-locked; a recycled file through the mapping the
+            # subscription keeps of it (no new mapping of its pages per item).
+            data = item.file_bytes()
+        except (FileNotFoundError, ItemNotFound):
+            # Deleted meanwhile (keep_last, ttl, by hand): nothing to copy.
             log.warning("%s: item %s was deleted before it was sent", self.source.path, item.name)
             self._emit("gone", name=item.name, seq=item.seq)
             return
         nbytes = data.nbytes
         ref = self._ray.put(data)  # the one copy on this node
-        del data  # unmaps the file
+        del data  # lets go of the reader lock (and of a mapping not kept)
         result = self._receiver.deliver.remote(
             ref, item.name, item.format, dict(sidecar.attrs) if sidecar else {}, origin
         )
@@ -376,17 +377,6 @@ class Bridge:
     def _emit(self, event: str, **fields: Any) -> None:
         if self._on_event is not None:
             self._on_event({"event": event, **fields})
-
-
-def _file_bytes(path: Path) -> np.ndarray:
-    """The whole file, mapped read-only (no copy), as a uint8 array (holding the reader
-    lock: a recycled file never changes under it)."""
-    fd, size = open_locked(path)
-    try:
-        mapping = map_fd(fd, size)  # large files: every page mapped in one call
-    finally:
-        os.close(fd)
-    return np.frombuffer(mapping, np.uint8)
 
 
 def _cause(exc: BaseException) -> BaseException:

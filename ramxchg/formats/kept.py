@@ -38,7 +38,9 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 
-from .base import map_fd, same_incarnation
+import numpy as np
+
+from .base import array_over, map_fd, open_locked_stat, same_incarnation
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +155,23 @@ class KeptMappings(KeptFiles):
         with self._lock:
             self.capacity = 0
             close_all_kept(self._kept)
+
+
+def whole_file(path: str | Path, kept: KeptMappings | None) -> np.ndarray:
+    """Every byte of the file at ``path``, read-only and zero-copy, as a uint8 array
+    that holds the reader lock for as long as it (or a view of it) lives: through the
+    mapping ``kept`` keeps of the file, when it keeps one, else a new mapping."""
+    fd, info = open_locked_stat(path)
+    try:
+        reused = kept.mapping(fd, info) if kept is not None else None
+        if reused is not None:  # the array holds the lock; the mapping stays kept
+            return array_over(reused, (info.st_size,), np.dtype(np.uint8), 0, lock_fd=fd)
+        mapping = map_fd(fd, info.st_size)  # a duplicate of fd, and so the lock, with it
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return array_over(mapping, (info.st_size,), np.dtype(np.uint8), 0)
 
 
 def _map_again(fd: int, size: int) -> tuple[int, mmap.mmap] | None:
