@@ -18,12 +18,13 @@ source host"). For each size, alternately:
   nothing of the source: it writes the bytes Ray brought into a new item file), where
   they stay;
 - **bridge, taken at the destination**: one bridge that runs for good through every
-  round (`Stream`), with a consumer on the second node (`Taker`) that takes each item
-  as a durable group (maps it, as Ray alone's actor maps its object) and acks it: a
-  stream in its steady state, where the destination recycles its files (kept mapped
-  by the receiver: its copy is one memcpy) instead of allocating new ones for every
-  item. An untimed first batch warms it up; each round's batch is written beforehand
-  and moved into the source channel at once (`Channel.put_file(move=True)`).
+  round (`Stream`), fed by a producer process that ``put``s an in-memory array into
+  the source channel, with a consumer on the second node (`Taker`) that takes each
+  item as a durable group (maps it, as Ray alone's actor maps its object) and acks
+  it: a stream in its steady state, where both ends recycle their files (kept mapped:
+  the producer's ``put``, the bridge's read and the receiver's write each touch pages
+  already mapped) instead of allocating new ones for every item. Timed from the
+  producer's first ``put``; an untimed batch runs right before each timed one.
 
 All keep the same number of items in flight (4, or fewer so that they stay under
 1 GB). GB/s is timed from the first ``ray.put`` to the last confirmation. Medians of
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import shutil
 import statistics
@@ -150,12 +152,28 @@ def bridged(ray: Any, node: str, roots: tuple[Path, Path], size: int, round_no: 
     return count * size / (times["last"] - times["first"]) / 1e9
 
 
+def _produce(path: str, size: int, conn: Any) -> None:
+    """A producer process on the source host: ``put``s ``count`` items of ``size`` bytes
+    each time it is sent a count, then answers; a count of 0 ends it."""
+    channel = Channel(Path(path))
+    message = np.full(size, 7, np.uint8)
+    for count in iter(conn.recv, 0):
+        for _ in range(count):
+            channel.put(message)
+        conn.send(count)
+
+
 class Stream:
-    """One bridge that runs for good, ``taker`` consuming at the other node: the steady
-    state of a stream, where both ends recycle their files. `round` times one batch of
-    items; a first, untimed batch warms it up. Each batch is written beforehand (not
-    timed) and published at once by moving its files into the source channel
-    (`Channel.put_file`), while the bridge runs."""
+    """One bridge that runs for good between a producer process on the source host and
+    ``taker`` on the other node: the steady state of a stream, where both ends recycle
+    their files. An untimed first batch warms it up.
+
+    `round` times one batch, from the producer's first ``put`` of an in-memory array to
+    the last item delivered (as Ray alone is timed from its first ``ray.put``). Right
+    before it, an untimed batch runs through: between rounds the other rows run for
+    longer than a pool keeps a file no one takes (`POOL_IDLE_SECONDS`), which a stream
+    that runs for good never idles.
+    """
 
     def __init__(
         self, ray: Any, node: str, roots: tuple[Path, Path], size: int, *, rounds: int, taker: Any
@@ -165,13 +183,11 @@ class Stream:
         self.name = f"bench-{size}-stream"
         self.roots = roots
         self.source = Channel(self.name, root=roots[0])
-        self.staging = roots[0] / f"staging-{size}"
-        self.staging.mkdir()
         self.taker = taker
         self.ray = ray
-        ray.get(taker.start.remote(self.name, str(roots[1]), self.count * (rounds + 1)))
-        self.sent: dict[str, float] = {}
-        self.delivered: dict[str, float] = {}
+        ray.get(taker.start.remote(self.name, str(roots[1]), self.count * (2 * rounds + 1)))
+        self.delivered = 0
+        self.last = 0.0
         self.arrived = threading.Condition()
         self.bridge = Bridge(
             self.source,
@@ -182,41 +198,48 @@ class Stream:
             on_event=self._on_event,
         )
         self.bridge.start()
-        self.batches = 0
-        self.round()  # warm-up
+        context = multiprocessing.get_context("spawn")
+        self.orders, theirs = context.Pipe()
+        self.producer = context.Process(
+            target=_produce, args=(str(self.source.path), size, theirs), daemon=True
+        )
+        self.producer.start()
+        self._batch()  # warm-up
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        if event["event"] == "sent":
-            self.sent[event["name"]] = time.perf_counter()
-        elif event["event"] == "delivered":
+        if event["event"] == "delivered":
             with self.arrived:
-                self.delivered[event["name"]] = time.perf_counter()
+                self.delivered += 1
+                self.last = time.perf_counter()
                 self.arrived.notify_all()
 
-    def round(self) -> float:
-        """GB/s of one batch, from its first item sent to its last one delivered."""
-        message = np.full(self.size, 7, np.uint8)
-        names = [f"b{self.batches}-{i:04d}" for i in range(self.count)]
-        self.batches += 1
-        for name in names:
-            np.save(self.staging / f"{name}.npy", message)
-        for name in names:
-            self.source.put_file(self.staging / f"{name}.npy", move=True)
+    def _batch(self) -> float:
+        """Have the producer put a batch, wait until the bridge delivered it: seconds."""
+        target = self.delivered + self.count
+        started = time.perf_counter()
+        self.orders.send(self.count)
         with self.arrived:
             if not self.arrived.wait_for(
-                lambda: names[-1] in self.delivered or self.bridge.error, 600
+                lambda: self.delivered >= target or self.bridge.error, 600
             ):
                 raise RuntimeError("the bridge did not finish the batch")
         if self.bridge.error is not None:
             raise RuntimeError(f"the bridge failed: {self.bridge.error}")
-        return self.count * self.size / (self.delivered[names[-1]] - self.sent[names[0]]) / 1e9
+        self.orders.recv()
+        return self.last - started
+
+    def round(self) -> float:
+        """GB/s of one batch, right after an untimed one."""
+        self._batch()
+        return self.count * self.size / self._batch() / 1e9
 
     def close(self) -> None:
-        """Stop the bridge, wait for the taker, remove both channels."""
+        """Stop the producer and the bridge, wait for the taker, remove both channels."""
+        self.orders.send(0)
+        self.producer.join(60)
         self.bridge.stop()
         self.ray.get(self.taker.join.remote())
         shutil.rmtree(self.source.path)
-        shutil.rmtree(self.staging)
         shutil.rmtree(self.roots[1] / self.name)
 
 
