@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_bridge.py [--sizes 1M 64M 512M] [--repeat 3] [--json]
+    python benchmarks/bench_bridge.py [--sizes 1M 64M 512M] [--repeat 3] [--round-bytes 1G] [--json]
 
 Starts a two-node Ray cluster on this machine (``ray.cluster_utils``; each node has
 its own object store of ``--store`` bytes, so every object is copied from one store
@@ -26,9 +26,11 @@ source host"). For each size, alternately:
   already mapped) instead of allocating new ones for every item. Timed from the
   producer's first ``put``; an untimed batch runs right before each timed one.
 
-All keep the same number of items in flight (4, or fewer so that they stay under
-1 GB). GB/s is timed from the first ``ray.put`` to the last confirmation. Medians of
-``--repeat`` rounds. Channels live on two roots under /dev/shm, removed afterwards.
+All move the same batch per round (``--round-bytes``, 3 to 200 items) with the same
+number of items in flight (4, or fewer so that they stay under 1 GB). Ray alone and the
+stream each get an untimed batch per size before the rounds. GB/s is timed from the
+first ``ray.put`` to the last confirmation. Medians of ``--repeat`` rounds. Channels
+live on two roots under /dev/shm, removed afterwards.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +56,27 @@ from ramxchg import Channel
 from ramxchg.bridge import Bridge
 from ramxchg.disks import parse_size
 
-#: Bytes moved per round for each size (items = this / size, at least 3).
+#: Bytes moved per round for each size by default (items = this / size, 3 to 200).
 ROUND_BYTES = 1 << 30
 #: At most this many bytes in flight.
 WINDOW_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What every row moves per round: ``count`` items of ``size`` bytes, ``window`` of
+    them in flight."""
+
+    size: int
+    count: int
+    window: int
+
+    @classmethod
+    def of(cls, size: int, round_bytes: int = ROUND_BYTES) -> Batch:
+        """The batch for items of ``size`` bytes: ``round_bytes`` of them (3 to 200
+        items), up to 4 in flight, fewer so that they stay under `WINDOW_BYTES`."""
+        count = max(3, min(200, round_bytes // size))
+        return cls(size, count, max(1, min(4, WINDOW_BYTES // size)))
 
 
 class Sink:
@@ -75,15 +95,10 @@ class Sink:
         return int(array.nbytes)
 
 
-def items_for(size: int) -> tuple[int, int]:
-    """(items per round, items in flight) for messages of ``size`` bytes."""
-    return max(3, min(200, ROUND_BYTES // size)), max(1, min(4, WINDOW_BYTES // size))
-
-
-def ray_alone(ray: Any, sink: Any, size: int, folder: Path | None = None) -> float:
+def ray_alone(ray: Any, sink: Any, batch: Batch, folder: Path | None = None) -> float:
     """GB/s of ``ray.put`` + a remote ``ray.get`` (+ a file write into ``folder``), with
     the bridge's window."""
-    count, window = items_for(size)
+    count, window, size = batch.count, batch.window, batch.size
     message = np.full(size, 7, np.uint8)
     target = str(folder) if folder is not None else None
     pending: deque[Any] = deque()
@@ -125,9 +140,9 @@ class Taker:
         self.thread.join()
 
 
-def bridged(ray: Any, node: str, roots: tuple[Path, Path], size: int, round_no: int) -> float:
+def bridged(ray: Any, node: str, roots: tuple[Path, Path], batch: Batch, round_no: int) -> float:
     """GB/s of a new bridge copying pre-published items to the other node, where they stay."""
-    count, window = items_for(size)
+    count, window, size = batch.count, batch.window, batch.size
     name = f"bench-{size}-{round_no}-kept"
     source = Channel(name, root=roots[0])
     message = np.full(size, 7, np.uint8)
@@ -176,9 +191,16 @@ class Stream:
     """
 
     def __init__(
-        self, ray: Any, node: str, roots: tuple[Path, Path], size: int, *, rounds: int, taker: Any
+        self,
+        ray: Any,
+        node: str,
+        roots: tuple[Path, Path],
+        batch: Batch,
+        *,
+        rounds: int,
+        taker: Any,
     ) -> None:
-        self.count, window = items_for(size)
+        self.count, window, size = batch.count, batch.window, batch.size
         self.size = size
         self.name = f"bench-{size}-stream"
         self.roots = roots
@@ -253,6 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--store", type=parse_size, default=parse_size("2G"))
+    parser.add_argument(
+        "--round-bytes",
+        type=parse_size,
+        default=ROUND_BYTES,
+        help="bytes per round and size (3 to 200 items; default 1G): more items weigh "
+        "a pipeline's fill and drain less",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -285,15 +314,19 @@ def main(argv: list[str] | None = None) -> int:
         files = roots[1] / "ray-files"
         files.mkdir()
         for size in args.sizes:
+            batch = Batch.of(size, args.round_bytes)
             alone, written, bridge, taken = [], [], [], []
-            stream = Stream(ray, "resource:dest-host", roots, size, rounds=args.repeat, taker=taker)
+            stream = Stream(
+                ray, "resource:dest-host", roots, batch, rounds=args.repeat, taker=taker
+            )
+            ray_alone(ray, sink, batch)  # warm-up, as the stream's first batch
             for round_no in range(args.repeat):
-                alone.append(ray_alone(ray, sink, size))
-                written.append(ray_alone(ray, sink, size, files))
-                bridge.append(bridged(ray, "resource:dest-host", roots, size, round_no))
+                alone.append(ray_alone(ray, sink, batch))
+                written.append(ray_alone(ray, sink, batch, files))
+                bridge.append(bridged(ray, "resource:dest-host", roots, batch, round_no))
                 taken.append(stream.round())
             stream.close()
-            count, window = items_for(size)
+            count, window = batch.count, batch.window
             results.append(
                 {
                     "size": size,
