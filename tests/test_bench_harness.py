@@ -14,9 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ramxchg import Channel
 from ramxchg.bench import runner, suite
 from ramxchg.bench.runner import BenchConfig, run_transport
 from ramxchg.bench.transports import PipeTransport, Sender, Transport
+from ramxchg.bench.transports_files import ChannelTransport
 from ramxchg.cli import main
 from ramxchg.disks import get_adapter
 
@@ -135,3 +137,43 @@ def test_a_killed_benchs_huge_tmpfs_is_unmounted_by_the_next_one(tmp_path: Path)
         for folder in (dead, alive):
             if os.path.ismount(folder):
                 subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+class CountedPipe(PipeTransport):
+    """A pipe that notes, in the parent, each pair of processes opened for it."""
+
+    def __init__(self, name: str, opened: list[str]) -> None:
+        self.name = self.label = name
+        self.opened = opened
+
+    def open_link(self, ctx: Any, workdir: Path) -> Any:
+        self.opened.append(self.name)
+        return super().open_link(ctx, workdir)
+
+    def __getstate__(self) -> dict[str, Any]:  # the workers need no list of the parent's
+        return {"name": self.name, "label": self.label, "opened": []}
+
+
+def test_transports_take_turns_round_by_round_in_pairs_of_their_own(tmp_path: Path) -> None:
+    opened: list[str] = []
+    config = BenchConfig(sizes=(KB, 64 * KB), repeat=2, quick=True)
+    entries = runner.run_transports(
+        [CountedPipe("a", opened), CountedPipe("b", opened)], config, tmp_path, lambda _: None
+    )
+    assert opened == ["a", "b"] * 4  # per size, per round: each in turn, a new pair each
+    for entry in entries:
+        assert [r["size"] for r in entry["results"]] == [KB, 64 * KB]
+        assert all(r["error"] is None and r["gbps"]["min"] > 0 for r in entry["results"])
+
+
+def test_each_pair_of_a_channel_transport_gets_a_new_channel_dropped_after(
+    root: Path,
+) -> None:
+    transport = ChannelTransport("ramxchg_put", "ramxchg put", "npy")
+    context = mp.get_context("spawn")
+    first, second = (transport.open_link(context, root) for _ in range(2))
+    assert first != second
+    Channel(Path(first)).put(np.ones(4 << 20, np.uint8))  # an item, and its file, left in it
+    for link in (first, second):
+        transport.close_link(link)
+    assert list(root.iterdir()) == []

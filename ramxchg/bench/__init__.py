@@ -2,10 +2,12 @@
 
 A producer process sends messages (contiguous uint8 arrays) to a consumer process,
 which copies every byte into a reused buffer and, after each phase, checks the bytes it
-got. Per transport and size, after a warm-up: ``repeat`` times a *streamed* phase (a
-window of messages in flight; GB/s from the first send to the last message read) and a
-*lock-step* phase (one message at a time; latency from just before the send to the last
-byte read). Results are the median with min and max over the repetitions.
+got. Per size, ``repeat`` rounds; in each, every transport in turn runs in a new pair
+of processes: a warm-up, then a *streamed* phase (a window of messages in flight; GB/s
+from the first send to the last message read) and a *lock-step* phase (one message at
+a time; latency from just before the send to the last byte read). Results are the
+median with min and max over the rounds: side by side in time, so a machine that slows
+down for a while slows every transport's round of that moment.
 
 ramxchg's rows (channels with default settings, the same without recycling, HDF5 items,
 a huge-page tmpfs when root) are compared with Python's own transports and with the

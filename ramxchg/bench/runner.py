@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
@@ -55,9 +55,11 @@ def counts_for(nbytes: int, quick: bool) -> tuple[int, int, int]:
         return 2000, 1000, 200
     if nbytes <= MB:
         return 300, 200, 30
+    # Large messages: enough of them that the pipeline's filling and draining (the
+    # first message's and the last's latency) is a small part of the phase.
     if nbytes <= 64 * MB:
-        return 12, 6, 2
-    return 3, 2, 1
+        return 32, 6, 2
+    return 8, 2, 1
 
 
 def window_for(nbytes: int) -> int:
@@ -182,69 +184,130 @@ def _spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def measure(pair: _Pair, nbytes: int, config: BenchConfig) -> dict[str, Any]:
-    """Warm up, then ``repeat`` times: a streamed phase (GB/s) and a lock-step one (latency)."""
-    streamed, lockstep, warmup = counts_for(nbytes, config.quick)
+def warm_up(pair: _Pair, nbytes: int, config: BenchConfig) -> None:
+    """An untimed streamed phase: at least one more message than the streamed phase has
+    in flight, so that a transport that reuses its buffers (iceoryx2's samples, Ray's
+    store, recycled files) has all of them before it is timed."""
+    streamed, _, warmup = counts_for(nbytes, config.quick)
     window = window_for(nbytes)
-    # At least as many as the streamed phase has in flight: a transport that reuses its
-    # buffers (iceoryx2's samples, Ray's store, recycled files) gets all of them first.
-    pair.phase(nbytes, max(warmup, min(window, streamed)), window)
-    gbps, p50, p99, worst = [], [], [], []
-    for _ in range(config.repeat):
-        sent, done = pair.phase(nbytes, streamed, window)
-        gbps.append(streamed * nbytes / ((done[-1] - sent[0]) / 1e9) / 1e9)
+    pair.phase(nbytes, max(warmup, min(window + 1, streamed)), window)
+
+
+@dataclass
+class _Rounds:
+    """One transport's rounds at one size: GB/s of its streamed phases, latencies (us)
+    of its lock-step phases."""
+
+    gbps: list[float] = field(default_factory=list)
+    p50: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+    worst: list[float] = field(default_factory=list)
+
+    def run(self, pair: _Pair, nbytes: int, config: BenchConfig) -> None:
+        """One round: a streamed phase and a lock-step one."""
+        streamed, lockstep, _ = counts_for(nbytes, config.quick)
+        sent, done = pair.phase(nbytes, streamed, window_for(nbytes))
+        self.gbps.append(streamed * nbytes / ((done[-1] - sent[0]) / 1e9) / 1e9)
         sent, done = pair.phase(nbytes, lockstep, 1)
         latency_us = (done - sent) / 1e3
-        p50.append(float(np.percentile(latency_us, 50)))
-        p99.append(float(np.percentile(latency_us, 99)))
-        worst.append(float(latency_us.max()))
-    return {
-        "size": nbytes,
-        "streamed": streamed,
-        "lockstep": lockstep,
-        "window": window,
-        "gbps": _spread(gbps),
-        "p50_us": _spread(p50),
-        "p99_us": _spread(p99),
-        "max_us": max(worst),
-        "error": None,
-    }
+        self.p50.append(float(np.percentile(latency_us, 50)))
+        self.p99.append(float(np.percentile(latency_us, 99)))
+        self.worst.append(float(latency_us.max()))
+
+    def result(self, nbytes: int, config: BenchConfig) -> dict[str, Any]:
+        streamed, lockstep, _ = counts_for(nbytes, config.quick)
+        return {
+            "size": nbytes,
+            "streamed": streamed,
+            "lockstep": lockstep,
+            "window": window_for(nbytes),
+            "gbps": _spread(self.gbps),
+            "p50_us": _spread(self.p50),
+            "p99_us": _spread(self.p99),
+            "max_us": max(self.worst),
+            "error": None,
+        }
+
+
+def run_transports(
+    transports: list[Transport],
+    config: BenchConfig,
+    workdir: Path,
+    tick: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Every size for every transport, one entry each: {name, label, skipped, results}.
+
+    Side by side in time: at each size, round after round, each transport runs one
+    round in turn, each time in a pair of processes of its own, warmed up first and
+    closed after the round (one transport's memory at a time, even at 512 MB). A
+    machine that slows down for a while then slows every transport's round of that
+    moment, not one transport's whole row. A transport that cannot start is given up
+    for the sizes left; one that fails at a size, for the rest of that size.
+    """
+    entries = [
+        {"name": t.name, "label": t.label, "skipped": t.skip_reason(), "results": []}
+        for t in transports
+    ]
+    running = [(t, e) for t, e in zip(transports, entries, strict=True) if not e["skipped"]]
+    for nbytes in config.sizes:
+        rounds = {t.name: _Rounds() for t, _ in running}
+        failed: dict[str, str] = {}
+        for round_no in range(config.repeat):
+            for transport, _ in running:
+                if transport.name in failed:
+                    continue
+                tick(f"{transport.label} {format_size(nbytes)} ({round_no + 1}/{config.repeat})")
+                error = _round(transport, nbytes, config, workdir, rounds[transport.name])
+                if error is not None:
+                    failed[transport.name] = error
+        for transport, entry in running:
+            error = failed.get(transport.name)
+            entry["results"].append(
+                {"size": nbytes, "error": error}
+                if error is not None
+                else rounds[transport.name].result(nbytes, config)
+            )
+        running = [(t, e) for t, e in running if not failed.get(t.name, "").startswith(_NO_START)]
+    for entry in entries:  # the sizes left when a transport could not start
+        done = {result["size"] for result in entry["results"]}
+        if done and not entry["skipped"]:
+            error = entry["results"][-1]["error"]
+            entry["results"] += [
+                {"size": size, "error": error} for size in config.sizes if size not in done
+            ]
+    return entries
 
 
 def run_transport(
     transport: Transport, config: BenchConfig, workdir: Path, tick: Callable[[str], None]
 ) -> dict[str, Any]:
-    """Every size for one transport: {name, label, skipped, results: [...]}."""
-    entry: dict[str, Any] = {"name": transport.name, "label": transport.label}
-    entry["skipped"] = transport.skip_reason()
-    entry["results"] = []
-    if entry["skipped"]:
-        return entry
-    pair: _Pair | None = None
+    """`run_transports` for one transport."""
+    return run_transports([transport], config, workdir, tick)[0]
+
+
+#: How the error of a transport that could not start begins.
+_NO_START = "could not start: "
+
+
+def _round(
+    transport: Transport, nbytes: int, config: BenchConfig, workdir: Path, rounds: _Rounds
+) -> str | None:
+    """One round of ``transport`` in a new pair: warm-up, then `_Rounds.run`; the error
+    that ended it, if any."""
     try:
-        for nbytes in config.sizes:
-            tick(f"{transport.label} {format_size(nbytes)}")
-            try:
-                pair = pair or _Pair(transport, workdir)
-            except Exception as exc:  # a peer that cannot start fails, the run goes on
-                log.warning("%s could not start: %s", transport.name, exc, exc_info=True)
-                error = f"could not start: {type(exc).__name__}: {exc}"
-                done = {result["size"] for result in entry["results"]}
-                entry["results"] += [
-                    {"size": size, "error": error} for size in config.sizes if size not in done
-                ]
-                break
-            try:
-                entry["results"].append(measure(pair, nbytes, config))
-            except PhaseError as exc:
-                log.warning("%s at %d bytes failed: %s", transport.name, nbytes, exc)
-                entry["results"].append({"size": nbytes, "error": str(exc)})
-                _close(pair)
-                pair = None  # a fresh pair for the next size
+        pair = _Pair(transport, workdir)
+    except Exception as exc:  # a peer that cannot start fails, the run goes on
+        log.warning("%s could not start: %s", transport.name, exc, exc_info=True)
+        return f"{_NO_START}{type(exc).__name__}: {exc}"
+    try:
+        warm_up(pair, nbytes, config)
+        rounds.run(pair, nbytes, config)
+    except PhaseError as exc:
+        log.warning("%s at %d bytes failed: %s", transport.name, nbytes, exc)
+        return str(exc)
     finally:
-        if pair is not None:
-            _close(pair)
-    return entry
+        _close(pair)
+    return None
 
 
 def _close(pair: _Pair) -> None:

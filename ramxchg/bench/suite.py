@@ -18,7 +18,7 @@ from .. import RamDiskError
 from ..disks import DiskSpec, get_adapter
 from ..disks.probe import info
 from .ratios import add_ratios
-from .runner import BenchConfig, machine, memcpy_gbps, run_transport, work_folder
+from .runner import BenchConfig, machine, memcpy_gbps, run_transports, work_folder
 from .transports import PipeTransport, QueueTransport, SharedMemoryTransport, Transport
 from .transports_files import ArrowTransport, ChannelTransport, NpyDiskTransport
 from .transports_iceoryx2 import IceoryxTransport
@@ -133,15 +133,16 @@ def run_bench(config: BenchConfig, tick: Callable[[str], None] = lambda _: None)
     started = time.monotonic()
     tick("memcpy")
     memcpy = memcpy_gbps(64 << 20 if config.quick else 256 << 20)
-    entries = []
     # Mount the huge-page tmpfs (root, 4 GB limit) only when one of its transports runs.
     wants_huge = not config.only or any(name in config.only for name, _, _ in HUGE_TRANSPORTS)
     huge = huge_tmpfs() if wants_huge else contextlib.nullcontext((None, "not selected"))
     with work_folder() as workdir, huge as (huge_root, huge_skip):
-        for transport in transports(huge_root, huge_skip):
-            if config.only and transport.name not in config.only:
-                continue
-            entries.append(run_transport(transport, config, workdir, tick))
+        chosen = [
+            transport
+            for transport in transports(huge_root, huge_skip)
+            if not config.only or transport.name in config.only
+        ]
+        entries = run_transports(chosen, config, workdir, tick)
     add_ratios(entries, memcpy)
     return {
         "version": VERSION,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 import shutil
 from abc import abstractmethod
 from pathlib import Path
@@ -86,9 +87,13 @@ class ChannelTransport(Transport):
 
     def open_link(self, ctx: Any, workdir: Path) -> Any:
         root = Path(self.root) if self.root is not None else workdir
-        channel = Channel(f"bench-{self.name}-{os.getpid()}", root, recycle=self.recycle)
+        name = f"bench-{self.name}-{os.getpid()}-{secrets.token_hex(4)}"  # one per pair
+        channel = Channel(name, root, recycle=self.recycle)
         channel.subscribe(GROUP).close()  # register the group before the first item
         return str(channel.path)
+
+    def close_link(self, link: Any) -> None:
+        Channel(Path(link)).drop()  # its pool too: the next pair starts as cold as this one
 
     def sender(self, link: Any) -> Sender:
         return _ChannelSender(link, self.mode)
