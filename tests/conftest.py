@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel, Item, NotRamBackedWarning, Subscription
-from ramxchg._store import safedir
+from ramxchg._store.held import HELD
 from ramxchg.cli import main
 from ramxchg.disks import probe as ramdisk
 from ramxchg.disks.tmpfs import MountEntry, parse_mountinfo
@@ -187,7 +187,7 @@ def no_leaks(root: Path) -> Iterator[None]:
     yield
     gc.collect()
     wait_for(lambda: set(threading.enumerate()) <= threads_before, 5.0, "threads to stop")
-    for held in list(safedir.HELD):  # a live channel handle's state folders: no leak
+    for held in list(HELD):  # a live channel handle's state folders: no leak
         held.close()
     leaked_fds = _open_fds() - fds_before
     assert not leaked_fds, f"file descriptors leaked: {sorted(leaked_fds)}"

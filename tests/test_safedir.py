@@ -9,7 +9,8 @@ import pytest
 
 from ramxchg import UnsafeRoot
 from ramxchg._store import safedir as _safedir
-from ramxchg._store.safedir import HeldState, SafeDir, StateTree
+from ramxchg._store.held import HeldState
+from ramxchg._store.safedir import SafeDir, StateTree
 
 
 @pytest.fixture(params=["descriptors", "paths"])

@@ -39,8 +39,9 @@ from .._errors import UnsafeRoot
 from ..formats.base import Format, same_file, still_named
 from ..formats.locks import try_lock
 from .config import ChannelConfig
+from .held import HeldState
 from .layout import ChannelLayout, list_channels
-from .safedir import HeldState, SafeDir, StateTree
+from .safedir import SafeDir, StateTree
 from .slots import WriterSlots
 
 log = logging.getLogger(__name__)
