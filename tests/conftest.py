@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import gc
+import hashlib
 import os
 import shutil
 import subprocess
@@ -74,6 +75,16 @@ def lock_is_free(path: Path) -> bool:
     finally:
         os.close(fd)
     return True
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int, str]]:
+    """Every name under ``folder`` (itself too): mode, mtime and a hash of the content."""
+    found = {}
+    for path in [folder, *folder.rglob("*")]:
+        info = os.lstat(path)
+        content = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+        found[str(path.relative_to(folder))] = (info.st_mode, info.st_mtime_ns, content)
+    return found
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:

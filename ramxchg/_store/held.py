@@ -31,7 +31,9 @@ class HeldState:
     meanwhile is never followed. What it may be is stale (the folder was moved or
     removed): the tree is opened afresh once it is `max_age` old, after any operation
     through it that raised, and after one that found it stale (`invalidate`). ``use()``
-    blocks of several threads are serialised; a forked child opens its own.
+    blocks of several threads are serialised; a forked child opens its own. The publish
+    lock, where both are taken, comes first (publishing, deleting, acking): never wait
+    for it inside a ``use()`` block.
     """
 
     def __init__(
