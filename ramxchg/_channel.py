@@ -21,7 +21,6 @@ from ._store.drop import drop_channel
 from ._store.groups import drop, item_group_states, registered_group
 from ._store.names import check_name
 from ._store.publish import (
-    abandon,
     allocate_item,
     check_free,
     find_existing,
@@ -205,7 +204,7 @@ class Channel:
             yield arrays if isinstance(shape, Mapping) else arrays["data"]
         except BaseException:
             allocation.release()
-            abandon(hidden)
+            hidden.discard()
             raise
         allocation.release()
         self._publish(hidden, fmt, name, meta)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import gc
+import hashlib
 import os
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel, Item, NotRamBackedWarning, Subscription
-from ramxchg._store import safedir
+from ramxchg._store.held import HELD
 from ramxchg.cli import main
 from ramxchg.disks import probe as ramdisk
 from ramxchg.disks.tmpfs import MountEntry, parse_mountinfo
@@ -74,6 +75,16 @@ def lock_is_free(path: Path) -> bool:
     finally:
         os.close(fd)
     return True
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int, str]]:
+    """Every name under ``folder`` (itself too): mode, mtime and a hash of the content."""
+    found = {}
+    for path in [folder, *folder.rglob("*")]:
+        info = os.lstat(path)
+        content = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+        found[str(path.relative_to(folder))] = (info.st_mode, info.st_mtime_ns, content)
+    return found
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
@@ -187,7 +198,7 @@ def no_leaks(root: Path) -> Iterator[None]:
     yield
     gc.collect()
     wait_for(lambda: set(threading.enumerate()) <= threads_before, 5.0, "threads to stop")
-    for held in list(safedir.HELD):  # a live channel handle's state folders: no leak
+    for held in list(HELD):  # a live channel handle's state folders: no leak
         held.close()
     leaked_fds = _open_fds() - fds_before
     assert not leaked_fds, f"file descriptors leaked: {sorted(leaked_fds)}"

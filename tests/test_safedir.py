@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from ramxchg import UnsafeRoot
+from ramxchg import ChannelNotFound, UnsafeRoot
 from ramxchg._store import safedir as _safedir
-from ramxchg._store.safedir import HeldState, SafeDir, StateTree
+from ramxchg._store.held import HeldState
+from ramxchg._store.safedir import SafeDir, StateTree
 
 
 @pytest.fixture(params=["descriptors", "paths"])
@@ -160,3 +161,57 @@ def test_a_failed_use_opens_the_folders_again(tree: Path) -> None:
     with held.use() as state:
         assert state.folder("meta") is not first
     held.close()
+
+
+def test_links_and_replaces_stay_in_the_folders(tree: Path, way: str) -> None:
+    channel = tree / "channel"
+    with StateTree(channel, ".ramxchg") as state:
+        meta, acks = state.existing("meta"), state.existing("groups", "g", "acks")
+        meta.link("a.json", acks, "a")  # the entry itself: a second name of that file
+        assert os.path.samefile(channel / ".ramxchg" / "meta" / "a.json", acks.path / "a")
+        with pytest.raises(FileExistsError):
+            meta.link("a.json", acks, "a")
+        (meta.path / "link").symlink_to(tree / "outside" / "keep")
+        meta.link("link", acks, "b")  # linked as a link, never followed
+        assert (acks.path / "b").is_symlink()
+        acks.link_from(tree / "outside" / "keep", "c")
+        assert acks.has("c")
+        assert not acks.has("missing")
+        meta.replace("a.json", acks, "c")
+        assert not meta.has("a.json")
+        assert acks.entry("c") == str(channel / ".ramxchg" / "groups" / "g" / "acks" / "c")
+    assert (tree / "outside" / "keep").read_text() == "mine"
+
+
+def test_errors_name_the_full_paths(tree: Path, way: str) -> None:
+    state_folder = tree / "channel" / ".ramxchg"
+    with StateTree(tree / "channel", ".ramxchg") as state:
+        meta, groups = state.existing("meta"), state.existing("groups")
+        with pytest.raises(FileNotFoundError) as opened:
+            meta.open_file("missing", os.O_RDONLY)
+        assert opened.value.filename == str(state_folder / "meta" / "missing")
+        with pytest.raises(FileNotFoundError) as replaced:
+            meta.replace("missing", groups, "new")
+        assert replaced.value.filename == str(state_folder / "meta" / "missing")
+        assert replaced.value.filename2 == str(state_folder / "groups" / "new")
+        with pytest.raises(FileExistsError) as linked:
+            meta.link("a.json", groups, "g")
+        assert linked.value.filename == str(state_folder / "meta" / "a.json")
+        assert linked.value.filename2 == str(state_folder / "groups" / "g")
+
+
+def test_existing_says_which_folder_is_missing(tree: Path, way: str) -> None:
+    with StateTree(tree / "channel", ".ramxchg") as state:
+        with pytest.raises(ChannelNotFound, match="dropped") as missing:
+            state.existing("groups", "h", "acks")
+        assert missing.value.path == str(tree / "channel" / ".ramxchg" / "groups" / "h" / "acks")
+        assert isinstance(missing.value, FileNotFoundError)
+    with StateTree(tree / "gone", ".ramxchg") as state, pytest.raises(ChannelNotFound):
+        state.existing("tmp")
+
+
+def test_the_tree_records_each_folders_inode(tree: Path, way: str) -> None:
+    with StateTree(tree / "channel", ".ramxchg") as state:
+        meta = state.existing("meta")
+        inode = os.stat(tree / "channel" / ".ramxchg" / "meta").st_ino
+        assert meta.ino == (inode if way == "descriptors" else None)

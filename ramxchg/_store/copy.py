@@ -36,7 +36,7 @@ def write_file_hidden(
 
     def write_checked(target: HiddenFile) -> None:
         write_whole(target, view)  # over a recycled file of this size, if one is there
-        fmt.describe(target.path)  # what is published is what was checked
+        _check(fmt, target)
 
     return write_item(retention, fmt, name or "auto", view.nbytes, write_checked, timeout=timeout)
 
@@ -79,7 +79,13 @@ def take_file_hidden(
         with source.open("rb") as src, io.FileIO(target.fd, "r+b", closefd=False) as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
             dst.truncate()  # a recycled file is as long as the source was at stat()
-        fmt.describe(target.path)  # what is published is what was checked
+        _check(fmt, target)
 
     size = os.stat(source).st_size
     return write_item(retention, fmt, stem, size, copy_checked, timeout=timeout)
+
+
+def _check(fmt: Format, target: WriteTarget) -> None:
+    """Raise `CorruptItem` unless what was written parses as ``fmt``: what is published
+    is what was checked, read through the writer's own descriptor."""
+    fmt.describe_open(target.fd, os.fstat(target.fd).st_size, target.path)

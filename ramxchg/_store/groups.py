@@ -42,9 +42,10 @@ from .._errors import CorruptItem, GroupNotFound, InvalidName, RamDiskFull
 from ..disks.files import replace_whole
 from ..formats.locks import FileLock, lock_file
 from .claims import LOCKS_CLAIMS, Held, HeldClaims, claim_record, member_is_dead, read_claim
+from .held import HeldState
 from .layout import ChannelLayout
 from .names import check_name
-from .safedir import HeldState, SafeDir, StateTree
+from .safedir import SafeDir, StateTree
 from .scan import is_current
 from .sequence import SequenceCounter
 from .sidecar import Sidecar

@@ -111,12 +111,16 @@ class ChannelLayout:
         return StateTree(self.path, STATE_DIR, check_owner=check_owner)
 
     def temp_name(self, stem: str, suffix: str) -> str:
-        """A unique temporary path in the hidden tmp folder: ``<stem>.<pid>.<random><suffix>``.
+        """A unique name for a temporary file in ``tmp/``: ``<stem>.<pid>.<random><suffix>``.
 
         Our producers lock their files and put the marker in ``suffix`` (see _store/tmpfiles.py);
         the pid tells whoever collects an unmarked file whether its writer runs.
         """
-        return f"{self._prefixes[2]}{stem}.{os.getpid()}.{os.urandom(6).hex()}{suffix}"
+        return f"{stem}.{os.getpid()}.{os.urandom(6).hex()}{suffix}"
+
+    def in_tmp(self, name: str) -> str:
+        """``.ramxchg/tmp/<name>``."""
+        return f"{self._prefixes[2]}{name}"
 
 
 def list_channels(root: str | os.PathLike[str] | None = None) -> list[Path]:

@@ -36,11 +36,12 @@ import time
 from pathlib import Path
 
 from .._errors import UnsafeRoot
-from ..formats.base import Format, same_file, still_named
+from ..formats.base import Format, same_file
 from ..formats.locks import try_lock
 from .config import ChannelConfig
+from .held import HeldState
 from .layout import ChannelLayout, list_channels
-from .safedir import HeldState, SafeDir, StateTree
+from .safedir import SafeDir, StateTree
 from .slots import WriterSlots
 
 log = logging.getLogger(__name__)
@@ -111,10 +112,10 @@ class Pool:
             self.slots.gave(new_name)
             return True
 
-    def take(self, size: int, target: str) -> int | None:
-        """A pooled file of exactly ``size`` bytes that no reader maps, moved to ``target``
-        (in tmp) with its exclusive lock held: its descriptor, open for writing (the
-        caller closes it). None if there is no such file.
+    def take(self, size: int, name: str) -> tuple[int, os.stat_result] | None:
+        """A pooled file of exactly ``size`` bytes that no reader maps, moved to ``name``
+        in the held ``tmp/`` with its exclusive lock held: its descriptor, open for
+        writing (the caller closes it), and its ``fstat``. None if there is no such file.
 
         Taken only when ``flock(LOCK_EX|LOCK_NB)`` succeeds, so never while a reader's
         array maps it; the lock then keeps other producers and collectors off it.
@@ -129,7 +130,6 @@ class Pool:
                 return None
             listing = pool.names()
             self.slots.look_at_pool(listing)  # before a new file may need their room
-            name = os.path.basename(target)
             for pooled in _newest_first([n for n in listing if n.startswith(prefix)]):
                 locked = _lock_free(pool, pooled)
                 if locked is None:
@@ -139,12 +139,11 @@ class Pool:
                     os.close(fd)
                     continue
                 self.slots.took(pooled)
-                # By its path: what publishing goes on with (tmp/ may have moved since
-                # this handle opened it).
-                if still_named(target, info):
-                    return fd
+                # Still the file we locked: the pooled name may have been given to
+                # another file between the lock and the rename.
+                if same_file(info, tmp.lstat(name)):
+                    return fd, info
                 os.close(fd)
-                self.state.invalidate()
                 return None
         return None
 

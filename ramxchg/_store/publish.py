@@ -10,6 +10,12 @@
    the channel folder as one "created" event, never as a half-written file.
 3. The temporary name is unlinked, and the lock dropped.
 
+Every step goes through the folders the channel handle holds open (``tmp/``, ``meta/``
+and the channel folder: `HeldState`), never by path, so a state folder that whoever
+shares the channel swaps for a link is never followed. Under the publish lock, one
+``lstat`` by path checks that they are still the channel's (not moved away, dropped or
+swapped since the handle opened them): if not, nothing is published.
+
 A crash before step 2 leaves only temporary files, which the next producer's sweep (or
 ``gc``) removes once their lock is free; a crash in step 2 leaves at most an orphan
 sidecar with no item (``gc`` removes it too) and a gap in the sequence numbers. A full
@@ -30,13 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ItemExists, RamDiskFull
+from .._errors import ItemExists, RamDiskFull, RamxchgError
 from ..disks import format_size
 from ..formats import Format, Layout, suffixes
-from ..formats.base import Allocation
+from ..formats.base import Allocation, same_file
 from .layout import ChannelLayout
-from .pool import Pool
-from .sequence import SequenceCounter
+from .safedir import SafeDir, lexists
+from .sequence import Claim, SequenceCounter
 from .sidecar import Sidecar, write_sidecar
 from .tmpfiles import HiddenFile, create_hidden, link_hidden
 
@@ -77,16 +83,14 @@ def write_item(
     retention.wait_for_room(needed, timeout)
     reclaim = retention.reclaim_space
     check_room(retention.layout, needed, reclaim)
-    return write_hidden(
-        retention.layout, fmt, stem, needed, write, pool=retention.pool, reclaim=reclaim
-    )
+    return write_hidden(retention, fmt, stem, needed, write, reclaim=reclaim)
 
 
 def link_item(retention: Retention, source: str | Path, stem: str, suffix: str) -> HiddenFile:
     """`write_item` for a file already on the channel's filesystem (``ramxchg put
     --move``): wait for room, then hard-link ``source`` into a locked hidden file."""
     retention.wait_for_room(os.stat(source).st_size, None)
-    return link_hidden(retention.layout, source, stem, suffix)
+    return link_hidden(retention.state, retention.layout, source, stem, suffix)
 
 
 def allocate_item(
@@ -135,34 +139,35 @@ def check_room(
 
 
 def write_hidden(
-    layout: ChannelLayout,
+    retention: Retention,
     fmt: Format,
     stem: str,
     needed: int,
     write: Callable[[HiddenFile], Any],
     *,
-    pool: Pool | None = None,
     reclaim: Callable[[], int] | None = None,
 ) -> HiddenFile:
-    """Run ``write(hidden)`` on a new locked temporary file; clean up if it fails.
+    """Run ``write(hidden)`` on a new locked temporary file in the channel handle's
+    held ``tmp/``; clean up if it fails.
 
-    With a ``pool``, the file is a recycled one of exactly ``needed`` bytes if one is
-    free (for formats that overwrite in place). A full disk (ENOSPC) runs ``reclaim()``,
+    For formats that overwrite in place, the file is a recycled one of exactly
+    ``needed`` bytes if the pool has one free. A full disk (ENOSPC) runs ``reclaim()``,
     which frees what it can and says how many files went; if any did, the write is
     tried once more. Otherwise, or when it fails again: `RamDiskFull`.
     """
+    layout, pool = retention.layout, retention.pool if fmt.recyclable else None
     reclaimed = False
     while True:
         hidden = None
         try:
             hidden = create_hidden(
-                layout, stem, fmt.suffix, pool=pool if fmt.recyclable else None, size=needed
+                retention.state, layout, stem, fmt.suffix, pool=pool, size=needed
             )
             write(hidden)
             return hidden
         except BaseException as exc:
             if hidden is not None:
-                abandon(hidden)
+                hidden.discard()
             if not _is_full(exc):
                 raise
             if not reclaimed and reclaim is not None and reclaim():
@@ -209,11 +214,14 @@ def make_visible(
     replace: Callable[[str], None] | None = None,
     reclaim: Callable[[], int] | None = None,
 ) -> Published:
-    """Steps 2 and 3: give ``hidden`` its sequence number and name, atomically.
+    """Steps 2 and 3: give ``hidden`` its sequence number and name, atomically, through
+    the held folders (``tmp/``, ``meta/``, the channel folder).
 
     Raises `ItemExists` if the name is taken and `RamDiskFull` if the sidecar (or the
     counter, or the link) finds no room; either way the temporary file and the sidecar
-    are removed. The temporary file is closed (its lock dropped) in every case.
+    are removed. Raises `UnsafeRoot`, `ChannelNotFound` or `RamxchgError` when the held
+    folders are no longer the channel's (`_moved`). The temporary file is closed (its
+    lock dropped) in every case.
 
     With ``replace``, an item of that name and format is replaced instead: once the new
     sidecar is in place, ``replace(name)`` forgets the old item (under the lock), and one
@@ -223,75 +231,151 @@ def make_visible(
     A sidecar that finds the disk full is written once more if ``reclaim()`` (called
     under the publish lock) freed something: the pool may hold the page it needs.
     """
-    tmp = hidden.path
+    moved = False
     try:
-        # The link keeps the inode: the sidecar records it, and the size, so that it is
-        # for this file only (an orphan of ours must not describe a later file).
-        info = os.stat(tmp)
         with counter.claim() as claim:
-            final_name = name if name is not None else f"{claim.next:012d}"
-            target = layout.item(final_name, fmt.suffix)
-            check_free(layout, final_name, but=target if replace is not None else None)
-            sidecar = layout.sidecar(final_name)
-            written = Sidecar(
-                claim.next,
-                fmt.name,
-                time.time_ns(),
-                attrs,
-                origin=origin,
-                ino=info.st_ino,
-                size=info.st_size,
-            )
-            try:
-                # Beside the data, under its temporary name: gc knows whose it is.
-                _write_sidecar(sidecar, written, os.path.splitext(tmp)[0] + ".json", reclaim)
-                # Use the number up before the item appears: a producer killed between the
-                # two leaves a gap (harmless), never a visible item whose number is handed
-                # out again (the next auto-named put would find its name taken, for good).
-                claim.commit()
-                if replace is None:
-                    os.link(tmp, target)
-                else:
-                    replace(final_name)
-                    os.replace(tmp, target)
-            except OSError as exc:  # the item did not appear: its sidecar must not stay
-                discard(sidecar)
-                if isinstance(exc, FileExistsError):  # from link (the temporary name is new)
-                    raise ItemExists(
-                        f"{target} appeared while publishing; items are immutable",
-                        path=target,
-                        name=final_name,
-                    ) from exc
-                if _is_full(exc):
-                    size = len(written.to_json())
-                    what = f"the {{size}} sidecar of {final_name!r}"
-                    raise _full(layout, what, size) from exc
-                raise
-            return Published(final_name, target, written)
+            # By its path, the one lookup here that is: the held folders are still the
+            # channel's, and so is the counter just locked. The link keeps the inode: the
+            # sidecar records it, and the size, so that it is for this file only (an
+            # orphan of ours must not describe a later file).
+            info = _lstat(hidden.path)
+            if info is None or not same_file(hidden.made, info):
+                moved = True
+                raise _moved(layout, hidden)
+            with hidden.state.use() as tree:
+                tmp, meta, channel = hidden.home(tree), tree.existing("meta"), tree.channel
+                return _publish_locked(
+                    layout,
+                    claim,
+                    hidden,
+                    fmt,
+                    info,
+                    folders=(tmp, meta, channel),
+                    name=name,
+                    attrs=attrs,
+                    origin=origin,
+                    replace=replace,
+                    reclaim=reclaim,
+                )
     finally:
-        discard(tmp)
-        hidden.close()  # only now: a collector would have taken an unlocked file
+        hidden.discard(stale=moved)  # only now: a collector would have taken an unlocked file
+
+
+def _publish_locked(
+    layout: ChannelLayout,
+    claim: Claim,
+    hidden: HiddenFile,
+    fmt: Format,
+    info: os.stat_result,
+    *,
+    folders: tuple[SafeDir, SafeDir, SafeDir],
+    name: str | None,
+    attrs: dict[str, Any],
+    origin: dict[str, Any] | None,
+    replace: Callable[[str], None] | None,
+    reclaim: Callable[[], int] | None,
+) -> Published:
+    """`make_visible` under the publish lock, in the held ``tmp``, ``meta`` and channel
+    ``folders``: the sidecar, the counter, the link (or the rename over the old item)."""
+    tmp, meta, channel = folders
+    final_name = name if name is not None else f"{claim.next:012d}"
+    target = layout.item(final_name, fmt.suffix)
+    check_free(layout, final_name, but=target if replace is not None else None, folder=channel)
+    sidecar = f"{final_name}.json"
+    written = Sidecar(
+        claim.next,
+        fmt.name,
+        time.time_ns(),
+        attrs,
+        origin=origin,
+        ino=info.st_ino,
+        size=info.st_size,
+    )
+    try:
+        # Beside the data, under its temporary name: gc knows whose it is.
+        temporary = os.path.splitext(hidden.name)[0] + ".json"
+        _write_sidecar(meta, sidecar, written, tmp, temporary, reclaim=reclaim)
+        # Use the number up before the item appears: a producer killed between the
+        # two leaves a gap (harmless), never a visible item whose number is handed
+        # out again (the next auto-named put would find its name taken, for good).
+        claim.commit()
+        if replace is None:
+            tmp.link(hidden.name, channel, final_name + fmt.suffix)
+        else:
+            replace(final_name)
+            tmp.replace(hidden.name, channel, final_name + fmt.suffix)
+    except OSError as exc:  # the item did not appear: its sidecar must not stay
+        _discard(meta, sidecar)
+        if isinstance(exc, FileExistsError):  # from link (the temporary name is new)
+            raise ItemExists(
+                f"{target} appeared while publishing; items are immutable",
+                path=target,
+                name=final_name,
+            ) from exc
+        if _is_full(exc):
+            size = len(written.to_json())
+            what = f"the {{size}} sidecar of {final_name!r}"
+            raise _full(layout, what, size) from exc
+        raise
+    return Published(final_name, target, written)
+
+
+def _moved(layout: ChannelLayout, hidden: HiddenFile) -> RamxchgError:
+    """Why ``hidden`` is not found by its path: the channel's folders, opened afresh,
+    raise `UnsafeRoot` (a link now) or `ChannelNotFound` (dropped); else they were
+    moved away or replaced since the handle opened them (`RamxchgError`)."""
+    with layout.open_state() as fresh:
+        fresh.existing("tmp")
+    return RamxchgError(
+        f"{hidden.path} is not where this channel handle wrote it: the channel's state "
+        "folders were moved away or replaced meanwhile (or the file removed); not published",
+        path=hidden.path,
+    )
+
+
+def _lstat(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
 
 
 def _write_sidecar(
-    path: str, sidecar: Sidecar, temporary: str, reclaim: Callable[[], int] | None
+    meta: SafeDir,
+    name: str,
+    sidecar: Sidecar,
+    tmp: SafeDir,
+    temporary: str,
+    *,
+    reclaim: Callable[[], int] | None,
 ) -> None:
     """`write_sidecar`, tried once more on a full disk if ``reclaim()`` freed something.
 
     Room was checked for the item's data only: pooled files may hold the last pages.
     """
     try:
-        write_sidecar(path, sidecar, temporary)
+        write_sidecar(meta, name, sidecar, tmp, temporary)
     except OSError as exc:
         if not (_is_full(exc) and reclaim is not None and reclaim()):
             raise
-        write_sidecar(path, sidecar, temporary)
+        write_sidecar(meta, name, sidecar, tmp, temporary)
 
 
-def check_free(layout: ChannelLayout, name: str, *, but: str | None = None) -> None:
+def _discard(folder: SafeDir, name: str) -> None:
+    """Remove a file we own from ``folder``, if it is still there."""
+    try:
+        folder.unlink(name)
+    except OSError as exc:  # e.g. still mapped on Windows: gc retries later
+        if folder.has(name):  # a read-only disk says EROFS for a missing file too
+            log.warning("could not remove %s: %s", folder.entry(name), exc)
+
+
+def check_free(
+    layout: ChannelLayout, name: str, *, but: str | None = None, folder: SafeDir | None = None
+) -> None:
     """Raise `ItemExists` if an item called ``name`` is published, in any format (but
-    the file ``but``, which is being replaced)."""
-    existing = find_existing(layout, name)
+    the file ``but``, which is being replaced). ``folder``: the channel folder, held open."""
+    existing = find_existing(layout, name, folder)
     if existing is None or existing == but:
         return
     if but is not None:
@@ -312,37 +396,10 @@ def check_free(layout: ChannelLayout, name: str, *, but: str | None = None) -> N
     )
 
 
-def find_existing(layout: ChannelLayout, name: str) -> str | None:
-    """The published file called ``name`` in any format, if there is one."""
+def find_existing(layout: ChannelLayout, name: str, folder: SafeDir | None = None) -> str | None:
+    """The published file called ``name`` in any format, if there is one (looked up in
+    ``folder``, the channel folder held open, if given; else by path)."""
     for suffix in suffixes():
-        candidate = layout.item(name, suffix)
-        if _exists(candidate):
-            return candidate
+        if folder.has(name + suffix) if folder is not None else lexists(layout.item(name, suffix)):
+            return layout.item(name, suffix)
     return None
-
-
-if os.access in os.supports_follow_symlinks:
-
-    def _exists(path: str) -> bool:
-        # faccessat: no exception for the common "not there" answer, unlike lstat.
-        return os.access(path, os.F_OK, follow_symlinks=False)
-
-else:  # pragma: no cover - platforms without faccessat(AT_SYMLINK_NOFOLLOW)
-    _exists = os.path.lexists
-
-
-def abandon(hidden: HiddenFile) -> None:
-    """Remove a hidden file that is not to be published, and drop its lock."""
-    discard(hidden.path)
-    hidden.close()
-
-
-def discard(path: str | Path) -> None:
-    """Remove a file we own, if it is still there."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:  # e.g. still mapped on Windows: gc retries later
-        if _exists(os.fspath(path)):  # a read-only disk says EROFS for a missing file too
-            log.warning("could not remove %s: %s", path, exc)

@@ -25,9 +25,10 @@ from ..formats import format_for
 from .aside import set_aside
 from .config import ChannelConfig
 from .groups import Group, GroupInfo, must_ack
+from .held import HeldState
 from .layout import ChannelLayout
 from .pool import Pool
-from .safedir import HeldState, SafeDir, StateTree
+from .safedir import SafeDir, StateTree
 from .scan import is_current, is_item_filename, publish_order, scan
 from .sequence import SequenceCounter
 from .sidecar import Sidecar

@@ -16,14 +16,9 @@ import contextlib
 import errno
 import os
 import stat
-import threading
-import time
-import weakref
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from .._errors import UnsafeRoot
+from .._errors import ChannelNotFound, UnsafeRoot
 from ..disks.files import replace_whole
 
 _DIR_FD_CALLS = {os.open, os.stat, os.unlink, os.rename, os.rmdir, os.mkdir}
@@ -48,6 +43,9 @@ class SafeDir:
         self.path = path
         self.fd = fd
         self.owners = owners
+        #: its inode, when a `StateTree` opened it through a descriptor (else None): which
+        #: folder it is, after the descriptor is closed too
+        self.ino: int | None = None
 
     @classmethod
     def open(cls, path: Path, *, check_owner: bool = False) -> SafeDir:
@@ -136,7 +134,55 @@ class SafeDir:
 
     def open_file(self, name: str, flags: int, mode: int = 0o666) -> int:
         """``os.open`` of the file ``name`` in this folder; a symlink is never followed."""
-        return os.open(self._name(name), flags | _NOFOLLOW, mode, dir_fd=self.fd)
+        try:
+            return os.open(self._name(name), flags | _NOFOLLOW, mode, dir_fd=self.fd)
+        except OSError as exc:
+            _full_names(exc, self, None)
+            raise
+
+    def link(self, name: str, target: SafeDir, new_name: str) -> None:
+        """Hard-link the entry ``name`` itself (a symlink is never followed) as
+        ``new_name`` in ``target``; FileExistsError if that name is taken."""
+        try:
+            target.link_from(self._name(name), new_name, src_dir_fd=self.fd)
+        except OSError as exc:
+            _full_names(exc, self, None)
+            raise
+
+    def link_from(
+        self, source: str | os.PathLike[str], name: str, *, src_dir_fd: int | None = None
+    ) -> None:
+        """Hard-link ``source`` (a name in the folder ``src_dir_fd``, if given; a symlink
+        is linked as itself) as ``name`` in this folder."""
+        try:
+            os.link(
+                source,
+                self._name(name),
+                src_dir_fd=src_dir_fd,
+                dst_dir_fd=self.fd,
+                follow_symlinks=False,
+            )
+        except OSError as exc:
+            _full_names(exc, None, self)
+            raise
+
+    def replace(self, name: str, target: SafeDir, new_name: str) -> None:
+        """`rename`, raising FileNotFoundError when ``name`` is missing."""
+        try:
+            os.replace(
+                self._name(name), target._name(new_name), src_dir_fd=self.fd, dst_dir_fd=target.fd
+            )
+        except OSError as exc:
+            _full_names(exc, self, target)
+            raise
+
+    def has(self, name: str) -> bool:
+        """Is there an entry ``name``, of any kind (a link is not followed)?"""
+        return lexists(self._name(name), self.fd)
+
+    def entry(self, name: str) -> str:
+        """The full path of ``name`` in this folder, for messages."""
+        return f"{self.path}{os.sep}{name}"
 
     def clear(self) -> None:
         """Remove everything in the folder, folders in it too, without following a link."""
@@ -191,6 +237,30 @@ def _open_dir(path: Path, name: str, dir_fd: int | None) -> int | None:
         raise
 
 
+def _full_names(exc: OSError, first: SafeDir | None, second: SafeDir | None) -> None:
+    """Make ``exc`` name its files by their full paths, not by the bare names passed with
+    the descriptors of the folders ``first`` and ``second`` (a message must say which
+    folder it was)."""
+    if first is not None and first.fd is not None and isinstance(exc.filename, str):
+        exc.filename = first.entry(exc.filename)
+    if second is not None and second.fd is not None and isinstance(exc.filename2, str):
+        exc.filename2 = second.entry(exc.filename2)
+
+
+if os.access in os.supports_dir_fd and os.access in os.supports_follow_symlinks:
+
+    def lexists(path: str, dir_fd: int | None = None) -> bool:
+        """Is there an entry at ``path`` (a name in the folder ``dir_fd``, if given), of
+        any kind (a link is not followed)?"""
+        # faccessat: no exception for the common "not there" answer, unlike lstat.
+        return os.access(path, os.F_OK, dir_fd=dir_fd, follow_symlinks=False)
+
+else:  # pragma: no cover - no faccessat(AT_SYMLINK_NOFOLLOW), and no descriptors (Windows)
+
+    def lexists(path: str, dir_fd: int | None = None) -> bool:
+        return os.path.lexists(path)
+
+
 def _refused(path: Path) -> UnsafeRoot:
     return UnsafeRoot(f"{path} is a symlink or not a folder; refusing to follow it", path=path)
 
@@ -207,9 +277,9 @@ class StateTree:
         self._channel = channel
         self._state_name = state_name
         self._check_owner = check_owner
+        #: each folder looked up (None: missing); one opened through a descriptor carries
+        #: its inode (`SafeDir.ino`), what `_still_there` checks
         self._opened: dict[tuple[str, ...], SafeDir | None] = {}
-        #: the inode of each folder opened through a descriptor: what `_still_there` checks
-        self._inodes: dict[tuple[str, ...], int] = {}
         #: folders held from an earlier operation, not yet checked in this one
         self._unchecked: set[tuple[str, ...]] = set()
         self._top: SafeDir | None = None
@@ -242,7 +312,22 @@ class StateTree:
                 found = None
         self._opened[parts] = found
         if found is not None and found.fd is not None:
-            self._inodes[parts] = found.stat().st_ino
+            found.ino = found.stat().st_ino
+        return found
+
+    def existing(self, *parts: str) -> SafeDir:
+        """`folder`, which must be there: `ChannelNotFound` (a FileNotFoundError) naming
+        it when it, or a folder above it, is missing (the channel was dropped, or its
+        state removed). Raises `UnsafeRoot` as `folder` does."""
+        found = self.folder(*parts)
+        if found is None:
+            path = self._channel.joinpath(self._state_name, *parts)
+            raise ChannelNotFound(
+                f"{path} is missing: the channel was dropped, or its state folders removed, "
+                "since it was opened; open it again (a new Channel) to go on",
+                path=path,
+                name=self._channel.name,
+            )
         return found
 
     def close_except(self, keep: frozenset[tuple[str, ...]], hold: int = 0) -> None:
@@ -256,12 +341,11 @@ class StateTree:
         opened afresh. Missing folders and folders reached by path are never held.
         """
         for parts in [parts for parts in self._opened if parts not in keep]:
-            if parts in self._inodes and hold > 0:
+            if hold > 0 and _inode(self._opened[parts]) is not None:
                 hold -= 1
                 self._unchecked.add(parts)
                 continue
             opened = self._opened.pop(parts)
-            self._inodes.pop(parts, None)
             self._unchecked.discard(parts)
             if opened is not None:
                 opened.close()
@@ -271,13 +355,12 @@ class StateTree:
         parent = self.folder(*parts[:-1]) if parts else self.channel
         info = None if parent is None else parent.lstat(parts[-1] if parts else self._state_name)
         # (a parent opened afresh just now has closed this one: no inode left to match)
-        return info is not None and info.st_ino == self._inodes.get(parts)
+        return info is not None and info.st_ino == _inode(self._opened.get(parts))
 
     def _drop(self, parts: tuple[str, ...]) -> None:
         """Close the held folder ``parts`` and those below it."""
         for held in [held for held in self._opened if held[: len(parts)] == parts]:
             opened = self._opened.pop(held)
-            self._inodes.pop(held, None)
             self._unchecked.discard(held)
             if opened is not None:
                 opened.close()
@@ -287,7 +370,6 @@ class StateTree:
             if opened is not None:
                 opened.close()
         self._opened.clear()
-        self._inodes.clear()
         self._unchecked.clear()
         if self._top is not None:
             self._top.close()
@@ -300,96 +382,7 @@ class StateTree:
         self.close()
 
 
-class HeldState:
-    """A channel handle's `StateTree`, kept open across its operations: the folders are
-    opened once per `max_age` seconds instead of once per item.
-
-    The folders in ``keep`` are trusted as they are. Of the others (a group's), the first
-    ``hold`` opened stay open too, checked to still be the folder of their name before
-    each operation that uses them (`StateTree.close_except`), since a group dropped and
-    registered again is a new folder at once (a stale one would keep an ack of a deleted
-    item's name); the rest are opened per operation. A held descriptor is safe by
-    construction: it names the folder it was opened on (without following a link)
-    whatever happens to the names afterwards, so a state folder swapped for a link
-    meanwhile is never followed. What it may be is stale (the folder was moved or
-    removed): the tree is opened afresh once it is `max_age` old, after any operation
-    through it that raised, and after one that found it stale (`invalidate`). ``use()``
-    blocks of several threads are serialised; a forked child opens its own.
-    """
-
-    def __init__(
-        self,
-        open_tree: Callable[[], StateTree],
-        max_age: float,
-        keep: frozenset[tuple[str, ...]] = frozenset(),
-        hold: int = 0,
-    ) -> None:
-        self._open_tree = open_tree
-        self.max_age = max_age
-        self._keep = keep
-        self._hold = hold
-        self._tree: StateTree | None = None
-        self._expires = 0.0
-        self._stale = False
-        self._depth = 0
-        self._lock = threading.RLock()
-        HELD.add(self)
-        weakref.finalize(self, _close_tree, self.__dict__)
-
-    def use(self) -> HeldState:
-        """The tree, for one operation: ``with held.use() as tree``; nested blocks (in
-        one thread) share it."""
-        return self  # no generator-based context manager: this runs several times per item
-
-    def __enter__(self) -> StateTree:
-        self._lock.acquire()
-        try:
-            if self._depth == 0 and (self._tree is None or time.monotonic() >= self._expires):
-                self.close()
-                self._tree = self._open_tree()
-                self._expires = time.monotonic() + self.max_age
-        except BaseException:
-            self._lock.release()
-            raise
-        self._depth += 1
-        return self._tree  # type: ignore[return-value]
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
-        try:
-            if exc_type is not None:
-                self._stale = True
-            self._depth -= 1
-            if self._depth == 0 and self._stale:
-                self.close()  # only now: an outer block still works through it
-            elif self._depth == 0:
-                self._tree.close_except(self._keep, self._hold)  # type: ignore[union-attr]
-        finally:
-            self._lock.release()
-
-    def invalidate(self) -> None:
-        """The folders are stale: open them again once the current `use` ends."""
-        self._stale = True
-
-    def close(self) -> None:
-        """Close the folders (the next `use` opens them again)."""
-        with self._lock:
-            _close_tree(self.__dict__)
-
-    def _after_fork(self) -> None:
-        # Another thread of the parent may have held the lock: the child's is new.
-        self._lock = threading.RLock()
-        self._depth = 0
-        self._expires = 0.0  # its descriptors are the parent's: open the child's own
-
-
-def _close_tree(fields: dict[str, Any]) -> None:
-    tree, fields["_tree"] = fields["_tree"], None
-    fields["_stale"] = False
-    if tree is not None:
-        tree.close()
-
-
-#: Every live `HeldState` of this process (a fork's child opens its own folders).
-HELD: weakref.WeakSet[HeldState] = weakref.WeakSet()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=lambda: [held._after_fork() for held in list(HELD)])
+def _inode(folder: SafeDir | None) -> int | None:
+    """The inode of a folder opened through a descriptor; None for a missing one, or
+    one reached by path."""
+    return None if folder is None else folder.ino

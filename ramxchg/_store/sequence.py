@@ -48,16 +48,16 @@ class SequenceCounter:
         """The publish lock alone, for a ``with`` block that takes no number (deletes)."""
         return FileLock(self.path)
 
-    def claim(self) -> _Claim:
+    def claim(self) -> Claim:
         """The publish lock, for a ``with`` block that gets a claim on the next number.
 
         Call ``claim.commit()`` to use the number up (before the item becomes visible,
         so a crash leaves a gap rather than a number handed out twice).
         """
-        return _Claim(self)
+        return Claim(self)
 
 
-class _Claim:
+class Claim:
     """The publish lock while in a ``with`` block; ``next`` is the number to use."""
 
     def __init__(self, counter: SequenceCounter) -> None:
@@ -65,7 +65,7 @@ class _Claim:
         self._fd = -1
         self.next = 0
 
-    def __enter__(self) -> _Claim:
+    def __enter__(self) -> Claim:
         fd = self._lock.__enter__()
         try:
             self.next = _parse(self._lock.path, read_at(fd, WIDTH + 1)) + 1

@@ -30,7 +30,6 @@ from .._item import Item
 from ..formats import Format, format_for
 from .aside import REASON_SUFFIX
 from .names import check_name
-from .publish import abandon
 from .safedir import SafeDir
 from .sidecar import encode_attrs
 from .statefile import read_state
@@ -132,14 +131,15 @@ class SetAsideFolder:
                 )
             # linkat without AT_SYMLINK_FOLLOW: a symlink swapped in meanwhile is linked as
             # itself, and refused
-            source = file if folder.fd is not None else os.fspath(folder.path / file)
-            hidden = link_hidden(layout, source, name, fmt.suffix, src_dir_fd=folder.fd)
+            held = self._store.retention.state
+            hidden = link_hidden(held, layout, file, name, fmt.suffix, source_folder=folder)
             try:
-                linked = os.lstat(hidden.path)
+                linked = os.fstat(hidden.fd)
                 _check_linked(listed.path, linked)
-                fmt.describe(hidden.path)  # still malformed: CorruptItem, and it stays there
+                # still malformed: CorruptItem, and it stays there
+                fmt.describe_open(hidden.fd, linked.st_size, hidden.path)
             except BaseException:
-                abandon(hidden)
+                hidden.discard()
                 raise
             item = self._publish(hidden, fmt, name, meta)
             now = folder.lstat(file)

@@ -7,7 +7,6 @@ item becomes visible, so a reader that sees the item can always read its sidecar
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import math
@@ -21,6 +20,7 @@ import numpy as np
 
 from .._errors import CorruptItem, InvalidAttrs
 from ..formats.hdf5 import JSON_ATTRS
+from .safedir import SafeDir
 from .statefile import read_state
 
 #: A sidecar larger than this is refused (a hostile file must not exhaust memory).
@@ -246,25 +246,25 @@ def _refusal(value: Any) -> str:
     return f"is a {type(value).__name__}, which has no JSON form; {_SUPPORTED}"
 
 
-def write_sidecar(path: str, sidecar: Sidecar, tmp: str) -> None:
-    """Write a sidecar complete at the fresh path ``tmp``, then rename it to ``path``.
+def write_sidecar(meta: SafeDir, name: str, sidecar: Sidecar, tmp: SafeDir, tmp_name: str) -> None:
+    """Write a sidecar complete as the new file ``tmp_name`` in the folder ``tmp``, then
+    rename it to ``name`` in the folder ``meta`` (open folders: no link is followed).
 
-    So ``path`` holds a whole sidecar or none (an orphan one of a crashed producer is
+    So ``name`` holds a whole sidecar or none (an orphan one of a crashed producer is
     replaced): a full disk fails the write, never leaving a short file in its place.
-    On any error ``tmp`` is removed and the error raised.
+    On any error the temporary file is removed and the error raised.
     """
     data = memoryview(sidecar.to_json())
     try:
-        fd = os.open(tmp, _CREATE_FLAGS, 0o666)
+        fd = tmp.open_file(tmp_name, _CREATE_FLAGS, 0o666)
         try:
             while data:  # a nearly full disk may take part of it, then fail
                 data = data[os.write(fd, data) :]
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        tmp.replace(tmp_name, meta, name)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        tmp.unlink(tmp_name)
         raise
 
 

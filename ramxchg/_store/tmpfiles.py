@@ -10,6 +10,10 @@ Files without the ``.lk`` marker belong to producers that do not lock (protocol 
 other programs): they keep the old rule, older than `TMP_GRACE_SECONDS` and their pid
 not running. An item's sidecar being written (``...lk.json``) is not locked: it exists
 only while its producer holds the publish lock, so it is removed only under that lock.
+
+A producer makes, writes, publishes and removes its file through the ``tmp/`` folder
+its channel handle holds open (`HeldState`), never by the file's path: a ``tmp/``
+swapped for a link by whoever shares the channel is never followed.
 """
 
 from __future__ import annotations
@@ -20,17 +24,18 @@ import stat
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from .._errors import RamxchgError
-from ..formats.base import WriteTarget, same_file, still_named
+from ..formats.base import WriteTarget, same_file
 from ..formats.locks import try_lock, unlock
+from .held import HeldState
 from .layout import ChannelLayout
-from .safedir import SafeDir
+from .safedir import SafeDir, StateTree
 
 if TYPE_CHECKING:
     from .pool import Pool
@@ -50,7 +55,58 @@ _LOCK_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLO
 
 @dataclass
 class HiddenFile(WriteTarget):
-    """A producer's temporary file, open and locked until `close`."""
+    """A producer's temporary file, open and locked until `close`, in the ``tmp/`` folder
+    its channel handle holds open: published (`home`) and removed (`discard`) through
+    that folder's descriptor."""
+
+    #: its name in ``tmp/`` (`path` is its full path, for messages)
+    name: str = field(kw_only=True)
+    #: its ``fstat`` when it was made or taken: which file it is
+    made: os.stat_result = field(kw_only=True)
+    #: the channel handle's state folders, held open
+    state: HeldState = field(kw_only=True)
+    #: the inode of the ``tmp/`` folder it is in (None where folders are reached by path)
+    folder_ino: int | None = field(kw_only=True)
+
+    def home(self, tree: StateTree) -> SafeDir:
+        """The ``tmp/`` folder the file is in, as ``tree`` (the held folders) has it.
+
+        Raises `UnsafeRoot` when ``tmp/`` is a link now, `ChannelNotFound` when it is
+        gone, and `RamxchgError` when it is another folder (``tree`` was opened again
+        after the folder the file is in was moved away).
+        """
+        tmp = tree.existing("tmp")
+        if tmp.ino != self.folder_ino:
+            raise RamxchgError(
+                f"{self.path} is not in {tmp.path} any more: that folder was moved away "
+                "or replaced while the item was written; not published",
+                path=self.path,
+            )
+        return tmp
+
+    def discard(self, stale: bool = False) -> None:
+        """Remove the temporary name (the item is published, or not to be) through the
+        folder the file is in, and `close` it. ``stale``: the held folders are no
+        longer the channel's; they are opened afresh after this.
+
+        A file that cannot be reached through them is left to the sweeps (logged).
+        """
+        try:
+            with self.state.use() as tree:
+                if stale:
+                    self.state.invalidate()
+                try:
+                    tmp = self.home(tree)
+                except RamxchgError as exc:
+                    log.info("leaving %s to the sweeps: %s", self.path, exc)
+                    return
+                try:
+                    tmp.unlink(self.name)
+                except OSError as exc:  # e.g. still mapped on Windows: the sweeps retry
+                    if tmp.has(self.name):  # a read-only disk says EROFS for a missing one
+                        log.warning("could not remove %s: %s", self.path, exc)
+        finally:
+            self.close()
 
     def close(self) -> None:
         """Drop the lock and close: after publishing, or when the file is discarded.
@@ -68,72 +124,127 @@ class HiddenFile(WriteTarget):
 
 
 def create_hidden(
-    layout: ChannelLayout, stem: str, suffix: str, *, pool: Pool | None = None, size: int = 0
+    state: HeldState,
+    layout: ChannelLayout,
+    stem: str,
+    suffix: str,
+    *,
+    pool: Pool | None = None,
+    size: int = 0,
 ) -> HiddenFile:
-    """A new temporary file for an item, locked: from ``pool`` a recycled file of exactly
-    ``size`` bytes that no reader maps, if there is one, else a new empty file."""
-    if pool is not None:
-        path = _temp_path(layout, stem, suffix)
-        fd = pool.take(size, path)  # moved from the pool already locked
-        if fd is not None:
-            hidden = HiddenFile(fd, path, size)
-            try:
-                pool.slots.lend(hidden, size)
-            except BaseException:
-                os.unlink(path)
-                hidden.close()
-                raise
-            return hidden
-    return _locked_new(layout, stem, suffix, lambda path: os.open(path, _CREATE_FLAGS, 0o666))
+    """A new temporary file for an item, locked, in the held ``tmp/`` folder (``state``):
+    from ``pool`` a recycled file of exactly ``size`` bytes that no reader maps, if there
+    is one, else a new empty file."""
+    new = _Maker(state, layout, stem, suffix)
+
+    def make(tmp: SafeDir) -> HiddenFile:
+        if pool is not None:
+            name = new.name()
+            taken = pool.take(size, name)  # moved from the pool already locked
+            if taken is not None:
+                hidden = new.hidden(tmp, name, *taken, size=size)
+                try:
+                    pool.slots.lend(hidden, size)
+                except BaseException:
+                    tmp.unlink(name)
+                    hidden.close()
+                    raise
+                return hidden
+        return new.locked(tmp, lambda name: tmp.open_file(name, _CREATE_FLAGS, 0o666))
+
+    return _in_held_tmp(state, make)
 
 
 def link_hidden(
+    state: HeldState,
     layout: ChannelLayout,
     source: str | Path,
     stem: str,
     suffix: str,
     *,
-    src_dir_fd: int | None = None,
+    source_folder: SafeDir | None = None,
 ) -> HiddenFile:
-    """``source`` (a name in the folder ``src_dir_fd``, if given) hard-linked under a new
-    temporary name, locked (``ramxchg put --move``, re-queuing). A symlink is linked as
-    itself, never followed, and then refused: nothing stays in ``tmp/``."""
+    """``source`` (a name in ``source_folder``, if given) hard-linked under a new
+    temporary name in the held ``tmp/`` folder (``state``), locked (``ramxchg put
+    --move``, re-queuing). A symlink is linked as itself, never followed, and then
+    refused: nothing stays in ``tmp/``."""
+    new = _Maker(state, layout, stem, suffix)
 
-    def link(path: str) -> int:
-        os.link(source, path, src_dir_fd=src_dir_fd, follow_symlinks=False)
+    def make(tmp: SafeDir) -> HiddenFile:
+        def link(name: str) -> int:
+            if source_folder is not None:
+                source_folder.link(os.fspath(source), tmp, name)
+            else:
+                tmp.link_from(source, name)
+            try:
+                return tmp.open_file(name, _LOCK_FLAGS)
+            except BaseException:
+                tmp.unlink(name)
+                raise
+
+        return new.locked(tmp, link)
+
+    return _in_held_tmp(state, make)
+
+
+def _in_held_tmp(state: HeldState, make: Callable[[SafeDir], HiddenFile]) -> HiddenFile:
+    """``make(tmp)`` in the held ``tmp/`` folder; once more in the folder opened afresh
+    when the held one was removed since (a new ``tmp/`` made in its place)."""
+    with state.use() as tree:
+        tmp = tree.existing("tmp")
         try:
-            return os.open(path, _LOCK_FLAGS)
-        except BaseException:
-            os.unlink(path)
-            raise
-
-    return _locked_new(layout, stem, suffix, link)
-
-
-def _temp_path(layout: ChannelLayout, stem: str, suffix: str) -> str:
-    return layout.temp_name(stem, MARKER + suffix)
+            return make(tmp)
+        except FileNotFoundError:
+            if tmp.fd is None or tmp.stat().st_nlink > 0:
+                raise  # not the folder: what was to be linked is missing
+            state.invalidate()
+    with state.use() as tree:
+        return make(tree.existing("tmp"))
 
 
-def _locked_new(
-    layout: ChannelLayout, stem: str, suffix: str, make: Callable[[str], int]
-) -> HiddenFile:
-    """``make(path)`` a file at a new temporary path and lock it; start over with another
-    name when a collector took the file between the two (it found the lock free)."""
-    for _ in range(_ATTEMPTS):
-        path = _temp_path(layout, stem, suffix)
-        fd = make(path)
-        try:
-            if try_lock(fd) and still_named(path, os.fstat(fd)):
-                return HiddenFile(fd, path, 0)
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)  # a collector holds it, or has removed it: it goes, or has gone
-    raise RamxchgError(
-        f"{layout.tmp}: no temporary file for an item could be locked in {_ATTEMPTS} tries: "
-        "another process holds a lock on each, or removes each at once",
-        path=layout.tmp,
-    )
+class _Maker:
+    """Makes the `HiddenFile` objects of one item: new names in ``tmp/``, and the file
+    made under one of them, locked."""
+
+    def __init__(self, state: HeldState, layout: ChannelLayout, stem: str, suffix: str) -> None:
+        self._state = state
+        self._layout = layout
+        self._stem = stem
+        self._suffix = MARKER + suffix
+
+    def name(self) -> str:
+        return self._layout.temp_name(self._stem, self._suffix)
+
+    def hidden(
+        self, tmp: SafeDir, name: str, fd: int, made: os.stat_result, size: int = 0
+    ) -> HiddenFile:
+        """The open, locked file ``fd`` of ``size`` bytes (``made``: its fstat) named
+        ``name`` in ``tmp``."""
+        path = self._layout.in_tmp(name)
+        state, ino = self._state, tmp.ino
+        return HiddenFile(fd, path, size, name=name, made=made, state=state, folder_ino=ino)
+
+    def locked(self, tmp: SafeDir, make: Callable[[str], int]) -> HiddenFile:
+        """``make(name)`` a file under a new name in ``tmp`` and lock it; start over with
+        another name when a collector took the file between the two (it found the lock
+        free)."""
+        for _ in range(_ATTEMPTS):
+            name = self.name()
+            fd = make(name)
+            try:
+                if try_lock(fd):
+                    made = os.fstat(fd)
+                    if same_file(made, tmp.lstat(name)):
+                        return self.hidden(tmp, name, fd, made)
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # a collector holds it, or has removed it: it goes, or has gone
+        raise RamxchgError(
+            f"{tmp.path}: no temporary file for an item could be locked in {_ATTEMPTS} "
+            "tries: another process holds a lock on each, or removes each at once",
+            path=tmp.path,
+        )
 
 
 def is_locking_name(name: str) -> bool:

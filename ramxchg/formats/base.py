@@ -117,13 +117,25 @@ class Format(ABC):
         Raises `CorruptItem` naming the file when it is malformed.
         """
 
-    @abstractmethod
     def describe(
         self, path: str | Path, *, locked: bool = False
     ) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
         """Shape and dtype of each array, from the file's metadata only. ``locked``: read
         it under the reader lock (`open_locked`), as a published item must be: a file
         being emptied and removed (or recycled) is then `ItemNotFound`, not misread."""
+        fd, size = open_locked(path) if locked else open_regular(path)
+        try:
+            return self.describe_open(fd, size, path)
+        finally:
+            os.close(fd)
+
+    @abstractmethod
+    def describe_open(
+        self, fd: int, size: int, path: str | Path
+    ) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
+        """`describe` of the open file ``fd`` of ``size`` bytes (``path`` names it in
+        messages): a producer checks what it wrote through its own descriptor, not by a
+        path, which may lead to another file by then."""
 
     @abstractmethod
     def nbytes_for(self, layout: Layout) -> int:

@@ -52,7 +52,6 @@ from .base import (
     map_reserved,
     nbytes,
     open_locked,
-    open_regular,
     pwrite_all,
 )
 
@@ -127,17 +126,17 @@ class Hdf5Format(Format):
                 arrays[key] = array_over(mapping, shape, dtype, offset)
         return Allocation(arrays, closer(mapping))
 
-    def describe(
-        self, path: str | Path, *, locked: bool = False
+    def describe_open(
+        self, fd: int, size: int, path: str | Path
     ) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
-        with _opened(path, locked=locked) as (_, _, h5file):
+        with _h5_file(fd, path) as h5file:
             return {name: (ds.shape, ds.dtype) for name, ds, _ in _datasets(h5file, path)}
 
     def open(
         self, path: str | Path, *, copy_on_write: bool = False, kept: KeptMappings | None = None
     ) -> OpenedFile:
         # ``kept`` is not used: HDF5 files are not recycled, so none comes back.
-        with _opened(path, locked=True) as (fd, size, h5file):
+        with _opened(path) as (fd, size, h5file):
             mapping = map_fd(fd, size, copy_on_write=copy_on_write)
             try:
                 return _read_all(h5file, path, mapping, size, copy_on_write)
@@ -259,29 +258,35 @@ def _write_attrs(target: h5py.AttributeManager, attrs: Mapping[str, Any]) -> Non
 
 
 @contextmanager
-def _opened(path: str | Path, *, locked: bool = False) -> Iterator[tuple[int, int, h5py.File]]:
-    """The file's descriptor, its size and h5py's view of it; h5py errors become
-    `CorruptItem`. ``locked``: holding the reader lock, to map it (`open_locked`)."""
-    import h5py
-
-    fd, size = open_locked(path) if locked else open_regular(path)
+def _opened(path: str | Path) -> Iterator[tuple[int, int, h5py.File]]:
+    """The file's descriptor, holding the reader lock to map it (`open_locked`), its size
+    and h5py's view of it (`_h5_file`)."""
+    fd, size = open_locked(path)
     try:
-        with io.FileIO(fd, "rb", closefd=False) as raw:
-            try:
-                h5file = h5py.File(raw, "r")
-            except _H5PY_ERRORS as exc:
-                raise CorruptItem(f"{path} is not a readable HDF5 file: {exc}", path=path) from exc
-            with h5file:
-                try:
-                    yield fd, size, h5file
-                except CorruptItem:
-                    raise
-                except _H5PY_ERRORS as exc:
-                    raise CorruptItem(
-                        f"{path} has unreadable HDF5 contents: {exc}", path=path
-                    ) from exc
+        with _h5_file(fd, path) as h5file:
+            yield fd, size, h5file
     finally:
         os.close(fd)
+
+
+@contextmanager
+def _h5_file(fd: int, path: str | Path) -> Iterator[h5py.File]:
+    """h5py's view of the open file ``fd`` (``path`` names it in messages); h5py errors
+    become `CorruptItem`."""
+    import h5py
+
+    with io.FileIO(fd, "rb", closefd=False) as raw:
+        try:
+            h5file = h5py.File(raw, "r")
+        except _H5PY_ERRORS as exc:
+            raise CorruptItem(f"{path} is not a readable HDF5 file: {exc}", path=path) from exc
+        with h5file:
+            try:
+                yield h5file
+            except CorruptItem:
+                raise
+            except _H5PY_ERRORS as exc:
+                raise CorruptItem(f"{path} has unreadable HDF5 contents: {exc}", path=path) from exc
 
 
 def _datasets(

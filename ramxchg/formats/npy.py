@@ -29,9 +29,7 @@ from .base import (
     map_fd,
     map_reserved,
     nbytes,
-    open_locked,
     open_locked_stat,
-    open_regular,
 )
 
 if TYPE_CHECKING:
@@ -258,14 +256,10 @@ class NpyFormat(Format):
         array = array_over(mapping, shape, dtype, len(header))
         return _lent(array, closer(mapping))
 
-    def describe(
-        self, path: str | Path, *, locked: bool = False
+    def describe_open(
+        self, fd: int, size: int, path: str | Path
     ) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
-        fd, size = open_locked(path) if locked else open_regular(path)
-        try:
-            shape, dtype, _, _ = read_layout(fd, size, path)
-        finally:
-            os.close(fd)
+        shape, dtype, _, _ = read_layout(fd, size, path)
         return {"data": (shape, dtype)}
 
     def open(

@@ -240,6 +240,24 @@ def test_describe_says_what_open_maps(ch: Channel, fmt: Format) -> None:
         assert ch.get(case).layouts() == described, case
 
 
+def test_describe_open_reads_the_open_file_not_its_path(ch: Channel, fmt: Format) -> None:
+    """A producer checks what it wrote through its own descriptor: whatever the path
+    names by then (here, a garbage file in its place) is not read."""
+    for case, original in REQUIRED.items():
+        path = ch.put(original, case).path
+        described = fmt.describe(path)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.rename(path, path.with_name(f".{case}.away"))
+            path.write_bytes(b"not an item")
+            assert fmt.describe_open(fd, os.fstat(fd).st_size, path) == described, case
+        finally:
+            os.close(fd)
+        with pytest.raises(CorruptItem, match=str(path)):
+            fmt.describe(path)
+        path.unlink()
+
+
 def test_nbytes_for_covers_the_file(ch: Channel, fmt: Format) -> None:
     """The free-space checks rely on it; a recycled file is reused only at exactly that
     size. Fails on 28845df for hdf5: wide structured dtypes were under-estimated."""

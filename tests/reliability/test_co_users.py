@@ -9,7 +9,6 @@ group of such a channel.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel
+from tests.conftest import snapshot
 from tests.reliability._users import OTHER, as_user, cli
 from tests.reliability.conftest import Figures
 
@@ -78,16 +78,6 @@ def precious() -> Iterator[Path]:
         os.utime(path, (OLD, OLD))
     yield folder
     shutil.rmtree(folder)
-
-
-def _snapshot(folder: Path) -> dict[str, tuple[int, int, str]]:
-    """Every name under ``folder`` (itself too): mode, mtime and a hash of the content."""
-    found = {}
-    for path in [folder, *folder.rglob("*")]:
-        info = os.lstat(path)
-        content = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
-        found[str(path.relative_to(folder))] = (info.st_mode, info.st_mtime_ns, content)
-    return found
 
 
 def _slug(kind: str) -> str:
@@ -158,12 +148,12 @@ def _own_channel(shared: str) -> None:
 def test_gc_of_a_shared_root_by_the_victim_skips_the_attackers_channels(
     shared: dict[str, Path], precious: Path, figures: Figures
 ) -> None:
-    before = _snapshot(precious)
+    before = snapshot(precious)
     root = next(iter(shared.values())).parent
     status, result = as_user(VICTIM, cli, "gc", "--root", str(root), "--json")
     assert status == "ok", result
     code, out, err = result
-    assert _snapshot(precious) == before  # on 3c44b6e: the victim's files were deleted
+    assert snapshot(precious) == before  # on 3c44b6e: the victim's files were deleted
     assert code == 0, err
     report = json.loads(out)
     assert report[str(root / "mine")]["orphan_sidecars"] == 1  # its own channel: collected
@@ -177,12 +167,12 @@ def test_gc_of_a_shared_root_by_the_victim_skips_the_attackers_channels(
 def test_gc_of_the_attackers_channel_by_the_victim_stays_inside(
     shared: dict[str, Path], precious: Path, kind: str
 ) -> None:
-    before = _snapshot(precious)
+    before = snapshot(precious)
     path = shared[_slug(kind)]
     status, result = as_user(VICTIM, cli, "gc", str(path), "--json")
     assert status == "ok", result
     code, _, err = result
-    assert _snapshot(precious) == before
+    assert snapshot(precious) == before
     assert code in (0, 1)
     assert "Traceback" not in err
 
@@ -190,7 +180,7 @@ def test_gc_of_the_attackers_channel_by_the_victim_stays_inside(
 def test_gc_of_a_shared_root_by_root_never_follows_a_link(
     shared: dict[str, Path], precious: Path
 ) -> None:
-    before = _snapshot(precious)
+    before = snapshot(precious)
     root = next(iter(shared.values())).parent
     done = subprocess.run(
         [sys.executable, "-m", "ramxchg", "gc", "--root", str(root), "--json"],
@@ -199,7 +189,7 @@ def test_gc_of_a_shared_root_by_root_never_follows_a_link(
         timeout=120,
         check=False,
     )
-    assert _snapshot(precious) == before
+    assert snapshot(precious) == before
     assert "Traceback" not in done.stderr
     report = json.loads(done.stdout)
     assert report[str(root / "mine")]["orphan_sidecars"] == 1
@@ -238,9 +228,9 @@ def test_using_the_attackers_channel_stays_inside(
     path = shared[_slug(kind)]
     if kind == "quarantine":
         os.link(precious / "results", path / "intruder.npy")  # set aside at once
-    before = _snapshot(precious)
+    before = snapshot(precious)
     status, result = as_user(VICTIM, action, str(path))
-    assert _snapshot(precious) == before
+    assert snapshot(precious) == before
     assert status in ("ok", "UnsafeRoot", "TimeoutError"), result
 
 
@@ -272,22 +262,14 @@ def _swap_while_held(path: str, precious: str, kind: str) -> list[str]:
     return names
 
 
-#: Publishing still creates its temporary file and writes the sidecar by path: a tmp/ or
-#: meta/ swapped for a link after the channel was opened is followed there (not by the
-#: held folders). Known, left for a fix that publishes through the held descriptors.
-_BY_PATH = pytest.mark.xfail(strict=True, reason="publish writes tmp/ and meta/ by path")
-
-
-@pytest.mark.parametrize(
-    "kind", ["pool", pytest.param("meta", marks=_BY_PATH), pytest.param("tmp", marks=_BY_PATH)]
-)
+@pytest.mark.parametrize("kind", ["pool", "meta", "tmp"])
 def test_a_folder_swapped_while_held_open_is_never_followed(
     root: Path, precious: Path, kind: str
 ) -> None:
     os.chmod(root, 0o1777)
     status, path = as_user(ATTACKER, _plain_channel, str(root))
     assert status == "ok", path
-    before = _snapshot(precious)
+    before = snapshot(precious)
     status, result = as_user(VICTIM, _swap_while_held, path, str(precious), kind)
-    assert _snapshot(precious) == before
+    assert snapshot(precious) == before
     assert status in ("ok", "UnsafeRoot"), result

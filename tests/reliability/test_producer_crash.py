@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -105,8 +106,8 @@ def test_killed_right_after_the_link_does_not_wedge_auto_names(
     ch = Channel("wedge")
     real_link = os.link
 
-    def link_then_die(source: str, target: str) -> None:
-        real_link(source, target)
+    def link_then_die(source: str, target: str, **where: Any) -> None:
+        real_link(source, target, **where)  # through the held folders' descriptors
         raise _Died
 
     monkeypatch.setattr(ramxchg._store.publish.os, "link", link_then_die)
