@@ -247,3 +247,30 @@ def test_a_state_folder_swapped_while_held_is_never_written(
     assert snapshot(precious) == before
     assert isinstance(done, UnsafeRoot), done
     assert str(channel.path / ".ramxchg") in str(done)
+
+
+@pytest.mark.parametrize("recycle", [True, False])
+def test_deleting_through_a_channel_folder_swapped_removes_nothing_elsewhere(
+    root: Path, recycle: bool
+) -> None:
+    """The channel folder is swapped for a link to another channel of yours while your
+    handle holds it open: deleting an item that is not recycled (HDF5; every item with
+    ``recycle=0``) removes the channel's own file, through the held folder, never the
+    file of that name in the linked channel. Fails on 7a4314c: unlinked by path there."""
+    ch = Channel("shared", root=root, recycle=None if recycle else 0)
+    ch._retention.state.max_age = 3600
+    ch.put(ITEM, "warm")
+    ch.delete("warm")  # the state folders are held open now
+    ch.put(ITEM, "x", format="hdf5")
+    ch.put(ITEM, "y")
+    mine = Channel("mine", root=root)
+    mine.put(ITEM * 3, "x", format="hdf5")
+    mine.put(ITEM * 3, "y")
+    before = snapshot(mine.path)
+    away = ch.path.with_name("shared-away")
+    os.rename(ch.path, away)
+    ch.path.symlink_to(mine.path)
+    ch.delete("x")
+    ch.delete("y")
+    assert snapshot(mine.path) == before
+    assert sorted(os.listdir(away)) == [".ramxchg"]  # its own files went

@@ -191,14 +191,18 @@ class Pool:
         Raises PermissionError when it is not ours to remove, FileNotFoundError when gone.
 
         Only recyclable files are kept mapped; and with recycling off (as on Windows, where
-        an open file cannot be unlinked) none is: then only the name goes.
+        an open file cannot be unlinked) none is: then only the name goes. Either way
+        through the channel folder this handle holds open, never by path: a channel
+        folder swapped for a link to another one must not lose that one's file.
         """
-        if self.capacity <= 0 or fmt is None or not fmt.recyclable:
-            os.unlink(path)
-            return
+        name = os.path.basename(path)
         with self.state.use() as state:
-            if not remove_emptied(state.channel, os.path.basename(path)):
-                raise FileNotFoundError(errno.ENOENT, "item file gone", str(path))
+            if self.capacity <= 0 or fmt is None or not fmt.recyclable:
+                removed = state.channel.unlink(name)
+            else:
+                removed = remove_emptied(state.channel, name)
+        if not removed:
+            raise FileNotFoundError(errno.ENOENT, "item file gone", str(path))
 
 
 def drain_beside(channel: Path) -> int:
