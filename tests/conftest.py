@@ -7,6 +7,7 @@ import gc
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -27,6 +28,16 @@ from ramxchg.disks import probe as ramdisk
 from ramxchg.disks.tmpfs import MountEntry, parse_mountinfo
 
 SHM = Path("/dev/shm")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests type Ctrl-C (SIGINT) at the commands they start, as a terminal would. A
+    run started in the background by a shell without job control (``pytest &`` in a
+    script) has SIGINT ignored, and an ignored signal stays ignored in every child, so
+    those commands would never see it: handle it here, as an interactive run does, and
+    children start with the default."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
