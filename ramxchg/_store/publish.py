@@ -110,13 +110,17 @@ def allocate_item(
     made: list[Allocation] = []
 
     def allocate(hidden: HiddenFile) -> None:
+        recycled = hidden.size > 0
+        if fmt.recyclable and not recycled:
+            retention.pool.slots.lend_new(hidden, needed)
         allocation = fmt.allocate(hidden, layout, attrs)
-        if zero and hidden.size:  # recycled: a new file reads as zeros already
+        if zero and recycled:  # a new file reads as zeros already
             for array in allocation.arrays.values():
                 array.fill(0)
         made.append(allocation)
 
-    hidden = write_item(retention, fmt, stem, fmt.nbytes_for(layout), allocate, timeout=timeout)
+    needed = fmt.nbytes_for(layout)
+    hidden = write_item(retention, fmt, stem, needed, allocate, timeout=timeout)
     return hidden, made[-1]
 
 
