@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from .._errors import UnsafeRoot
-from ..formats.base import Format, same_file
+from ..formats.base import Format, lstat_or_none, same_file
 from ..formats.locks import try_lock
 from .config import ChannelConfig
 from .held import HeldState
@@ -195,12 +195,17 @@ class Pool:
         through the channel folder this handle holds open, never by path: a channel
         folder swapped for a link to another one must not lose that one's file.
         """
-        name = os.path.basename(path)
+        name, refused = os.path.basename(path), None
         with self.state.use() as state:
-            if self.capacity <= 0 or fmt is None or not fmt.recyclable:
-                removed = state.channel.unlink(name)
-            else:
-                removed = remove_emptied(state.channel, name)
+            try:
+                if self.capacity <= 0 or fmt is None or not fmt.recyclable:
+                    removed = state.channel.unlink(name)
+                else:
+                    removed = remove_emptied(state.channel, name)
+            except PermissionError as exc:  # about the file, not the held folders
+                refused = exc
+        if refused is not None:
+            raise refused
         if not removed:
             raise FileNotFoundError(errno.ENOENT, "item file gone", str(path))
 
@@ -221,7 +226,7 @@ def drain_beside(channel: Path) -> int:
         return 0
     gone = 0
     for other in others:
-        info = _lstat(other)
+        info = lstat_or_none(other)
         if info is None or info.st_dev != here.st_dev or info.st_uid != me:
             continue
         if same_file(here, info):
@@ -230,13 +235,6 @@ def drain_beside(channel: Path) -> int:
             pool = _folder(state, "pool")
             gone += 0 if pool is None else _drop_all(pool)
     return gone
-
-
-def _lstat(path: Path) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except FileNotFoundError:
-        return None
 
 
 def _drop_all(pool: SafeDir) -> int:

@@ -13,8 +13,12 @@
 Every step goes through the folders the channel handle holds open (``tmp/``, ``meta/``
 and the channel folder: `HeldState`), never by path, so a state folder that whoever
 shares the channel swaps for a link is never followed. Under the publish lock, one
-``lstat`` by path checks that they are still the channel's (not moved away, dropped or
-swapped since the handle opened them): if not, nothing is published.
+``lstat`` of the temporary file by its path checks that the channel folder, its state
+folder and ``tmp/`` still lead to it (not moved away, dropped or swapped since the handle
+opened them): if not, nothing is published. ``meta/`` is not checked so: a ``meta/``
+moved away and replaced within the second the handle trusts its folders gets the
+sidecar in the folder moved away (never in a link's target), and the item is published
+without one, as an item of a program that writes none.
 
 A crash before step 2 leaves only temporary files, which the next producer's sweep (or
 ``gc``) removes once their lock is free; a crash in step 2 leaves at most an orphan
@@ -27,7 +31,6 @@ the sidecar is what did not fit).
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import shutil
 import time
@@ -39,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import ItemExists, RamDiskFull, RamxchgError
 from ..disks import format_size
 from ..formats import Format, Layout, suffixes
-from ..formats.base import Allocation, same_file
+from ..formats.base import Allocation, lstat_or_none, same_file
 from .layout import ChannelLayout
 from .safedir import SafeDir, lexists
 from .sequence import Claim, SequenceCounter
@@ -49,7 +52,6 @@ from .tmpfiles import HiddenFile, create_hidden, link_hidden
 if TYPE_CHECKING:
     from .retention import Retention
 
-log = logging.getLogger(__name__)
 
 #: Items at least this large are checked against the free space before writing.
 EARLY_CHECK_BYTES = 16 << 20
@@ -81,9 +83,8 @@ def write_item(
     """
     retention.sweep()
     retention.wait_for_room(needed, timeout)
-    reclaim = retention.reclaim_space
-    check_room(retention.layout, needed, reclaim)
-    return write_hidden(retention, fmt, stem, needed, write, reclaim=reclaim)
+    check_room(retention.layout, needed, retention.reclaim_space)
+    return write_hidden(retention, fmt, stem, needed, write)
 
 
 def link_item(retention: Retention, source: str | Path, stem: str, suffix: str) -> HiddenFile:
@@ -148,16 +149,15 @@ def write_hidden(
     stem: str,
     needed: int,
     write: Callable[[HiddenFile], Any],
-    *,
-    reclaim: Callable[[], int] | None = None,
 ) -> HiddenFile:
     """Run ``write(hidden)`` on a new locked temporary file in the channel handle's
     held ``tmp/``; clean up if it fails.
 
     For formats that overwrite in place, the file is a recycled one of exactly
-    ``needed`` bytes if the pool has one free. A full disk (ENOSPC) runs ``reclaim()``,
-    which frees what it can and says how many files went; if any did, the write is
-    tried once more. Otherwise, or when it fails again: `RamDiskFull`.
+    ``needed`` bytes if the pool has one free. A full disk (ENOSPC) runs
+    `Retention.reclaim_space`, which frees what it can and says how many files went; if
+    any did, the write is tried once more. Otherwise, or when it fails again:
+    `RamDiskFull`.
     """
     layout, pool = retention.layout, retention.pool if fmt.recyclable else None
     reclaimed = False
@@ -174,7 +174,7 @@ def write_hidden(
                 hidden.discard()
             if not _is_full(exc):
                 raise
-            if not reclaimed and reclaim is not None and reclaim():
+            if not reclaimed and retention.reclaim_space():
                 reclaimed = True
                 continue
             raise _full(layout, "an item of {size}", needed) from exc
@@ -238,11 +238,11 @@ def make_visible(
     moved = False
     try:
         with counter.claim() as claim:
-            # By its path, the one lookup here that is: the held folders are still the
-            # channel's, and so is the counter just locked. The link keeps the inode: the
-            # sidecar records it, and the size, so that it is for this file only (an
-            # orphan of ours must not describe a later file).
-            info = _lstat(hidden.path)
+            # By its path, the one lookup here that is: the channel folder, .ramxchg and
+            # tmp/ held are still the channel's, and so is the counter just locked. The
+            # link keeps the inode: the sidecar records it, and the size, so that it is
+            # for this file only (an orphan of ours must not describe a later file).
+            info = lstat_or_none(hidden.path)
             if info is None or not same_file(hidden.made, info):
                 moved = True
                 raise _moved(layout, hidden)
@@ -309,7 +309,7 @@ def _publish_locked(
             replace(final_name)
             tmp.replace(hidden.name, channel, final_name + fmt.suffix)
     except OSError as exc:  # the item did not appear: its sidecar must not stay
-        _discard(meta, sidecar)
+        meta.discard(sidecar)
         if isinstance(exc, FileExistsError):  # from link (the temporary name is new)
             raise ItemExists(
                 f"{target} appeared while publishing; items are immutable",
@@ -337,13 +337,6 @@ def _moved(layout: ChannelLayout, hidden: HiddenFile) -> RamxchgError:
     )
 
 
-def _lstat(path: str) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except FileNotFoundError:
-        return None
-
-
 def _write_sidecar(
     meta: SafeDir,
     name: str,
@@ -363,15 +356,6 @@ def _write_sidecar(
         if not (_is_full(exc) and reclaim is not None and reclaim()):
             raise
         write_sidecar(meta, name, sidecar, tmp, temporary)
-
-
-def _discard(folder: SafeDir, name: str) -> None:
-    """Remove a file we own from ``folder``, if it is still there."""
-    try:
-        folder.unlink(name)
-    except OSError as exc:  # e.g. still mapped on Windows: gc retries later
-        if folder.has(name):  # a read-only disk says EROFS for a missing file too
-            log.warning("could not remove %s: %s", folder.entry(name), exc)
 
 
 def check_free(

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import stat
 from pathlib import Path
 
 from .._errors import ChannelNotFound, UnsafeRoot
 from ..disks.files import replace_whole
+
+log = logging.getLogger(__name__)
 
 _DIR_FD_CALLS = {os.open, os.stat, os.unlink, os.rename, os.rmdir, os.mkdir}
 #: Work relative to folder descriptors (POSIX); else paths checked with lstat (Windows).
@@ -122,15 +125,19 @@ class SafeDir:
     def rename(self, name: str, target: SafeDir, new_name: str) -> bool:
         """Move ``name`` to ``new_name`` in ``target`` (replacing it); False if missing."""
         try:
-            os.replace(
-                self._name(name),
-                target._name(new_name),
-                src_dir_fd=self.fd,
-                dst_dir_fd=target.fd,
-            )
+            self.replace(name, target, new_name)
         except FileNotFoundError:
             return False
         return True
+
+    def discard(self, name: str) -> None:
+        """Remove a file of ours, if it is still there; one that stays (still mapped on
+        Windows, say) is logged and left to the sweeps and ``gc``."""
+        try:
+            self.unlink(name)
+        except OSError as exc:
+            if self.has(name):  # a read-only disk says EROFS for a missing file too
+                log.warning("could not remove %s: %s", self.entry(name), exc)
 
     def open_file(self, name: str, flags: int, mode: int = 0o666) -> int:
         """``os.open`` of the file ``name`` in this folder; a symlink is never followed."""
@@ -144,9 +151,15 @@ class SafeDir:
         """Hard-link the entry ``name`` itself (a symlink is never followed) as
         ``new_name`` in ``target``; FileExistsError if that name is taken."""
         try:
-            target.link_from(self._name(name), new_name, src_dir_fd=self.fd)
+            os.link(
+                self._name(name),
+                target._name(new_name),
+                src_dir_fd=self.fd,
+                dst_dir_fd=target.fd,
+                follow_symlinks=False,
+            )
         except OSError as exc:
-            _full_names(exc, self, None)
+            _full_names(exc, self, target)
             raise
 
     def link_from(
@@ -255,10 +268,14 @@ if os.access in os.supports_dir_fd and os.access in os.supports_follow_symlinks:
         # faccessat: no exception for the common "not there" answer, unlike lstat.
         return os.access(path, os.F_OK, dir_fd=dir_fd, follow_symlinks=False)
 
-else:  # pragma: no cover - no faccessat(AT_SYMLINK_NOFOLLOW), and no descriptors (Windows)
+else:  # pragma: no cover - no faccessat(AT_SYMLINK_NOFOLLOW) (Windows, some BSDs)
 
     def lexists(path: str, dir_fd: int | None = None) -> bool:
-        return os.path.lexists(path)
+        try:
+            os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
 
 
 def _refused(path: Path) -> UnsafeRoot:

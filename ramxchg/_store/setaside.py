@@ -134,7 +134,7 @@ class SetAsideFolder:
             held = self._store.retention.state
             hidden = link_hidden(held, layout, file, name, fmt.suffix, source_folder=folder)
             try:
-                linked = os.fstat(hidden.fd)
+                linked = hidden.made
                 _check_linked(listed.path, linked)
                 # still malformed: CorruptItem, and it stays there
                 fmt.describe_open(hidden.fd, linked.st_size, hidden.path)

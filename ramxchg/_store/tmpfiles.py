@@ -100,11 +100,7 @@ class HiddenFile(WriteTarget):
                 except RamxchgError as exc:
                     log.info("leaving %s to the sweeps: %s", self.path, exc)
                     return
-                try:
-                    tmp.unlink(self.name)
-                except OSError as exc:  # e.g. still mapped on Windows: the sweeps retry
-                    if tmp.has(self.name):  # a read-only disk says EROFS for a missing one
-                        log.warning("could not remove %s: %s", self.path, exc)
+                tmp.discard(self.name)
         finally:
             self.close()
 
@@ -146,8 +142,7 @@ def create_hidden(
                 try:
                     pool.slots.lend(hidden, size)
                 except BaseException:
-                    tmp.unlink(name)
-                    hidden.close()
+                    hidden.discard()
                     raise
                 return hidden
         return new.locked(tmp, lambda name: tmp.open_file(name, _CREATE_FLAGS, 0o666))

@@ -277,13 +277,17 @@ def _lock_shared(fd: int, path: str | Path, info: os.stat_result) -> bool:
     return still_named(path, info)
 
 
+def lstat_or_none(path: str | Path) -> os.stat_result | None:
+    """``os.lstat(path)`` (a link is not followed); None if nothing is there."""
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
 def still_named(path: str | Path, info: os.stat_result) -> bool:
     """Is ``path`` (not following a link) the file ``info`` describes?"""
-    try:
-        named = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    return same_file(info, named)
+    return same_file(info, lstat_or_none(path))
 
 
 def same_file(info: os.stat_result, other: os.stat_result | None) -> bool:
