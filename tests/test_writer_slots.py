@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import multiprocessing as mp
 import os
 import signal
@@ -13,7 +14,9 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel
+from ramxchg._store.safedir import SafeDir
 from ramxchg._store.slots import CHECK_SECONDS, MIN_MAPPED_BYTES, WriterSlots
+from ramxchg._store.tmpfiles import is_locking_name
 from ramxchg.formats.base import WriteTarget
 from tests.conftest import mapped_from, mounted_tmpfs, wait_for
 
@@ -75,6 +78,41 @@ def test_a_new_file_created_in_place_is_mapped_once_for_its_reuses(
     with ch.create(FRAME, np.uint8, "c", zero=True) as array:  # a new file: zeros already
         np.testing.assert_array_equal(array, 0)
     del array, ch, lent
+
+
+def test_a_pooled_file_that_cannot_be_lent_nor_removed_is_let_go(
+    root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its pages cannot be had (ENOSPC) and its temporary name cannot be removed at once
+    (a PermissionError, as for a file still mapped on Windows): the file is closed and
+    its lock dropped all the same, the space reclaimed (the sweep takes the name) and
+    the put made in a new file. On 13c7b3c the PermissionError came out of the put, and
+    the descriptor, with its lock, leaked."""
+    ch = Channel("no-loan", recycle=2)
+    ch.put(np.zeros(FRAME, np.uint8), "a")
+    _consume(ch, "a")  # pooled: the next put takes it and asks for a loan
+    fds_before = set(os.listdir("/proc/self/fd"))
+    unlink, refused = SafeDir.unlink, []
+
+    def no_pages(self: WriterSlots, target: WriteTarget, size: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def busy_once(self: SafeDir, name: str) -> bool:
+        if is_locking_name(name) and not refused:
+            refused.append(name)
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), name)
+        return unlink(self, name)
+
+    monkeypatch.setattr(WriterSlots, "lend", no_pages)
+    monkeypatch.setattr(SafeDir, "unlink", busy_once)
+    assert ch.put(np.ones(FRAME, np.uint8), "b").name == "b"
+    monkeypatch.undo()
+    assert refused
+    assert "could not remove" in caplog.text
+    assert set(os.listdir("/proc/self/fd")) <= fds_before
+    assert os.listdir(ch.path / ".ramxchg" / "tmp") == []
+    with ch.get("b") as item:
+        np.testing.assert_array_equal(item.array, 1)
 
 
 def test_put_into_a_recycled_file_writes_every_byte(root: Path, no_leaks: None) -> None:
