@@ -54,32 +54,6 @@ def test_create_lends_the_memory_of_a_recycled_file_again(root: Path, no_leaks: 
     del ch, lent
 
 
-def test_a_new_file_created_in_place_is_mapped_once_for_its_reuses(
-    root: Path, no_leaks: None
-) -> None:
-    """The mapping ``create`` fills a new file through is the one its reuse lends: its
-    pages are mapped and populated once (on 7a4314c, once for the new file and again,
-    by a new mapping, at its first reuse)."""
-    ch = Channel("first-loan", recycle=2)
-    with ch.create(FRAME, np.uint8, "a") as array:  # the pool is empty: a new file
-        array[...] = 1
-        lent = mapped_from(array)
-    del array
-    with ch.get("a") as item:
-        np.testing.assert_array_equal(item.array, 1)
-    _consume(ch, "a")
-    with ch.create(FRAME, np.uint8, "b", zero=True) as array:
-        assert mapped_from(array) is lent
-        np.testing.assert_array_equal(array, 0)  # zero=True: the old bytes are gone
-        array[...] = 2
-    del array
-    with ch.get("b") as item:
-        np.testing.assert_array_equal(item.array, 2)
-    with ch.create(FRAME, np.uint8, "c", zero=True) as array:  # a new file: zeros already
-        np.testing.assert_array_equal(array, 0)
-    del array, ch, lent
-
-
 def test_a_pooled_file_that_cannot_be_lent_nor_removed_is_let_go(
     root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

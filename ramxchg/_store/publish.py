@@ -111,17 +111,13 @@ def allocate_item(
     made: list[Allocation] = []
 
     def allocate(hidden: HiddenFile) -> None:
-        recycled = hidden.size > 0
-        if fmt.recyclable and not recycled:
-            retention.pool.slots.lend_new(hidden, needed)
         allocation = fmt.allocate(hidden, layout, attrs)
-        if zero and recycled:  # a new file reads as zeros already
+        if zero and hidden.size:  # recycled: a new file reads as zeros already
             for array in allocation.arrays.values():
                 array.fill(0)
         made.append(allocation)
 
-    needed = fmt.nbytes_for(layout)
-    hidden = write_item(retention, fmt, stem, needed, allocate, timeout=timeout)
+    hidden = write_item(retention, fmt, stem, fmt.nbytes_for(layout), allocate, timeout=timeout)
     return hidden, made[-1]
 
 

@@ -5,8 +5,7 @@ A recycled file (see pool.py) keeps its inode and pages through every rename, fr
 has written mapped, writable and pre-faulted: when the pool hands it one of them again,
 ``put`` is one memcpy into pages that are already there and already in its page tables,
 and ``create`` lends that memory out to be filled in place (a loan, as in iceoryx2). A
-new mapping, and a page fault per 4 KiB, is paid only the first time a file is reused
-(not even then for a file ``create`` filled when new: it was filled through its slot).
+new mapping, and a page fault per 4 KiB, is paid only the first time a file is reused.
 
 Safety is unchanged: the producer writes into a mapping only while it holds the file's
 exclusive lock, which the pool grants only when no reader maps the file (protocol 1.1,
@@ -83,18 +82,6 @@ class WriterSlots(KeptFiles):
             with self._lock:
                 self._pooled.add(name)
 
-    def keeps(self, size: int) -> bool:
-        """Whether files of ``size`` bytes are kept mapped."""
-        return self.capacity > 0 and size >= MIN_MAPPED_BYTES
-
-    def lend_new(self, target: WriteTarget, size: int) -> None:
-        """`lend` the new, empty file ``target`` sized to ``size`` bytes first, if files of
-        that size are kept mapped: filled in place through this mapping, it needs none
-        when it comes back from the pool (one population of its pages, not two)."""
-        if self.keeps(size):
-            os.ftruncate(target.fd, size)
-            self.lend(target, size)
-
     def lend(self, target: WriteTarget, size: int) -> None:
         """Set ``target.mapping`` to the recycled file ``target`` (locked by the caller,
         pooled as ``size`` bytes) mapped writable with every page in place, unless it is
@@ -106,7 +93,7 @@ class WriterSlots(KeptFiles):
         """
         info = os.fstat(target.fd)
         target.size = info.st_size
-        if self.keeps(size) and info.st_size == size:
+        if self.capacity > 0 and size >= MIN_MAPPED_BYTES and info.st_size == size:
             with self._lock:
                 # An export made under the lock: a mapping evicted or cleared by another
                 # thread meanwhile stays mapped until this writer lets go of it.
