@@ -13,6 +13,7 @@ root; here one user plays both parts.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -25,6 +26,7 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel, ChannelNotFound, RamxchgError, UnsafeRoot
+from ramxchg._store.safedir import SafeDir
 from tests.conftest import SHM, snapshot
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -274,3 +276,32 @@ def test_deleting_through_a_channel_folder_swapped_removes_nothing_elsewhere(
     ch.delete("y")
     assert snapshot(mine.path) == before
     assert sorted(os.listdir(away)) == [".ramxchg"]  # its own files went
+
+
+def test_a_delete_refused_for_its_file_keeps_the_folders_held(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file that is not ours to remove (or, on Windows, still mapped) says nothing
+    about the folders it is in: the item stays whole for ``gc``, and the handle keeps
+    working through the folders it holds (on b5d7305, the PermissionError
+    closed every one of them, to be opened again by the next operation)."""
+    ch = Channel("refused", root=root, recycle=0)
+    ch._retention.state.max_age = 3600
+    ch.put(ITEM, "x", format="hdf5")
+    held = ch._retention.state
+    with held.use() as tree:
+        pass
+    unlink = SafeDir.unlink
+
+    def not_ours(self: SafeDir, name: str) -> bool:
+        if name == "x.h5":
+            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), name)
+        return unlink(self, name)
+
+    monkeypatch.setattr(SafeDir, "unlink", not_ours)
+    ch.delete("x")
+    monkeypatch.undo()
+    assert ch.names() == ["x"]  # left whole, with its sidecar, for gc
+    with held.use() as still:
+        assert still is tree
+    assert ch.get("x").path.name == "x.h5"
