@@ -112,11 +112,10 @@ class Pool:
             self.slots.gave(new_name)
             return True
 
-    def take(self, size: int, tmp: SafeDir, name: str) -> tuple[int, os.stat_result] | None:
+    def take(self, size: int, name: str) -> tuple[int, os.stat_result] | None:
         """A pooled file of exactly ``size`` bytes that no reader maps, moved to ``name``
-        in ``tmp`` (the held ``tmp/`` the caller makes its file in) with its exclusive
-        lock held: its descriptor, open for writing (the caller closes it), and its
-        ``fstat``. None if there is no such file.
+        in the held ``tmp/`` with its exclusive lock held: its descriptor, open for
+        writing (the caller closes it), and its ``fstat``. None if there is no such file.
 
         Taken only when ``flock(LOCK_EX|LOCK_NB)`` succeeds, so never while a reader's
         array maps it; the lock then keeps other producers and collectors off it.
@@ -125,8 +124,8 @@ class Pool:
             return None
         prefix = f"{size}."
         with self.state.use() as state:
-            pool = _folder(state, "pool")
-            if pool is None:
+            pool, tmp = _folder(state, "pool"), _folder(state, "tmp")
+            if pool is None or tmp is None:
                 self.slots.let_go_of_gone()  # the pool went (a dropped channel?)
                 return None
             listing = pool.names()

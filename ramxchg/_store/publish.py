@@ -44,7 +44,7 @@ from ..disks import format_size
 from ..formats import Format, Layout, suffixes
 from ..formats.base import Allocation, lstat_or_none, same_file
 from .layout import ChannelLayout
-from .safedir import SafeDir, StateTree, lexists
+from .safedir import SafeDir, lexists
 from .sequence import Claim, SequenceCounter
 from .sidecar import Sidecar, write_sidecar
 from .tmpfiles import HiddenFile, create_hidden, link_hidden
@@ -243,13 +243,14 @@ def make_visible(
                 moved = True
                 raise _moved(layout, hidden)
             with hidden.state.use() as tree:
+                tmp, meta, channel = hidden.home(tree), tree.existing("meta"), tree.channel
                 return _publish_locked(
                     layout,
                     claim,
                     hidden,
                     fmt,
                     info,
-                    tree=tree,
+                    folders=(tmp, meta, channel),
                     name=name,
                     attrs=attrs,
                     origin=origin,
@@ -267,17 +268,16 @@ def _publish_locked(
     fmt: Format,
     info: os.stat_result,
     *,
-    tree: StateTree,
+    folders: tuple[SafeDir, SafeDir, SafeDir],
     name: str | None,
     attrs: dict[str, Any],
     origin: dict[str, Any] | None,
     replace: Callable[[str], None] | None,
     reclaim: Callable[[], int] | None,
 ) -> Published:
-    """`make_visible` under the publish lock, in the held folders (``tree``: ``tmp/``,
-    ``meta/``, the channel folder): the sidecar, the counter, the link (or the rename
-    over the old item)."""
-    tmp, meta, channel = hidden.home(tree), tree.existing("meta"), tree.channel
+    """`make_visible` under the publish lock, in the held ``tmp``, ``meta`` and channel
+    ``folders``: the sidecar, the counter, the link (or the rename over the old item)."""
+    tmp, meta, channel = folders
     final_name = name if name is not None else f"{claim.next:012d}"
     target = layout.item(final_name, fmt.suffix)
     check_free(layout, final_name, but=target if replace is not None else None, folder=channel)

@@ -136,7 +136,7 @@ def create_hidden(
     def make(tmp: SafeDir) -> HiddenFile:
         if pool is not None:
             name = new.name()
-            taken = pool.take(size, tmp, name)  # moved from the pool already locked
+            taken = pool.take(size, name)  # moved from the pool already locked
             if taken is not None:
                 hidden = new.hidden(tmp, name, *taken, size=size)
                 try:
