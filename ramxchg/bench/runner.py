@@ -56,10 +56,11 @@ def counts_for(nbytes: int, quick: bool) -> tuple[int, int, int]:
     if nbytes <= MB:
         return 300, 200, 30
     # Large messages: enough of them that the pipeline's filling and draining (the
-    # first message's and the last's latency) is a small part of the phase.
+    # first message's and the last's latency) is a small part of the phase: with N
+    # messages and two copies overlapped, a phase lasts about N + 1 copies.
     if nbytes <= 64 * MB:
         return 32, 6, 2
-    return 8, 2, 1
+    return 24, 2, 1
 
 
 def window_for(nbytes: int) -> int:
