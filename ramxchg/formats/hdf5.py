@@ -116,7 +116,7 @@ class Hdf5Format(Format):
         self, target: WriteTarget, layout: Layout, attrs: Mapping[str, Any] | None
     ) -> Allocation:
         offsets = _create(target, layout, attrs)
-        mapping = map_reserved(target.fd, os.fstat(target.fd).st_size)
+        mapping = map_reserved(target.fd, os.fstat(target.fd).st_size, new=True)
         arrays = {}
         for key, (shape, dtype) in layout.items():
             offset = offsets[key]

@@ -252,7 +252,7 @@ class NpyFormat(Format):
             return _lent(array, lambda: None)
         _resize(target, size, mapped=True)
         _write_all(target.fd, memoryview(header))
-        mapping = map_reserved(target.fd, size)
+        mapping = map_reserved(target.fd, size, new=target.size < size)
         array = array_over(mapping, shape, dtype, len(header))
         return _lent(array, closer(mapping))
 
