@@ -12,9 +12,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from .safedir import StateTree
+from .safedir import SafeDir, StateTree
+
+_T = TypeVar("_T")
 
 
 class HeldState:
@@ -84,6 +86,23 @@ class HeldState:
                 self._tree.close_except(self._keep, self._hold)  # type: ignore[union-attr]
         finally:
             self._lock.release()
+
+    def in_folder(self, parts: tuple[str, ...], make: Callable[[SafeDir], _T]) -> _T:
+        """``make(folder)`` in the held folder ``parts`` (`StateTree.existing`), in a
+        ``use()`` block of its own; once more in the folder opened afresh when the held
+        one was removed since (a ``tmp/`` made again, a channel dropped and made again),
+        as a path would have found it. Raises what ``make`` and `StateTree.existing` raise.
+        """
+        with self.use() as tree:
+            folder = tree.existing(*parts)
+            try:
+                return make(folder)
+            except FileNotFoundError:
+                if folder.fd is None or folder.stat().st_nlink > 0:
+                    raise  # the folder is there: what ``make`` needed is missing
+                self.invalidate()
+        with self.use() as tree:
+            return make(tree.existing(*parts))
 
     def invalidate(self) -> None:
         """The folders are stale: open them again once the current `use` ends."""

@@ -147,7 +147,7 @@ def create_hidden(
                 return hidden
         return new.locked(tmp, lambda name: tmp.open_file(name, _CREATE_FLAGS, 0o666))
 
-    return _in_held_tmp(state, make)
+    return state.in_folder(("tmp",), make)
 
 
 def link_hidden(
@@ -179,22 +179,7 @@ def link_hidden(
 
         return new.locked(tmp, link)
 
-    return _in_held_tmp(state, make)
-
-
-def _in_held_tmp(state: HeldState, make: Callable[[SafeDir], HiddenFile]) -> HiddenFile:
-    """``make(tmp)`` in the held ``tmp/`` folder; once more in the folder opened afresh
-    when the held one was removed since (a new ``tmp/`` made in its place)."""
-    with state.use() as tree:
-        tmp = tree.existing("tmp")
-        try:
-            return make(tmp)
-        except FileNotFoundError:
-            if tmp.fd is None or tmp.stat().st_nlink > 0:
-                raise  # not the folder: what was to be linked is missing
-            state.invalidate()
-    with state.use() as tree:
-        return make(tree.existing("tmp"))
+    return state.in_folder(("tmp",), make)
 
 
 class _Maker:
