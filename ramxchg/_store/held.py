@@ -34,8 +34,10 @@ class HeldState:
     removed): the tree is opened afresh once it is `max_age` old, after any operation
     through it that raised, and after one that found it stale (`invalidate`). ``use()``
     blocks of several threads are serialised; a forked child opens its own. The publish
-    lock, where both are taken, comes first (publishing, deleting, acking): never wait
-    for it inside a ``use()`` block.
+    lock's file is opened through the held state folder (`in_folder`), but its lock is
+    waited for only once that block has ended: never wait for it inside a ``use()``
+    block, where a thread would keep the folders from the thread that holds the lock and
+    needs them to finish (publishing, deleting, acking).
     """
 
     def __init__(

@@ -232,10 +232,10 @@ def is_locking_name(name: str) -> bool:
     return name.rsplit(".", 2)[1:2] == [MARKER[1:]]
 
 
-def collect_dead(tmp: SafeDir, publish_lock: Callable[[], AbstractContextManager[Any]]) -> int:
+def collect_dead(tmp: SafeDir, publish_lock: AbstractContextManager[Any]) -> int:
     """Remove the dead producers' files from the open ``tmp`` folder; how many went.
 
-    ``publish_lock()`` is the channel's publish lock, taken only if there are sidecars
+    ``publish_lock`` is the channel's publish lock, taken only if there are sidecars
     being written (of producers that died publishing, or are publishing right now).
     """
     removed = 0
@@ -249,7 +249,7 @@ def collect_dead(tmp: SafeDir, publish_lock: Callable[[], AbstractContextManager
         else:
             removed += _remove_unlocked(tmp, name)
     if sidecars:
-        with publish_lock():  # no producer is between writing its sidecar and renaming it
+        with publish_lock:  # no producer is between writing its sidecar and renaming it
             removed += sum(tmp.unlink(name) for name in sidecars)
     return removed
 
