@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,8 +26,17 @@ import h5py
 import numpy as np
 import pytest
 
-from ramxchg import Channel, ChannelNotFound, RamxchgError, UnsafeRoot
+from ramxchg import (
+    Channel,
+    ChannelNotFound,
+    GroupNotFound,
+    Item,
+    RamxchgError,
+    Subscription,
+    UnsafeRoot,
+)
 from ramxchg._store.safedir import SafeDir
+from ramxchg.formats import locks
 from tests.conftest import SHM, snapshot
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -231,16 +241,13 @@ def test_a_dropped_channel_is_not_published_into(channel: Channel, root: Path) -
     assert sorted(os.listdir(root)) == left
 
 
-#: The publish lock and counter are opened by path, ``.ramxchg/seq``: through a
-#: ``.ramxchg`` swapped for a link, a missing ``seq`` is created in the linked folder
-#: (and locked; never written: the check by path then refuses to publish).
-_SEQ_BY_PATH = pytest.mark.xfail(strict=True, reason="the publish lock opens .ramxchg/seq")
-
-
-@pytest.mark.parametrize("seq", [True, pytest.param(False, marks=_SEQ_BY_PATH)])
+@pytest.mark.parametrize("seq", [True, False])
 def test_a_state_folder_swapped_while_held_is_never_written(
     channel: Channel, precious: Path, seq: bool
 ) -> None:
+    """The publish lock and counter are opened through the held ``.ramxchg``. Fails on
+    d9ee6b8 with no ``seq`` in the linked folder: one was created (and locked) there, by
+    path; never written, as the check by path refused to publish."""
     if not seq:
         (precious / "seq").unlink()
     before = snapshot(precious)
@@ -249,6 +256,87 @@ def test_a_state_folder_swapped_while_held_is_never_written(
     assert snapshot(precious) == before
     assert isinstance(done, UnsafeRoot), done
     assert str(channel.path / ".ramxchg") in str(done)
+
+
+def test_a_channel_made_again_is_deleted_from_as_a_path_would_find_it(
+    channel: Channel, root: Path
+) -> None:
+    """Another process drops the channel and makes it again while this handle holds its
+    folders: the held ``.ramxchg`` is removed, so the publish lock's ``seq`` cannot be
+    made in it (ENOENT); the folders are opened afresh, and the delete takes the lock,
+    and removes the item, in the channel of that name now. Fails on d9ee6b8: the lock
+    was taken by path, but the item looked for in the held (removed) channel folder, and
+    the new channel's item stayed."""
+    Channel("shared", root=root).drop()
+    again = Channel("shared", root=root)
+    again.put(ITEM, "x")
+    channel.delete("x")
+    assert again.names() == []
+    assert os.listdir(again.path / ".ramxchg" / "meta") == []
+
+
+def _delete(ch: Channel, sub: Subscription, item: Item) -> None:
+    ch.delete("kept")  # through the held folders: the channel's own item goes
+
+
+def _ack(ch: Channel, sub: Subscription, item: Item) -> None:
+    # The group is looked up by path: not registered in the linked folder.
+    with pytest.raises(GroupNotFound):
+        item.ack()
+
+
+def _release(ch: Channel, sub: Subscription, item: Item) -> None:
+    sub.close()  # gives its claim back
+
+
+@pytest.mark.parametrize("locking", [_delete, _ack, _release])
+def test_the_publish_lock_is_never_taken_in_a_state_folder_swapped_while_held(
+    channel: Channel, precious: Path, locking: Callable[[Channel, Subscription, Item], None]
+) -> None:
+    """A delete, an ack and a claim given back take the publish lock through the held
+    ``.ramxchg``. Fails on d9ee6b8: each created ``seq`` in the linked folder, by path."""
+    (precious / "seq").unlink()
+    with channel.subscribe("g") as sub:  # registered, and "kept" claimed, before the swap
+        item = sub.get(timeout=10)
+        assert item.name == "kept"
+        before = snapshot(precious)
+        away = _swap(channel, ".ramxchg", precious)
+        locking(channel, sub, item)
+    assert snapshot(precious) == before
+    if locking is _delete:
+        assert channel.names() == []
+        assert not (away / "meta" / "kept.json").exists()
+
+
+def test_a_delete_waiting_for_the_publish_lock_leaves_the_held_folders_to_the_put_holding_it(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two threads of one handle: a put holds the publish lock, a delete waits for it.
+    The delete opens the lock's file through the held folders but waits outside its
+    ``use()`` block, so the put, which needs the folders to finish, does (waiting
+    inside the block, the delete would keep them from it: neither would ever go on)."""
+    ch = Channel("threads", root=root)
+    ch.put(ITEM, "x")
+    real, waiting = locks.lock_file, threading.Event()
+    threads: dict[str, threading.Thread] = {}
+
+    def lock_file(fd: int) -> None:
+        if threading.current_thread() is threads.get("delete"):
+            waiting.set()  # about to wait for the lock the put holds
+        real(fd)
+        if threading.current_thread() is threads["put"] and "delete" not in threads:
+            threads["delete"] = threading.Thread(target=ch.delete, args=("x",), daemon=True)
+            threads["delete"].start()
+            assert waiting.wait(30)
+
+    monkeypatch.setattr(locks, "lock_file", lock_file)
+    threads["put"] = threading.Thread(target=ch.put, args=(ITEM, "y"), daemon=True)
+    threads["put"].start()
+    threads["put"].join(30)
+    assert not threads["put"].is_alive(), "the put never finished: the waiting delete holds"
+    threads["delete"].join(30)
+    assert not threads["delete"].is_alive()
+    assert ch.names() == ["y"]
 
 
 @pytest.mark.parametrize("recycle", [True, False])

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .._errors import CorruptItem, GroupNotFound, InvalidName, RamDiskFull
+from .._errors import CorruptItem, GroupNotFound, InvalidName, RamDiskFull, UnsafeRoot
 from ..disks.files import replace_whole
 from ..formats.locks import FileLock, lock_file
 from .claims import LOCKS_CLAIMS, Held, HeldClaims, claim_record, member_is_dead, read_claim
@@ -47,7 +47,7 @@ from .layout import ChannelLayout
 from .names import check_name
 from .safedir import SafeDir, StateTree
 from .scan import is_current
-from .sequence import SequenceCounter
+from .sequence import PublishLock, SequenceCounter
 from .sidecar import Sidecar
 from .statefile import create_held, create_once, read_state
 
@@ -255,16 +255,21 @@ class Group:
 
         Only a claim this handle made is removed, and only if it is still there: once
         the item is deleted, its name may be claimed by another member for a new item.
-        Checked under the publish lock, which every deletion (removing claims) holds.
+        Checked under the publish lock, which every deletion (removing claims) holds. A
+        claim left in place (its state folder a link now) is dead once its lock is dropped:
+        the sweeps give it back.
         """
         held = self._held.pop(item)
         if held is None:
             return
         try:
-            # FileNotFoundError: the channel or the group is gone, and our claim with it.
-            with contextlib.suppress(FileNotFoundError), FileLock(self._layout.seq_file):
+            with PublishLock(self._layout, self._state):
                 if read_small(self._claim_prefix + item) == held.record:
                     os.unlink(self._claim_prefix + item)
+        except FileNotFoundError:
+            pass  # the channel or the group is gone, and our claim with it
+        except UnsafeRoot as exc:
+            log.warning("claim on %s of group %s left to the sweeps: %s", item, self.name, exc)
         finally:
             held.unlock()
 

@@ -12,9 +12,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from .safedir import StateTree
+from .safedir import SafeDir, StateTree
+
+_T = TypeVar("_T")
 
 
 class HeldState:
@@ -32,8 +34,10 @@ class HeldState:
     removed): the tree is opened afresh once it is `max_age` old, after any operation
     through it that raised, and after one that found it stale (`invalidate`). ``use()``
     blocks of several threads are serialised; a forked child opens its own. The publish
-    lock, where both are taken, comes first (publishing, deleting, acking): never wait
-    for it inside a ``use()`` block.
+    lock's file is opened through the held state folder (`in_folder`), but its lock is
+    waited for only once that block has ended: never wait for it inside a ``use()``
+    block, where a thread would keep the folders from the thread that holds the lock and
+    needs them to finish (publishing, deleting, acking).
     """
 
     def __init__(
@@ -84,6 +88,23 @@ class HeldState:
                 self._tree.close_except(self._keep, self._hold)  # type: ignore[union-attr]
         finally:
             self._lock.release()
+
+    def in_folder(self, parts: tuple[str, ...], make: Callable[[SafeDir], _T]) -> _T:
+        """``make(folder)`` in the held folder ``parts`` (`StateTree.existing`), in a
+        ``use()`` block of its own; once more in the folder opened afresh when the held
+        one was removed since (a ``tmp/`` made again, a channel dropped and made again),
+        as a path would have found it. Raises what ``make`` and `StateTree.existing` raise.
+        """
+        with self.use() as tree:
+            folder = tree.existing(*parts)
+            try:
+                return make(folder)
+            except FileNotFoundError:
+                if folder.fd is None or folder.stat().st_nlink > 0:
+                    raise  # the folder is there: what ``make`` needed is missing
+                self.invalidate()
+        with self.use() as tree:
+            return make(tree.existing(*parts))
 
     def invalidate(self) -> None:
         """The folders are stale: open them again once the current `use` ends."""

@@ -10,9 +10,10 @@
    the channel folder as one "created" event, never as a half-written file.
 3. The temporary name is unlinked, and the lock dropped.
 
-Every step goes through the folders the channel handle holds open (``tmp/``, ``meta/``
-and the channel folder: `HeldState`), never by path, so a state folder that whoever
-shares the channel swaps for a link is never followed. Under the publish lock, one
+Every step goes through the folders the channel handle holds open (``tmp/``, ``meta/``,
+the channel folder, and ``.ramxchg/`` for the publish lock and counter: `HeldState`),
+never by path, so a state folder that whoever shares the channel swaps for a link is
+never followed. Under the publish lock, one
 ``lstat`` of the temporary file by its path checks that the channel folder, its state
 folder and ``tmp/`` still lead to it (not moved away, dropped or swapped since the handle
 opened them): if not, nothing is published. ``meta/`` is not checked so: a ``meta/``
@@ -235,9 +236,10 @@ def make_visible(
     try:
         with counter.claim() as claim:
             # By its path, the one lookup here that is: the channel folder, .ramxchg and
-            # tmp/ held are still the channel's, and so is the counter just locked. The
-            # link keeps the inode: the sidecar records it, and the size, so that it is
-            # for this file only (an orphan of ours must not describe a later file).
+            # tmp/ held are still the channel's, and so is the counter just locked (opened
+            # through the held .ramxchg). The link keeps the inode: the sidecar records
+            # it, and the size, so that it is for this file only (an orphan of ours must
+            # not describe a later file).
             info = lstat_or_none(hidden.path)
             if info is None or not same_file(hidden.made, info):
                 moved = True

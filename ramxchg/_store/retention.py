@@ -53,14 +53,13 @@ AckOutcome = Literal["gone", "acked", "deleted"]
 class Retention:
     """The retention rules of one channel."""
 
-    def __init__(
-        self, layout: ChannelLayout, config: ChannelConfig, counter: SequenceCounter
-    ) -> None:
+    def __init__(self, layout: ChannelLayout, config: ChannelConfig) -> None:
         self.layout = layout
         self.config = config
-        self.counter = counter
         #: the state folders, opened once per sweep interval rather than per item
         self.state = HeldState(layout.open_state, SWEEP_SECONDS, HELD_FOLDERS, HELD_GROUP_FOLDERS)
+        #: the publish counter and lock, opened through the held state folder
+        self.counter = SequenceCounter(layout, self.state)
         self.pool = Pool(layout, config, self.state)
         self._group_cache: dict[tuple[str, int], tuple[Group, GroupInfo]] = {}
         self._next_sweep = 0.0  # time.monotonic() when `sweep` may run again
@@ -364,15 +363,16 @@ class Retention:
         )
         report = dict.fromkeys((*kinds, "unsafe_folders"), 0)
         with self.layout.open_state(check_owner=True) as state:
-            if state.folder() is None:  # UnsafeRoot if it is a link: the whole channel refused
+            top = state.folder()  # UnsafeRoot if it is a link: the whole channel refused
+            if top is None:
                 return report
-            tmp = _walkable(state, report, "tmp")
-            report["tmp_files"] = 0 if tmp is None else collect_dead(tmp, self.counter.lock)
+            tmp, lock = _walkable(state, report, "tmp"), self.counter.lock(top)
+            report["tmp_files"] = 0 if tmp is None else collect_dead(tmp, lock)
             report["expired"] = self.enforce_age_and_count()
             report["released"] = self.release_done(
                 [(e.name, e.path, e.seq, e.published_ns) for e in scan(self.layout)]
             )
-            with self.counter.lock():  # no publish half-way: a sidecar without item is orphan
+            with lock:  # no publish half-way: a sidecar without item is orphan
                 live = {e.name for e in scan(self.layout)}
                 meta = _walkable(state, report, "meta")
                 for sidecar in meta.names() if meta is not None else []:
@@ -402,7 +402,7 @@ class Retention:
             except UnsafeRoot as exc:
                 log.warning("not collecting temporary files: %s", exc)
                 return 0
-            return 0 if tmp is None else collect_dead(tmp, self.counter.lock)
+            return 0 if tmp is None else collect_dead(tmp, self.counter.lock(state.existing()))
 
     def reclaim_space(self) -> int:
         """Free what a full disk can spare: dead producers' temporary files and the pooled

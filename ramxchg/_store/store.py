@@ -85,6 +85,5 @@ def open_store(
     # Only once the channel is usable: a root that fails gets its error, not a warning.
     warn_if_not_ram(home, stacklevel=stacklevel + 1)
     config = load_or_store(layout.config_file, wanted, store=create)
-    counter = SequenceCounter(layout.seq_file)
-    retention = Retention(layout, config, counter)
-    return ChannelStore(path.name, path, layout, config, counter, retention)
+    retention = Retention(layout, config)
+    return ChannelStore(path.name, path, layout, config, retention.counter, retention)

@@ -147,7 +147,7 @@ def create_hidden(
                 return hidden
         return new.locked(tmp, lambda name: tmp.open_file(name, _CREATE_FLAGS, 0o666))
 
-    return _in_held_tmp(state, make)
+    return state.in_folder(("tmp",), make)
 
 
 def link_hidden(
@@ -179,22 +179,7 @@ def link_hidden(
 
         return new.locked(tmp, link)
 
-    return _in_held_tmp(state, make)
-
-
-def _in_held_tmp(state: HeldState, make: Callable[[SafeDir], HiddenFile]) -> HiddenFile:
-    """``make(tmp)`` in the held ``tmp/`` folder; once more in the folder opened afresh
-    when the held one was removed since (a new ``tmp/`` made in its place)."""
-    with state.use() as tree:
-        tmp = tree.existing("tmp")
-        try:
-            return make(tmp)
-        except FileNotFoundError:
-            if tmp.fd is None or tmp.stat().st_nlink > 0:
-                raise  # not the folder: what was to be linked is missing
-            state.invalidate()
-    with state.use() as tree:
-        return make(tree.existing("tmp"))
+    return state.in_folder(("tmp",), make)
 
 
 class _Maker:
@@ -247,10 +232,10 @@ def is_locking_name(name: str) -> bool:
     return name.rsplit(".", 2)[1:2] == [MARKER[1:]]
 
 
-def collect_dead(tmp: SafeDir, publish_lock: Callable[[], AbstractContextManager[Any]]) -> int:
+def collect_dead(tmp: SafeDir, publish_lock: AbstractContextManager[Any]) -> int:
     """Remove the dead producers' files from the open ``tmp`` folder; how many went.
 
-    ``publish_lock()`` is the channel's publish lock, taken only if there are sidecars
+    ``publish_lock`` is the channel's publish lock, taken only if there are sidecars
     being written (of producers that died publishing, or are publishing right now).
     """
     removed = 0
@@ -264,7 +249,7 @@ def collect_dead(tmp: SafeDir, publish_lock: Callable[[], AbstractContextManager
         else:
             removed += _remove_unlocked(tmp, name)
     if sidecars:
-        with publish_lock():  # no producer is between writing its sidecar and renaming it
+        with publish_lock:  # no producer is between writing its sidecar and renaming it
             removed += sum(tmp.unlink(name) for name in sidecars)
     return removed
 

@@ -82,7 +82,8 @@ else:
 NOFOLLOW_NONBLOCK = (
     getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
 )
-_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | NOFOLLOW_NONBLOCK
+#: How a lock file is opened: created if missing, never through a link.
+LOCK_FLAGS = os.O_RDWR | os.O_CREAT | NOFOLLOW_NONBLOCK
 
 
 def check_regular(fd: int, path: str | Path) -> None:
@@ -112,8 +113,7 @@ class FileLock:
         self._fd = -1
 
     def __enter__(self) -> int:
-        name = self.path if self._dir_fd is None else os.path.basename(self.path)
-        fd = os.open(name, _LOCK_FLAGS, 0o666, dir_fd=self._dir_fd)
+        fd = self._open()
         try:
             check_regular(fd, self.path)
             lock_file(fd)
@@ -129,3 +129,8 @@ class FileLock:
             unlock(fd)
         finally:
             os.close(fd)
+
+    def _open(self) -> int:
+        """The lock file, opened (created if missing) for reading and writing."""
+        name = self.path if self._dir_fd is None else os.path.basename(self.path)
+        return os.open(name, LOCK_FLAGS, 0o666, dir_fd=self._dir_fd)
