@@ -38,26 +38,31 @@ def test_item_larger_than_the_free_space_is_refused_up_front(small_tmpfs: Path) 
     assert tmp_files(ch) == []
 
 
-@pytest.mark.parametrize("how", ["put", "create"])
+@pytest.mark.parametrize(("how", "fmt"), [("put", "npy"), ("create", "npy"), ("create", "hdf5")])
 def test_disk_filling_up_while_writing_raises_and_leaves_nothing(
-    small_tmpfs: Path, monkeypatch: pytest.MonkeyPatch, how: str
+    small_tmpfs: Path, monkeypatch: pytest.MonkeyPatch, how: str, fmt: str
 ) -> None:
-    ch = Channel("race", root=small_tmpfs)
+    ch = Channel("race", root=small_tmpfs, format=fmt)
     ch.put(np.ones(SIZE // 2, dtype=np.uint8), "first")
     # Another writer takes the space between our free-space check and our write:
     # skip the up-front check so the real ENOSPC from the kernel is what we meet.
     monkeypatch.setattr(ramxchg._store.publish, "check_room", lambda layout, needed, reclaim: None)
     big = np.full(SIZE * 3 // 4, 5, dtype=np.uint8)
+    free = shutil.disk_usage(small_tmpfs).free
     with pytest.raises(RamDiskFull) as info:  # noqa: PT012
         if how == "put":
             ch.put(big, "second")
-        else:
+        elif fmt == "npy":
             with ch.create(big.shape, big.dtype, name="second") as frame:
                 frame[:] = big  # never reached: allocation fails first, no SIGBUS
+        else:
+            with ch.create({"data": (big.shape, big.dtype)}, name="second") as frames:
+                frames["data"][:] = big  # never reached either
     assert info.value.errno == 28
     assert info.value.needed_bytes >= big.nbytes
     assert ch.names() == ["first"]
     assert tmp_files(ch) == []
+    assert shutil.disk_usage(small_tmpfs).free == free  # no page of it kept
     # once space is freed the channel works again
     ch.delete("first")
     np.testing.assert_array_equal(ch.put(big, "second").array, big)

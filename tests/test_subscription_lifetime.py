@@ -11,6 +11,9 @@ from __future__ import annotations
 import errno
 import gc
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import weakref
 from collections.abc import Callable
@@ -184,3 +187,82 @@ def test_an_observer_notifier_closes_from_its_own_thread(tmp_path: Path) -> None
     assert closed.wait(10), "close() on the observer's thread deadlocked"
     notifier._observer.join(10)
     assert not notifier._observer.is_alive()
+
+
+#: A child: a group member holding the claim on "x" is dropped in a reference cycle, and
+#: the collection that frees it runs in the thread that has just taken the publish lock
+#: (as an allocation may trigger it anywhere), during ``argv[2]``. flock locks belong to
+#: the open file, so a finalizer that waited for the lock on a descriptor of its own would
+#: wait for its own thread, forever. Prints "free" or "locked": the claim left behind.
+COLLECTED_UNDER_THE_LOCK = textwrap.dedent(
+    """
+    import fcntl, gc, os, sys, warnings
+    import numpy as np
+    import ramxchg.formats.locks as locks
+    from ramxchg import Channel
+
+    root, operation = sys.argv[1:]
+    warnings.simplefilter("ignore", ResourceWarning)
+    gc.disable()  # the collection comes where the test says, not earlier
+    ch = Channel("collected", root=root)
+    ch.subscribe("g").close()
+    ch.put(np.zeros(1), "x")
+    ch.put(np.zeros(1), "y")
+    sub = ch.subscribe("g")
+    assert sub.get(timeout=10).name == "x"  # claimed, never acked
+    sub.cycle = sub  # unreachable from here on, but freed only by the cycle collector
+    del sub
+    other = ch.subscribe("g")
+    taken = other.get(timeout=10)
+    assert taken.name == "y"
+    real_lock_file = locks.lock_file
+
+    def lock_file_then_collect(fd):
+        real_lock_file(fd)
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("/.ramxchg/seq"):
+            locks.lock_file = real_lock_file  # once
+            gc.collect()
+
+    locks.lock_file = lock_file_then_collect
+    if operation == "put":
+        ch.put(np.zeros(1), "z")
+    elif operation == "delete":
+        ch.delete("y")
+    else:
+        taken.ack()
+    assert locks.lock_file is real_lock_file, "the publish lock was never taken"
+    claim = os.path.join(ch.path, ".ramxchg", "groups", "g", "claims", "x")
+    if os.path.exists(claim):
+        fd = os.open(claim, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            print("free", flush=True)
+        except BlockingIOError:
+            print("locked", flush=True)
+        finally:
+            os.close(fd)
+    else:
+        print("given back", flush=True)
+    names = set()  # after "z" perhaps: the item comes back once a sweep reclaims it
+    while "x" not in names:
+        names.add(other.get(timeout=10).name)  # TimeoutError: it never came back
+    other.close()
+    print("ok", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("operation", ["put", "delete", "ack"])
+def test_a_member_collected_inside_the_publish_lock_does_not_deadlock(
+    root: Path, operation: str
+) -> None:
+    """The claim of a member collected while its own thread holds the publish lock is
+    left for the sweeps, its lock dropped (so it is dead), and its item comes back."""
+    argv = [sys.executable, "-c", COLLECTED_UNDER_THE_LOCK, str(root), operation]
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{operation}: hung for 30 s (the finalizer waited for its own lock)")
+    assert result.returncode == 0, result.stderr
+    left, done = result.stdout.split()
+    assert (left, done) == ("free", "ok"), result.stdout

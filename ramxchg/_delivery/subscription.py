@@ -363,14 +363,15 @@ class Subscription:
         """Stop watching; claimed but unacked items go back to the group.
 
         A subscription collected without ``close()`` is closed then, with a
-        ResourceWarning.
+        ResourceWarning; its claims go back at once, or, when the publish lock is taken
+        just then, by the next sweep.
         """
         if self._closed:
             return
         self._closed = True
         self._finalizer.detach()
         self._kept.close()
-        _release(*self._held)
+        _release(*self._held, wait=True)
 
     def __enter__(self) -> Subscription:
         return self
@@ -387,18 +388,24 @@ class Subscription:
         return f"<Subscription {self.channel.path} group={self.group!r} {self.watching}>"
 
 
-def _release(notifier: Notifier, group: Group | None, pid: int) -> None:
+def _release(notifier: Notifier, group: Group | None, pid: int, *, wait: bool) -> None:
     """What `Subscription.close` releases: the notifier, and the claims of unacked items
     with their locks (only in the process that made them: a forked child's copy must not
-    give back its parent's items, which would then be delivered twice)."""
+    give back its parent's items, which would then be delivered twice). ``wait``: see
+    `Group.release`."""
     notifier.close()
     if group is not None and os.getpid() == pid:
-        group.release_all()
+        group.release_all(wait=wait)
 
 
 def _close_unclosed(what: str, notifier: Notifier, group: Group | None, pid: int) -> None:
-    """Finalizer of a subscription collected without `Subscription.close`."""
+    """Finalizer of a subscription collected without `Subscription.close`.
+
+    A collection runs wherever an allocation triggers it, also in a thread that holds the
+    publish lock (publishing, deleting, acking): the claims are given back without
+    waiting for that lock, or left, dead, for the sweeps.
+    """
     try:
-        _release(notifier, group, pid)
+        _release(notifier, group, pid, wait=False)
     finally:
         warnings.warn(f"unclosed {what}", ResourceWarning, stacklevel=1)

@@ -250,33 +250,35 @@ class Group:
                     exc.filename = os.fspath(self.claims / exc.filename)
                 raise
 
-    def release(self, item: str) -> None:
+    def release(self, item: str, *, wait: bool = True) -> None:
         """Give our claim on ``item`` back to the group without acking it.
 
         Only a claim this handle made is removed, and only if it is still there: once
         the item is deleted, its name may be claimed by another member for a new item.
         Checked under the publish lock, which every deletion (removing claims) holds. A
         claim left in place (its state folder a link now) is dead once its lock is dropped:
-        the sweeps give it back.
+        the sweeps give it back. ``wait=False`` (a finalizer, run perhaps by a thread that
+        holds the publish lock or the held folders): the lock is not waited for (taken: the
+        claim is left, dead), and the folders are opened for it, not the held ones.
         """
         held = self._held.pop(item)
         if held is None:
             return
         try:
-            with PublishLock(self._layout, self._state):
+            with PublishLock(self._layout, self._state if wait else None, wait=wait):
                 if read_small(self._claim_prefix + item) == held.record:
                     os.unlink(self._claim_prefix + item)
         except FileNotFoundError:
             pass  # the channel or the group is gone, and our claim with it
-        except UnsafeRoot as exc:
+        except (UnsafeRoot, BlockingIOError) as exc:  # a link now; the lock taken (wait=False)
             log.warning("claim on %s of group %s left to the sweeps: %s", item, self.name, exc)
         finally:
             held.unlock()
 
-    def release_all(self) -> None:
+    def release_all(self, *, wait: bool = True) -> None:
         """Give back every claim this handle holds (see `release`)."""
         for item in self._held.names():
-            self.release(item)
+            self.release(item, wait=wait)
 
     def ack(self, item: str, seq: int | None, ino: int | None = None) -> None:
         """Mark the item ``item`` of ``seq`` (inode ``ino``) done for the group.

@@ -101,13 +101,19 @@ class PublishLock(FileLock):
     the one ``state`` holds, in a ``use()`` block of its own (`HeldState.in_folder`) that
     has ended before the lock is waited for (see `HeldState`), else in a `StateTree` opened
     for it. Raises `UnsafeRoot` when the state folder is a link, `ChannelNotFound` when it
-    is gone, `CorruptItem` when ``seq`` is no plain file of one name.
+    is gone, `CorruptItem` when ``seq`` is no plain file of one name; with ``wait=False``,
+    `BlockingIOError` when the lock is held (see `FileLock`).
     """
 
     def __init__(
-        self, layout: ChannelLayout, state: HeldState | None, folder: SafeDir | None = None
+        self,
+        layout: ChannelLayout,
+        state: HeldState | None,
+        folder: SafeDir | None = None,
+        *,
+        wait: bool = True,
     ) -> None:
-        super().__init__(layout.seq_file)
+        super().__init__(layout.seq_file, wait=wait)
         self._layout = layout
         self._state = state
         self._folder = folder

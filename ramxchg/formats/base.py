@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from .._errors import CorruptItem, ItemNotFound, UnsupportedDtype
+from ..disks.fallocate import fallocate
 from .locks import try_lock
 
 if TYPE_CHECKING:
@@ -347,11 +348,14 @@ def map_reserved(fd: int, size: int, *, new: bool = False) -> mmap.mmap:
     ``new``: the file's pages are not there yet (a file just sized). ``fallocate``
     allocates them first and the populate only maps them: 10-20 % faster than the
     populate alone (``benchmarks/bench_newfile.py``). A recycled file's pages are all
-    there, and a ``fallocate`` would only walk them (~23 ms for 512 MB).
+    there, and a ``fallocate`` would only walk them (~23 ms for 512 MB). The system call
+    itself, not ``posix_fallocate``, whose emulation on ramfs writes every page (see
+    `ramxchg.disks.fallocate`).
     """
     linux = sys.platform.startswith("linux")
-    if new or not linux:
+    if not linux:
         _fallocate(fd, size)
+    allocated = linux and new and fallocate(fd, size)
     mapping = map_fd(fd, size, writable=True)
     if size == 0 or not linux:
         return mapping
@@ -367,7 +371,8 @@ def map_reserved(fd: int, size: int, *, new: bool = False) -> mmap.mmap:
         if exc.errno != errno.EINVAL:  # EINVAL: kernel without it
             mapping.close()
             raise
-        _fallocate(fd, size)
+        if not allocated:
+            _fallocate(fd, size)
     return mapping
 
 

@@ -13,6 +13,7 @@ open or mapped, so a file a reader maps never reaches the pool of recycled files
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import sys
@@ -104,19 +105,26 @@ class FileLock:
 
     One ``with`` at a time per object. A class, not a generator-based context manager:
     it runs for every published item. ``dir_fd``: the file is the one named like
-    ``path``'s last part in that open folder (see `ramxchg._store.safedir`).
+    ``path``'s last part in that open folder (see `ramxchg._store.safedir`). ``wait``:
+    False to raise `BlockingIOError` at once when the lock is held, also by this very
+    process on another descriptor (a lock belongs to the open file, so a thread that
+    holds it and waits for it again waits for itself, forever).
     """
 
-    def __init__(self, path: str | Path, dir_fd: int | None = None) -> None:
+    def __init__(self, path: str | Path, dir_fd: int | None = None, *, wait: bool = True) -> None:
         self.path = path
         self._dir_fd = dir_fd
+        self._wait = wait
         self._fd = -1
 
     def __enter__(self) -> int:
         fd = self._open()
         try:
             check_regular(fd, self.path)
-            lock_file(fd)
+            if self._wait:
+                lock_file(fd)
+            elif not try_lock(fd):
+                raise BlockingIOError(errno.EWOULDBLOCK, "the lock is held", os.fspath(self.path))
         except BaseException:
             os.close(fd)
             raise

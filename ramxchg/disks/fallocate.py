@@ -1,0 +1,53 @@
+"""``fallocate(2)`` itself (Linux): a file's pages allocated in one system call, or
+nothing where the filesystem has no fallocate (ramfs).
+
+Not ``os.posix_fallocate``: where the filesystem has none, glibc's falls back to writing
+a byte into every 4 KiB block (a ``pread`` and a ``pwrite`` per page). On ramfs that
+made a new 512 MB file take 0.6-1.5 s to map instead of 0.37 s, for pages that the
+populate which follows allocates anyway. The C library is looked up on first use, not
+at import.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from functools import cache
+from typing import Any
+
+#: What a filesystem without fallocate (or a C library without it) says.
+_UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL})
+
+
+def fallocate(fd: int, size: int) -> bool:
+    """Allocate the pages of the first ``size`` bytes of the open file ``fd``.
+
+    Returns False, having done nothing, where the filesystem or the C library has no
+    fallocate. Raises OSError: ENOSPC when the disk is full (tmpfs gives back what the
+    call allocated; ramxchg then removes the file).
+    """
+    call = _libc_fallocate()
+    if call is None or size <= 0:
+        return False
+    while call(fd, 0, 0, size) != 0:
+        err = ctypes.get_errno()
+        if err in _UNSUPPORTED:
+            return False
+        if err != errno.EINTR:
+            raise OSError(err, os.strerror(err))
+    return True
+
+
+@cache
+def _libc_fallocate() -> Any:
+    """The C library's ``fallocate`` with 64-bit offsets, or None."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except (OSError, TypeError):  # TypeError: Windows has no "this program" to load
+        return None
+    call = getattr(libc, "fallocate64", None) or getattr(libc, "fallocate", None)
+    if call is not None:
+        call.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+        call.restype = ctypes.c_int
+    return call
