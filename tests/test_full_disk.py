@@ -13,7 +13,8 @@ import pytest
 import ramxchg._store.publish
 from ramxchg import Channel, RamDiskFull
 from ramxchg.disks import format_size
-from tests.conftest import mounted_tmpfs, tmp_files
+from ramxchg.disks.probe import advice, info
+from tests.conftest import mounted, mounted_tmpfs, tmp_files
 
 pytestmark = pytest.mark.root
 
@@ -98,3 +99,18 @@ def test_item_that_fits_but_whose_sidecar_does_not_raises_and_leaves_nothing(
 def _shows(message: str, size: int) -> bool:
     """Does the error message give ``size``: for people, or in bytes where that is closer?"""
     return format_size(size) in message or f"{size} bytes" in message
+
+
+def test_a_ramfs_with_no_size_to_report_takes_large_items(tmp_path: Path) -> None:
+    """ramfs has no size: statvfs says 0 bytes, of 0. The up-front room check must not
+    read that as full (it refused every item of 16 MiB and more)."""
+    with mounted("ramfs", tmp_path / "ramfs", "mode=0700") as root:
+        assert os.statvfs(root).f_blocks == 0, "this ramfs reports a size"
+        assert advice(info(root)) == [], "a ramfs called a small RAM disk"
+        ch = Channel("big", root=root)
+        data = np.arange(32 << 20, dtype=np.uint8)
+        ch.put(data, "put")
+        with ch.create(data.shape, np.uint8, name="created") as array:
+            array[:] = data
+        assert np.array_equal(ch.get("put").array, data)
+        assert np.array_equal(ch.get("created").array, data)

@@ -129,15 +129,22 @@ def check_room(
     after ``reclaim()`` (which frees what it can) if they do not fit at first.
 
     Only an early answer for large items (a write that runs out of space is caught
-    as well); small ones skip the ``statvfs`` call.
+    as well); small ones skip the ``statvfs`` call, and so does a filesystem with no
+    size to go by (ramfs: 0 bytes free of 0, it grows until the RAM runs out).
     """
     if needed < EARLY_CHECK_BYTES:
         return
-    free = shutil.disk_usage(layout.path).free
-    if needed > free and reclaim is not None and reclaim():
-        free = shutil.disk_usage(layout.path).free
-    if needed > free:
+    free = _free_bytes(layout.path)
+    if free is not None and needed > free and reclaim is not None and reclaim():
+        free = _free_bytes(layout.path)
+    if free is not None and needed > free:
         raise _no_room(layout, "an item of {size} does not fit", needed, free)
+
+
+def _free_bytes(path: Path) -> int | None:
+    """Bytes free for us on the filesystem of ``path``; None when it has no size (ramfs)."""
+    usage = shutil.disk_usage(path)
+    return usage.free if usage.total else None
 
 
 def write_hidden(

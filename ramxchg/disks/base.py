@@ -247,8 +247,10 @@ class RamDiskInfo:
 
     @property
     def small(self) -> bool:
-        """Whether the filesystem is under `SMALL_BYTES` (the 64 MB Docker /dev/shm trap)."""
-        return self.total_bytes < SMALL_BYTES
+        """Whether the filesystem is under `SMALL_BYTES` (the 64 MB Docker /dev/shm trap).
+        One with no size at all (ramfs: 0 bytes of 0, it grows until the RAM runs out)
+        is not."""
+        return 0 < self.total_bytes < SMALL_BYTES
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``used_bytes`` and ``small`` included)."""
