@@ -361,7 +361,9 @@ def map_reserved(fd: int, size: int, *, new: bool = False) -> mmap.mmap:
         return mapping
     if size >= _HUGE_PAGE and hasattr(mmap, "MADV_HUGEPAGE"):
         # Huge pages for a new file on a tmpfs mounted huge=advise (no effect elsewhere).
-        mapping.madvise(mmap.MADV_HUGEPAGE)
+        # Advice only: a kernel without transparent huge pages refuses it (EINVAL).
+        with contextlib.suppress(OSError):
+            mapping.madvise(mmap.MADV_HUGEPAGE)
     try:
         mapping.madvise(_MADV_POPULATE_WRITE)
     except OSError as exc:
