@@ -29,6 +29,7 @@ import pytest
 from ramxchg import (
     Channel,
     ChannelNotFound,
+    CorruptItem,
     GroupNotFound,
     Item,
     RamxchgError,
@@ -393,3 +394,30 @@ def test_a_delete_refused_for_its_file_keeps_the_folders_held(
     with held.use() as still:
         assert still is tree
     assert ch.get("x").path.name == "x.h5"
+
+
+@pytest.mark.parametrize("planted", ["symlink", "hard link", "fifo"])
+def test_a_counter_replaced_by_something_else_is_refused_with_our_error(
+    root: Path, planted: str
+) -> None:
+    """Whoever shares the channel replaces ``.ramxchg/seq`` by a link to a file of yours,
+    a second name of one, or a FIFO: publishing is refused with `CorruptItem` naming the
+    counter (a symlink was a bare ELOOP OSError), and the file elsewhere is untouched."""
+    ch = Channel("planted", root=root)
+    ch.put(ITEM, "first")
+    seq = ch.path / ".ramxchg" / "seq"
+    yours = root / "yours"  # beside the channel: a hard link needs the same filesystem
+    yours.write_bytes(b"precious\n")
+    seq.unlink()
+    if planted == "symlink":
+        seq.symlink_to(yours)
+    elif planted == "hard link":
+        os.link(yours, seq)
+    else:
+        os.mkfifo(seq)
+    with pytest.raises(CorruptItem, match="seq"):
+        ch.put(ITEM, "second")
+    with pytest.raises(CorruptItem, match="seq"):
+        ch.subscribe(start="latest")  # reads the counter
+    assert yours.read_bytes() == b"precious\n"
+    assert not (ch.path / "second.npy").exists()

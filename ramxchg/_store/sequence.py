@@ -22,7 +22,7 @@ import os
 
 from .._errors import CorruptItem
 from ..disks.files import read_at
-from ..formats.locks import LOCK_FLAGS, NOFOLLOW_NONBLOCK, FileLock, check_regular
+from ..formats.locks import LOCK_FLAGS, NOFOLLOW_NONBLOCK, FileLock, check_regular, open_no_link
 from .held import HeldState
 from .layout import ChannelLayout
 from .safedir import SafeDir
@@ -67,7 +67,7 @@ class SequenceCounter:
         Raises `UnsafeRoot` when the state folder is a link now.
         """
         try:
-            fd = self._state.in_folder((), _open_to_read)
+            fd = open_no_link(lambda: self._state.in_folder((), _open_to_read), self.path)
         except FileNotFoundError:  # not published yet, or the channel is gone
             return 0
         try:

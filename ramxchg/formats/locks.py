@@ -17,6 +17,7 @@ import errno
 import os
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .._errors import CorruptItem
@@ -87,6 +88,18 @@ NOFOLLOW_NONBLOCK = (
 LOCK_FLAGS = os.O_RDWR | os.O_CREAT | NOFOLLOW_NONBLOCK
 
 
+def open_no_link(open_file: Callable[[], int], path: str | Path) -> int:
+    """``open_file()``, which opens ``path`` with ``O_NOFOLLOW``: a symbolic link in its
+    place (ELOOP) is refused as `CorruptItem` naming it, like anything else that is not a
+    plain file of one name (`check_regular`)."""
+    try:
+        return open_file()
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise CorruptItem(f"{path} is a symbolic link; refusing to use it", path=path) from exc
+
+
 def check_regular(fd: int, path: str | Path) -> None:
     """Refuse anything but a plain file of one name: a FIFO would block, and a hard
     link's data may be a file outside the channel (the counter is written in place)."""
@@ -118,7 +131,7 @@ class FileLock:
         self._fd = -1
 
     def __enter__(self) -> int:
-        fd = self._open()
+        fd = open_no_link(self._open, self.path)
         try:
             check_regular(fd, self.path)
             if self._wait:
