@@ -343,7 +343,7 @@ def map_reserved(fd: int, size: int, *, new: bool = False) -> mmap.mmap:
     Writing through a mapping into a full tmpfs would kill the process with SIGBUS, so
     the pages are allocated now and a full disk fails here with ENOSPC instead.
     ``MADV_POPULATE_WRITE`` does it in one pass (~1.3x faster than ``fallocate`` and
-    then faulting every page); older kernels fall back to ``posix_fallocate``.
+    then faulting every page); older kernels fall back to ``fallocate``.
 
     ``new``: the file's pages are not there yet (a file just sized). ``fallocate``
     allocates them first and the populate only maps them: 10-20 % faster than the
@@ -353,9 +353,7 @@ def map_reserved(fd: int, size: int, *, new: bool = False) -> mmap.mmap:
     `ramxchg.disks.fallocate`).
     """
     linux = sys.platform.startswith("linux")
-    if not linux:
-        _fallocate(fd, size)
-    allocated = linux and new and fallocate(fd, size)
+    allocated = (new or not linux) and fallocate(fd, size)
     mapping = map_fd(fd, size, writable=True)
     if size == 0 or not linux:
         return mapping
@@ -374,18 +372,8 @@ def map_reserved(fd: int, size: int, *, new: bool = False) -> mmap.mmap:
             mapping.close()
             raise
         if not allocated:
-            _fallocate(fd, size)
+            fallocate(fd, size)
     return mapping
-
-
-def _fallocate(fd: int, size: int) -> None:
-    if size == 0 or not hasattr(os, "posix_fallocate"):
-        return
-    try:
-        os.posix_fallocate(fd, 0, size)
-    except OSError as exc:
-        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-            raise
 
 
 def array_over(
