@@ -135,9 +135,11 @@ def check_room(
     if needed < EARLY_CHECK_BYTES:
         return
     free = _free_bytes(layout.path)
-    if free is not None and needed > free and reclaim is not None and reclaim():
-        free = _free_bytes(layout.path)
-    if free is not None and needed > free:
+    if free is None or needed <= free:
+        return
+    if reclaim is not None and reclaim():
+        free = shutil.disk_usage(layout.path).free
+    if needed > free:
         raise _no_room(layout, "an item of {size} does not fit", needed, free)
 
 
