@@ -22,7 +22,7 @@ import os
 
 from .._errors import CorruptItem
 from ..disks.files import read_at
-from ..formats.locks import LOCK_FLAGS, NOFOLLOW_NONBLOCK, FileLock, check_regular, open_no_link
+from ..formats.locks import LOCK_FLAGS, NOFOLLOW_NONBLOCK, FileLock, open_plain
 from .held import HeldState
 from .layout import ChannelLayout
 from .safedir import SafeDir
@@ -39,7 +39,7 @@ def open_seq(folder: SafeDir) -> int:
     Not ``O_EXCL``: the file is made once and shared by every process. A symlink in its
     place is refused (``O_NOFOLLOW``: ELOOP, nothing created at its target), a FIFO does
     not block; the caller refuses anything else but a plain file of one name
-    (`check_regular`).
+    (`open_plain`).
     """
     return folder.open_file(SEQ, LOCK_FLAGS)
 
@@ -67,11 +67,10 @@ class SequenceCounter:
         Raises `UnsafeRoot` when the state folder is a link now.
         """
         try:
-            fd = open_no_link(lambda: self._state.in_folder((), _open_to_read), self.path)
+            fd = open_plain(lambda: self._state.in_folder((), _open_to_read), self.path)
         except FileNotFoundError:  # not published yet, or the channel is gone
             return 0
         try:
-            check_regular(fd, self.path)
             return _parse(self.path, read_at(fd, WIDTH + 1))
         finally:
             os.close(fd)

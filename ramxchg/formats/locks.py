@@ -88,28 +88,25 @@ NOFOLLOW_NONBLOCK = (
 LOCK_FLAGS = os.O_RDWR | os.O_CREAT | NOFOLLOW_NONBLOCK
 
 
-def open_no_link(open_file: Callable[[], int], path: str | Path) -> int:
-    """``open_file()``, which opens ``path`` with ``O_NOFOLLOW``: a symbolic link in its
-    place (ELOOP) is refused as `CorruptItem` naming it, like anything else that is not a
-    plain file of one name (`check_regular`)."""
+def open_plain(open_file: Callable[[], int], path: str | Path) -> int:
+    """``open_file()``, which opens ``path`` with ``O_NOFOLLOW``, refusing anything but a
+    plain file of one name as `CorruptItem` naming it: a symbolic link (ELOOP), a FIFO
+    (it would block), and a hard link (its data may be a file outside the channel, and
+    the counter is written in place)."""
     try:
-        return open_file()
+        fd = open_file()
     except OSError as exc:
         if exc.errno != errno.ELOOP:
             raise
         raise CorruptItem(f"{path} is a symbolic link; refusing to use it", path=path) from exc
-
-
-def check_regular(fd: int, path: str | Path) -> None:
-    """Refuse anything but a plain file of one name: a FIFO would block, and a hard
-    link's data may be a file outside the channel (the counter is written in place)."""
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         problem = "is not a regular file"
     elif info.st_nlink > 1:
         problem = f"has {info.st_nlink} names (hard links)"
     else:
-        return
+        return fd
+    os.close(fd)
     raise CorruptItem(f"{path} {problem}; refusing to use it", path=path)
 
 
@@ -131,9 +128,8 @@ class FileLock:
         self._fd = -1
 
     def __enter__(self) -> int:
-        fd = open_no_link(self._open, self.path)
+        fd = open_plain(self._open, self.path)
         try:
-            check_regular(fd, self.path)
             if self._wait:
                 lock_file(fd)
             elif not try_lock(fd):
