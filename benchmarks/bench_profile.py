@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_profile.py [--size 1M] [--count 2000] [--window 16]
-        [--root /dev/shm] [--no-profile] [--top 18]
+        [--root /dev/shm] [--no-profile] [--top 18] [--sort tottime]
 
 A producer process puts ``count`` arrays of ``size`` bytes into a fresh channel under
 ``root`` (the defaults: recycling on); a consumer process takes them as a durable
@@ -90,6 +90,12 @@ def main() -> None:
     parser.add_argument("--root", default="/dev/shm")
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--top", type=int, default=18)
+    parser.add_argument(
+        "--sort",
+        default="tottime",
+        choices=("tottime", "cumulative", "ncalls"),
+        help="order of the functions printed (pstats' sort keys)",
+    )
     args = parser.parse_args()
     ctx = mp.get_context("spawn")
     root = tempfile.mkdtemp(prefix="ramxchg-profile-", dir=args.root)
@@ -110,7 +116,7 @@ def main() -> None:
         taker.join()
         for who, out in stats.items():
             print(f"===== {who}")
-            pstats.Stats(out).sort_stats("tottime").print_stats(args.top)
+            pstats.Stats(out).sort_stats(args.sort).print_stats(args.top)
     finally:
         shutil.rmtree(root, ignore_errors=True)
         for out in stats.values():
