@@ -41,7 +41,7 @@ def test_status_json_of_the_default_root(root: Path, capsys: pytest.CaptureFixtu
     channel.subscribe("viewers").close()  # registers the group
     assert main(["status", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert set(data) == {"root", "disk", "pages", "advice", "channels"}
+    assert set(data) == {"root", "disk", "pages", "memory_limit", "advice", "channels"}
     assert data["root"] == str(root)
     assert data["disk"]["ram_backed"] is True
     assert data["disk"]["fs_type"] == "tmpfs"

@@ -31,9 +31,7 @@ the sidecar is what did not fit).
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,10 +39,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ItemExists, RamDiskFull, RamxchgError
-from ..disks import format_size
 from ..formats import Format, Layout, suffixes
 from ..formats.base import Allocation, lstat_or_none, same_file
 from .layout import ChannelLayout
+from .room import check_memory, check_room, full_error, is_full
 from .safedir import SafeDir, lexists
 from .sequence import Claim, SequenceCounter
 from .sidecar import Sidecar, write_sidecar
@@ -52,10 +50,6 @@ from .tmpfiles import HiddenFile, create_hidden, link_hidden
 
 if TYPE_CHECKING:
     from .retention import Retention
-
-
-#: Items at least this large are checked against the free space before writing.
-EARLY_CHECK_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -122,33 +116,6 @@ def allocate_item(
     return hidden, made[-1]
 
 
-def check_room(
-    layout: ChannelLayout, needed: int, reclaim: Callable[[], int] | None = None
-) -> None:
-    """Raise `RamDiskFull` now if ``needed`` bytes cannot fit on the channel's filesystem,
-    after ``reclaim()`` (which frees what it can) if they do not fit at first.
-
-    Only an early answer for large items (a write that runs out of space is caught
-    as well); small ones skip the ``statvfs`` call, and so does a filesystem with no
-    size to go by (ramfs: 0 bytes free of 0, it grows until the RAM runs out).
-    """
-    if needed < EARLY_CHECK_BYTES:
-        return
-    free = _free_bytes(layout.path)
-    if free is None or needed <= free:
-        return
-    if reclaim is not None and reclaim():
-        free = shutil.disk_usage(layout.path).free
-    if needed > free:
-        raise _no_room(layout, "an item of {size} does not fit", needed, free)
-
-
-def _free_bytes(path: Path) -> int | None:
-    """Bytes free for us on the filesystem of ``path``; None when it has no size (ramfs)."""
-    usage = shutil.disk_usage(path)
-    return usage.free if usage.total else None
-
-
 def write_hidden(
     retention: Retention,
     fmt: Format,
@@ -173,43 +140,21 @@ def write_hidden(
             hidden = create_hidden(
                 retention.state, layout, stem, fmt.suffix, pool=pool, size=needed
             )
+            if hidden.size < needed:  # new pages, charged to our memory cgroup
+                check_memory(layout, hidden.fd, needed)
             write(hidden)
             return hidden
         except BaseException as exc:
             if hidden is not None:
                 hidden.discard()
-            if not _is_full(exc):
+            if not is_full(exc):
                 raise
             if not reclaimed and retention.reclaim_space():
                 reclaimed = True
                 continue
-            raise _full(layout, "an item of {size}", needed) from exc
-
-
-def _is_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
-def _full(layout: ChannelLayout, what: str, needed: int) -> RamDiskFull:
-    """The `RamDiskFull` for a write of ``needed`` bytes that ran out of space; ``what``
-    names it, with ``{size}`` where its size goes."""
-    free = shutil.disk_usage(layout.path).free
-    return _no_room(layout, "filled up while writing " + what, needed, free)
-
-
-def _no_room(layout: ChannelLayout, problem: str, needed: int, free: int) -> RamDiskFull:
-    """The one `RamDiskFull` of a publish: ``problem`` with ``{size}`` where the size of
-    what did not fit goes, and the free space. Sizes are shown in bytes when three
-    digits would hide which is larger (``4 MB`` and ``4 MB``)."""
-    size, room = format_size(needed), format_size(free)
-    if size == room:
-        size, room = f"{needed} bytes", f"{free} bytes"
-    return RamDiskFull(
-        f"{layout.path}: {problem.format(size=size)}; {room} are free",
-        path=layout.path,
-        needed_bytes=needed,
-        free_bytes=free,
-    )
+            if isinstance(exc, RamDiskFull):
+                raise  # the memory limit's, which says what is full (after the reclaim)
+            raise full_error(layout, "an item of {size}", needed) from exc
 
 
 def make_visible(
@@ -323,10 +268,10 @@ def _publish_locked(
                 path=target,
                 name=final_name,
             ) from exc
-        if _is_full(exc):
+        if is_full(exc):
             size = len(written.to_json())
             what = f"the {{size}} sidecar of {final_name!r}"
-            raise _full(layout, what, size) from exc
+            raise full_error(layout, what, size) from exc
         raise
     return Published(final_name, target, written)
 
@@ -360,7 +305,7 @@ def _write_sidecar(
     try:
         write_sidecar(meta, name, sidecar, tmp, temporary)
     except OSError as exc:
-        if not (_is_full(exc) and reclaim is not None and reclaim()):
+        if not (is_full(exc) and reclaim is not None and reclaim()):
             raise
         write_sidecar(meta, name, sidecar, tmp, temporary)
 

@@ -19,7 +19,8 @@ from .. import (
     list_channels,
 )
 from ..disks import DiskSpec, format_size, get_adapter
-from ..disks.probe import advice, info, pages
+from ..disks.memcg import MemoryLimit, headroom
+from ..disks.probe import advice, info, memory_advice, pages
 from . import add_command, add_json, size_arg
 from ._output import Column, Kind, on_terminal, print_fields, print_table
 
@@ -245,23 +246,29 @@ def run_status(args: argparse.Namespace) -> int:
             warnings.simplefilter("ignore", NotRamBackedWarning)
             root = default_root()
     disk = info(root)
-    tips = advice(disk)
+    limit = headroom()
+    tips = advice(disk) + memory_advice(disk, limit)
     rows = channel_rows(root)
     if args.json:
         data = {
             "root": os.fspath(root),
             "disk": disk.to_dict(),
             "pages": pages(disk),
+            "memory_limit": None
+            if limit is None
+            else {**asdict(limit), "free_bytes": limit.free_bytes},
             "advice": tips,
             "channels": [row.__dict__ for row in rows],
         }
         print(json.dumps(data, indent=2))
         return 0
-    _print_status(root, disk, tips, rows)
+    _print_status(root, disk, limit, tips, rows)
     return 0
 
 
-def _print_status(root: Path, disk: Any, tips: list[str], rows: list[ChannelRow]) -> None:
+def _print_status(
+    root: Path, disk: Any, limit: MemoryLimit | None, tips: list[str], rows: list[ChannelRow]
+) -> None:
     """The disk's fields, then the channels (a table on a terminal)."""
     fields: list[list[Any]] = [
         ["root", os.fspath(root)],
@@ -275,6 +282,7 @@ def _print_status(root: Path, disk: Any, tips: list[str], rows: list[ChannelRow]
         ["huge_pages", disk.huge_pages],
         ["pages", pages(disk)],
         ["options", ",".join(disk.mount_options)],
+        ["memory_limit", _memory_limit(limit)],
         *(["advice", tip] for tip in tips),
     ]
     channels = [
@@ -286,6 +294,16 @@ def _print_status(root: Path, disk: Any, tips: list[str], rows: list[ChannelRow]
         print_table(CHANNEL_COLUMNS, channels, title=f"channels in {root}")
     else:
         print_fields([*fields, *(["channel", *row] for row in channels)], sizes)
+
+
+def _memory_limit(limit: MemoryLimit | None) -> str:
+    """This process's memory limit as `status` shows it."""
+    if limit is None:
+        return "none"
+    return (
+        f"{format_size(limit.limit_bytes)} (cgroup {limit.cgroup}), "
+        f"{format_size(limit.free_bytes)} free"
+    )
 
 
 def _groups(row: ChannelRow) -> str | None:

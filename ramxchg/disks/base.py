@@ -8,6 +8,7 @@ touches the OS at import time: Windows calls import ``ctypes.windll`` only when 
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shlex
@@ -17,6 +18,7 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -87,18 +89,7 @@ class HostView:
 
     def statfs_magic(self, path: str) -> int | None:
         """The statfs ``f_type`` magic number on Linux (None where unavailable)."""
-        if not sys.platform.startswith("linux"):
-            return None
-        import ctypes
-        import ctypes.util
-
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on x86_64
-        if libc.statfs(os.fsencode(path), buf) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err), path)
-        # f_type is the first member, a native long (__fsword_t) on every common ABI.
-        return ctypes.c_ulong.from_buffer(buf).value & 0xFFFFFFFF
+        return statfs_magic(path)
 
     def is_admin(self) -> bool:
         """Root/CAP_SYS_ADMIN on Linux, root on macOS, an elevated token on Windows."""
@@ -337,3 +328,36 @@ class RamDiskAdapter(ABC):
                 stderr=result.stderr,
             )
         return result
+
+
+def statfs_magic(target: str | int) -> int | None:
+    """The ``f_type`` magic number of the filesystem of a path, or of an open file
+    descriptor (``fstatfs``: no path to swap for a link meanwhile), on Linux; None
+    elsewhere. Raises OSError when the call fails."""
+    libc = _libc()
+    if libc is None:
+        return None
+    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on x86_64
+    done = (
+        libc.fstatfs(target, buf)
+        if isinstance(target, int)
+        else libc.statfs(os.fsencode(target), buf)
+    )
+    if done != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), None if isinstance(target, int) else target)
+    # f_type is the first member, a native long (__fsword_t) on every common ABI.
+    return ctypes.c_ulong.from_buffer(buf).value & 0xFFFFFFFF
+
+
+def in_ram(fd: int) -> bool:
+    """Is the open file ``fd`` on a RAM disk (tmpfs, ramfs)? False where unknown."""
+    return statfs_magic(fd) in RAM_FS_MAGIC
+
+
+@cache
+def _libc() -> Any:
+    """This program's C library (for statfs), looked up once; None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return ctypes.CDLL(None, use_errno=True)

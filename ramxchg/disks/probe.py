@@ -13,8 +13,17 @@ import warnings
 
 from .._errors import NotRamBackedWarning, RamDiskError
 from . import RamDiskAdapter, RamDiskInfo, format_size, get_adapter
+from .memcg import MemoryLimit
 
-__all__ = ["NotRamBackedWarning", "RamDiskInfo", "advice", "info", "pages", "warn_if_not_ram"]
+__all__ = [
+    "NotRamBackedWarning",
+    "RamDiskInfo",
+    "advice",
+    "info",
+    "memory_advice",
+    "pages",
+    "warn_if_not_ram",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +63,20 @@ def advice(disk: RamDiskInfo) -> list[str]:
             "(Docker's default /dev/shm is 64 MB): large arrays will not fit"
         )
     return [*found, fixes] if found else []
+
+
+def memory_advice(disk: RamDiskInfo, limit: MemoryLimit | None) -> list[str]:
+    """A sentence when this process's memory limit (`ramxchg.disks.memcg.headroom`) leaves
+    less room than ``disk`` has free: larger items are refused there, not written."""
+    if limit is None or not disk.ram_backed or limit.free_bytes >= disk.free_bytes:
+        return []
+    return [
+        f"this process may take {format_size(limit.free_bytes)} more memory (the limit of "
+        f"{format_size(limit.limit_bytes)} on cgroup {limit.cgroup}), less than the "
+        f"{format_size(disk.free_bytes)} free on {disk.path}: RAM-disk pages count against "
+        "it, and a larger item is refused (RamDiskFull) where the kernel would kill the "
+        "producer; raise the limit (docker run --memory, a pod's resources.limits.memory)"
+    ]
 
 
 #: What items get from each tmpfs ``huge=`` policy (``deny``/``force``: the kernel's override).
