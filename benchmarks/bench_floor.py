@@ -24,9 +24,10 @@ without, plus one more of the things ramxchg does for safety, and nothing else.
 - ``+ publish lock``: the producer publishes under the publish lock (open the counter
   file, lock it, read and write the number, close) and the consumer acks under it.
 
-ramxchg's row pays these and the rest (reader and writer locks, the publish lock and
-sequence counter, name checks, the checks that guard the reuse of a name and file,
-bounds on the pool): the distance from each step to the next is what it costs.
+ramxchg's row pays for these and the rest: the sequence number in names and sidecars,
+the ``.npy`` header, name checks, the checks that guard the reuse of a name and of a
+file, the bounds on the pool, and the Python around them. The distance from each step
+to the next is what that step costs.
 Not a test: compare rows of one run.
 """
 
@@ -37,6 +38,7 @@ import fcntl
 import json
 import mmap
 import os
+import shutil
 import struct
 import tempfile
 from pathlib import Path
@@ -53,7 +55,6 @@ from ramxchg.disks import format_size, parse_size
 #: Steps of the ladder, in order: each does what the one before does, and one thing more.
 STEPS = ("floor", "sidecar", "claim", "file_locks", "publish_lock")
 _EVENT = struct.Struct("iIII")  # struct inotify_event, before its name
-_IN_MOVED_TO = 0x80
 
 
 class _FloorSender(Sender):
@@ -117,7 +118,9 @@ class _FloorReceiver(Receiver):
 
         self.folder, self.step = folder, step
         self.fd = inotify_c.inotify_init()
-        inotify_c.inotify_add_watch(self.fd, os.fsencode(folder), _IN_MOVED_TO)
+        moved_in = inotify_c.InotifyConstants.IN_MOVED_TO
+        if self.fd < 0 or inotify_c.inotify_add_watch(self.fd, os.fsencode(folder), moved_in) < 0:
+            raise OSError(f"cannot watch {folder} with inotify")
         self.names: list[str] = []
         self.maps: dict[str, np.ndarray] = {}  # file id -> the consumer's mapping
         self.current = ""
@@ -146,15 +149,15 @@ class _FloorReceiver(Receiver):
         if self.step >= 3:
             self.reader = os.open(os.path.join(self.folder, name), os.O_RDONLY)
             fcntl.flock(self.reader, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        ident = name.partition(".")[2]
-        view = self.maps.get(ident)
+        pooled = _pooled_name(name)
+        view = self.maps.get(pooled)
         if view is None or view.size != nbytes:
             fd = os.open(os.path.join(self.folder, name), os.O_RDONLY)
             try:
                 view = np.frombuffer(mmap.mmap(fd, nbytes, prot=mmap.PROT_READ), np.uint8)
             finally:
                 os.close(fd)
-            self.maps[ident] = view
+            self.maps[pooled] = view
         return view
 
     def done(self) -> None:
@@ -166,7 +169,9 @@ class _FloorReceiver(Receiver):
         if self.step >= 2:
             ack = os.path.join(self.folder, "acks", name)
             os.rename(os.path.join(self.folder, "claims", name), ack)
-        os.rename(os.path.join(self.folder, name), os.path.join(self.folder, "pool", ident(name)))
+        os.rename(
+            os.path.join(self.folder, name), os.path.join(self.folder, "pool", _pooled_name(name))
+        )
         if self.step >= 1:
             os.unlink(os.path.join(self.folder, "meta", name))
         if self.step >= 2:
@@ -178,8 +183,8 @@ class _FloorReceiver(Receiver):
         os.close(self.fd)
 
 
-def ident(name: str) -> str:
-    """The pooled file's id in an item's name ``<seq>.<id>``."""
+def _pooled_name(name: str) -> str:
+    """The pooled file's name (its id) in an item's name ``<seq>.<id>``."""
     return name.partition(".")[2]
 
 
@@ -203,6 +208,9 @@ class FloorTransport(Transport):
             os.mkdir(os.path.join(folder, sub))
         return folder
 
+    def close_link(self, link: Any) -> None:
+        shutil.rmtree(link)  # the next pair starts as cold as this one
+
     def sender(self, link: Any) -> Sender:
         return _FloorSender(link, self.step)
 
@@ -211,6 +219,7 @@ class FloorTransport(Transport):
 
 
 def main() -> None:
+    """Run the ladder beside ``put`` and the disk; print a markdown table (or JSON)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", type=parse_size, default=[parse_size("1M")])
     parser.add_argument("--repeat", type=int, default=3)

@@ -22,6 +22,7 @@ import ramxchg.cli._setup
 from ramxchg import Channel, RamDiskFull
 from ramxchg._store.layout import ChannelLayout
 from ramxchg._store.room import check_memory
+from ramxchg.disks.base import RAM_FS_MAGIC, in_ram, statfs_magic
 from ramxchg.disks.memcg import (
     UNLIMITED,
     CgroupFiles,
@@ -156,9 +157,19 @@ def test_swap_forbidden_by_a_level_still_gives_an_answer(tmp_path: Path) -> None
     v1 = {"proc/self/cgroup": "4:memory:/\n", "proc/meminfo": swap}
     v1 |= _v1("", 100 * MB, 10 * MB, memsw=100 * MB)
     assert headroom(_tree(tmp_path / "v1", v1)) == MemoryLimit("/", 100 * MB, 10 * MB, 0)
-    v2 = {"proc/self/cgroup": "0::/pod\n", "proc/meminfo": swap, "cgroup/cgroup.controllers": ""}
-    v2 |= _v2("pod/", str(100 * MB), 10 * MB, swap="0")
-    assert headroom(_tree(tmp_path / "v2", v2)) == MemoryLimit("/pod", 100 * MB, 10 * MB, 0)
+    v2 = {
+        "proc/self/cgroup": "0::/pod/job\n",
+        "proc/meminfo": swap,
+        "cgroup/cgroup.controllers": "",
+    }
+    v2 |= _v2("pod/job/", str(100 * MB), 10 * MB)  # the limit here, swap forbidden above
+    v2 |= _v2("pod/", "max", 10 * MB, swap="0")
+    assert headroom(_tree(tmp_path / "v2", v2)) == MemoryLimit("/pod/job", 100 * MB, 10 * MB, 0)
+    unlimited_v1 = {"proc/self/cgroup": "4:memory:/\n", "proc/meminfo": swap}
+    unlimited_v1 |= _v1("x/", 100 * MB, 10 * MB, memsw=200 * MB)  # swap allowed here ...
+    unlimited_v1 |= _v1("", UNLIMITED, 1, memsw=UNLIMITED)  # ... unlimited is no ban
+    unlimited_v1["proc/self/cgroup"] = "4:memory:/x\n"
+    assert headroom(_tree(tmp_path / "v1-swap", unlimited_v1)) is None
 
 
 def test_v2_takes_the_tightest_ancestor(tmp_path: Path) -> None:
@@ -199,31 +210,41 @@ def _tight(tmp_path: Path, free: int) -> CgroupFiles:
     )
 
 
+def _ram_root(root: Path | None = None) -> Path:
+    """A folder on a RAM disk (``root``, else /dev/shm); skip where there is none."""
+    folder = root or Path("/dev/shm")
+    if not folder.is_dir() or statfs_magic(str(folder)) not in RAM_FS_MAGIC:
+        pytest.skip(f"needs a RAM disk ({folder} is none)")
+    return folder
+
+
 def test_check_memory_refuses_only_large_new_pages_on_a_ram_disk(tmp_path: Path) -> None:
     files = _tight(tmp_path, 40 * MB)
     channel = ChannelLayout(tmp_path / "frames")
     on_disk = os.open(tmp_path / "on-disk", os.O_RDWR | os.O_CREAT, 0o600)
-    ram_file = Path("/dev/shm") / f"ramxchg-test-{os.getpid()}"
-    in_ram = os.open(ram_file, os.O_RDWR | os.O_CREAT, 0o600)
+    ram_file = _ram_root() / f"ramxchg-test-{os.getpid()}"
+    ram_fd = os.open(ram_file, os.O_RDWR | os.O_CREAT, 0o600)
     ram_file.unlink()
     try:
-        check_memory(channel, in_ram, 24 * MB, files)  # 24 + 16 MB margin fit in 40
+        if in_ram(on_disk):
+            pytest.skip(f"{tmp_path} is a RAM disk here: no real disk to compare with")
+        check_memory(channel, ram_fd, 24 * MB, files)  # 24 + 16 MB margin fit in 40
         with pytest.raises(RamDiskFull, match=r"memory limit \(1 GB for cgroup /tight") as raised:
-            check_memory(channel, in_ram, 32 * MB, files)
+            check_memory(channel, ram_fd, 32 * MB, files)
         assert raised.value.free_bytes == 40 * MB
         assert raised.value.needed_bytes == 32 * MB
         check_memory(channel, on_disk, 512 * MB, files)  # page cache: dropped, not killed for
-        check_memory(channel, in_ram, 15 * MB, _tight(tmp_path / "b", 0))  # small: unchecked
+        check_memory(channel, ram_fd, 15 * MB, _tight(tmp_path / "b", 0))  # small: unchecked
     finally:
         os.close(on_disk)
-        os.close(in_ram)
+        os.close(ram_fd)
 
 
 def test_a_recycled_file_is_not_checked_a_new_one_is(
     root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A recycled file takes no new pages: reusing it is fine with no memory left."""
-    channel = Channel("frames", root)
+    channel = Channel("frames", _ram_root(root))
     with channel.subscribe("g") as subscription:
         channel.put(np.ones(32 * MB, np.uint8))
         item = subscription.get(timeout=10)
@@ -241,6 +262,7 @@ def test_a_recycled_file_is_not_checked_a_new_one_is(
 def test_status_shows_the_limit_and_says_when_it_is_below_the_free_space(
     root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    _ram_root(root)  # the advice is for RAM disks
     tight = _tight(tmp_path, 100 * MB)
     monkeypatch.setattr(ramxchg.cli._setup, "headroom", lambda: headroom(tight))
     code, out, _ = run_cli(capsys, "status", "--root", str(root), "--json")

@@ -42,7 +42,7 @@ from .._errors import ItemExists, RamDiskFull, RamxchgError
 from ..formats import Format, Layout, suffixes
 from ..formats.base import Allocation, lstat_or_none, same_file
 from .layout import ChannelLayout
-from .room import check_memory, check_room, full_error, is_full
+from .room import check_memory, check_room, filled_up, is_full
 from .safedir import SafeDir, lexists
 from .sequence import Claim, SequenceCounter
 from .sidecar import Sidecar, write_sidecar
@@ -127,7 +127,8 @@ def write_hidden(
     held ``tmp/``; clean up if it fails.
 
     For formats that overwrite in place, the file is a recycled one of exactly
-    ``needed`` bytes if the pool has one free. A full disk (ENOSPC) runs
+    ``needed`` bytes if the pool has one free; a new one is checked against this
+    process's memory cgroup first (`check_memory`). A full disk (ENOSPC) runs
     `Retention.reclaim_space`, which frees what it can and says how many files went; if
     any did, the write is tried once more. Otherwise, or when it fails again:
     `RamDiskFull`.
@@ -154,7 +155,7 @@ def write_hidden(
                 continue
             if isinstance(exc, RamDiskFull):
                 raise  # the memory limit's, which says what is full (after the reclaim)
-            raise full_error(layout, "an item of {size}", needed) from exc
+            raise filled_up(layout, "an item of {size}", needed) from exc
 
 
 def make_visible(
@@ -271,7 +272,7 @@ def _publish_locked(
         if is_full(exc):
             size = len(written.to_json())
             what = f"the {{size}} sidecar of {final_name!r}"
-            raise full_error(layout, what, size) from exc
+            raise filled_up(layout, what, size) from exc
         raise
     return Published(final_name, target, written)
 

@@ -2,7 +2,7 @@
 
 A producer asks before it writes a large item (`check_room`, `check_memory`), and a
 write that runs out of space all the same is turned into the same `RamDiskFull`
-(`is_full`, `full_error`).
+(`is_full`, `filled_up`).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def is_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
-def full_error(layout: ChannelLayout, what: str, needed: int) -> RamDiskFull:
+def filled_up(layout: ChannelLayout, what: str, needed: int) -> RamDiskFull:
     """The `RamDiskFull` for a write of ``needed`` bytes that ran out of space; ``what``
     names it, with ``{size}`` where its size goes."""
     free = shutil.disk_usage(layout.path).free

@@ -351,7 +351,8 @@ def statfs_magic(target: str | int) -> int | None:
 
 
 def in_ram(fd: int) -> bool:
-    """Is the open file ``fd`` on a RAM disk (tmpfs, ramfs)? False where unknown."""
+    """Is the open file ``fd`` on a RAM disk (tmpfs, ramfs)? False off Linux; OSError
+    when ``fstatfs`` fails (a closed descriptor)."""
     return statfs_magic(fd) in RAM_FS_MAGIC
 
 

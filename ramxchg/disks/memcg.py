@@ -63,6 +63,10 @@ class CgroupFiles:
         self.proc = Path(proc)
         self.mount = Path(mount)
 
+    def is_dir(self, path: Path) -> bool:
+        """Is there a folder at ``path``?"""
+        return path.is_dir()
+
     def read(self, path: Path) -> str | None:
         """The text of a small kernel file; None when it is not there (or not readable)."""
         try:
@@ -79,23 +83,37 @@ class _Version:
     usage: str
     #: ``memory.stat`` keys of page cache the kernel can drop
     reclaimable: tuple[str, ...]
-    #: the file that says whether pages may be swapped out, and what says they may not
-    swap: str
+    #: the limit on what may go to swap: v2 swap alone, v1 memory and swap together
+    swap_limit: str
+    #: v1: the swap limit counts memory too (equal to the memory limit: no swap)
+    swap_includes_memory: bool
 
-    def no_swap(self, folder: Path, files: CgroupFiles, limit: str) -> bool:
-        """Does this level forbid swapping (v2: ``memory.swap.max`` 0; v1: a memory+swap
-        limit equal to the memory limit)?"""
-        swap = (files.read(folder / self.swap) or "").strip()
-        return swap == "0" if self is V2 else swap == limit.strip()
+    def forbids_swap(self, files: CgroupFiles, folder: Path) -> bool:
+        """Does the level ``folder`` keep its pages out of swap (v2: ``memory.swap.max``
+        0; v1: a memory+swap limit equal to its memory limit)?"""
+        swap = (files.read(folder / self.swap_limit) or "").strip()
+        if not self.swap_includes_memory:
+            return swap == "0"
+        memory = (files.read(folder / self.limit) or "").strip()
+        return swap == memory and swap.isdigit() and int(swap) < UNLIMITED
 
 
-V1 = _Version(
+#: cgroup v1's ``memory`` hierarchy
+_V1 = _Version(
     "memory.limit_in_bytes",
     "memory.usage_in_bytes",
     ("total_active_file", "total_inactive_file"),
     "memory.memsw.limit_in_bytes",
+    swap_includes_memory=True,
 )
-V2 = _Version("memory.max", "memory.current", ("active_file", "inactive_file"), "memory.swap.max")
+#: cgroup v2
+_V2 = _Version(
+    "memory.max",
+    "memory.current",
+    ("active_file", "inactive_file"),
+    "memory.swap.max",
+    swap_includes_memory=False,
+)
 
 
 def parse_cgroups(text: str) -> dict[str, str]:
@@ -139,11 +157,11 @@ def headroom(files: CgroupFiles | None = None) -> MemoryLimit | None:
     files = files or CgroupFiles()
     cgroups = parse_cgroups(files.read(files.proc / "self" / "cgroup") or "")
     if "memory" in cgroups:
-        version, mount, cgroup = V1, files.mount / "memory", cgroups["memory"]
+        version, mount, cgroup = _V1, files.mount / "memory", cgroups["memory"]
     elif "" in cgroups:
         # Mounted alone at the top, or beside v1's hierarchies as "unified" (hybrid).
         alone = files.read(files.mount / "cgroup.controllers") is not None
-        version, cgroup = V2, cgroups[""]
+        version, cgroup = _V2, cgroups[""]
         mount = files.mount if alone else files.mount / "unified"
     else:
         return None
@@ -159,29 +177,22 @@ def _tightest(
     """The level with the least free, from ``cgroup`` up to ``mount`` (a container that
     mounts its own cgroup as the top has only that)."""
     folder = mount / cgroup.strip("/")
-    if not folder.is_dir():
+    if not files.is_dir(folder):
         folder = mount
-    levels = []
-    while True:
-        levels.append(folder)
-        if folder == mount:
-            break
-        folder = folder.parent
-    found = [_level(files, version, level, mount) for level in levels]
-    limits = [limit for limit, _ in filter(None, found)]
-    if not limits or (swap and not any(no_swap for _, no_swap in filter(None, found))):
+    levels = [folder]
+    while levels[-1] != mount:
+        levels.append(levels[-1].parent)
+    found = [limit for limit in (_level(files, version, level, mount) for level in levels) if limit]
+    if not found or (swap and not any(version.forbids_swap(files, level) for level in levels)):
         return None
-    return min(limits, key=lambda limit: limit.free_bytes)
+    return min(found, key=lambda limit: limit.free_bytes)
 
 
-def _level(
-    files: CgroupFiles, version: _Version, folder: Path, mount: Path
-) -> tuple[MemoryLimit, bool] | None:
-    """One level's limit, and whether it forbids swap; None where it sets no limit."""
+def _level(files: CgroupFiles, version: _Version, folder: Path, mount: Path) -> MemoryLimit | None:
+    """The limit set on one level; None where it sets none (or it cannot be read)."""
     limit, used = files.read(folder / version.limit), files.read(folder / version.usage)
     if limit is None or used is None or limit.strip() == "max":
         return None
-    stats = parse_stat(files.read(folder / "memory.stat") or "")
     try:
         limit_bytes, used_bytes = int(limit), int(used)
     except ValueError:
@@ -189,8 +200,9 @@ def _level(
         return None
     if limit_bytes >= UNLIMITED:
         return None
+    stats = parse_stat(files.read(folder / "memory.stat") or "")
     reclaimable = sum(stats.get(key, 0) for key in version.reclaimable)
     relative = folder.relative_to(mount).as_posix()
-    name = "/" if relative == "." else f"/{relative}"
-    found = MemoryLimit(name, limit_bytes, used_bytes, reclaimable)
-    return found, version.no_swap(folder, files, limit)
+    return MemoryLimit(
+        "/" if relative == "." else f"/{relative}", limit_bytes, used_bytes, reclaimable
+    )
