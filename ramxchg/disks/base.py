@@ -334,14 +334,14 @@ def statfs_magic(target: str | int) -> int | None:
     """The ``f_type`` magic number of the filesystem of a path, or of an open file
     descriptor (``fstatfs``: no path to swap for a link meanwhile), on Linux; None
     elsewhere. Raises OSError when the call fails."""
-    libc = _libc()
-    if libc is None:
+    found = libc()
+    if found is None:
         return None
     buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on x86_64
     done = (
-        libc.fstatfs(target, buf)
+        found.fstatfs(target, buf)
         if isinstance(target, int)
-        else libc.statfs(os.fsencode(target), buf)
+        else found.statfs(os.fsencode(target), buf)
     )
     if done != 0:
         err = ctypes.get_errno()
@@ -357,8 +357,12 @@ def in_ram(fd: int) -> bool:
 
 
 @cache
-def _libc() -> Any:
-    """This program's C library (for statfs), looked up once; None off Linux."""
+def libc() -> Any:
+    """This program's C library, looked up once (for calls Python does not wrap:
+    ``statfs``, ``fallocate``); None off Linux, or where it cannot be loaded."""
     if not sys.platform.startswith("linux"):
         return None
-    return ctypes.CDLL(None, use_errno=True)
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None

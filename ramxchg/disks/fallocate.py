@@ -17,6 +17,8 @@ import sys
 from functools import cache
 from typing import Any
 
+from .base import libc
+
 #: What a filesystem without fallocate (or a C library without it) says.
 _UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL})
 
@@ -57,11 +59,12 @@ def _posix_fallocate(fd: int, size: int) -> bool:
 @cache
 def _libc_fallocate() -> Any:
     """The C library's ``fallocate`` with 64-bit offsets, or None."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except (OSError, TypeError):  # TypeError: Windows has no "this program" to load
-        return None
-    call = getattr(libc, "fallocate64", None) or getattr(libc, "fallocate", None)
+    found = libc()
+    call = (
+        None
+        if found is None
+        else getattr(found, "fallocate64", None) or getattr(found, "fallocate", None)
+    )
     if call is not None:
         call.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
         call.restype = ctypes.c_int
