@@ -74,29 +74,32 @@ class Pool:
         #: this producer's mappings of the files it recycles (slots.py)
         self.slots = WriterSlots(self.capacity)
 
-    def give(self, path: str | Path) -> bool:
-        """Move a deleted item file into the pool; False (nothing done) when full or off.
+    def place_for(self, path: str | Path) -> str | None:
+        """The pool name the item file at ``path`` takes when it is deleted (`put_in`);
+        None when the pool has no place for it. Moves nothing, so it may be decided
+        before the publish lock is taken for the deletion, which is then held for less.
 
-        Full: `capacity` files (a file of another size makes way), or more bytes than
-        `POOL_SHARE` of the free space or the channel's ``max_bytes``. A file a reader
-        maps is not pooled either: it could not be reused before the reader lets go, and
-        would hold a place till then.
+        Full: `capacity` files (a file of another size is removed to make way), or more
+        bytes than `POOL_SHARE` of the free space or the channel's ``max_bytes``. A file a
+        reader maps has no place either: it could not be reused before the reader lets
+        go, and would hold a place till then. Decided outside the lock, the bounds may be
+        passed by one file per process deleting at the same moment.
         """
         if self.capacity <= 0:
-            return False
+            return None
         with self.state.use() as state:
             pool = _folder(state, "pool")
             if pool is None:
-                return False
+                return None
             pooled = pool.names()
             name = os.path.basename(path)
             size = _size(state.channel, name)
             if size is None or _mapped(state.channel, name):
-                return False
+                return None
             if len(pooled) >= self.capacity:
                 evicted = _evict_other_size(pool, pooled, size)
                 if evicted is None:
-                    return False
+                    return None
                 pooled.remove(evicted)
             # By name, not one lstat per pooled file on every delete (a pool may hold 64).
             held = sum(_named_size(pool, other) for other in pooled)
@@ -104,13 +107,19 @@ class Pool:
             if self.max_bytes is not None:
                 room = min(room, self.max_bytes)
             if held + size > room:
+                return None
+        # <random> starts with the time, fixed width: names sort in the order pooled.
+        return f"{size}.{os.getpid()}.{time.time_ns():016x}{os.urandom(4).hex()}"
+
+    def put_in(self, path: str | Path, place: str) -> bool:
+        """Move the deleted item file at ``path`` into the pool as ``place`` (from
+        `place_for`); False (nothing done) if the pool or the file is gone."""
+        with self.state.use() as state:
+            pool = _folder(state, "pool")
+            if pool is None or not state.channel.rename(os.path.basename(path), pool, place):
                 return False
-            # <random> starts with the time, fixed width: names sort in the order pooled.
-            new_name = f"{size}.{os.getpid()}.{time.time_ns():016x}{os.urandom(4).hex()}"
-            if not state.channel.rename(name, pool, new_name):
-                return False
-            self.slots.gave(new_name)
-            return True
+        self.slots.gave(place)
+        return True
 
     def take(self, size: int, name: str) -> tuple[int, os.stat_result] | None:
         """A pooled file of exactly ``size`` bytes that no reader maps, moved to ``name``
@@ -287,7 +296,7 @@ def _newest_first(names: list[str]) -> list[str]:
     """``names``, the most recently pooled first: a stream that needs fewer files than the
     burst before it reuses the same few, and the rest go idle (`Pool.trim`).
 
-    By the time their names start ``<random>`` with (`Pool.give`), not by an lstat each
+    By the time their names start ``<random>`` with (`Pool.place_for`), not by an lstat each
     on every put; a name from elsewhere only takes its turn in another order.
     """
     return sorted(names, key=lambda name: name.rpartition(".")[2], reverse=True)

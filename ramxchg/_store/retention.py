@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -145,9 +146,14 @@ class Retention:
 
     def _remove_file(self, path: str | Path) -> bool:
         """Recycle or unlink an item file; False when it must stay for now."""
-        fmt = format_for(path)
-        if fmt is not None and fmt.recyclable and self.pool.give(path):
+        return self._pool_or_unlink(path, self._pool_place(path))
+
+    def _pool_or_unlink(self, path: str | Path, place: str | None) -> bool:
+        """Move an item file into the pool as ``place`` (`_pool_place`), or unlink it
+        (``place`` None, or the move failed); False when it must stay for now."""
+        if place is not None and self.pool.put_in(path, place):
             return True
+        fmt = format_for(path)
         try:
             self.pool.discard(path, fmt)
         except FileNotFoundError:
@@ -178,15 +184,22 @@ class Retention:
         `GroupNotFound` when the group was dropped.
         """
         deleted = False
+        # Listed before the lock, which is then held for less time (the producer waits
+        # for it): a group registered after this listing took a counter at or past this
+        # item's seq, and so need not ack it (docs/protocol.md, section 7).
+        groups = self.registered()
+        # So is the file's place in the pool, if this ack is the item's last.
+        last = self._is_done(groups, name, seq, published_ns, group.name)
+        place = self._pool_place(path) if last else None
         with self.counter.lock():
             group.check_registered()
             current = is_current(self.layout, name, path, seq, ino, known=sidecar)
             if current:
                 group.ack(name, seq, ino)
-                groups = self.registered()
                 deleted = self._is_done(groups, name, seq, published_ns, group.name)
                 if deleted:
-                    self._delete_locked([(name, path)], [g for g, _ in groups])
+                    remove = partial(self._pool_or_unlink, place=place)
+                    self._delete_locked([(name, path)], [g for g, _ in groups], remove)
         if not current:
             group.release(name)  # our claim went with the item: forget we held it
             log.info(
@@ -216,6 +229,12 @@ class Retention:
             current = [(n, p) for n, p, s in done if is_current(self.layout, n, p, s, None)]
             self._delete_locked(current, [group for group, _ in groups])
         return len(current)
+
+    def _pool_place(self, path: str | Path) -> str | None:
+        """The item file's place in the pool when it is deleted (`Pool.place_for`); None
+        when it is not recyclable or the pool has none."""
+        fmt = format_for(path)
+        return self.pool.place_for(path) if fmt is not None and fmt.recyclable else None
 
     @staticmethod
     def _is_done(
