@@ -174,16 +174,10 @@ class Subscription:
             else:
                 _, entry = heapq.heappop(self._pending)
             self._mark_seen(entry)
-            if self._group is not None and entry.seq is not None:
-                # Claimed as listed, by its seq and its inode then: the claim checks that
-                # it is still that item (docs/protocol.md, section 6), no lstat first. A
-                # legacy file is looked at again: a file put in its place is its item now.
-                ino = entry.ino
-            else:
-                try:
-                    ino = os.lstat(entry.path).st_ino  # the item's identity, with its seq
-                except FileNotFoundError:
-                    continue  # deleted meanwhile (retention, keep_last)
+            try:
+                ino = os.lstat(entry.path).st_ino  # the item's identity, with its seq
+            except FileNotFoundError:
+                continue  # deleted meanwhile (retention, keep_last)
             if self._group is not None and not self._claim(self._group, entry, ino):
                 # Another member has it, it is done, or it is gone: see `_take_up_again`.
                 self._elsewhere.add((entry.name, entry.seq))

@@ -32,17 +32,13 @@ class Entry:
     size: int
     #: the sidecar as read by the scan (None for files dropped in by other programs)
     sidecar: Sidecar | None = field(default=None, compare=False)
-    #: the file's inode when the scan saw it (what a group's claim records)
-    ino: int = field(default=0, compare=False)
 
     @classmethod
     def of(cls, name: str, path: str, info: os.stat_result, sidecar: Sidecar | None) -> Entry:
         """The entry for a file with stat ``info`` and the given sidecar."""
         if sidecar is None:
-            return cls(name, path, None, arrival_ns(info), info.st_size, ino=info.st_ino)
-        return cls(
-            name, path, sidecar.seq, sidecar.published_ns, info.st_size, sidecar, info.st_ino
-        )
+            return cls(name, path, None, arrival_ns(info), info.st_size)
+        return cls(name, path, sidecar.seq, sidecar.published_ns, info.st_size, sidecar)
 
 
 def item_sidecar(
