@@ -165,3 +165,60 @@ def test_a_group_registered_within_one_timestamp_tick_holds_retention(ramfs: Pat
             late.close()
             ch.drop_group(f"late{round_}")
             assert len(ch) == 0
+
+
+def test_an_ack_clears_the_claim_of_a_group_registered_while_it_waited_for_the_lock(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ack lists the groups before it takes the publish lock (to hold the lock for
+    less); the deletion must still clear every group there is by then. Here group "late"
+    is registered, and claims the item, right after that listing: the item is not its to
+    ack (it came before the group), so the ack deletes it, and must not leave "late"'s
+    claim behind on the name (a later item of that name would wait for it)."""
+    ch = Channel("late-group")
+    with ch.subscribe("early") as early:
+        _frame(ch, 1)
+        item = early.get(timeout=5)
+        retention = early._retention  # the ack's retention: hooked after its first listing
+        listed = retention.registered
+        late: list[object] = []
+
+        def list_then_register() -> object:
+            groups = listed()
+            if not late:
+                late.append(sub := ch.subscribe("late", start="earliest"))
+                assert sub.get(timeout=5).name == "frame"  # claimed by "late"
+            return groups
+
+        monkeypatch.setattr(retention, "registered", list_then_register)
+        assert item.ack() is True
+        assert "frame" not in ch
+        claims = _group_folder(ch, "late") / "claims"
+        assert sorted(p.name for p in claims.iterdir()) == [], "late's claim outlived the item"
+        late[0].close()  # type: ignore[attr-defined]
+
+
+def test_the_last_of_two_acks_at_once_recycles_the_file(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group "a" lists the groups, sees "b" has not acked, and waits for the publish
+    lock while "b" acks: "a"'s ack is the last one after all, and the item's file goes
+    into the pool, not away (a producer would allocate its pages again)."""
+    ch = Channel("two-acks")
+    with ch.subscribe("a") as a, ch.subscribe("b") as b:
+        _frame(ch, 1)
+        first, second = a.get(timeout=5), b.get(timeout=5)
+        counter = a._retention.counter  # hooked: "b" acks as "a" goes for the lock
+        lock = counter.lock
+        calls: list[int] = []
+
+        def ack_b_then_lock(*args: object) -> object:
+            if not calls:
+                calls.append(1)
+                assert second.ack() is True
+            return lock(*args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(counter, "lock", ack_b_then_lock)
+        assert first.ack() is True
+        assert "frame" not in ch
+        assert len(list((ch.path / ".ramxchg" / "pool").iterdir())) == 1, "not recycled"

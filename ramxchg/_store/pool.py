@@ -11,10 +11,12 @@ written), so the files of a size that exist are the most items of that size that
 alive at once. The pool keeps every file given back (a burst of 12 items leaves 12 for
 the next burst), within three bounds: ``recycle`` files (64 by default) and the channel's
 own limits (``max_items`` files, ``max_bytes`` bytes: no more can be in flight), and
-`POOL_SHARE` of the disk's free space. It gives the RAM back once the burst is over:
-producers take the most recently pooled file first, so the files a quieter stream does
-not need stay untouched, and a file no one took for `POOL_IDLE_SECONDS` is removed by
-the next sweep (producers and subscriptions run one at most every second) or ``gc``.
+`POOL_SHARE` of the disk's free space (an ack decides before it takes the publish lock:
+acks waiting for it at the same time may pass them by one file each, `place_for`). It
+gives the RAM back once the burst is over: producers take the most recently pooled file
+first, so the files a quieter stream does not need stay untouched, and a file no one
+took for `POOL_IDLE_SECONDS` is removed by the next sweep (producers and subscriptions
+run one at most every second) or ``gc``.
 
 An array a reader holds never changes (protocol 1.1, section 11, rule 3): every reader
 holds a shared lock on the file it maps for as long as the mapping lives, and a producer
@@ -76,14 +78,15 @@ class Pool:
 
     def place_for(self, path: str | Path) -> str | None:
         """The pool name the item file at ``path`` takes when it is deleted (`put_in`);
-        None when the pool has no place for it. Moves nothing, so it may be decided
-        before the publish lock is taken for the deletion, which is then held for less.
+        None when the pool has no place for it. Moves no item (it may remove one pooled
+        file of another size), so it may be decided before the publish lock is taken for
+        the deletion, which is then held for less.
 
         Full: `capacity` files (a file of another size is removed to make way), or more
         bytes than `POOL_SHARE` of the free space or the channel's ``max_bytes``. A file a
         reader maps has no place either: it could not be reused before the reader lets
         go, and would hold a place till then. Decided outside the lock, the bounds may be
-        passed by one file per process deleting at the same moment.
+        passed by one file per deletion (any thread or process) waiting for it meanwhile.
         """
         if self.capacity <= 0:
             return None

@@ -184,21 +184,23 @@ class Retention:
         `GroupNotFound` when the group was dropped.
         """
         deleted = False
-        # Listed before the lock, which is then held for less time (the producer waits
-        # for it): a group registered after this listing took a counter at or past this
-        # item's seq, and so need not ack it (docs/protocol.md, section 7).
-        groups = self.registered()
-        # So is the file's place in the pool, if this ack is the item's last.
-        last = self._is_done(groups, name, seq, published_ns, group.name)
+        # Where the file goes in the pool (a pool listing, the bounds, a check that no
+        # reader maps it) is decided before the lock, which is then held for less (the
+        # producer waits for it), if this ack looks like the item's last one.
+        last = self._is_done(self.registered(), name, seq, published_ns, group.name)
         place = self._pool_place(path) if last else None
         with self.counter.lock():
             group.check_registered()
             current = is_current(self.layout, name, path, seq, ino, known=sidecar)
             if current:
                 group.ack(name, seq, ino)
+                # Listed again under the lock: a group registered meanwhile (which need not
+                # ack this item) may have claimed it, and the deletion clears every group.
+                groups = self.registered()
                 deleted = self._is_done(groups, name, seq, published_ns, group.name)
                 if deleted:
-                    remove = partial(self._pool_or_unlink, place=place)
+                    # Not placed before (another group had not acked yet): decided now.
+                    remove = partial(self._pool_or_unlink, place=place) if last else None
                     self._delete_locked([(name, path)], [g for g, _ in groups], remove)
         if not current:
             group.release(name)  # our claim went with the item: forget we held it
