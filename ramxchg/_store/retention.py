@@ -10,27 +10,25 @@ No daemon: each rule runs inside ``put``/``ack``/``gc`` of whichever process is 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from .._errors import ChannelFull, RamDiskFull, UnsafeRoot
-from ..disks import format_size
+from .._errors import UnsafeRoot
 from ..formats import format_for
 from .aside import set_aside
+from .backpressure import wait_for_room
 from .config import ChannelConfig
 from .groups import Group, GroupInfo, must_ack
 from .held import HeldState
 from .layout import ChannelLayout
 from .pool import Pool
 from .safedir import SafeDir, StateTree
-from .scan import is_current, is_item_filename, publish_order, scan
+from .scan import is_current, publish_order, scan
 from .sequence import SequenceCounter
 from .sidecar import Sidecar
 from .tmpfiles import collect_dead
@@ -302,66 +300,9 @@ class Retention:
     # -- backpressure -----------------------------------------------------------------------
 
     def wait_for_room(self, needed: int, timeout: float | None) -> None:
-        """Block until an item of ``needed`` bytes fits the limits, or raise.
-
-        Raises `ChannelFull` (``max_items``/``max_bytes``) or `RamDiskFull` (the free-space
-        reserve) when ``timeout`` seconds pass first; ``timeout=None`` waits forever.
-        """
-        config = self.config
-        if config.max_items is None and config.max_bytes is None and not config.reserve_bytes:
-            return
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.0005
-        while True:
-            # Only what a limit needs: sizes for max_bytes, free space for the reserve.
-            count, used = self._usage(sizes=config.max_bytes is not None)
-            free = shutil.disk_usage(self.layout.path).free if config.reserve_bytes else 0
-            over_items = config.max_items is not None and count + 1 > config.max_items
-            over_bytes = config.max_bytes is not None and used + needed > config.max_bytes
-            over_disk = bool(config.reserve_bytes) and free - needed < config.reserve_bytes
-            if not (over_items or over_bytes or over_disk):
-                return
-            if over_disk and self.pool.drain():
-                continue  # pooled files held the room: look again at once
-            if deadline is not None and time.monotonic() >= deadline:
-                if over_disk and not (over_items or over_bytes):
-                    raise RamDiskFull(
-                        f"{self.layout.path}: {format_size(needed)} more would leave "
-                        f"{format_size(max(free - needed, 0))} free, under the reserve of "
-                        f"{format_size(config.reserve_bytes)} (waited {timeout} s)",
-                        path=self.layout.path,
-                        needed_bytes=needed,
-                        free_bytes=free,
-                        reserve_bytes=config.reserve_bytes,
-                    )
-                limit = None if config.max_bytes is None else format_size(config.max_bytes)
-                raise ChannelFull(
-                    f"channel {self.layout.path} holds {count} items / {format_size(used)}; "
-                    f"one more of {format_size(needed)} exceeds max_items={config.max_items} / "
-                    f"max_bytes={limit}, and no consumer freed room in {timeout} s",
-                    path=self.layout.path,
-                    items=count,
-                    bytes=used,
-                    max_items=config.max_items,
-                    max_bytes=config.max_bytes,
-                    needed_bytes=needed,
-                    timeout=timeout,
-                )
-            time.sleep(pause)
-            pause = min(pause * 2, 0.02)
-
-    def _usage(self, *, sizes: bool) -> tuple[int, int]:
-        """Items in the channel folder, and the bytes they take when ``sizes``."""
-        count = used = 0
-        with os.scandir(self.layout.path) as entries:
-            for entry in entries:
-                if is_item_filename(entry.name):
-                    count += 1
-                    if not sizes:
-                        continue
-                    with contextlib.suppress(FileNotFoundError):
-                        used += entry.stat(follow_symlinks=False).st_size
-        return count, used
+        """Block until an item of ``needed`` bytes fits the limits, or raise (see
+        `ramxchg._store.backpressure.wait_for_room`); full pools are drained first."""
+        wait_for_room(self.layout, self.config, self.pool.drain, needed, timeout)
 
     # -- garbage collection -----------------------------------------------------------------
 
