@@ -170,27 +170,28 @@ def test_a_group_registered_within_one_timestamp_tick_holds_retention(ramfs: Pat
 def test_an_ack_clears_the_claim_of_a_group_registered_while_it_waited_for_the_lock(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An ack lists the groups before it takes the publish lock (to hold the lock for
-    less); the deletion must still clear every group there is by then. Here group "late"
-    is registered, and claims the item, right after that listing: the item is not its to
-    ack (it came before the group), so the ack deletes it, and must not leave "late"'s
-    claim behind on the name (a later item of that name would wait for it)."""
+    """An ack weighs whether it is the item's last before it takes the publish lock (to
+    hold the lock for less); the deletion must still clear every group there is by then.
+    Here group "late" is registered, and claims the item, while the ack goes for the lock:
+    the item is not its to ack (it came before the group), so the ack deletes it, and must
+    not leave "late"'s claim behind on the name (a later item of that name would wait for
+    it)."""
     ch = Channel("late-group")
     with ch.subscribe("early") as early:
         _frame(ch, 1)
         item = early.get(timeout=5)
-        retention = early._retention  # the ack's retention: hooked after its first listing
-        listed = retention.registered
+        counter = early._retention.counter  # hooked: "late" comes as the ack goes for the lock
+        lock = counter.lock
         late: list[object] = []
 
-        def list_then_register() -> object:
-            groups = listed()
-            if not late:
-                late.append(sub := ch.subscribe("late", start="earliest"))
+        def register_then_lock(*args: object) -> object:
+            if not late:  # the ack's call ("late" takes the lock itself, in here)
+                late.append(None)
+                late[0] = sub = ch.subscribe("late", start="earliest")
                 assert sub.get(timeout=5).name == "frame"  # claimed by "late"
-            return groups
+            return lock(*args)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(retention, "registered", list_then_register)
+        monkeypatch.setattr(counter, "lock", register_then_lock)
         assert item.ack() is True
         assert "frame" not in ch
         claims = _group_folder(ch, "late") / "claims"

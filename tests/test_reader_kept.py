@@ -217,8 +217,8 @@ def test_a_file_truncated_in_the_pool_and_written_again_reads_right(
 def test_the_mapping_of_a_deleted_file_goes_at_a_rescan_while_items_come(
     root: Path, channel: Channel, consumer: Consumer
 ) -> None:
-    """Let go of at the subscription's rescan (once a second in `get`), not checked on
-    every delivery (one fstat per kept mapping, ~10% of a 1 MB item's rate)."""
+    """The mapping goes at the subscription's rescan (once a second in `get`): it is not
+    checked on every delivery (one fstat per kept mapping, ~10% of a 1 MB item's rate)."""
     _put(channel, 1)
     consumer("read")
     (pooled,) = _pool(channel)

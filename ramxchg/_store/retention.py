@@ -184,8 +184,10 @@ class Retention:
         deleted = False
         # Where the file goes in the pool (a pool listing, the bounds, a check that no
         # reader maps it) is decided before the lock, which is then held for less (the
-        # producer waits for it), if this ack looks like the item's last one.
-        last = self._is_done(self.registered(), name, seq, published_ns, group.name)
+        # producer waits for it), if this ack looks like the item's last one: by the
+        # groups listed last time, a hint (the listing under the lock decides).
+        known = list(self._group_cache.values())
+        last = self._is_done(known, name, seq, published_ns, group.name)
         place = self._pool_place(path) if last else None
         with self.counter.lock():
             group.check_registered()
