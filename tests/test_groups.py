@@ -223,3 +223,32 @@ def test_the_last_of_two_acks_at_once_recycles_the_file(
         assert first.ack() is True
         assert "frame" not in ch
         assert len(list((ch.path / ".ramxchg" / "pool").iterdir())) == 1, "not recycled"
+
+
+def test_a_delete_clears_the_claim_of_a_group_registered_while_it_waited_for_the_lock(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As an ack's deletion does (above), `Channel.delete` (and keep_last, ttl: the same
+    path) clears the claims of every group there is once it holds the publish lock: a
+    group registered, and claiming the item, while it waited for the lock must not keep
+    its claim on the name, or the next item of that name would wait for it."""
+    ch = Channel("late-claim")
+    with ch.subscribe("early"):
+        _frame(ch, 1)
+        counter = ch._retention.counter  # hooked: "late" comes as the delete goes for the lock
+        lock = counter.lock
+        late: list[object] = []
+
+        def register_then_lock(*args: object) -> object:
+            if not late:
+                late.append(None)
+                late[0] = sub = Channel("late-claim").subscribe("late", start="earliest")
+                assert sub.get(timeout=5).name == "frame"  # claimed by "late"
+            return lock(*args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(counter, "lock", register_then_lock)
+        ch.delete("frame")
+        assert "frame" not in ch
+        claims = _group_folder(ch, "late") / "claims"
+        assert sorted(p.name for p in claims.iterdir()) == [], "late's claim outlived the item"
+        late[0].close()  # type: ignore[attr-defined]

@@ -6,11 +6,14 @@ import contextlib
 import multiprocessing as mp
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from ramxchg import Channel
+from ramxchg._store import pool as pool_module
+from tests.conftest import lock_is_free
 from tests.reliability._work import checksum
 
 SPAWN = mp.get_context("spawn")
@@ -181,3 +184,66 @@ def test_a_pool_swapped_for_a_link_or_a_planted_hard_link_is_never_written(
     assert sorted(os.listdir(outside)) == [victim.name]
     assert victim.read_bytes() == b"v" * size
     np.testing.assert_array_equal(ch.latest().array, 3)
+
+
+def _stream_primed(ch: Channel, sub: Any) -> Any:
+    """One item through ``sub`` (its ack lists the groups: the next ack guesses from that
+    listing that it is the item's last, and picks the file's pool place before the
+    publish lock), then the next item, delivered: it is in the file the first one left
+    in the pool."""
+    ch.put(np.zeros(FRAME, np.uint16), "first")
+    sub.get(timeout=5).ack()
+    ch.put(np.ones(FRAME, np.uint16), "frame")
+    assert _pool(ch) == []
+    return sub.get(timeout=5)
+
+
+def test_a_file_a_reader_maps_once_the_ack_holds_the_lock_is_not_pooled(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader (here `Channel.get`'s array) maps the item while its last ack waits for the
+    publish lock: its file must not go into the pool, where it would hold a place no
+    producer can use (a producer never takes a file a reader holds) until the reader
+    lets go. Whether a reader holds the file is looked at under the lock."""
+    ch = Channel("mapped")
+    with ch.subscribe("g") as sub:
+        item = _stream_primed(ch, sub)
+        counter = sub._retention.counter
+        lock = counter.lock
+        held: list[np.ndarray] = []
+
+        def map_then_lock(*args: object) -> object:
+            if not held:
+                held.append(Channel("mapped").get("frame").array)  # its reader lock held
+            return lock(*args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(counter, "lock", map_then_lock)
+        assert item.ack() is True
+        assert "frame" not in ch
+        assert _pool(ch) == [], "a file a reader maps went into the pool"
+        assert int(held[0].min()) == 1, "the reader's array changed"
+
+
+def test_whether_a_reader_holds_an_item_file_is_looked_at_only_under_the_publish_lock(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Looking takes the file's exclusive lock for an instant. Outside the publish lock a
+    deletion running meanwhile (another handle's `delete`, keep_last, gc) would take that
+    for a reader's lock, and unlink the file without emptying it (or pooling it): its
+    pages would stay with whoever kept a mapping of it."""
+    ch = Channel("probe")
+    lock_file = ch.path / ".ramxchg" / "seq"
+    probes: list[bool] = []  # per look at an item file: was the publish lock held?
+
+    def probing(fd: int, **kwargs: Any) -> bool:
+        if os.fstat(fd).st_ino == item_ino:  # the item's file, not a pooled one
+            probes.append(not lock_is_free(lock_file))
+        return real(fd, **kwargs)
+
+    with ch.subscribe("g") as sub:
+        item = _stream_primed(ch, sub)
+        item_ino, real = os.stat(item.path).st_ino, pool_module.try_lock
+        monkeypatch.setattr(pool_module, "try_lock", probing)
+        assert item.ack() is True
+    assert probes, "the ack never looked whether a reader holds the file"
+    assert all(probes), f"looked at without the publish lock: {probes}"

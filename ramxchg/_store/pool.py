@@ -12,7 +12,7 @@ alive at once. The pool keeps every file given back (a burst of 12 items leaves 
 the next burst), within three bounds: ``recycle`` files (64 by default) and the channel's
 own limits (``max_items`` files, ``max_bytes`` bytes: no more can be in flight), and
 `POOL_SHARE` of the disk's free space (an ack decides before it takes the publish lock:
-acks waiting for it at the same time may pass them by one file each, `place_for`). It
+acks waiting for it at the same time may pass them by one file each, `make_room`). It
 gives the RAM back once the burst is over: producers take the most recently pooled file
 first, so the files a quieter stream does not need stay untouched, and a file no one
 took for `POOL_IDLE_SECONDS` is removed by the next sweep (producers and subscriptions
@@ -76,17 +76,17 @@ class Pool:
         #: this producer's mappings of the files it recycles (slots.py)
         self.slots = WriterSlots(self.capacity)
 
-    def place_for(self, path: str | Path) -> str | None:
-        """The pool name the item file at ``path`` takes when it is deleted (`put_in`);
-        None when the pool has no place for it. Moves no item (it may remove one pooled
-        file of another size), so it may be decided before the publish lock is taken for
-        the deletion, which is then held for less.
+    def make_room(self, path: str | Path) -> int | None:
+        """Make room in the pool for the item file at ``path``, to be moved in when it is
+        deleted (`put_in`): the file's size, or None when the pool has no place for it.
+        Moves no item (it may remove one pooled file of another size), so it may be
+        decided before the publish lock is taken for the deletion, which is then held
+        for less.
 
         Full: `capacity` files (a file of another size is removed to make way), or more
-        bytes than `POOL_SHARE` of the free space or the channel's ``max_bytes``. A file a
-        reader maps has no place either: it could not be reused before the reader lets
-        go, and would hold a place till then. Decided outside the lock, the bounds may be
-        passed by one file per deletion (any thread or process) waiting for it meanwhile.
+        bytes than `POOL_SHARE` of the free space or the channel's ``max_bytes``. Decided
+        outside the lock, the bounds may be passed by one file per deletion (any thread
+        or process) waiting for it meanwhile.
         """
         if self.capacity <= 0:
             return None
@@ -95,9 +95,8 @@ class Pool:
             if pool is None:
                 return None
             pooled = pool.names()
-            name = os.path.basename(path)
-            size = _size(state.channel, name)
-            if size is None or _mapped(state.channel, name):
+            size = _size(state.channel, os.path.basename(path))
+            if size is None:
                 return None
             if len(pooled) >= self.capacity:
                 evicted = _evict_other_size(pool, pooled, size)
@@ -109,17 +108,26 @@ class Pool:
             room = POOL_SHARE * shutil.disk_usage(self.layout.path).free
             if self.max_bytes is not None:
                 room = min(room, self.max_bytes)
-            if held + size > room:
-                return None
-        # <random> starts with the time, fixed width: names sort in the order pooled.
-        return f"{size}.{os.getpid()}.{time.time_ns():016x}{os.urandom(4).hex()}"
+            return None if held + size > room else size
 
-    def put_in(self, path: str | Path, place: str) -> bool:
-        """Move the deleted item file at ``path`` into the pool as ``place`` (from
-        `place_for`); False (nothing done) if the pool or the file is gone."""
+    def put_in(self, path: str | Path, size: int) -> bool:
+        """Move the deleted item file at ``path`` (of ``size`` bytes, as `make_room` found)
+        into the pool; False (nothing done) if a reader maps it, or the pool or the file is
+        gone. Call under the publish lock.
+
+        A file a reader maps has no place: it could not be reused before the reader lets
+        go, and would hold a place till then. Looking takes the file's exclusive lock for
+        an instant, which only the publish lock keeps another deletion from taking for a
+        reader's (it would unlink the file without emptying it).
+        """
         with self.state.use() as state:
+            name = os.path.basename(path)
             pool = _folder(state, "pool")
-            if pool is None or not state.channel.rename(os.path.basename(path), pool, place):
+            if pool is None or _mapped(state.channel, name):
+                return False
+            # <random> starts with the time, fixed width: names sort in the order pooled.
+            place = f"{size}.{os.getpid()}.{time.time_ns():016x}{os.urandom(4).hex()}"
+            if not state.channel.rename(name, pool, place):
                 return False
         self.slots.gave(place)
         return True
@@ -299,7 +307,7 @@ def _newest_first(names: list[str]) -> list[str]:
     """``names``, the most recently pooled first: a stream that needs fewer files than the
     burst before it reuses the same few, and the rest go idle (`Pool.trim`).
 
-    By the time their names start ``<random>`` with (`Pool.place_for`), not by an lstat each
+    By the time their names start ``<random>`` with (`Pool.make_room`), not by an lstat each
     on every put; a name from elsewhere only takes its turn in another order.
     """
     return sorted(names, key=lambda name: name.rpartition(".")[2], reverse=True)

@@ -1,11 +1,12 @@
-"""Retention, backpressure and garbage collection: what keeps a RAM disk from filling up.
+"""Retention and garbage collection: what keeps a RAM disk from filling up.
 
 No daemon: each rule runs inside ``put``/``ack``/``gc`` of whichever process is there.
 
 - An item is deleted once every durable group that existed when it was published has
   acked it (with no groups, items stay like files in a plain folder).
 - ``keep_last`` and ``ttl`` delete the oldest items regardless of acks (live views).
-- ``max_items``/``max_bytes``/``reserve_bytes`` make producers wait for consumers.
+- ``max_items``/``max_bytes``/``reserve_bytes`` make producers wait for consumers
+  (backpressure.py).
 """
 
 from __future__ import annotations
@@ -65,14 +66,13 @@ class Retention:
 
     # -- deleting ---------------------------------------------------------------------------
 
-    def delete(self, name: str, path: str | Path, groups: list[Group] | None = None) -> None:
+    def delete(self, name: str, path: str | Path) -> None:
         """Delete an item and everything that refers to it, under the publish lock."""
-        self.delete_many([(name, path)], groups)
+        self.delete_many([(name, path)])
 
     def delete_many(
         self,
         items: list[tuple[str, str | Path]],
-        groups: list[Group] | None = None,
         *,
         remove: Callable[[str | Path], bool] | None = None,
     ) -> None:
@@ -83,19 +83,22 @@ class Retention:
         returns False (a mapped file on Windows), the item is left whole, with its
         sidecar and acks, and ``gc`` tries again later.
         """
-        if groups is None:
-            groups = [group for group, _ in self.registered()]
         with self.counter.lock():
-            self._delete_locked(items, groups, remove)
+            self._delete_locked(items, remove)
 
     def _delete_locked(
         self,
         items: list[tuple[str, str | Path]],
-        groups: list[Group],
         remove: Callable[[str | Path], bool] | None = None,
+        groups: list[Group] | None = None,
     ) -> None:
-        """`delete_many`, for a caller that holds the publish lock."""
+        """`delete_many`, for a caller that holds the publish lock. ``groups``: every
+        registered group, listed under that lock (default: listed now). A group registered
+        while the caller waited for the lock may have claimed an item: its claim must go
+        with the item, or a later item of that name would wait for it."""
         remove = remove or self._remove_file
+        if groups is None:
+            groups = [group for group, _ in self.registered()]
         # The state folders through descriptors: a meta/ or acks/ swapped for a link by
         # whoever shares the channel must not make us delete files elsewhere.
         with self.state.use() as state:
@@ -144,12 +147,13 @@ class Retention:
 
     def _remove_file(self, path: str | Path) -> bool:
         """Recycle or unlink an item file; False when it must stay for now."""
-        return self._pool_or_unlink(path, self._pool_place(path))
+        return self._pool_or_unlink(path, self._pool_room(path))
 
-    def _pool_or_unlink(self, path: str | Path, place: str | None) -> bool:
-        """Move an item file into the pool as ``place`` (`_pool_place`), or unlink it
-        (``place`` None, or the move failed); False when it must stay for now."""
-        if place is not None and self.pool.put_in(path, place):
+    def _pool_or_unlink(self, path: str | Path, room: int | None) -> bool:
+        """Move an item file into the pool, where `_pool_room` made room for it
+        (``room``: its size), or unlink it (``room`` None, or the move failed); False
+        when it must stay for now."""
+        if room is not None and self.pool.put_in(path, room):
             return True
         fmt = format_for(path)
         try:
@@ -182,13 +186,14 @@ class Retention:
         `GroupNotFound` when the group was dropped.
         """
         deleted = False
-        # Where the file goes in the pool (a pool listing, the bounds, a check that no
-        # reader maps it) is decided before the lock, which is then held for less (the
-        # producer waits for it), if this ack looks like the item's last one: by the
-        # groups listed last time, a hint (the listing under the lock decides).
+        # Room for the file in the pool (a pool listing, the bounds, an eviction) is made
+        # before the lock, which is then held for less (the producer waits for it), if
+        # this ack looks like the item's last one by the groups listed last time: a hint,
+        # the listing under the lock decides. Whether a reader maps the file is looked at
+        # under the lock (`Pool.put_in`).
         known = list(self._group_cache.values())
         last = self._is_done(known, name, seq, published_ns, group.name)
-        place = self._pool_place(path) if last else None
+        room = self._pool_room(path) if last else None
         with self.counter.lock():
             group.check_registered()
             current = is_current(self.layout, name, path, seq, ino, known=sidecar)
@@ -199,9 +204,9 @@ class Retention:
                 groups = self.registered()
                 deleted = self._is_done(groups, name, seq, published_ns, group.name)
                 if deleted:
-                    # Not placed before (another group had not acked yet): decided now.
-                    remove = partial(self._pool_or_unlink, place=place) if last else None
-                    self._delete_locked([(name, path)], [g for g, _ in groups], remove)
+                    # No room made before (another group had not acked yet): made now.
+                    remove = partial(self._pool_or_unlink, room=room) if last else None
+                    self._delete_locked([(name, path)], remove, [g for g, _ in groups])
         if not current:
             group.release(name)  # our claim went with the item: forget we held it
             log.info(
@@ -229,22 +234,23 @@ class Retention:
             # ... but deleted only if still the item we looked at: meanwhile it may have
             # been deleted and its name published again.
             current = [(n, p) for n, p, s in done if is_current(self.layout, n, p, s, None)]
-            self._delete_locked(current, [group for group, _ in groups])
+            self._delete_locked(current)
         return len(current)
 
-    def _pool_place(self, path: str | Path) -> str | None:
-        """The item file's place in the pool when it is deleted (`Pool.place_for`); None
-        when it is not recyclable or the pool has none."""
+    def _pool_room(self, path: str | Path) -> int | None:
+        """Room in the pool for the item file when it is deleted (`Pool.make_room`: its
+        size); None when it is not recyclable or the pool has none."""
         fmt = format_for(path)
-        return self.pool.place_for(path) if fmt is not None and fmt.recyclable else None
+        return self.pool.make_room(path) if fmt is not None and fmt.recyclable else None
 
     @staticmethod
     def _is_done(
         groups: list[tuple[Group, GroupInfo]], name: str, seq: int | None, ns: int, acked: str = ""
     ) -> bool:
         """Has every group that must ack the item (published at ``ns``) acked it, and is
-        there one? ``acked`` names a group that just did (under the publish lock): its ack
-        is not read back."""
+        there one? ``acked`` names a group that counts as done without its ack read back:
+        one that just acked under the publish lock, or (`ack`'s guess before the lock)
+        is about to."""
         required = [group for group, info in groups if must_ack(info, seq, ns)]
         return bool(required) and all(g.name == acked or g.acked(name, seq) for g in required)
 
