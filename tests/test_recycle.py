@@ -67,6 +67,28 @@ def test_an_acked_item_whose_array_is_still_held_is_never_written_over(root: Pat
     assert int(old_view.min()) == int(old_view.max()) == 1
 
 
+def test_a_file_a_reader_still_maps_takes_no_pooled_file_s_place(root: Path) -> None:
+    """A full pool makes way for a file of a new size by removing one of another size,
+    but not for a file that is not pooled after all (a reader maps it): that would lose
+    a pooled file for nothing."""
+    ch = Channel("recycle-evict", recycle=2)
+    small = np.zeros(FRAME[0] * FRAME[1] // 4, np.uint16)  # 256 KiB
+    with ch.subscribe("g") as sub:
+        ch.put(small, "a")
+        ch.put(small, "b")  # two files in flight at once
+        for _ in range(2):
+            sub.get(timeout=5).ack()
+        assert len(_pool(ch)) == 2  # full
+        ch.put(np.ones(FRAME, np.uint16), "big")
+        item = sub.get(timeout=5)
+        with item:
+            held = item.array  # its reader lock stays with the array
+        assert item.ack() is True
+    assert "big" not in ch
+    assert len(_pool(ch)) == 2, "a pooled file went for a file that was not pooled"
+    assert int(held.min()) == 1
+
+
 def test_nothing_is_reused_before_every_group_acked(root: Path) -> None:
     ch = Channel("recycle-wait", recycle=2)
     ch.subscribe("g").close()

@@ -35,6 +35,7 @@ import shutil
 import stat
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .._errors import UnsafeRoot
@@ -53,6 +54,15 @@ POOL_SHARE = 0.5
 #: A pooled file that no producer took for this long is more than the channel needs now.
 POOL_IDLE_SECONDS = 10.0
 _TAKE_FLAGS = os.O_RDWR | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+
+
+@dataclass(frozen=True)
+class PoolRoom:
+    """Room `Pool.make_room` found for an item file: its size, and whether a pooled file
+    of another size is to make way for it (the pool holds `Pool.capacity` files)."""
+
+    size: int
+    evict: bool
 
 
 class Pool:
@@ -76,15 +86,14 @@ class Pool:
         #: this producer's mappings of the files it recycles (slots.py)
         self.slots = WriterSlots(self.capacity)
 
-    def make_room(self, path: str | Path) -> int | None:
-        """Make room in the pool for the item file at ``path``, to be moved in when it is
-        deleted (`put_in`): the file's size, or None when the pool has no place for it.
-        Moves no item (it may remove one pooled file of another size), so it may be
-        decided before the publish lock is taken for the deletion, which is then held
-        for less.
+    def make_room(self, path: str | Path) -> PoolRoom | None:
+        """Room in the pool for the item file at ``path``, to be moved in when it is
+        deleted (`put_in`); None when the pool has no place for it. Changes nothing, so
+        it may be decided before the publish lock is taken for the deletion, which is
+        then held for less.
 
-        Full: `capacity` files (a file of another size is removed to make way), or more
-        bytes than `POOL_SHARE` of the free space or the channel's ``max_bytes``. Decided
+        Full: `capacity` files (a file of another size is to make way), or more bytes
+        than `POOL_SHARE` of the free space or the channel's ``max_bytes``. Decided
         outside the lock, the bounds may be passed by one file per deletion (any thread
         or process) waiting for it meanwhile.
         """
@@ -98,35 +107,38 @@ class Pool:
             size = _size(state.channel, os.path.basename(path))
             if size is None:
                 return None
-            if len(pooled) >= self.capacity:
-                evicted = _evict_other_size(pool, pooled, size)
-                if evicted is None:
+            evict = len(pooled) >= self.capacity
+            if evict:
+                other = next((n for n in pooled if not n.startswith(f"{size}.")), None)
+                if other is None:
                     return None
-                pooled.remove(evicted)
+                pooled.remove(other)
             # By name, not one lstat per pooled file on every delete (a pool may hold 64).
             held = sum(_named_size(pool, other) for other in pooled)
             room = POOL_SHARE * shutil.disk_usage(self.layout.path).free
             if self.max_bytes is not None:
                 room = min(room, self.max_bytes)
-            return None if held + size > room else size
+            return None if held + size > room else PoolRoom(size, evict)
 
-    def put_in(self, path: str | Path, size: int) -> bool:
-        """Move the deleted item file at ``path`` (of ``size`` bytes, as `make_room` found)
-        into the pool; False (nothing done) if a reader maps it, or the pool or the file is
-        gone. Call under the publish lock.
+    def put_in(self, path: str | Path, room: PoolRoom) -> bool:
+        """Move the deleted item file at ``path`` into the pool, where `make_room` found
+        ``room``; False (nothing done) if a reader maps it, no file of another size can
+        make way, or the pool or the file is gone. Call under the publish lock.
 
         A file a reader maps has no place: it could not be reused before the reader lets
         go, and would hold a place till then. Looking takes the file's exclusive lock for
-        an instant, which only the publish lock keeps another deletion from taking for a
-        reader's (it would unlink the file without emptying it).
+        an instant: outside the publish lock, a deletion running meanwhile could take
+        that for a reader's lock, and unlink the file without emptying it.
         """
         with self.state.use() as state:
             name = os.path.basename(path)
             pool = _folder(state, "pool")
             if pool is None or _mapped(state.channel, name):
                 return False
+            if room.evict and _evict_other_size(pool, pool.names(), room.size) is None:
+                return False
             # <random> starts with the time, fixed width: names sort in the order pooled.
-            place = f"{size}.{os.getpid()}.{time.time_ns():016x}{os.urandom(4).hex()}"
+            place = f"{room.size}.{os.getpid()}.{time.time_ns():016x}{os.urandom(4).hex()}"
             if not state.channel.rename(name, pool, place):
                 return False
         self.slots.gave(place)

@@ -27,7 +27,7 @@ from .config import ChannelConfig
 from .groups import Group, GroupInfo, must_ack
 from .held import HeldState
 from .layout import ChannelLayout
-from .pool import Pool
+from .pool import Pool, PoolRoom
 from .safedir import SafeDir, StateTree
 from .scan import is_current, publish_order, scan
 from .sequence import SequenceCounter
@@ -96,6 +96,8 @@ class Retention:
         registered group, listed under that lock (default: listed now). A group registered
         while the caller waited for the lock may have claimed an item: its claim must go
         with the item, or a later item of that name would wait for it."""
+        if not items:
+            return
         remove = remove or self._remove_file
         if groups is None:
             groups = [group for group, _ in self.registered()]
@@ -149,10 +151,9 @@ class Retention:
         """Recycle or unlink an item file; False when it must stay for now."""
         return self._pool_or_unlink(path, self._pool_room(path))
 
-    def _pool_or_unlink(self, path: str | Path, room: int | None) -> bool:
-        """Move an item file into the pool, where `_pool_room` made room for it
-        (``room``: its size), or unlink it (``room`` None, or the move failed); False
-        when it must stay for now."""
+    def _pool_or_unlink(self, path: str | Path, room: PoolRoom | None) -> bool:
+        """Move an item file into the pool, where `_pool_room` found ``room`` for it, or
+        unlink it (``room`` None, or the move failed); False when it must stay for now."""
         if room is not None and self.pool.put_in(path, room):
             return True
         fmt = format_for(path)
@@ -186,11 +187,11 @@ class Retention:
         `GroupNotFound` when the group was dropped.
         """
         deleted = False
-        # Room for the file in the pool (a pool listing, the bounds, an eviction) is made
-        # before the lock, which is then held for less (the producer waits for it), if
-        # this ack looks like the item's last one by the groups listed last time: a hint,
-        # the listing under the lock decides. Whether a reader maps the file is looked at
-        # under the lock (`Pool.put_in`).
+        # Room for the file in the pool (a pool listing, the bounds) is found before the
+        # lock, which is then held for less (the producer waits for it), if this ack looks
+        # like the item's last one by the groups listed last time: a hint, the listing
+        # under the lock decides. Whether a reader maps the file, and an eviction, are
+        # left for under the lock (`Pool.put_in`).
         known = list(self._group_cache.values())
         last = self._is_done(known, name, seq, published_ns, group.name)
         room = self._pool_room(path) if last else None
@@ -204,7 +205,7 @@ class Retention:
                 groups = self.registered()
                 deleted = self._is_done(groups, name, seq, published_ns, group.name)
                 if deleted:
-                    # No room made before (another group had not acked yet): made now.
+                    # No room found before (another group had not acked yet): found now.
                     remove = partial(self._pool_or_unlink, room=room) if last else None
                     self._delete_locked([(name, path)], remove, [g for g, _ in groups])
         if not current:
@@ -237,9 +238,9 @@ class Retention:
             self._delete_locked(current)
         return len(current)
 
-    def _pool_room(self, path: str | Path) -> int | None:
-        """Room in the pool for the item file when it is deleted (`Pool.make_room`: its
-        size); None when it is not recyclable or the pool has none."""
+    def _pool_room(self, path: str | Path) -> PoolRoom | None:
+        """Room in the pool for the item file when it is deleted (`Pool.make_room`); None
+        when it is not recyclable or the pool has none."""
         fmt = format_for(path)
         return self.pool.make_room(path) if fmt is not None and fmt.recyclable else None
 
