@@ -109,16 +109,16 @@ class Pool:
                 return None
             evict = len(pooled) >= self.capacity
             if evict:
-                other = next((n for n in pooled if not n.startswith(f"{size}.")), None)
-                if other is None:
+                others = _of_other_sizes(pooled, size)
+                if not others:
                     return None
-                pooled.remove(other)
+                pooled.remove(others[0])
             # By name, not one lstat per pooled file on every delete (a pool may hold 64).
             held = sum(_named_size(pool, other) for other in pooled)
-            room = POOL_SHARE * shutil.disk_usage(self.layout.path).free
+            most = POOL_SHARE * shutil.disk_usage(self.layout.path).free
             if self.max_bytes is not None:
-                room = min(room, self.max_bytes)
-            return None if held + size > room else PoolRoom(size, evict)
+                most = min(most, self.max_bytes)
+            return None if held + size > most else PoolRoom(size, evict)
 
     def put_in(self, path: str | Path, room: PoolRoom) -> bool:
         """Move the deleted item file at ``path`` into the pool, where `make_room` found
@@ -319,7 +319,7 @@ def _newest_first(names: list[str]) -> list[str]:
     """``names``, the most recently pooled first: a stream that needs fewer files than the
     burst before it reuses the same few, and the rest go idle (`Pool.trim`).
 
-    By the time their names start ``<random>`` with (`Pool.make_room`), not by an lstat each
+    By the time their names start ``<random>`` with (`Pool.put_in`), not by an lstat each
     on every put; a name from elsewhere only takes its turn in another order.
     """
     return sorted(names, key=lambda name: name.rpartition(".")[2], reverse=True)
@@ -331,8 +331,13 @@ def _evict_other_size(pool: SafeDir, pooled: list[str], size: int) -> str | None
 
     Without this, a pool filled by small items would never take big ones.
     """
+    return next((name for name in _of_other_sizes(pooled, size) if _drop(pool, name)), None)
+
+
+def _of_other_sizes(pooled: list[str], size: int) -> list[str]:
+    """The pooled names not of files of ``size`` bytes (by the size their names give)."""
     prefix = f"{size}."
-    return next((n for n in pooled if not n.startswith(prefix) and _drop(pool, n)), None)
+    return [name for name in pooled if not name.startswith(prefix)]
 
 
 def _mapped(folder: SafeDir, name: str) -> bool:

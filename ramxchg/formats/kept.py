@@ -23,9 +23,9 @@ RAM: a file deleted (not pooled) is emptied first when no reader's lock is on it
 while a reader's array mapped it keeps its pages for as long as a mapping of it lives:
 mappings of files without a name are let go at each rescan (once a second while in
 ``get``, less often in huge folders) and when a file that may be kept (`MIN_KEPT_BYTES`
-or more, within the bounds below) is mapped anew, the acked item's own at its ack, and all on
-`Subscription.close`; a forked child keeps none; at most `KEPT_MAPPINGS` mappings and
-`KEPT_DISK_SHARE` of the disk's size are kept (docs/reliability.md).
+or more, within the bounds below) is mapped anew, the acked item's own at its ack, and
+all on `Subscription.close`; a forked child keeps none; at most `KEPT_MAPPINGS` mappings
+and `KEPT_DISK_SHARE` of the disk's size are kept (docs/reliability.md).
 """
 
 from __future__ import annotations
