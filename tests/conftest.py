@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing import resource_tracker
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -28,6 +28,7 @@ from ramxchg.disks import probe as ramdisk
 from ramxchg.disks.tmpfs import MountEntry, parse_mountinfo
 
 SHM = Path("/dev/shm")
+_T = TypeVar("_T")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -86,6 +87,25 @@ def lock_is_free(path: Path) -> bool:
     finally:
         os.close(fd)
     return True
+
+
+def before_the_next_lock(
+    monkeypatch: pytest.MonkeyPatch, counter: Any, action: Callable[[], _T]
+) -> list[_T]:
+    """Run ``action`` once, as the next caller goes for the publish lock of ``counter``
+    (a `SequenceCounter`), before it waits for it: what another process may do in that
+    gap. ``action`` may take the lock itself (the hook is spent first). Returns a list
+    that holds what ``action`` returned, once it ran."""
+    lock, ran, spent = counter.lock, [], []
+
+    def hooked(*args: object) -> object:
+        if not spent:
+            spent.append(True)
+            ran.append(action())
+        return lock(*args)
+
+    monkeypatch.setattr(counter, "lock", hooked)
+    return ran
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int, str]]:

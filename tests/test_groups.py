@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ramxchg import Channel, GroupNotFound, ItemNotFound, RamDiskFull
-from tests.conftest import mounted, mounted_tmpfs
+from tests.conftest import before_the_next_lock, mounted, mounted_tmpfs
 
 
 def _frame(ch: Channel, value: int) -> int:
@@ -167,36 +168,35 @@ def test_a_group_registered_within_one_timestamp_tick_holds_retention(ramfs: Pat
             assert len(ch) == 0
 
 
-def test_an_ack_clears_the_claim_of_a_group_registered_while_it_waited_for_the_lock(
-    root: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("deletion", ["ack", "Channel.delete"])
+def test_a_deletion_clears_the_claim_of_a_group_registered_while_it_waited_for_the_lock(
+    root: Path, monkeypatch: pytest.MonkeyPatch, deletion: str
 ) -> None:
     """An ack weighs whether it is the item's last before it takes the publish lock (to
-    hold the lock for less); the deletion must still clear every group there is by then.
-    Here group "late" is registered, and claims the item, while the ack goes for the lock:
-    the item is not its to ack (it came before the group), so the ack deletes it, and must
-    not leave "late"'s claim behind on the name (a later item of that name would wait for
-    it)."""
+    hold the lock for less), `Channel.delete` (keep_last, ttl: the same path) decides
+    before it too; the deletion must still clear every group there is once it holds the
+    lock. Here group "late" is registered, and claims the item, while the deletion goes
+    for the lock: the item is not its to ack (it came before the group), so it is
+    deleted, and must not leave "late"'s claim behind on the name (a later item of that
+    name would wait for it)."""
     ch = Channel("late-group")
-    with ch.subscribe("early") as early:
+    with ch.subscribe("early") as early, ExitStack() as closing:
         _frame(ch, 1)
         item = early.get(timeout=5)
-        counter = early._retention.counter  # hooked: "late" comes as the ack goes for the lock
-        lock = counter.lock
-        late: list[object] = []
 
-        def register_then_lock(*args: object) -> object:
-            if not late:  # the ack's call ("late" takes the lock itself, in here)
-                late.append(None)
-                late[0] = sub = ch.subscribe("late", start="earliest")
-                assert sub.get(timeout=5).name == "frame"  # claimed by "late"
-            return lock(*args)  # type: ignore[arg-type]
+        def register_and_claim() -> None:
+            late = closing.enter_context(ch.subscribe("late", start="earliest"))
+            assert late.get(timeout=5).name == "frame"  # claimed by "late"
 
-        monkeypatch.setattr(counter, "lock", register_then_lock)
-        assert item.ack() is True
+        ran = before_the_next_lock(monkeypatch, ch._retention.counter, register_and_claim)
+        if deletion == "ack":
+            assert item.ack() is True
+        else:
+            ch.delete("frame")
+        assert ran == [None], "the deletion took no publish lock"
         assert "frame" not in ch
         claims = _group_folder(ch, "late") / "claims"
         assert sorted(p.name for p in claims.iterdir()) == [], "late's claim outlived the item"
-        late[0].close()  # type: ignore[attr-defined]
 
 
 def test_the_last_of_two_acks_at_once_recycles_the_file(
@@ -209,46 +209,9 @@ def test_the_last_of_two_acks_at_once_recycles_the_file(
     with ch.subscribe("a") as a, ch.subscribe("b") as b:
         _frame(ch, 1)
         first, second = a.get(timeout=5), b.get(timeout=5)
-        counter = a._retention.counter  # hooked: "b" acks as "a" goes for the lock
-        lock = counter.lock
-        calls: list[int] = []
-
-        def ack_b_then_lock(*args: object) -> object:
-            if not calls:
-                calls.append(1)
-                assert second.ack() is True
-            return lock(*args)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(counter, "lock", ack_b_then_lock)
+        # "b" acks as "a" goes for the lock
+        acked = before_the_next_lock(monkeypatch, a._retention.counter, second.ack)
         assert first.ack() is True
+        assert acked == [True]
         assert "frame" not in ch
         assert len(list((ch.path / ".ramxchg" / "pool").iterdir())) == 1, "not recycled"
-
-
-def test_a_delete_clears_the_claim_of_a_group_registered_while_it_waited_for_the_lock(
-    root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """As an ack's deletion does (above), `Channel.delete` (and keep_last, ttl: the same
-    path) clears the claims of every group there is once it holds the publish lock: a
-    group registered, and claiming the item, while it waited for the lock must not keep
-    its claim on the name, or the next item of that name would wait for it."""
-    ch = Channel("late-claim")
-    with ch.subscribe("early"):
-        _frame(ch, 1)
-        counter = ch._retention.counter  # hooked: "late" comes as the delete goes for the lock
-        lock = counter.lock
-        late: list[object] = []
-
-        def register_then_lock(*args: object) -> object:
-            if not late:
-                late.append(None)
-                late[0] = sub = Channel("late-claim").subscribe("late", start="earliest")
-                assert sub.get(timeout=5).name == "frame"  # claimed by "late"
-            return lock(*args)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(counter, "lock", register_then_lock)
-        ch.delete("frame")
-        assert "frame" not in ch
-        claims = _group_folder(ch, "late") / "claims"
-        assert sorted(p.name for p in claims.iterdir()) == [], "late's claim outlived the item"
-        late[0].close()  # type: ignore[attr-defined]

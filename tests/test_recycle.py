@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ramxchg import Channel
+from ramxchg import Channel, Item, Subscription
 from ramxchg._store import pool as pool_module
-from tests.conftest import lock_is_free
+from tests.conftest import before_the_next_lock, lock_is_free
 from tests.reliability._work import checksum
 
 SPAWN = mp.get_context("spawn")
@@ -208,7 +208,7 @@ def test_a_pool_swapped_for_a_link_or_a_planted_hard_link_is_never_written(
     np.testing.assert_array_equal(ch.latest().array, 3)
 
 
-def _stream_primed(ch: Channel, sub: Any) -> Any:
+def _stream_primed(ch: Channel, sub: Subscription) -> Item:
     """One item through ``sub`` (its ack lists the groups: the next ack guesses from that
     listing that it is the item's last, and picks the file's pool place before the
     publish lock), then the next item, delivered: it is in the file the first one left
@@ -230,16 +230,10 @@ def test_a_file_a_reader_maps_once_the_ack_holds_the_lock_is_not_pooled(
     ch = Channel("mapped")
     with ch.subscribe("g") as sub:
         item = _stream_primed(ch, sub)
-        counter = sub._retention.counter
-        lock = counter.lock
-        held: list[np.ndarray] = []
-
-        def map_then_lock(*args: object) -> object:
-            if not held:
-                held.append(Channel("mapped").get("frame").array)  # its reader lock held
-            return lock(*args)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(counter, "lock", map_then_lock)
+        # its reader lock held by the array
+        held = before_the_next_lock(
+            monkeypatch, sub._retention.counter, lambda: Channel("mapped").get("frame").array
+        )
         assert item.ack() is True
         assert "frame" not in ch
         assert _pool(ch) == [], "a file a reader maps went into the pool"
