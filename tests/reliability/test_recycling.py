@@ -8,6 +8,7 @@ import contextlib
 import multiprocessing as mp
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,14 +45,16 @@ def _changed(held: Held) -> int:
     return sum(checksum(array) != crc or array.size != n for array, crc, n in held)
 
 
-def _hold(root: str, how: str, stop: mp.Event, out: mp.Queue) -> None:  # type: ignore[valid-type,type-arg]
-    """A reader that keeps arrays while they are deleted and their files recycled."""
+def _hold(root: str, how: str, ready: Any, stop: mp.Event, out: mp.Queue) -> None:  # type: ignore[valid-type,type-arg]
+    """A reader that keeps arrays while they are deleted and their files recycled; it
+    releases ``ready`` once it follows the channel."""
     warm_up()
     ch = Channel("recycling", root=root)
     held: Held = []
     read = 0
     if how == "subscription":
         with ch.subscribe() as sub:
+            ready.release()
             for item in items_until(sub, stop):
                 read += 1
                 if read % KEEP_EVERY == 0:
@@ -59,6 +62,7 @@ def _hold(root: str, how: str, stop: mp.Event, out: mp.Queue) -> None:  # type: 
                 item.close()
     else:
         last = None
+        ready.release()
         while not stop.is_set():
             latest = ch.latest()
             if latest is None or latest.name == last:
@@ -102,13 +106,15 @@ def test_held_arrays_never_change_while_files_are_recycled(
     count = ITEMS[profile.name]
     ch = Channel("recycling", keep_last=1)  # every item deleted as the next one lands
     assert ch.config.recycle > 0, "recycling is on by default"
-    stop, out = SPAWN.Event(), SPAWN.Queue()
+    ready, stop, out = SPAWN.Semaphore(0), SPAWN.Event(), SPAWN.Queue()
     readers = [
-        SPAWN.Process(target=_hold, args=(str(root), how, stop, out))
+        SPAWN.Process(target=_hold, args=(str(root), how, ready, stop, out))
         for how in ("subscription", "get")
     ]
     for reader in readers:
         reader.start()
+    for _ in readers:  # on a loaded machine the items were all out before a reader started
+        assert ready.acquire(timeout=120), "a reader did not start"
     reused = _publish(ch, np.random.default_rng(13), count)
     stop.set()
     results = [out.get(timeout=120) for _ in readers]
