@@ -210,9 +210,9 @@ def test_a_pool_swapped_for_a_link_or_a_planted_hard_link_is_never_written(
 
 def _stream_primed(ch: Channel, sub: Subscription) -> Item:
     """One item through ``sub`` (its ack lists the groups: the next ack guesses from that
-    listing that it is the item's last, and picks the file's pool place before the
-    publish lock), then the next item, delivered: it is in the file the first one left
-    in the pool."""
+    listing that it is the item's last, and finds room in the pool for its file before
+    the publish lock), then the next item, delivered: it is in the file the first one
+    left in the pool."""
     ch.put(np.zeros(FRAME, np.uint16), "first")
     sub.get(timeout=5).ack()
     ch.put(np.ones(FRAME, np.uint16), "frame")
