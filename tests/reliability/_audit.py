@@ -99,37 +99,47 @@ def parse(log: str, allowed: Iterable[str]) -> AuditReport:
         if not match:
             continue
         call, rest = match[2], match[3]
-        paths = []
-        strings = _STRING.findall(rest)
-        result = _RESULT_FD.search(rest)
-        if result:  # the file the kernel actually opened (symlinks resolved)
-            paths.append(_unescape(result[1]))
-        if strings:
-            name = _unescape(strings[0])
-            dirfd = _FD_PATH.search(rest.split('"', 1)[0])
-            base = _unescape(dirfd[1]) if dirfd else os.getcwd()
-            if not base.startswith("/"):
-                base = os.getcwd()
-            paths.append(os.path.normpath(os.path.join(base, name)))
-            if call.startswith(("rename", "link", "symlink")) and len(strings) > 1:
-                paths.append(os.path.normpath(os.path.join(base, _unescape(strings[-1]))))
-        if not paths:
-            continue
-        report.calls += 1
         writes = bool(_WRITING.match(call)) or (
             call.startswith("open") and any(f in rest for f in ("O_WRONLY", "O_RDWR", "O_CREAT"))
         )
-        for path in paths:
+        paths = []  # (path, whether the call may write there)
+        strings = _STRING.findall(rest)
+        result = _RESULT_FD.search(rest)
+        if result:  # the file the kernel actually opened (symlinks resolved)
+            paths.append((_unescape(result[1]), writes))
+        if strings:
+            # -xx prints every byte of a string as \xHH: split at the quotes, each name's
+            # folder is the descriptor printed before it (renameat, linkat take two)
+            parts = rest.split('"')
+            # a link's source is only read (linkat's /proc/self/fd/N: an unnamed file)
+            source_writes = writes and not call.startswith("link")
+            paths.append((_path(parts[0], strings[0]), source_writes))
+            if call.startswith(("rename", "link", "symlink")) and len(strings) > 1:
+                paths.append((_path(parts[2], strings[1]), writes))
+        if not paths:
+            continue
+        report.calls += 1
+        for path, writing in paths:
             if not path.startswith("/"):  # pipe:[N], socket:[N], anon_inode:...: not files
                 continue
             if _inside(path, folders):
                 continue
-            if not writes and _runtime_file(path):
+            if not writing and _runtime_file(path):
                 continue
             if path == "/dev/null":
                 continue
-            report.outside.append(Touch(call, path, writes, line))
+            report.outside.append(Touch(call, path, writing, line))
     return report
+
+
+def _path(before: str, name: str) -> str:
+    """The path of the (escaped) ``name`` that a call was given, in the folder of the
+    descriptor printed in ``before`` (the arguments before it), or the cwd."""
+    dirfd = _FD_PATH.search(before)
+    base = _unescape(dirfd[1]) if dirfd else os.getcwd()
+    if not base.startswith("/"):
+        base = os.getcwd()
+    return os.path.normpath(os.path.join(base, _unescape(name)))
 
 
 class Audit:
