@@ -4,6 +4,7 @@ groups and coarse timestamps (issue #12)."""
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -12,6 +13,9 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel, GroupNotFound, ItemNotFound, RamDiskFull
+from ramxchg._store.groups import Group
+from ramxchg._store.safedir import StateTree
+from ramxchg.formats.locks import try_lock
 from tests.conftest import before_the_next_lock, mounted, mounted_tmpfs
 
 
@@ -215,3 +219,40 @@ def test_the_last_of_two_acks_at_once_recycles_the_file(
         assert acked == [True]
         assert "frame" not in ch
         assert len(list((ch.path / ".ramxchg" / "pool").iterdir())) == 1, "not recycled"
+
+
+def test_the_last_ack_deletes_the_item_with_its_claim_still_locked_and_no_ack_written(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ack that makes an item done for every group deletes it at once: its claim is
+    removed by the deletion, never renamed to an ack first, and stays locked until it is
+    gone (a claim seen unlocked is a dead member's, which a sweep would hand out again).
+    An earlier group's ack stays until then."""
+    ch = Channel("last-ack")
+    seen: list[tuple[str, bool, bool]] = []
+    forget = Group.forget
+
+    def look_then_forget(group: Group, item: str, state: StateTree) -> None:
+        claim = _group_folder(ch, group.name) / "claims" / item
+        ack = _group_folder(ch, group.name) / "acks" / item
+        locked = False
+        if claim.exists():
+            fd = os.open(claim, os.O_RDONLY)
+            try:
+                locked = not try_lock(fd)
+            finally:
+                os.close(fd)
+        seen.append((group.name, locked, ack.exists()))
+        forget(group, item, state)
+
+    with ch.subscribe("a") as a, ch.subscribe("b") as b:
+        _frame(ch, 1)
+        assert a.get(timeout=5).ack() is True
+        assert (_group_folder(ch, "a") / "acks" / "frame").exists(), "a's ack not kept"
+        monkeypatch.setattr(Group, "forget", look_then_forget)
+        assert b.get(timeout=5).ack() is True
+    assert "frame" not in ch
+    assert sorted(seen) == [("a", False, True), ("b", True, False)]
+    for group in ("a", "b"):
+        for kind in ("acks", "claims"):
+            assert list((_group_folder(ch, group) / kind).iterdir()) == [], (group, kind)

@@ -45,7 +45,7 @@ from .claims import LOCKS_CLAIMS, Held, HeldClaims, claim_record, member_is_dead
 from .held import HeldState
 from .layout import ChannelLayout
 from .names import check_name
-from .safedir import SafeDir, StateTree
+from .safedir import SafeDir, StateTree, lexists
 from .scan import is_current
 from .sequence import PublishLock, SequenceCounter
 from .sidecar import Sidecar
@@ -163,15 +163,18 @@ class Group:
 
     def is_acked(self, item: str) -> bool:
         """Is there an ack for the name ``item`` (for whichever item had it)?"""
-        return os.path.lexists(self._ack_prefix + item)
+        return lexists(self._ack_prefix + item)
 
     def acked(self, item: str, seq: int | None, ino: int | None = None) -> bool:
         """Is the item ``item`` of ``seq`` (and inode ``ino``) done for the group?"""
-        raw = read_small(self._ack_prefix + item)
+        path = self._ack_prefix + item
+        if not lexists(path):  # mostly none: no failed open (and its exception) per item
+            return False
+        raw = read_small(path)
         return raw is not None and records_item(raw, seq, ino)
 
     def is_claimed(self, item: str) -> bool:
-        return os.path.lexists(self._claim_prefix + item)
+        return lexists(self._claim_prefix + item)
 
     def try_claim(
         self,
@@ -302,6 +305,13 @@ class Group:
         except FileNotFoundError:
             self.check_registered()
             raise
+
+    def let_go(self, item: str) -> None:
+        """Let go of our claim on ``item``, which its deletion removed (`forget`), under
+        the publish lock: the last ack of an item needs no ack file of its own."""
+        held = self._held.pop(item)
+        if held is not None:
+            held.unlock()
 
     def check_registered(self) -> None:
         """Raise `GroupNotFound` if the group is not (or no longer) registered."""

@@ -91,26 +91,30 @@ class Retention:
         items: list[tuple[str, str | Path]],
         remove: Callable[[str | Path], bool] | None = None,
         groups: list[Group] | None = None,
-    ) -> None:
-        """`delete_many`, for a caller that holds the publish lock. ``groups``: every
-        registered group, listed under that lock (default: listed now). A group registered
-        while the caller waited for the lock may have claimed an item: its claim must go
-        with the item, or a later item of that name would wait for it."""
+    ) -> int:
+        """`delete_many`, for a caller that holds the publish lock; returns how many of
+        the items went (the others were left whole). ``groups``: every registered group,
+        listed under that lock (default: listed now). A group registered while the
+        caller waited for the lock may have claimed an item: its claim must go with the
+        item, or a later item of that name would wait for it."""
         if not items:
-            return
+            return 0
         remove = remove or self._remove_file
         if groups is None:
             groups = [group for group, _ in self.registered()]
+        removed = 0
         # The state folders through descriptors: a meta/ or acks/ swapped for a link by
         # whoever shares the channel must not make us delete files elsewhere.
         with self.state.use() as state:
             for name, path in items:
                 if remove(path):
+                    removed += 1
                     meta = state.folder("meta")
                     if meta is not None:
                         meta.unlink(f"{name}.json")
                     for group in groups:
                         group.forget(name, state)
+        return removed
 
     def forget(self, name: str) -> None:
         """Drop every group's claims and acks of the item ``name``, under the publish lock:
@@ -199,15 +203,19 @@ class Retention:
             group.check_registered()
             current = is_current(self.layout, name, path, seq, ino, known=sidecar)
             if current:
-                group.ack(name, seq, ino)
                 # Listed again under the lock: a group registered meanwhile (which need not
                 # ack this item) may have claimed it, and the deletion clears every group.
                 groups = self.registered()
-                deleted = self._is_done(groups, name, seq, published_ns, group.name)
-                if deleted:
+                if self._is_done(groups, name, seq, published_ns, group.name):
                     # No room found before (another group had not acked yet): found now.
                     remove = partial(self._pool_or_unlink, room=room) if last else None
-                    self._delete_locked([(name, path)], remove, [g for g, _ in groups])
+                    deleted = (
+                        self._delete_locked([(name, path)], remove, [g for g, _ in groups]) == 1
+                    )
+                if deleted:
+                    group.let_go(name)  # the last ack: the deletion removed our claim
+                else:
+                    group.ack(name, seq, ino)  # not done for all, or left whole for now
         if not current:
             group.release(name)  # our claim went with the item: forget we held it
             log.info(
