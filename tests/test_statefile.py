@@ -1,11 +1,15 @@
-"""Reading the channel's small state files: exact bytes, a hard size limit, no symlinks."""
+"""The channel's small state files: read with exact bytes, a hard size limit and no
+symlinks; created once, whole and locked before they have a name."""
 
 from __future__ import annotations
 
+import errno
 import multiprocessing as mp
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +19,9 @@ import pytest
 from ramxchg import Channel, CorruptItem
 from ramxchg._store.scan import item_sidecar
 from ramxchg._store.sidecar import MAX_SIDECAR_BYTES, read_sidecar
-from ramxchg._store.statefile import read_state
+from ramxchg._store.statefile import create_held, read_state
+from ramxchg.disks.files import _can_link_unnamed
+from ramxchg.formats.locks import lock_file, try_lock
 
 LIMIT = 1 << 20
 
@@ -128,3 +134,89 @@ def test_watch_start_latest_on_a_fifo_counter_fails_at_once(root: Path) -> None:
     assert done.returncode == 1
     assert "not a regular file" in done.stderr
     assert str(seq) in done.stderr
+
+
+# -- files created once: complete and locked before they have a name ----------------------
+
+
+def _lock_and_look(folder: int, seen: list[list[str]]) -> Callable[[int], None]:
+    """A ``hold`` for `create_held`: lock the new file, and list its folder meanwhile."""
+
+    def hold(fd: int) -> None:
+        lock_file(fd)
+        seen.append(sorted(os.listdir(folder)))
+
+    return hold
+
+
+def _refuse_unnamed(real_open: Callable[..., int]) -> Callable[..., int]:
+    """``os.open``, but O_TMPFILE fails as on a filesystem without it."""
+
+    def fake_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & UNNAMED == UNNAMED:
+            raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP), path)
+        return real_open(path, flags, *args, **kwargs)
+
+    return fake_open
+
+
+UNNAMED = getattr(os, "O_TMPFILE", 0)
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed", "hidden-name"])
+def test_a_held_file_is_whole_and_locked_when_its_name_appears(
+    root: Path, monkeypatch: pytest.MonkeyPatch, unnamed: bool
+) -> None:
+    """A claim is made complete and locked before it is linked under its name: without a
+    name at all where Linux allows (O_TMPFILE), else under a hidden one, removed after."""
+    if unnamed and not _can_link_unnamed():
+        pytest.skip("needs O_TMPFILE and /proc/self/fd")
+    if not unnamed:
+        monkeypatch.setattr(os, "open", _refuse_unnamed(os.open))
+    folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    seen: list[list[str]] = []
+    try:
+        fd = create_held("claim", b'{"seq": 7}', _lock_and_look(folder, seen), dir_fd=folder)
+        assert fd is not None
+        try:
+            assert sorted(os.listdir(root)) == ["claim"]  # no hidden file left behind
+            assert (root / "claim").read_bytes() == b'{"seq": 7}'
+            other = os.open(root / "claim", os.O_RDONLY)
+            try:
+                assert not try_lock(other), "the claim was linked unlocked"
+            finally:
+                os.close(other)
+            assert create_held("claim", b"{}", lock_file, dir_fd=folder) is None  # taken
+        finally:
+            os.close(fd)
+    finally:
+        os.close(folder)
+    (meanwhile,) = seen  # the folder as the claim was written and locked
+    if unnamed:
+        assert meanwhile == []
+    else:
+        (hidden,) = meanwhile
+        assert hidden.startswith(".claim."), hidden
+
+
+def _claim_and_wait(folder: str, ready: Any) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    create_held("claim", b'{"seq": 7}', lambda _: (ready.set(), time.sleep(600)), dir_fd=fd)
+
+
+def test_a_process_killed_while_it_makes_a_claim_leaves_no_file(root: Path) -> None:
+    """A member killed after writing its claim and before linking it leaves nothing for
+    the sweeps to collect: the claim had no name yet (older versions left a hidden
+    ``.claim.<pid>.<random>`` file behind)."""
+    if not _can_link_unnamed():
+        pytest.skip("needs O_TMPFILE and /proc/self/fd")
+    spawn = mp.get_context("spawn")
+    ready = spawn.Event()
+    child = spawn.Process(target=_claim_and_wait, args=(str(root), ready))
+    child.start()
+    try:
+        assert ready.wait(60), "the child never wrote its claim"
+    finally:
+        child.kill()
+        child.join()
+    assert os.listdir(root) == []

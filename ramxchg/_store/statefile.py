@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .._errors import CorruptItem
-from ..disks.files import full_error, write_hidden
+from ..disks.files import link_unnamed, raise_if_full, write_hidden, write_unnamed
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
 _READ_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
@@ -77,22 +77,33 @@ def create_held(
 def _create(
     path: str | Path, data: bytes, hold: Callable[[int], object] | None, dir_fd: int | None
 ) -> int | None:
-    """`create_once` and `create_held`: the descriptor kept (-1 without ``hold``), or None."""
-    tmp, fd = write_hidden(path, data, keep=hold is not None, dir_fd=dir_fd)
+    """`create_once` and `create_held`: the descriptor kept (-1 without ``hold``), or None.
+
+    In a folder given by ``dir_fd``, the file is made without a name where the system
+    can (`write_unnamed`); else under a hidden name, which is removed after the link.
+    """
+    fd = None if dir_fd is None else write_unnamed(os.fspath(path), data, dir_fd=dir_fd)
+    tmp = None
+    if fd is None:
+        tmp, fd = write_hidden(path, data, keep=True, dir_fd=dir_fd)
     try:
         if hold is not None:
             hold(fd)
-        os.link(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        if tmp is not None:
+            os.link(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        else:
+            link_unnamed(fd, os.fspath(path), dir_fd=dir_fd)
     except BaseException as exc:
-        if fd >= 0:
-            os.close(fd)
+        os.close(fd)
         if isinstance(exc, FileExistsError):
             return None
-        full = full_error(exc, path, len(data), dir_fd) if isinstance(exc, OSError) else None
-        if full is None:
-            raise
-        raise full from exc
+        raise_if_full(exc, path, len(data), dir_fd)
+        raise
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=dir_fd)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dir_fd)
+    if hold is None:
+        os.close(fd)
+        return -1
     return fd

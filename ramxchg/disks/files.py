@@ -1,11 +1,13 @@
 """Whole small files written atomically, the one way every layer does it: a hidden
 temporary file beside the target (same folder, same filesystem), then one ``rename``
-or ``link``. Also positioned reads."""
+or ``link``; or, for a file created once where Linux allows it, a file without a name
+in that folder, linked in. Also positioned reads."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -44,9 +46,7 @@ def write_hidden(
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.{os.urandom(4).hex()}")
     fd = os.open(tmp, _CREATE_FLAGS, 0o666, dir_fd=dir_fd)
     try:
-        written = 0
-        while written < len(data):
-            written += os.write(fd, data[written:])
+        _write_all(fd, data)
         if not keep:
             closing, fd = fd, -1  # not closed twice: close frees it even when it fails
             os.close(closing)
@@ -55,11 +55,71 @@ def write_hidden(
             os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp, dir_fd=dir_fd)
-        full = full_error(exc, path, len(data), dir_fd) if isinstance(exc, OSError) else None
-        if full is None:
-            raise
-        raise full from exc
+        raise_if_full(exc, path, len(data), dir_fd)
+        raise
     return tmp, fd
+
+
+#: A file made without a name (Linux's O_TMPFILE), linked in through its /proc entry.
+_UNNAMED_FLAGS = getattr(os, "O_TMPFILE", 0) | os.O_WRONLY
+#: Where a process's descriptors have names that linkat can follow.
+_PROC_FDS = "/proc/self/fd"
+#: What opening an unnamed file fails with where the kernel or filesystem has none.
+_NO_UNNAMED = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
+
+
+def write_unnamed(path: str, data: bytes, *, dir_fd: int) -> int | None:
+    """A new file without a name in the folder ``dir_fd`` holding ``data``, to be named
+    ``path`` by `link_unnamed`: its descriptor. None where the system cannot make one
+    (not Linux, no /proc, a filesystem without O_TMPFILE): use `write_hidden`.
+
+    No one sees it before it is linked, and it vanishes with its last descriptor: a
+    process that dies on the way leaves nothing behind.
+    """
+    if not _can_link_unnamed():
+        return None
+    fd = -1
+    try:
+        fd = os.open(".", _UNNAMED_FLAGS, 0o666, dir_fd=dir_fd)
+        _write_all(fd, data)
+    except BaseException as exc:
+        if fd >= 0:
+            os.close(fd)
+        elif isinstance(exc, OSError) and exc.errno in _NO_UNNAMED:
+            return None
+        raise_if_full(exc, path, len(data), dir_fd)
+        raise
+    return fd
+
+
+@functools.cache
+def _can_link_unnamed() -> bool:
+    """Has the system O_TMPFILE, and a /proc to link such files in by (asked once)?"""
+    return _UNNAMED_FLAGS != os.O_WRONLY and os.path.isdir(_PROC_FDS)
+
+
+def link_unnamed(fd: int, path: str, *, dir_fd: int | None) -> None:
+    """Name the file of `write_unnamed` ``path`` in the folder ``dir_fd`` it was made in:
+    one ``linkat``, which fails (FileExistsError) if the name is taken."""
+    # linkat with AT_SYMLINK_FOLLOW (a dir_fd makes Python call it: a plain link() would
+    # try to link the /proc entry itself, EXDEV)
+    os.link(f"{_PROC_FDS}/{fd}", path, dst_dir_fd=dir_fd, follow_symlinks=True)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    written = 0
+    while written < len(data):  # a nearly full disk may take part of it, then fail
+        written += os.write(fd, data[written:])
+
+
+def raise_if_full(
+    exc: BaseException, path: str | Path, needed: int, dir_fd: int | None = None
+) -> None:
+    """Raise `RamDiskFull` (see `full_error`) from ``exc`` if it is an ENOSPC/EDQUOT
+    writing ``path``; else return, for the caller to raise ``exc`` itself."""
+    full = full_error(exc, path, needed, dir_fd) if isinstance(exc, OSError) else None
+    if full is not None:
+        raise full from exc
 
 
 def full_error(
