@@ -1,9 +1,11 @@
-"""Claims of durable-group members: what a claim records, and whether its member lives.
+"""Claims of durable-group members: what a claim (or ack) records, and whether its
+member lives.
 
-A member writes its claim complete under a hidden name, takes ``flock(LOCK_EX)`` on it
-and only then links it into place (`ramxchg._store.groups.Group.try_claim`); it keeps that
-descriptor open while it works on the item and closes it after the ack (``rename``) or
-the release (``unlink``). The kernel drops the lock when its holder dies, in every pid
+A member writes its claim complete without a name (O_TMPFILE, on Linux) or under a
+hidden one, takes ``flock(LOCK_EX)`` on it and only then links it into place
+(`ramxchg._store.groups.Group.try_claim`); it keeps that descriptor open while it works
+on the item and closes it after the ack (``rename``, or the deletion of the item by its
+last ack) or the release (``unlink``). The kernel drops the lock when its holder dies, in every pid
 namespace, so a claim with ``"lock": true`` is dead exactly when its lock can be taken.
 
 Claims without it (older versions, foreign consumers that do not lock, and Windows,
@@ -107,6 +109,26 @@ def member_is_dead(fd: int, owner: dict[str, Any], alive: dict[str, bool]) -> bo
     if who not in alive:
         alive[who] = owner_is_alive(owner)
     return not alive[who]
+
+
+def records_item(raw: bytes, seq: int | None, ino: int | None) -> bool:
+    """Is the claim or ack ``raw`` for the item (seq, ino)?
+
+    ``"seq"`` (null for a legacy item) and ``"ino"``, where the record has them, must be
+    the item's; an inode that is None, on either side, is not known (`Channel.ack`
+    records none). A record naming no item (an empty ack from an older version or a
+    foreign consumer) counts for any.
+    """
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return True
+    if not isinstance(record, dict):
+        return True
+    if "seq" in record and record["seq"] != seq:
+        return False
+    recorded = record.get("ino")
+    return ino is None or recorded is None or recorded == ino
 
 
 class Held(NamedTuple):

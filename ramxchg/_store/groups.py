@@ -41,7 +41,15 @@ from typing import Literal
 from .._errors import CorruptItem, GroupNotFound, InvalidName, RamDiskFull, UnsafeRoot
 from ..disks.files import replace_whole
 from ..formats.locks import FileLock, lock_file
-from .claims import LOCKS_CLAIMS, Held, HeldClaims, claim_record, member_is_dead, read_claim
+from .claims import (
+    LOCKS_CLAIMS,
+    Held,
+    HeldClaims,
+    claim_record,
+    member_is_dead,
+    read_claim,
+    records_item,
+)
 from .held import HeldState
 from .layout import ChannelLayout
 from .names import check_name
@@ -65,26 +73,6 @@ class GroupInfo:
     start_seq: int
     created_seq: int
     created_ns: int
-
-
-def records_item(raw: bytes, seq: int | None, ino: int | None) -> bool:
-    """Is the claim or ack ``raw`` for the item (seq, ino)?
-
-    ``"seq"`` (null for a legacy item) and ``"ino"``, where the record has them, must be
-    the item's; an inode that is None, on either side, is not known (`Channel.ack`
-    records none). A record naming no item (an empty ack from an older version or a
-    foreign consumer) counts for any.
-    """
-    try:
-        record = json.loads(raw)
-    except ValueError:
-        return True
-    if not isinstance(record, dict):
-        return True
-    if "seq" in record and record["seq"] != seq:
-        return False
-    recorded = record.get("ino")
-    return ino is None or recorded is None or recorded == ino
 
 
 def must_ack(info: GroupInfo, seq: int | None, published_ns: int) -> bool:
