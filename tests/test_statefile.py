@@ -138,6 +138,9 @@ def test_watch_start_latest_on_a_fifo_counter_fails_at_once(root: Path) -> None:
 
 # -- files created once: complete and locked before they have a name ----------------------
 
+#: The flag of a file made without a name (0 where the OS has none).
+UNNAMED = getattr(os, "O_TMPFILE", 0)
+
 
 def _lock_and_look(folder: int, seen: list[list[str]]) -> Callable[[int], None]:
     """A ``hold`` for `create_held`: lock the new file, and list its folder meanwhile."""
@@ -153,14 +156,11 @@ def _refuse_unnamed(real_open: Callable[..., int]) -> Callable[..., int]:
     """``os.open``, but O_TMPFILE fails as on a filesystem without it."""
 
     def fake_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
-        if flags & UNNAMED == UNNAMED:
+        if UNNAMED and flags & UNNAMED == UNNAMED:
             raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP), path)
         return real_open(path, flags, *args, **kwargs)
 
     return fake_open
-
-
-UNNAMED = getattr(os, "O_TMPFILE", 0)
 
 
 @pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed", "hidden-name"])

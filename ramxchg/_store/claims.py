@@ -5,8 +5,9 @@ A member writes its claim complete without a name (O_TMPFILE, on Linux) or under
 hidden one, takes ``flock(LOCK_EX)`` on it and only then links it into place
 (`ramxchg._store.groups.Group.try_claim`); it keeps that descriptor open while it works
 on the item and closes it after the ack (``rename``, or the deletion of the item by its
-last ack) or the release (``unlink``). The kernel drops the lock when its holder dies, in every pid
-namespace, so a claim with ``"lock": true`` is dead exactly when its lock can be taken.
+last ack) or the release (``unlink``). The kernel drops the lock when its holder dies,
+in every pid namespace, so a claim with ``"lock": true`` is dead exactly when its lock
+can be taken.
 
 Claims without it (older versions, foreign consumers that do not lock, and Windows,
 where a file held open cannot be renamed) keep the fallback: the member's pid and start
