@@ -115,33 +115,23 @@ def _write_all(fd: int, data: bytes) -> None:
 def raise_if_full(
     exc: BaseException, path: str | Path, needed: int, dir_fd: int | None = None
 ) -> None:
-    """Raise `RamDiskFull` (see `full_error`) from ``exc`` if it is an ENOSPC/EDQUOT
-    writing ``path``; else return, for the caller to raise ``exc`` itself."""
-    full = full_error(exc, path, needed, dir_fd) if isinstance(exc, OSError) else None
-    if full is not None:
-        raise full from exc
-
-
-def full_error(
-    exc: OSError, path: str | Path, needed: int, dir_fd: int | None = None
-) -> RamDiskFull | None:
-    """`RamDiskFull` for an ENOSPC/EDQUOT writing ``path`` (a name in the folder ``dir_fd``,
-    if given); None for any other error."""
-    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-        return None
+    """Raise `RamDiskFull` from ``exc`` if it is an ENOSPC/EDQUOT writing ``path`` (a name
+    in the folder ``dir_fd``, if given); else return, for the caller to raise ``exc``."""
+    if not isinstance(exc, OSError) or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return
     if dir_fd is not None:  # measured through the folder's descriptor: ``path`` is a name
         usage = os.statvfs(dir_fd)
         folder, free = "its folder", usage.f_bavail * usage.f_frsize
     else:
         folder = os.path.dirname(path)
         free = shutil.disk_usage(folder).free
-    return RamDiskFull(
+    raise RamDiskFull(
         f"{folder} is full: no room for {os.path.basename(path)} ({format_size(needed)}, "
         f"{format_size(free)} free); free some room (consume or delete items, `ramxchg gc`)",
         path=path,
         needed_bytes=needed,
         free_bytes=free,
-    )
+    ) from exc
 
 
 def read_at(fd: int, count: int, offset: int = 0) -> bytes:
