@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,38 @@ def test_wrong_bytes_fail_the_size_with_the_consumers_reason(
     first = entry["results"][0]
     assert "gbps" not in first
     assert reported in first["error"].splitlines()[0]
+
+
+class _SilentSender(Sender):
+    def send(self, message: np.ndarray) -> None:
+        """Sends nothing: the consumer waits for ever."""
+
+
+class SilentPipe(PipeTransport):
+    """A pipe that loses every message, so that both processes hang."""
+
+    name = "silent"
+    label = "silent pipe"
+
+    def sender(self, link: Any) -> Sender:
+        return _SilentSender()
+
+
+def test_a_hung_phase_reports_where_each_process_is_stuck(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "PHASE_TIMEOUT", 3.0)
+    config = BenchConfig(sizes=(KB,), repeat=1, quick=True)
+    entry = run_transport(SilentPipe(), config, tmp_path, lambda _: None)
+    error = entry["results"][0]["error"]
+    assert error.splitlines()[0] == "no answer from the producer and the consumer within 3 s"
+    consumer = error[error.index("where the consumer is:") :]
+    producer = error[error.index("where the producer is:") : error.index("where the consumer")]
+    # Each process's own stack, innermost call first: the consumer in the pipe's recv,
+    # the producer in its phase, waiting for the window's last place.
+    assert re.search(r'File ".*transports\.py", line \d+ in recv\n', consumer), consumer
+    assert re.search(r'File ".*workers\.py", line \d+ in phase\n', producer), producer
+    assert list(tmp_path.iterdir()) == []  # the stack files go with the pair
 
 
 class Unstartable(Transport):

@@ -6,7 +6,9 @@ import logging
 import multiprocessing as mp
 import os
 import platform
+import secrets
 import shutil
+import signal
 import statistics
 import tempfile
 import time
@@ -35,6 +37,10 @@ GB_IN_FLIGHT = 1 << 30
 PHASE_TIMEOUT = 300.0
 #: Seconds the consumer may take to get ready for a phase (connect, map, subscribe).
 READY_TIMEOUT = 60.0
+#: Seconds a timed-out process has to write where it is stuck.
+STACK_TIMEOUT = 5.0
+#: Seconds the processes of a pair have to stop when asked, before they are terminated.
+STOP_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -104,12 +110,20 @@ class _Pair:
         self.semaphore = semaphore = ctx.Semaphore(0)  # kept: children open it by name
         self.producer_ctl, producer_end = ctx.Pipe()
         self.consumer_ctl, consumer_end = ctx.Pipe()
-        self.processes = [
-            ctx.Process(target=consumer_main, args=(transport, self.link, consumer_end, semaphore)),
-            ctx.Process(target=producer_main, args=(transport, self.link, producer_end, semaphore)),
-        ]
+        mains = {
+            "consumer": (consumer_main, consumer_end),
+            "producer": (producer_main, producer_end),
+        }
+        token = f"{transport.name}-{os.getpid()}-{secrets.token_hex(4)}"
+        self.stacks = {role: workdir / f"stack-{role}-{token}" for role in mains}
+        self.processes = {
+            role: ctx.Process(
+                target=main, args=(transport, self.link, end, semaphore, self.stacks[role])
+            )
+            for role, (main, end) in mains.items()
+        }
         try:
-            for process in self.processes:
+            for process in self.processes.values():
                 process.daemon = True
                 process.start()
         except BaseException:
@@ -134,11 +148,31 @@ class _Pair:
         while pending:
             ready = wait(list(pending), timeout=max(0.0, deadline - time.monotonic()))
             if not ready:
-                late = " and ".join(pending.values())
-                raise PhaseError(f"no answer from the {late} within {PHASE_TIMEOUT:g} s")
+                late = list(pending.values())
+                raise PhaseError(
+                    f"no answer from {' and '.join(f'the {role}' for role in late)}"
+                    f" within {PHASE_TIMEOUT:g} s"
+                    + "".join(f"\nwhere the {role} is:\n{self.stack_of(role)}" for role in late)
+                )
             for control in ready:
                 answers[pending.pop(control)] = _answer(control, "ok", 0.0)
         return answers["producer"], answers["consumer"]
+
+    def stack_of(self, role: str) -> str:
+        """Where the process of ``role`` is: its threads' Python stacks, which it writes
+        to its stack file on SIGUSR1 (faulthandler; POSIX only)."""
+        process, path = self.processes[role], self.stacks[role]
+        if not hasattr(signal, "SIGUSR1"):
+            return "not known on this OS"
+        if not process.is_alive():
+            return f"exited ({process.exitcode})"
+        os.kill(process.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + STACK_TIMEOUT
+        while not (path.exists() and path.stat().st_size) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # written at once, by the signal handler: let it finish
+        text = path.read_text(errors="replace").rstrip() if path.exists() else ""
+        return text or f"no stack written within {STACK_TIMEOUT:g} s"
 
     def close(self) -> None:
         for control in (self.producer_ctl, self.consumer_ctl):
@@ -146,15 +180,18 @@ class _Pair:
                 control.send(("stop",))
             except OSError as exc:  # the process is gone already
                 log.debug("stop: %s", exc)
-        for process in self.processes:
-            if process.pid is None:  # never started
-                continue
-            process.join(10)
+        started = [p for p in self.processes.values() if p.pid is not None]
+        deadline = time.monotonic() + STOP_TIMEOUT  # for both: a hung pair waits it once
+        for process in started:
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in started:
             if process.is_alive():
                 process.terminate()
                 process.join(5)
         for control in (self.producer_ctl, self.consumer_ctl):
             control.close()
+        for path in self.stacks.values():
+            path.unlink(missing_ok=True)
         self.transport.close_link(self.link)
 
 

@@ -4,6 +4,8 @@ Each process gets commands over its control pipe: ``("run", nbytes, count, windo
 runs one phase and answers with the send (producer) or done (consumer) times as an int64
 array of ``time.perf_counter_ns()`` values (CLOCK_MONOTONIC: one clock for every process
 on Linux); ``("stop",)`` ends the process. Errors are answered as ``("error", text)``.
+On SIGUSR1 (POSIX) a process writes its threads' Python stacks to its stack file: what
+the parent reports of a process that gave no answer in time.
 
 Flow control is one semaphore: the producer releases it ``window`` times at the start
 of a phase and takes it before each send; the consumer gives it back after reading
@@ -18,10 +20,12 @@ shifted, truncated or stale bytes fails the phase instead of being timed.
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import time
 import traceback
 import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,8 +42,11 @@ def message_for(nbytes: int) -> np.ndarray:
     return np.resize(np.arange(PATTERN_PERIOD, dtype=np.uint8), nbytes)
 
 
-def _serve(control: Any, phase: Any) -> None:
+def _serve(control: Any, phase: Any, stack: Path) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    if hasattr(signal, "SIGUSR1"):  # where this process is stuck, when the parent asks
+        stack_file = stack.open("w")  # open while the process lives
+        faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=True)
     while True:
         command = control.recv()
         if command[0] == "stop":
@@ -51,7 +58,9 @@ def _serve(control: Any, phase: Any) -> None:
             return
 
 
-def producer_main(transport: Transport, link: Any, control: Any, semaphore: Any) -> None:
+def producer_main(
+    transport: Transport, link: Any, control: Any, semaphore: Any, stack: Path
+) -> None:
     """Send ``count`` copies of an ``nbytes`` message per phase; report send times."""
     sender = None
     messages: dict[int, np.ndarray] = {}
@@ -75,13 +84,15 @@ def producer_main(transport: Transport, link: Any, control: Any, semaphore: Any)
         return times
 
     try:
-        _serve(control, phase)
+        _serve(control, phase, stack)
     finally:
         if sender is not None:
             sender.close()
 
 
-def consumer_main(transport: Transport, link: Any, control: Any, semaphore: Any) -> None:
+def consumer_main(
+    transport: Transport, link: Any, control: Any, semaphore: Any, stack: Path
+) -> None:
     """Receive ``count`` messages per phase, copying every byte into a reused buffer."""
     receiver = None
     buffer = np.empty(0, np.uint8)
@@ -112,7 +123,7 @@ def consumer_main(transport: Transport, link: Any, control: Any, semaphore: Any)
         return times
 
     try:
-        _serve(control, phase)
+        _serve(control, phase, stack)
     finally:
         if receiver is not None:
             receiver.close()
