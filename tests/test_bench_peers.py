@@ -9,12 +9,15 @@ import json
 import multiprocessing as mp
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
+from unittest.mock import Mock
 
 import numpy as np
 import pytest
 
+from ramxchg.bench import runner
 from ramxchg.cli import main
 
 pytestmark = pytest.mark.slow
@@ -28,10 +31,12 @@ def _iceoryx_files() -> set[str]:
 
 
 def test_iceoryx2_and_arrow_deliver_the_bytes_and_leave_nothing(
-    root: Path, capsys: pytest.CaptureFixture[str]
+    root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("iceoryx2", reason="needs iceoryx2 (pip install 'ramxchg[bench]')")
     pytest.importorskip("pyarrow", reason="needs pyarrow (pip install 'ramxchg[bench]')")
+    # A hung phase fails the size with where each process was, before pytest's timeout.
+    monkeypatch.setattr(runner, "PHASE_TIMEOUT", 60.0)
     before = _iceoryx_files()
     only = ["ramxchg_put", "iceoryx2", "arrow_shm"]
     code = main(
@@ -85,3 +90,52 @@ def test_iceoryx2_cleanup_removes_what_a_killed_worker_left() -> None:
     cleanup(link)
     assert leftovers(link) == []
     assert not os.path.exists(link.root)
+
+
+def _send_and_notify_after(link: Any, delay: float | None) -> None:
+    """Send one message of sevens 0.2 s from now (while the receiver waits), and notify
+    ``delay`` s after it (None: never)."""
+    from ramxchg.bench.transports_iceoryx2 import IceoryxTransport
+
+    sender = IceoryxTransport().sender(link)
+    notifier, sender.notifier = sender.notifier, Mock()
+    time.sleep(0.2)
+    sender.send(np.full(KB, 7, np.uint8))
+    if delay is not None:
+        time.sleep(delay)
+        notifier.notify()
+    time.sleep(1.5)  # the sample lives in this publisher's pool: until the receiver is done
+    sender.notifier = notifier
+    sender.close()
+
+
+@pytest.mark.parametrize("delay", [None, 0.6], ids=["lost", "late"])
+def test_iceoryx2_receiver_reports_a_lost_notification_instead_of_hanging(
+    delay: float | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sample that comes without its notification fails the phase with a reason after
+    a timed wait (an untimed one hung); one whose notification comes late, after the
+    wait timed out, is delivered."""
+    pytest.importorskip("iceoryx2", reason="needs iceoryx2 (pip install 'ramxchg[bench]')")
+    from ramxchg.bench import transports_iceoryx2
+    from ramxchg.bench.transports_iceoryx2 import IceoryxTransport, cleanup
+
+    monkeypatch.setattr(transports_iceoryx2, "LOST_WAKE_UP_SECONDS", 0.4)
+    ctx = mp.get_context("spawn")
+    transport = IceoryxTransport()
+    link = transport.open_link(ctx, Path("unused"))
+    receiver = transport.receiver(link)
+    try:
+        receiver.prepare(KB)
+        process = ctx.Process(target=_send_and_notify_after, args=(link, delay))
+        process.start()
+        if delay is None:
+            with pytest.raises(ConnectionError, match="iceoryx2 lost a notification"):
+                receiver.recv(KB)
+        else:
+            assert receiver.recv(KB).tolist() == [7] * KB
+        receiver.close()
+        process.join(30)
+        assert process.exitcode == 0
+    finally:
+        cleanup(link)

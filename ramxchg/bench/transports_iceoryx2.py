@@ -5,7 +5,9 @@ What an iceoryx2 user does to move large arrays: the producer loans a slice of t
 publisher's shared-memory pool (``loan_slice_uninit``), copies the array in and sends it;
 the consumer receives the sample and reads it in place, then releases it to the pool. A
 consumer that has nothing to receive blocks on an iceoryx2 event, which the producer
-notifies after each send (iceoryx2's own pattern for a blocking subscriber).
+notifies after each send (iceoryx2's own pattern for a blocking subscriber); the wait is
+timed, so that a sample found without its notification fails the phase instead of
+hanging it.
 
 One publish-subscribe service per message size, made when the size changes (in the
 warm-up): the publisher's pool holds samples of exactly that size (``initial_max_slice_len``
@@ -43,6 +45,9 @@ log = logging.getLogger(__name__)
 SHM_FOLDER = "/dev/shm"
 #: Names of the services, below the link's private prefix.
 SERVICE = "ramxchg-bench"
+#: Seconds the consumer waits for a notification before it looks for a sample anyway:
+#: one found then came without its notification, which the phase reports as an error.
+LOST_WAKE_UP_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,12 @@ def _sent(node: Any) -> Any:
     import iceoryx2 as iox2
 
     return node.service_builder(iox2.ServiceName.new(f"{SERVICE}/sent")).event().open_or_create()
+
+
+def _seconds(seconds: float) -> Any:
+    import iceoryx2 as iox2
+
+    return iox2.Duration.from_secs_f64(seconds)
 
 
 def _payload(sample: Any) -> np.ndarray:
@@ -179,8 +190,14 @@ class _IceoryxReceiver(_End, Receiver):
         sample = self.port.receive()
         while sample is None:
             # A notification sent after the receive above is kept until this wait.
-            self.listener.blocking_wait()
+            woken = self.listener.timed_wait(_seconds(LOST_WAKE_UP_SECONDS))
             sample = self.port.receive()
+            # Sent as the wait timed out, its notification is on the way; else it was lost,
+            # and an untimed wait would have hung.
+            if sample is not None and not woken and not self.listener.timed_wait(_seconds(1)):
+                raise ConnectionError(
+                    f"iceoryx2 lost a notification: a sample waited {LOST_WAKE_UP_SECONDS:g} s"
+                )
         self.sample = sample
         return _payload(sample)  # read in place, in the publisher's pool
 
