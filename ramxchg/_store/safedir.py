@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import stat
@@ -260,22 +261,34 @@ def _full_names(exc: OSError, first: SafeDir | None, second: SafeDir | None) -> 
         exc.filename2 = second.entry(exc.filename2)
 
 
-if os.access in os.supports_dir_fd and os.access in os.supports_follow_symlinks:
+def lexists(path: str, dir_fd: int | None = None) -> bool:
+    """Is there an entry at ``path`` (a name in the folder ``dir_fd``, if given), of any
+    kind (a link is not followed)?
 
-    def lexists(path: str, dir_fd: int | None = None) -> bool:
-        """Is there an entry at ``path`` (a name in the folder ``dir_fd``, if given), of
-        any kind (a link is not followed)?"""
-        # faccessat: no exception for the common "not there" answer, unlike lstat.
-        return os.access(path, os.F_OK, dir_fd=dir_fd, follow_symlinks=False)
+    Asked with faccessat where it tells the truth (`_faccessat_sees`): no exception for
+    the common "not there" answer, unlike lstat. Judged with the effective ids
+    (AT_EACCESS), as lstat and open are: not the real ones, which a setuid helper or a
+    service given CAP_DAC_OVERRIDE has without the rights to look.
+    """
+    if _faccessat_sees():
+        return os.access(path, os.F_OK, dir_fd=dir_fd, effective_ids=True, follow_symlinks=False)
+    try:
+        os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
-else:  # pragma: no cover - no faccessat(AT_SYMLINK_NOFOLLOW) (Windows, some BSDs)
 
-    def lexists(path: str, dir_fd: int | None = None) -> bool:
-        try:
-            os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        return True
+@functools.cache
+def _faccessat_sees() -> bool:
+    """Does faccessat(AT_EACCESS | AT_SYMLINK_NOFOLLOW) find what is there (asked once,
+    of "/")? Not where the OS has no such call (Windows, some BSDs), nor where a seccomp
+    filter of an older container runtime fails faccessat2 with EPERM, which glibc does
+    not fall back from: there every answer would be "not there"."""
+    supported = os.supports_dir_fd & os.supports_follow_symlinks & os.supports_effective_ids
+    return os.access in supported and os.access(
+        "/", os.F_OK, effective_ids=True, follow_symlinks=False
+    )
 
 
 def _refused(path: Path) -> UnsafeRoot:
