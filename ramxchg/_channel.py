@@ -18,7 +18,6 @@ from ._item import Item, entry_item, item_at
 from ._store.config import OWNER_ONLY, ChannelConfig
 from ._store.copy import take_file_hidden, write_file_hidden
 from ._store.drop import drop_channel
-from ._store.groups import drop, item_group_states, registered_group
 from ._store.names import check_name
 from ._store.publish import (
     allocate_item,
@@ -27,6 +26,7 @@ from ._store.publish import (
     make_visible,
     write_item,
 )
+from ._store.registry import drop, item_group_states, registered_group
 from ._store.scan import publish_order, scan
 from ._store.setaside import SetAsideFolder
 from ._store.sidecar import encode_attrs

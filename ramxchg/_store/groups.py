@@ -36,9 +36,8 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-from .._errors import CorruptItem, GroupNotFound, InvalidName, RamDiskFull, UnsafeRoot
+from .._errors import CorruptItem, GroupNotFound, RamDiskFull, UnsafeRoot
 from ..disks.files import replace_whole
 from ..formats.locks import FileLock, lock_file
 from .claims import (
@@ -388,59 +387,3 @@ class Group:
 def read_small(path: str | Path, *, dir_fd: int | None = None) -> bytes | None:
     """A group state file's bytes (None if missing); see `read_state`."""
     return read_state(path, _MAX_STATE_BYTES, "group state file", dir_fd=dir_fd)
-
-
-def list_groups(layout: ChannelLayout) -> list[Group]:
-    """Every registered group of the channel (folders are never followed through a link)."""
-    with layout.open_state() as state:
-        folder = state.folder("groups")
-        groups = []
-        for name in sorted(folder.names()) if folder is not None else []:
-            if name.startswith("."):
-                continue
-            try:
-                group = Group(layout, name)
-            except InvalidName:
-                log.info("%s is no group's folder; skipped", folder.path / name)
-                continue
-            group_folder = state.folder("groups", name)
-            if group_folder is not None and group_folder.lstat("group.json") is not None:
-                groups.append(group)
-        return groups
-
-
-def registered_group(layout: ChannelLayout, name: str) -> Group:
-    """The group called ``name``; `GroupNotFound` if no such group is registered."""
-    group = Group(layout, name)
-    if group.info() is None:
-        raise group._not_found()
-    return group
-
-
-def drop(layout: ChannelLayout, name: str) -> None:
-    """Remove a group and its state; `ItemNotFound` if there is no such group."""
-    registered_group(layout, name)
-    with layout.open_state() as state:
-        groups, folder = state.folder("groups"), state.folder("groups", name)
-        if groups is None or folder is None:
-            return  # dropped meanwhile by another process
-        # Remove the registration first so retention stops waiting for the group at once.
-        folder.unlink("group.json")
-        folder.clear()
-        try:
-            groups.rmdir(name)
-        except OSError as exc:  # not empty: a member is registering it again right now
-            log.info("group %s of %s was not removed: %s", name, layout.path, exc)
-
-
-def item_group_states(
-    layout: ChannelLayout, name: str
-) -> dict[str, Literal["pending", "claimed", "acked"]]:
-    """Each registered group's state for the item ``name`` (see `Channel.group_states`)."""
-    states: dict[str, Literal["pending", "claimed", "acked"]] = {}
-    for group in list_groups(layout):
-        if group.is_claimed(name):
-            states[group.name] = "claimed"
-        else:
-            states[group.name] = "acked" if group.is_acked(name) else "pending"
-    return states
