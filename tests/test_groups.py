@@ -3,6 +3,7 @@ groups and coarse timestamps (issue #12)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -310,3 +311,62 @@ def test_an_acked_item_stays_acked_where_faccessat_cannot_see_it(
     last = subprocess.run([*member, "b", "ack"], capture_output=True, text=True, check=True)
     assert last.stdout.split() == ["frame", "True"], last
     assert "frame" not in ch
+
+
+def _open_claims(ch: Channel) -> list[str]:
+    """The claim files this process holds open (linked or not) in ``ch``'s groups."""
+    claims = f"{ch.path}/.ramxchg/groups/"
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return [link for link in links if link.startswith(claims) and "/claims/" in link]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to see descriptors")
+def test_a_late_ack_gives_back_no_claim_on_a_newer_item_of_its_name(root: Path) -> None:
+    """A member holding an item whose name was deleted and published again, and then the
+    new item too: the old item's ack leaves the claim on the new one alone (no other
+    member gets it), and no descriptor of the old claim stays open."""
+    ch = Channel("renamed")
+    with ch.subscribe("g") as sub, ch.subscribe("g") as other:
+        _frame(ch, 1)
+        old = sub.get(timeout=5)
+        ch.delete("frame")
+        second = _frame(ch, 2)
+        new = sub.get(timeout=5)
+        assert new.seq == second
+        assert len(_open_claims(ch)) == 1  # the old claim went with its item
+        assert old.ack() is False  # that item is gone: nothing changed
+        assert ch.group_states("frame") == {"g": "claimed"}
+        with pytest.raises(TimeoutError):
+            other.get(timeout=1.5)  # still ours
+        assert new.ack() is True
+    assert "frame" not in ch
+    assert _open_claims(ch) == []
+
+
+def test_a_last_ack_that_fails_half_way_leaves_no_claim_to_block_the_name(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deletion of a last ack fails after the item's file went (an I/O error clearing
+    the group's claim): the ack raises, and our claim, still locked by this live member,
+    does not stay to block the next item of that name."""
+    ch = Channel("halfway")
+    with ch.subscribe("g") as sub, ch.subscribe("g") as other:
+        _frame(ch, 1)
+        item = sub.get(timeout=5)
+        forget = Group.forget
+
+        def failing_forget(group: Group, name: str, state: StateTree) -> None:
+            monkeypatch.setattr(Group, "forget", forget)  # once
+            raise OSError(errno.EIO, "injected", name)
+
+        monkeypatch.setattr(Group, "forget", failing_forget)
+        with pytest.raises(OSError, match="injected"):
+            item.ack()
+        assert "frame" not in ch  # the file went before the failure
+        second = _frame(ch, 2)
+        taken = other.get(timeout=2)  # not held back by a claim on the deleted item
+        assert (taken.seq, int(taken.array[0])) == (second, 2)
+        assert taken.ack() is True

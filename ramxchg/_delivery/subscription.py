@@ -234,7 +234,9 @@ class Subscription:
         )
         item._on_ack = None  # nothing left to ack
         if self._group is not None:
-            self._group.release(item.name)  # gone with the item; a newer item's claim stays
+            self._group.release(
+                item.name, item.seq, item._ino
+            )  # gone with the item; a newer one's stays
         return moved
 
     def _skip(self, entry: Entry) -> None:

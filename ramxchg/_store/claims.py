@@ -147,7 +147,8 @@ class Held(NamedTuple):
 
 
 class HeldClaims:
-    """The claims one group handle holds, by item name.
+    """The claims one group handle holds, by item name: one each, on the item of that
+    name that it claimed last.
 
     One descriptor each, so bounded by the items it has in flight. A forked child closes
     its copies (`_forget_locks_in_child`): sharing them, it would keep its parent's
@@ -158,19 +159,31 @@ class HeldClaims:
         self._by_item: dict[str, Held] = {}
 
     def hold(self, item: str, held: Held) -> None:
-        """Record ``held`` as our claim on ``item``."""
+        """Record ``held`` as our claim on ``item``, just made: a claim we held on an
+        older item of that name went with that item (or the name was free), so its
+        descriptor is closed."""
+        earlier = self._by_item.get(item)
         self._by_item[item] = held
+        if earlier is not None:
+            earlier.unlock()
         if held.fd >= 0:
             _at_fork_forget_locks()
             _HOLDERS.add(self)
 
-    def pop(self, item: str) -> Held | None:
-        """Our claim on ``item``, no longer recorded as held (None: we hold none)."""
-        return self._by_item.pop(item, None)
+    def pop(self, item: str, seq: int | None, ino: int | None) -> Held | None:
+        """Our claim on the item ``item`` of ``seq`` (inode ``ino``, None: not known), no
+        longer recorded as held; None if we hold none on it (perhaps one on a newer item
+        of that name, which stays)."""
+        held = self._by_item.get(item)
+        if held is None or not records_item(held.record, seq, ino):
+            return None
+        del self._by_item[item]
+        return held
 
-    def names(self) -> list[str]:
-        """The items we hold claims on."""
-        return list(self._by_item)
+    def pop_all(self) -> list[tuple[str, Held]]:
+        """Every claim we hold, by item name, none recorded as held any more."""
+        held, self._by_item = list(self._by_item.items()), {}
+        return held
 
     def _forget_locks(self) -> None:
         for item, held in list(self._by_item.items()):

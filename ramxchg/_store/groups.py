@@ -7,16 +7,16 @@ A group ``G`` of a channel is the folder ``.ramxchg/groups/G/``::
     claims/<item>     {"pid": P, "started": S, "host": H, "seq": Q, "ino": I, "lock": true}:
                       a member is working on the item <item> of seq Q (inode I)
     acks/<item>       that item is done for the group (the claim renamed here, or
-                      {"seq": Q, "ino": I})
+                      {"seq": Q, "ino": I}); the ack that deletes the item writes none
 
 A name is not an item: once an item is deleted its name may be published again. So
 claims and acks say which item they are for, and count for that item only:
 
-- A claim is written complete under a hidden name in ``claims/`` and ``link``ed to
-  ``claims/<item>``: the link lets exactly one member win, and no member ever sees an
-  empty claim. The winner then checks that the item is still the one it saw (same
-  inode, same seq); if it was deleted meanwhile (perhaps published again), it takes
-  its claim back and skips it.
+- A claim is written complete without a name (O_TMPFILE, on Linux) or under a hidden
+  one in ``claims/`` and ``link``ed to ``claims/<item>``: the link lets exactly one
+  member win, and no member ever sees an empty claim. The winner then checks that the
+  item is still the one it saw (same inode, same seq); if it was deleted meanwhile
+  (perhaps published again), it takes its claim back and skips it.
 - An ack is made under the publish lock after the same check (`Retention.ack`): a late
   ack of an item that is gone changes nothing.
 
@@ -189,7 +189,7 @@ class Group:
         if self.acked(item, seq, ino) or not is_current(
             self._layout, item, path, seq, ino, known=sidecar
         ):
-            self.release(item)
+            self.release(item, seq, ino)
             return False
         return True
 
@@ -240,22 +240,46 @@ class Group:
                     exc.filename = os.fspath(self.claims / exc.filename)
                 raise
 
-    def release(self, item: str, *, wait: bool = True) -> None:
-        """Give our claim on ``item`` back to the group without acking it.
+    def release(
+        self, item: str, seq: int | None, ino: int | None = None, *, wait: bool = True
+    ) -> None:
+        """Give our claim on the item ``item`` of ``seq`` (inode ``ino``) back to the group
+        without acking it.
 
-        Only a claim this handle made is removed, and only if it is still there: once
-        the item is deleted, its name may be claimed by another member for a new item.
-        Checked under the publish lock, which every deletion (removing claims) holds. A
-        claim left in place (its state folder a link now) is dead once its lock is dropped:
-        the sweeps give it back. ``wait=False`` (a finalizer, run perhaps by a thread that
-        holds the publish lock or the held folders): the lock is not waited for (taken: the
-        claim is left, dead), and the folders are opened for it, not the held ones.
+        Only a claim this handle made on that item is removed, and only if it is still
+        there: once the item is deleted, its name may be claimed by another member (or
+        by us) for a new item. Checked under the publish lock, which every deletion
+        (removing claims) holds. A claim left in place (its state folder a link now) is
+        dead once its lock is dropped: the sweeps give it back. ``wait=False`` (a
+        finalizer, run perhaps by a thread that holds the publish lock or the held
+        folders): the lock is not waited for (taken: the claim is left, dead), and the
+        folders are opened for it, not the held ones.
         """
-        held = self._held.pop(item)
-        if held is None:
-            return
+        held = self._held.pop(item, seq, ino)
+        if held is not None:
+            self._give_back(item, held, self._publish_lock(wait))
+
+    def release_all(self, *, wait: bool = True) -> None:
+        """Give back every claim this handle holds (see `release`)."""
+        for item, held in self._held.pop_all():
+            self._give_back(item, held, self._publish_lock(wait))
+
+    def _publish_lock(self, wait: bool) -> PublishLock:
+        return PublishLock(self._layout, self._state if wait else None, wait=wait)
+
+    def release_locked(self, item: str, seq: int | None, ino: int | None = None) -> None:
+        """`release`, for a caller that holds the publish lock: an ack whose deletion
+        failed half-way gives its claim back, which, locked by a live member, would
+        otherwise outlive the item and hold back the next item of that name."""
+        held = self._held.pop(item, seq, ino)
+        if held is not None:
+            self._give_back(item, held, None)
+
+    def _give_back(self, item: str, held: Held, lock: PublishLock | None) -> None:
+        """Remove our claim ``held`` on ``item`` if it is still there, under ``lock`` (None:
+        the caller holds the publish lock), and unlock it."""
         try:
-            with PublishLock(self._layout, self._state if wait else None, wait=wait):
+            with lock if lock is not None else contextlib.nullcontext():
                 if read_small(self._claim_prefix + item) == held.record:
                     os.unlink(self._claim_prefix + item)
         except FileNotFoundError:
@@ -265,11 +289,6 @@ class Group:
         finally:
             held.unlock()
 
-    def release_all(self, *, wait: bool = True) -> None:
-        """Give back every claim this handle holds (see `release`)."""
-        for item in self._held.names():
-            self.release(item, wait=wait)
-
     def ack(self, item: str, seq: int | None, ino: int | None = None) -> None:
         """Mark the item ``item`` of ``seq`` (inode ``ino``) done for the group.
 
@@ -278,7 +297,7 @@ class Group:
         an ack naming the item is written, replacing any ack left for an older item.
         Raises `GroupNotFound` when the group was dropped.
         """
-        held = self._held.pop(item)
+        held = self._held.pop(item, seq, ino)
         if held is not None:
             try:
                 os.replace(self._claim_prefix + item, self._ack_prefix + item)
@@ -293,10 +312,11 @@ class Group:
             self.check_registered()
             raise
 
-    def let_go(self, item: str) -> None:
-        """Let go of our claim on ``item``, which its deletion removed (`forget`), under
-        the publish lock: the last ack of an item needs no ack file of its own."""
-        held = self._held.pop(item)
+    def let_go(self, item: str, seq: int | None, ino: int | None = None) -> None:
+        """Let go of our claim on the item ``item`` of ``seq`` (inode ``ino``), which its
+        deletion removed (`forget`), under the publish lock: the last ack of an item
+        needs no ack file of its own."""
+        held = self._held.pop(item, seq, ino)
         if held is not None:
             held.unlock()
 

@@ -11,6 +11,7 @@ No daemon: each rule runs inside ``put``/``ack``/``gc`` of whichever process is 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -109,11 +110,7 @@ class Retention:
             for name, path in items:
                 if remove(path):
                     removed += 1
-                    meta = state.folder("meta")
-                    if meta is not None:
-                        meta.unlink(f"{name}.json")
-                    for group in groups:
-                        group.forget(name, state)
+                    _forget_everywhere(name, state, groups)
         return removed
 
     def forget(self, name: str) -> None:
@@ -209,15 +206,19 @@ class Retention:
                 if self._is_done(groups, name, seq, published_ns, group.name):
                     # No room found before (another group had not acked yet): found now.
                     remove = partial(self._pool_or_unlink, room=room) if last else None
-                    deleted = (
-                        self._delete_locked([(name, path)], remove, [g for g, _ in groups]) == 1
-                    )
+                    try:
+                        deleted = (
+                            self._delete_locked([(name, path)], remove, [g for g, _ in groups]) == 1
+                        )
+                    except BaseException:
+                        group.release_locked(name, seq, ino)  # not left to outlive the item
+                        raise
                 if deleted:
-                    group.let_go(name)  # the last ack: the deletion removed our claim
+                    group.let_go(name, seq, ino)  # the last ack: the deletion removed our claim
                 else:
                     group.ack(name, seq, ino)  # not done for all, or left whole for now
         if not current:
-            group.release(name)  # our claim went with the item: forget we held it
+            group.release(name, seq, ino)  # our claim went with the item: forget we held it
             log.info(
                 "ack of %s (seq %s) for group %s changed nothing: that item is gone already "
                 "(deleted, perhaps published again under its name)",
@@ -424,3 +425,15 @@ def _walkable(state: StateTree, report: dict[str, int], *parts: str) -> SafeDir 
         log.warning("gc leaves alone: %s", exc)
         report["unsafe_folders"] += 1
         return None
+
+
+def _forget_everywhere(name: str, state: StateTree, groups: list[Group]) -> None:
+    """Remove the sidecar and every group's claims and acks of the deleted item ``name``:
+    each tried even when another fails (which is raised after them), since a
+    claim left would hold back the next item of that name."""
+    with contextlib.ExitStack() as cleanup:
+        for group in groups:
+            cleanup.callback(group.forget, name, state)
+        meta = state.folder("meta")
+        if meta is not None:
+            cleanup.callback(meta.unlink, f"{name}.json")
