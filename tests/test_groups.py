@@ -18,7 +18,8 @@ import pytest
 
 from ramxchg import Channel, GroupNotFound, ItemNotFound, RamDiskFull
 from ramxchg._store.groups import Group
-from ramxchg._store.safedir import StateTree
+from ramxchg._store.safedir import SafeDir, StateTree
+from ramxchg._store.sequence import PublishLock
 from ramxchg.formats.locks import try_lock
 from tests.conftest import before_the_next_lock, mounted, mounted_tmpfs
 
@@ -370,3 +371,73 @@ def test_a_last_ack_that_fails_half_way_leaves_no_claim_to_block_the_name(
         taken = other.get(timeout=2)  # not held back by a claim on the deleted item
         assert (taken.seq, int(taken.array[0])) == (second, 2)
         assert taken.ack() is True
+
+
+def test_a_close_that_fails_to_give_one_claim_back_gives_back_the_others(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing a member holding two items, the publish lock cannot be taken for the first
+    (an I/O error): the error is raised after the second went back, and neither claim's
+    descriptor stays open; both items reach another member (the first once a sweep finds
+    its claim dead)."""
+    ch = Channel("closing")
+    for name in ("a", "b"):
+        ch.put(np.zeros(4), name)
+    other = ch.subscribe("g")
+    sub = ch.subscribe("g")
+    taken = {sub.get(timeout=5).name, sub.get(timeout=5).name}
+    assert taken == {"a", "b"}
+    enter = PublishLock.__enter__
+
+    def failing_enter(lock: PublishLock) -> int:
+        monkeypatch.setattr(PublishLock, "__enter__", enter)  # once
+        raise OSError(errno.EIO, "injected", str(lock.path))
+
+    monkeypatch.setattr(PublishLock, "__enter__", failing_enter)
+    with pytest.raises(OSError, match="injected"):
+        sub.close()
+    assert _open_claims(ch) == []
+    with other:
+        assert {other.get(timeout=5).name, other.get(timeout=5).name} == {"a", "b"}
+
+
+def test_a_dead_letter_whose_details_are_no_json_moves_nothing(root: Path) -> None:
+    ch = Channel("letters")
+    with ch.subscribe("g") as sub:
+        _frame(ch, 1)
+        item = sub.get(timeout=5)
+        with pytest.raises(TypeError, match="not JSON serializable"):
+            sub.dead_letter(item, "bad frame", gain=np.float32(2))
+        assert "frame" in ch  # still there, still ours: to ack or set aside again
+        assert ch.group_states("frame") == {"g": "claimed"}
+        assert item.ack() is True
+    assert "frame" not in ch
+
+
+def test_a_dead_letter_that_fails_after_the_move_leaves_no_claim_to_block_the_name(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No room for the reason file once the item is in dead/: the error is raised, and
+    the item's sidecar and claim go as for any deletion, so the next item of that name
+    is delivered at once."""
+    ch = Channel("letters")
+    with ch.subscribe("g") as sub, ch.subscribe("g") as other:
+        _frame(ch, 1)
+        item = sub.get(timeout=5)
+        write_whole = SafeDir.write_whole
+
+        def full(folder: SafeDir, name: str, data: bytes) -> None:
+            if name.endswith(".reason.json"):
+                raise OSError(errno.ENOSPC, "injected", name)
+            write_whole(folder, name, data)
+
+        monkeypatch.setattr(SafeDir, "write_whole", full)
+        with pytest.raises(OSError, match="injected"):
+            sub.dead_letter(item, "bad frame")
+        monkeypatch.setattr(SafeDir, "write_whole", write_whole)
+        assert "frame" not in ch
+        assert sorted(p.name for p in (ch.path / ".ramxchg" / "dead").iterdir()) == ["frame.npy"]
+        assert list((ch.path / ".ramxchg" / "meta").iterdir()) == []
+        assert _open_claims(ch) == []
+        second = _frame(ch, 2)
+        assert other.get(timeout=2).seq == second

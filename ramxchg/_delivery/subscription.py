@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .._item import Item, entry_item
 from .._store.aside import set_aside
 from .._store.groups import Group
-from .._store.scan import Entry, Intruder, look, publish_order, scan
+from .._store.scan import Entry, Intruder, is_current, look, publish_order, scan
 from ..formats.kept import KeptMappings
 from .foreign import LegacyGate
 from .notifiers import Notifier, make_notifier
@@ -221,22 +221,29 @@ class Subscription:
         gone already: deleted, perhaps published again under its name).
         """
         sidecar = item.sidecar
-        moved = self._retention.retire_aside(
-            item.name,
-            item.path,
-            self._layout.dead,
-            reason,
-            seq=item.seq,
-            ino=item._ino,
-            format=item.format,
-            attrs=sidecar.attrs if sidecar else {},
-            **details,
-        )
+        try:
+            moved = self._retention.retire_aside(
+                item.name,
+                item.path,
+                self._layout.dead,
+                reason,
+                seq=item.seq,
+                ino=item._ino,
+                format=item.format,
+                attrs=sidecar.attrs if sidecar else {},
+                **details,
+            )
+        except BaseException:
+            # Moved, then failed (no room for the reason file): our claim went with the
+            # item. Not moved: the item and our claim stay, to ack or set aside again.
+            if self._group is not None and not is_current(
+                self._layout, item.name, item.path, item.seq, item._ino
+            ):
+                self._group.release(item.name, item.seq, item._ino)
+            raise
         item._on_ack = None  # nothing left to ack
-        if self._group is not None:
-            self._group.release(
-                item.name, item.seq, item._ino
-            )  # gone with the item; a newer one's stays
+        if self._group is not None:  # gone with the item; a newer one's claim stays
+            self._group.release(item.name, item.seq, item._ino)
         return moved
 
     def _skip(self, entry: Entry) -> None:

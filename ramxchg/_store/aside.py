@@ -66,11 +66,6 @@ def _move(
     channel: SafeDir, aside: SafeDir, source: Path, reason: str, details: dict[str, Any]
 ) -> str | None:
     """Rename ``source`` from ``channel`` into ``aside``, write its reason: the name used."""
-    name = source.name
-    if aside.lstat(name) is not None:
-        name = f"{source.stem}.{time.time_ns()}{source.suffix}"
-    if not channel.rename(source.name, aside, name):
-        return None
     record = {
         "version": 1,
         "file": source.name,
@@ -79,7 +74,13 @@ def _move(
         "pid": os.getpid(),
         **details,
     }
-    aside.write_whole(name + REASON_SUFFIX, json.dumps(record, indent=1).encode())
+    encoded = json.dumps(record, indent=1).encode()  # details that are no JSON: nothing moved
+    name = source.name
+    if aside.lstat(name) is not None:
+        name = f"{source.stem}.{time.time_ns()}{source.suffix}"
+    if not channel.rename(source.name, aside, name):
+        return None
+    aside.write_whole(name + REASON_SUFFIX, encoded)
     return name
 
 

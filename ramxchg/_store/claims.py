@@ -180,10 +180,10 @@ class HeldClaims:
         del self._by_item[item]
         return held
 
-    def pop_all(self) -> list[tuple[str, Held]]:
-        """Every claim we hold, by item name, none recorded as held any more."""
-        held, self._by_item = list(self._by_item.items()), {}
-        return held
+    def pop_any(self) -> tuple[str, Held] | None:
+        """One claim we hold (the last made) and its item's name, no longer recorded as
+        held; None when we hold none."""
+        return self._by_item.popitem() if self._by_item else None
 
     def _forget_locks(self) -> None:
         for item, held in list(self._by_item.items()):

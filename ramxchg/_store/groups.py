@@ -260,9 +260,17 @@ class Group:
             self._give_back(item, held, self._publish_lock(wait))
 
     def release_all(self, *, wait: bool = True) -> None:
-        """Give back every claim this handle holds (see `release`)."""
-        for item, held in self._held.pop_all():
-            self._give_back(item, held, self._publish_lock(wait))
+        """Give back every claim this handle holds (see `release`), one at a time (the
+        others stay recorded meanwhile), each tried even if another fails, which is
+        raised after them."""
+        failure: BaseException | None = None
+        while (taken := self._held.pop_any()) is not None:
+            try:
+                self._give_back(*taken, self._publish_lock(wait))
+            except BaseException as exc:  # a claim left is a dead one for the sweeps
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def _publish_lock(self, wait: bool) -> PublishLock:
         return PublishLock(self._layout, self._state if wait else None, wait=wait)
@@ -270,10 +278,15 @@ class Group:
     def release_locked(self, item: str, seq: int | None, ino: int | None = None) -> None:
         """`release`, for a caller that holds the publish lock: an ack whose deletion
         failed half-way gives its claim back, which, locked by a live member, would
-        otherwise outlive the item and hold back the next item of that name."""
+        otherwise outlive the item and hold back the next item of that name. A failure
+        here is logged, not raised: the deletion's error is the one to see (and the
+        claim, unlocked, is a dead member's for the sweeps)."""
         held = self._held.pop(item, seq, ino)
         if held is not None:
-            self._give_back(item, held, None)
+            try:
+                self._give_back(item, held, None)
+            except Exception:
+                log.warning("claim on %s of %s left to the sweeps", item, self.name, exc_info=True)
 
     def _give_back(self, item: str, held: Held, lock: PublishLock | None) -> None:
         """Remove our claim ``held`` on ``item`` if it is still there, under ``lock`` (None:

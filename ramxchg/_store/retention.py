@@ -108,7 +108,13 @@ class Retention:
         # whoever shares the channel must not make us delete files elsewhere.
         with self.state.use() as state:
             for name, path in items:
-                if remove(path):
+                try:
+                    went = remove(path)
+                except BaseException:
+                    if not os.path.lexists(path):  # it went, then a step failed: no trace stays
+                        _forget_everywhere(name, state, groups)
+                    raise
+                if went:
                     removed += 1
                     _forget_everywhere(name, state, groups)
         return removed
@@ -211,7 +217,7 @@ class Retention:
                             self._delete_locked([(name, path)], remove, [g for g, _ in groups]) == 1
                         )
                     except BaseException:
-                        group.release_locked(name, seq, ino)  # not left to outlive the item
+                        group.release_locked(name, seq, ino)  # not to outlive the item
                         raise
                 if deleted:
                     group.let_go(name, seq, ino)  # the last ack: the deletion removed our claim
