@@ -133,11 +133,17 @@ def records_item(raw: bytes, seq: int | None, ino: int | None) -> bool:
 
 
 class Held(NamedTuple):
-    """A claim this process made: the bytes it wrote, and the descriptor holding its
-    lock (-1: none)."""
+    """A claim this process made: the bytes it wrote, the descriptor holding its lock
+    (-1: none), and the item it is for (seq and inode, as in the bytes)."""
 
     record: bytes
     fd: int
+    seq: int | None
+    ino: int | None
+
+    def is_for(self, seq: int | None, ino: int | None) -> bool:
+        """Is this the claim on the item (seq, ino)? (`records_item`, without parsing.)"""
+        return seq == self.seq and (ino is None or self.ino is None or ino == self.ino)
 
     def unlock(self) -> None:
         """Close the descriptor: the lock goes with it (call after the rename/unlink, so
@@ -175,7 +181,7 @@ class HeldClaims:
         longer recorded as held; None if we hold none on it (perhaps one on a newer item
         of that name, which stays)."""
         held = self._by_item.get(item)
-        if held is None or not records_item(held.record, seq, ino):
+        if held is None or not held.is_for(seq, ino):
             return None
         del self._by_item[item]
         return held

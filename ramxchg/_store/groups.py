@@ -184,7 +184,7 @@ class Group:
         fd = self._create_claim(item, record)
         if fd is None:
             return False  # another member's claim
-        self._held.hold(item, Held(record, fd))
+        self._held.hold(item, Held(record, fd, seq, ino))
         # Done, or deleted, between our first look and our claim: take the claim back.
         if self.acked(item, seq, ino) or not is_current(
             self._layout, item, path, seq, ino, known=sidecar

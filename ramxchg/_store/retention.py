@@ -11,7 +11,6 @@ No daemon: each rule runs inside ``put``/``ack``/``gc`` of whichever process is 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -39,7 +38,6 @@ log = logging.getLogger(__name__)
 
 #: `Retention.sweep` runs at most this often per channel handle.
 SWEEP_SECONDS = 1.0
-
 #: The state folders a channel handle trusts for `SWEEP_SECONDS` (`HeldState`): those no
 #: group owns (a group's folders are checked before each use).
 HELD_FOLDERS = frozenset({(), ("meta",), ("tmp",), ("pool",), ("groups",)})
@@ -195,10 +193,9 @@ class Retention:
         """
         deleted = False
         # Room for the file in the pool (a pool listing, the bounds) is found before the
-        # lock, which is then held for less (the producer waits for it), if this ack looks
-        # like the item's last one by the groups listed last time: a hint, the listing
-        # under the lock decides. Whether a reader maps the file, and an eviction, are
-        # left for under the lock (`Pool.put_in`).
+        # lock, held for less then (the producer waits for it), if this ack looks like the
+        # item's last by the groups listed last time: a hint, the listing under the lock
+        # decides. Whether a reader maps the file, and eviction, wait for it (`put_in`).
         known = list(self._group_cache.values())
         last = self._is_done(known, name, seq, published_ns, group.name)
         room = self._pool_room(path) if last else None
@@ -212,10 +209,9 @@ class Retention:
                 if self._is_done(groups, name, seq, published_ns, group.name):
                     # No room found before (another group had not acked yet): found now.
                     remove = partial(self._pool_or_unlink, room=room) if last else None
+                    listed = [g for g, _ in groups]
                     try:
-                        deleted = (
-                            self._delete_locked([(name, path)], remove, [g for g, _ in groups]) == 1
-                        )
+                        deleted = self._delete_locked([(name, path)], remove, listed) == 1
                     except BaseException:
                         group.release_locked(name, seq, ino)  # not to outlive the item
                         raise
@@ -434,12 +430,20 @@ def _walkable(state: StateTree, report: dict[str, int], *parts: str) -> SafeDir 
 
 
 def _forget_everywhere(name: str, state: StateTree, groups: list[Group]) -> None:
-    """Remove the sidecar and every group's claims and acks of the deleted item ``name``:
-    each tried even when another fails (which is raised after them), since a
-    claim left would hold back the next item of that name."""
-    with contextlib.ExitStack() as cleanup:
-        for group in groups:
-            cleanup.callback(group.forget, name, state)
-        meta = state.folder("meta")
-        if meta is not None:
-            cleanup.callback(meta.unlink, f"{name}.json")
+    """Remove every group's claims and acks and the sidecar of the deleted item ``name``,
+    each tried even when another fails (the first failure raised after them): a claim
+    left would hold back the next item of that name."""
+    failure: BaseException | None = None
+    for forget in [*(group.forget for group in groups), _forget_sidecar]:
+        try:
+            forget(name, state)
+        except BaseException as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+
+
+def _forget_sidecar(name: str, state: StateTree) -> None:
+    meta = state.folder("meta")
+    if meta is not None:
+        meta.unlink(f"{name}.json")
