@@ -193,7 +193,11 @@ class Item:
         if self._on_ack is None:
             return False
         on_ack, self._on_ack = self._on_ack, None
-        return on_ack(self)
+        try:
+            return on_ack(self)
+        except BaseException:
+            self._on_ack = on_ack  # not acked: it may be acked again
+            raise
 
     def close(self) -> None:
         """Release the mapping (it lives on while arrays taken from it are alive)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import multiprocessing as mp
 import os
 import shutil
 import subprocess
@@ -12,12 +13,14 @@ import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from ramxchg import Channel, GroupNotFound, ItemNotFound, RamDiskFull
 from ramxchg._store.groups import Group
+from ramxchg._store.retention import Retention
 from ramxchg._store.safedir import SafeDir, StateTree
 from ramxchg._store.sequence import PublishLock
 from ramxchg.formats.locks import try_lock
@@ -441,3 +444,76 @@ def test_a_dead_letter_that_fails_after_the_move_leaves_no_claim_to_block_the_na
         assert _open_claims(ch) == []
         second = _frame(ch, 2)
         assert other.get(timeout=2).seq == second
+
+
+def _hold_publish_lock(seq_file: str, held: Any, done: Any) -> None:
+    """Hold the channel's publish lock until ``done`` is set (30 s at most)."""
+    import fcntl
+
+    fd = os.open(seq_file, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    held.set()
+    done.wait(30)
+
+
+def test_one_interrupt_ends_a_close_waiting_for_the_publish_lock(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while closing a member that holds three claims, another process holding the
+    publish lock: close() raises at once, without waiting for the lock for each other
+    claim, and every claim's descriptor is closed (left to the sweeps)."""
+    ch = Channel("interrupted")
+    for name in ("a", "b", "c"):
+        ch.put(np.zeros(4), name)
+    sub = ch.subscribe("g")
+    assert sorted(sub.get(timeout=5).name for _ in range(3)) == ["a", "b", "c"]
+    ctx = mp.get_context("spawn")
+    held, done = ctx.Event(), ctx.Event()
+    holder = ctx.Process(
+        target=_hold_publish_lock, args=(str(ch.path / ".ramxchg" / "seq"), held, done)
+    )
+    holder.start()
+    try:
+        assert held.wait(30)
+        enter = PublishLock.__enter__
+
+        def interrupted(lock: PublishLock) -> int:
+            monkeypatch.setattr(PublishLock, "__enter__", enter)  # once: Ctrl-C while waiting
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(PublishLock, "__enter__", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            sub.close()
+        assert holder.is_alive()  # still holding the lock: close() did not wait for it
+        assert _open_claims(ch) == []
+    finally:
+        done.set()
+        holder.join(30)
+
+
+@pytest.mark.parametrize("then", ["ack again", "get again"])
+def test_an_ack_that_fails_before_the_deletion_can_be_done_again(
+    root: Path, monkeypatch: pytest.MonkeyPatch, then: str
+) -> None:
+    """The last ack's deletion fails before the file goes (an I/O error): the item stays
+    and goes back to the group, this member included: the same item acked again is
+    deleted, or the member gets it again."""
+    ch = Channel("retried")
+    with ch.subscribe("g") as sub:
+        seq = _frame(ch, 1)
+        item = sub.get(timeout=5)
+        pool_or_unlink = Retention._pool_or_unlink
+
+        def failing(retention: Retention, path: str, room: Any) -> bool:
+            monkeypatch.setattr(Retention, "_pool_or_unlink", pool_or_unlink)  # once
+            raise OSError(errno.EIO, "injected", path)
+
+        monkeypatch.setattr(Retention, "_pool_or_unlink", failing)
+        with pytest.raises(OSError, match="injected"):
+            item.ack()
+        assert "frame" in ch
+        if then == "get again":
+            item = sub.get(timeout=5)
+            assert item.seq == seq
+        assert item.ack() is True
+    assert "frame" not in ch

@@ -262,13 +262,16 @@ class Group:
     def release_all(self, *, wait: bool = True) -> None:
         """Give back every claim this handle holds (see `release`), one at a time (the
         others stay recorded meanwhile), each tried even if another fails, which is
-        raised after them."""
+        raised after them. After an interrupt (Ctrl-C) the rest go without waiting for
+        the publish lock (where it is taken, a claim is left unlocked, for the sweeps)."""
         failure: BaseException | None = None
         while (taken := self._held.pop_any()) is not None:
             try:
                 self._give_back(*taken, self._publish_lock(wait))
-            except BaseException as exc:  # a claim left is a dead one for the sweeps
+            except Exception as exc:  # a claim left is a dead one for the sweeps
                 failure = failure or exc
+            except BaseException as exc:
+                failure, wait = exc, False
         if failure is not None:
             raise failure
 

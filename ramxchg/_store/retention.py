@@ -109,7 +109,8 @@ class Retention:
                 try:
                     went = remove(path)
                 except BaseException:
-                    if not os.path.lexists(path):  # it went, then a step failed: no trace stays
+                    # It went (as the held folder says), then a step failed: no trace stays.
+                    if state.channel.lstat(os.path.basename(path)) is None:
                         _forget_everywhere(name, state, groups)
                     raise
                 if went:
@@ -444,6 +445,5 @@ def _forget_everywhere(name: str, state: StateTree, groups: list[Group]) -> None
 
 
 def _forget_sidecar(name: str, state: StateTree) -> None:
-    meta = state.folder("meta")
-    if meta is not None:
+    if (meta := state.folder("meta")) is not None:
         meta.unlink(f"{name}.json")
