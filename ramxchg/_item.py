@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ._errors import GroupNotFound
 from ._store.layout import ChannelLayout
 from ._store.scan import Entry, arrival_ns, item_sidecar
 from ._store.sidecar import Sidecar
@@ -195,8 +196,10 @@ class Item:
         on_ack, self._on_ack = self._on_ack, None
         try:
             return on_ack(self)
+        except GroupNotFound:
+            raise  # for good: the group's claims went with it
         except BaseException:
-            self._on_ack = on_ack  # not acked: it may be acked again
+            self._on_ack = on_ack  # not acked, still ours: it may be acked again
             raise
 
     def close(self) -> None:

@@ -491,16 +491,15 @@ def test_one_interrupt_ends_a_close_waiting_for_the_publish_lock(
         holder.join(30)
 
 
-@pytest.mark.parametrize("then", ["ack again", "get again"])
-def test_an_ack_that_fails_before_the_deletion_can_be_done_again(
-    root: Path, monkeypatch: pytest.MonkeyPatch, then: str
+def test_an_ack_that_fails_before_the_deletion_keeps_the_item_and_can_be_done_again(
+    root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The last ack's deletion fails before the file goes (an I/O error): the item stays
-    and goes back to the group, this member included: the same item acked again is
-    deleted, or the member gets it again."""
+    """The last ack's deletion fails before the file goes (an I/O error): the item and
+    the member's claim stay (no other member gets it), and the same item acked again is
+    deleted."""
     ch = Channel("retried")
-    with ch.subscribe("g") as sub:
-        seq = _frame(ch, 1)
+    with ch.subscribe("g") as sub, ch.subscribe("g") as other:
+        _frame(ch, 1)
         item = sub.get(timeout=5)
         pool_or_unlink = Retention._pool_or_unlink
 
@@ -512,8 +511,30 @@ def test_an_ack_that_fails_before_the_deletion_can_be_done_again(
         with pytest.raises(OSError, match="injected"):
             item.ack()
         assert "frame" in ch
-        if then == "get again":
-            item = sub.get(timeout=5)
-            assert item.seq == seq
+        assert ch.group_states("frame") == {"g": "claimed"}
+        with pytest.raises(TimeoutError):
+            other.get(timeout=1.5)  # still ours
         assert item.ack() is True
     assert "frame" not in ch
+
+
+def test_an_ack_after_its_group_was_dropped_and_registered_again_leaves_a_new_claim_alone(
+    root: Path,
+) -> None:
+    """Member a holds an item; the group is dropped and registered again, and member c of
+    the new group claims the item: a's ack must not rename c's claim into an ack."""
+    ch = Channel("redropped")
+    ch.subscribe("keeper").close()  # another group, so that the item outlives g's ack
+    a = ch.subscribe("g")
+    _frame(ch, 1)
+    held = a.get(timeout=5)
+    ch.drop_group("g")
+    with ch.subscribe("g", start="earliest") as c:
+        taken = c.get(timeout=5)
+        assert taken.name == "frame"
+        held.ack()
+        claims = _group_folder(ch, "g") / "claims"
+        assert [p.name for p in claims.iterdir()] == ["frame"]  # c's claim, still there
+        assert ch.group_states("frame")["g"] == "claimed"
+        assert taken.ack() is True
+    a.close()

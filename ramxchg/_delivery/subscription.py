@@ -206,11 +206,7 @@ class Subscription:
             group = self._group
 
             def ack(done: Item) -> bool:
-                try:
-                    outcome = self._ack(group, entry, ino)
-                except BaseException:  # our claim given back: the item is ours to take again
-                    self._seen.discard((entry.name, entry.seq))
-                    raise
+                outcome = self._ack(group, entry, ino)
                 kept.let_go_if_gone(ino)  # the item's file, if deleted and not pooled
                 return outcome != "gone"
 

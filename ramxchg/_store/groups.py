@@ -296,7 +296,7 @@ class Group:
         the caller holds the publish lock), and unlock it."""
         try:
             with lock if lock is not None else contextlib.nullcontext():
-                if read_small(self._claim_prefix + item) == held.record:
+                if self._is_ours(item, held):
                     os.unlink(self._claim_prefix + item)
         except FileNotFoundError:
             pass  # the channel or the group is gone, and our claim with it
@@ -304,6 +304,15 @@ class Group:
             log.warning("claim on %s of group %s left to the sweeps: %s", item, self.name, exc)
         finally:
             held.unlock()
+
+    def _is_ours(self, item: str, held: Held) -> bool:
+        """Is ``claims/<item>`` our claim ``held``: the file we hold open (its inode, which
+        no other file can have meanwhile), or, holding none, the bytes we wrote?
+        FileNotFoundError when there is none."""
+        if held.fd < 0:
+            return read_small(self._claim_prefix + item) == held.record
+        there, ours = os.lstat(self._claim_prefix + item), os.fstat(held.fd)
+        return (there.st_ino, there.st_dev) == (ours.st_ino, ours.st_dev)
 
     def ack(self, item: str, seq: int | None, ino: int | None = None) -> None:
         """Mark the item ``item`` of ``seq`` (inode ``ino``) done for the group.
@@ -316,8 +325,11 @@ class Group:
         held = self._held.pop(item, seq, ino)
         if held is not None:
             try:
-                os.replace(self._claim_prefix + item, self._ack_prefix + item)
-                return
+                # A group dropped and registered again meanwhile may hold another
+                # member's claim on the item there now, not ours to rename.
+                if self._is_ours(item, held):
+                    os.replace(self._claim_prefix + item, self._ack_prefix + item)
+                    return
             except FileNotFoundError:
                 pass  # reclaimed, or the group dropped: write the ack afresh
             finally:

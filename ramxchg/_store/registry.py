@@ -1,5 +1,6 @@
 """A channel's durable groups as a whole: every registered one, one by name, dropping
-one, and their states for an item (`ramxchg._store.groups` is one group's state)."""
+one, their states for an item, and what a deleted item leaves in them and in the state
+folder (`ramxchg._store.groups` is one group's state)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Literal
 from .._errors import InvalidName
 from .groups import Group
 from .layout import ChannelLayout
+from .safedir import StateTree
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +69,22 @@ def item_group_states(
         else:
             states[group.name] = "acked" if group.is_acked(name) else "pending"
     return states
+
+
+def forget_everywhere(name: str, state: StateTree, groups: list[Group]) -> None:
+    """Remove every group's claims and acks and the sidecar of the deleted item ``name``,
+    each tried even when another fails (the first failure raised after them): a claim
+    left would hold back the next item of that name."""
+    failure: BaseException | None = None
+    for forget in [*(group.forget for group in groups), _forget_sidecar]:
+        try:
+            forget(name, state)
+        except BaseException as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+
+
+def _forget_sidecar(name: str, state: StateTree) -> None:
+    if (meta := state.folder("meta")) is not None:
+        meta.unlink(f"{name}.json")

@@ -28,6 +28,7 @@ from .groups import Group, GroupInfo, must_ack
 from .held import HeldState
 from .layout import ChannelLayout
 from .pool import Pool, PoolRoom
+from .registry import forget_everywhere
 from .safedir import SafeDir, StateTree
 from .scan import is_current, publish_order, scan
 from .sequence import SequenceCounter
@@ -109,14 +110,19 @@ class Retention:
                 try:
                     went = remove(path)
                 except BaseException:
-                    # It went (as the held folder says), then a step failed: no trace stays.
-                    if state.channel.lstat(os.path.basename(path)) is None:
-                        _forget_everywhere(name, state, groups)
+                    if self._file_gone(path):  # it went, then a step failed: no trace stays
+                        forget_everywhere(name, state, groups)
                     raise
                 if went:
                     removed += 1
-                    _forget_everywhere(name, state, groups)
+                    forget_everywhere(name, state, groups)
         return removed
+
+    def _file_gone(self, path: str | Path) -> bool:
+        """Is the item file ``path`` gone? Asked through the held channel folder, and only
+        "not there" says so."""
+        with self.state.use() as state:
+            return state.channel.lstat(os.path.basename(path)) is None
 
     def forget(self, name: str) -> None:
         """Drop every group's claims and acks of the item ``name``, under the publish lock:
@@ -214,8 +220,9 @@ class Retention:
                     try:
                         deleted = self._delete_locked([(name, path)], remove, listed) == 1
                     except BaseException:
-                        group.release_locked(name, seq, ino)  # not to outlive the item
-                        raise
+                        if self._file_gone(path):  # our claim must not outlive the item
+                            group.release_locked(name, seq, ino)
+                        raise  # else the item and our claim stay: to be acked again
                 if deleted:
                     group.let_go(name, seq, ino)  # the last ack: the deletion removed our claim
                 else:
@@ -428,22 +435,3 @@ def _walkable(state: StateTree, report: dict[str, int], *parts: str) -> SafeDir 
         log.warning("gc leaves alone: %s", exc)
         report["unsafe_folders"] += 1
         return None
-
-
-def _forget_everywhere(name: str, state: StateTree, groups: list[Group]) -> None:
-    """Remove every group's claims and acks and the sidecar of the deleted item ``name``,
-    each tried even when another fails (the first failure raised after them): a claim
-    left would hold back the next item of that name."""
-    failure: BaseException | None = None
-    for forget in [*(group.forget for group in groups), _forget_sidecar]:
-        try:
-            forget(name, state)
-        except BaseException as exc:
-            failure = failure or exc
-    if failure is not None:
-        raise failure
-
-
-def _forget_sidecar(name: str, state: StateTree) -> None:
-    if (meta := state.folder("meta")) is not None:
-        meta.unlink(f"{name}.json")
