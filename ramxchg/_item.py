@@ -189,7 +189,9 @@ class Item:
         An ack counts for this item only, never for a newer item published under its
         name. Returns False when it changed nothing: the item was gone already (deleted
         by ``keep_last``/``ttl``, by hand or as a dead letter), it was acked before, or
-        there is no group. Raises `GroupNotFound` when the group was dropped meanwhile.
+        there is no group. Raises `GroupNotFound` when the group was dropped meanwhile;
+        after any other error (an I/O error deleting the item) the item is still ours,
+        and ``ack`` may be called again.
         """
         if self._on_ack is None:
             return False
