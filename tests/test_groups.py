@@ -538,3 +538,32 @@ def test_an_ack_after_its_group_was_dropped_and_registered_again_leaves_a_new_cl
         assert ch.group_states("frame")["g"] == "claimed"
         assert taken.ack() is True
     a.close()
+
+
+def test_an_ack_whose_rename_fails_keeps_the_claim_locked_and_can_be_done_again(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Acking for one group of two, the claim cannot be renamed into an ack (an I/O
+    error): the ack raises, the claim stays ours and locked (no other member gets the
+    item, even after a sweep), and the ack done again succeeds."""
+    ch = Channel("renamefails")
+    ch.subscribe("keeper").close()
+    with ch.subscribe("g") as sub, ch.subscribe("g") as other:
+        _frame(ch, 1)
+        item = sub.get(timeout=5)
+        replace = os.replace
+
+        def failing(source: Any, target: Any, **kwargs: Any) -> None:
+            if str(source).endswith("/claims/frame"):
+                monkeypatch.setattr(os, "replace", replace)  # once
+                raise OSError(errno.EIO, "injected", source)
+            replace(source, target, **kwargs)
+
+        monkeypatch.setattr(os, "replace", failing)
+        with pytest.raises(OSError, match="injected"):
+            item.ack()
+        other.sweep()
+        with pytest.raises(TimeoutError):
+            other.get(timeout=1.5)
+        assert item.ack() is True
+        assert ch.group_states("frame") == {"g": "acked", "keeper": "pending"}

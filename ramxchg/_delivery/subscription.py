@@ -205,7 +205,13 @@ class Subscription:
         if self._group is not None:
             group = self._group
 
+            tried = False
+
             def ack(done: Item) -> bool:
+                nonlocal tried
+                if tried and not group.holds(entry.name, entry.seq, ino):
+                    return False  # a retry, our claim lost with the failure: not ours now
+                tried = True
                 outcome = self._ack(group, entry, ino)
                 kept.let_go_if_gone(ino)  # the item's file, if deleted and not pooled
                 return outcome != "gone"

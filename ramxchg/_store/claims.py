@@ -176,14 +176,17 @@ class HeldClaims:
             _at_fork_forget_locks()
             _HOLDERS.add(self)
 
-    def pop(self, item: str, seq: int | None, ino: int | None) -> Held | None:
-        """Our claim on the item ``item`` of ``seq`` (inode ``ino``, None: not known), no
-        longer recorded as held; None if we hold none on it (perhaps one on a newer item
-        of that name, which stays)."""
+    def find(self, item: str, seq: int | None, ino: int | None) -> Held | None:
+        """Our claim on the item ``item`` of ``seq`` (inode ``ino``, None: not known); None
+        if we hold none on it (perhaps one on a newer item of that name)."""
         held = self._by_item.get(item)
-        if held is None or not held.is_for(seq, ino):
-            return None
-        del self._by_item[item]
+        return held if held is not None and held.is_for(seq, ino) else None
+
+    def pop(self, item: str, seq: int | None, ino: int | None) -> Held | None:
+        """`find`, no longer recorded as held (a claim on a newer item stays)."""
+        held = self.find(item, seq, ino)
+        if held is not None:
+            del self._by_item[item]
         return held
 
     def pop_any(self) -> tuple[str, Held] | None:

@@ -322,23 +322,30 @@ class Group:
         an ack naming the item is written, replacing any ack left for an older item.
         Raises `GroupNotFound` when the group was dropped.
         """
-        held = self._held.pop(item, seq, ino)
+        held = self._held.find(item, seq, ino)
         if held is not None:
+            # A group dropped and registered again meanwhile may hold another member's
+            # claim on the item there now, not ours to rename. Any other failure (the
+            # rename refused) leaves our claim held and locked: the item is still ours.
             try:
-                # A group dropped and registered again meanwhile may hold another
-                # member's claim on the item there now, not ours to rename.
-                if self._is_ours(item, held):
-                    os.replace(self._claim_prefix + item, self._ack_prefix + item)
-                    return
+                ours = self._is_ours(item, held)
             except FileNotFoundError:
-                pass  # reclaimed, or the group dropped: write the ack afresh
-            finally:
-                held.unlock()
+                ours = False  # reclaimed, or the group dropped: write the ack afresh
+            if ours:
+                os.replace(self._claim_prefix + item, self._ack_prefix + item)
+            self._held.pop(item, seq, ino)
+            held.unlock()
+            if ours:
+                return
         try:
             replace_whole(self._ack_prefix + item, json.dumps({"seq": seq, "ino": ino}).encode())
         except FileNotFoundError:
             self.check_registered()
             raise
+
+    def holds(self, item: str, seq: int | None, ino: int | None = None) -> bool:
+        """Do we hold a claim on the item ``item`` of ``seq`` (inode ``ino``)?"""
+        return self._held.find(item, seq, ino) is not None
 
     def let_go(self, item: str, seq: int | None, ino: int | None = None) -> None:
         """Let go of our claim on the item ``item`` of ``seq`` (inode ``ino``), which its

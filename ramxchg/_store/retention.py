@@ -119,10 +119,14 @@ class Retention:
         return removed
 
     def _file_gone(self, path: str | Path) -> bool:
-        """Is the item file ``path`` gone? Asked through the held channel folder, and only
-        "not there" says so."""
-        with self.state.use() as state:
-            return state.channel.lstat(os.path.basename(path)) is None
+        """Is the item file ``path`` gone? Asked through the channel folder's descriptor;
+        only "not there" says so (an error asking: not known, False)."""
+        try:
+            with self.state.use() as state:
+                return state.channel.lstat(os.path.basename(path)) is None
+        except Exception:
+            log.warning("cannot tell whether %s is still there", path, exc_info=True)
+            return False
 
     def forget(self, name: str) -> None:
         """Drop every group's claims and acks of the item ``name``, under the publish lock:
