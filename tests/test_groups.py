@@ -350,6 +350,19 @@ def test_a_late_ack_gives_back_no_claim_on_a_newer_item_of_its_name(root: Path) 
     assert _open_claims(ch) == []
 
 
+def _fail_once(
+    monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, error: BaseException
+) -> None:
+    """Make ``owner.name`` raise ``error`` at its next call, and be itself after that."""
+    real = getattr(owner, name)
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(owner, name, real)
+        raise error
+
+    monkeypatch.setattr(owner, name, failing)
+
+
 def test_a_last_ack_that_fails_half_way_leaves_no_claim_to_block_the_name(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -360,13 +373,7 @@ def test_a_last_ack_that_fails_half_way_leaves_no_claim_to_block_the_name(
     with ch.subscribe("g") as sub, ch.subscribe("g") as other:
         _frame(ch, 1)
         item = sub.get(timeout=5)
-        forget = Group.forget
-
-        def failing_forget(group: Group, name: str, state: StateTree) -> None:
-            monkeypatch.setattr(Group, "forget", forget)  # once
-            raise OSError(errno.EIO, "injected", name)
-
-        monkeypatch.setattr(Group, "forget", failing_forget)
+        _fail_once(monkeypatch, Group, "forget", OSError(errno.EIO, "injected"))
         with pytest.raises(OSError, match="injected"):
             item.ack()
         assert "frame" not in ch  # the file went before the failure
@@ -390,13 +397,7 @@ def test_a_close_that_fails_to_give_one_claim_back_gives_back_the_others(
     sub = ch.subscribe("g")
     taken = {sub.get(timeout=5).name, sub.get(timeout=5).name}
     assert taken == {"a", "b"}
-    enter = PublishLock.__enter__
-
-    def failing_enter(lock: PublishLock) -> int:
-        monkeypatch.setattr(PublishLock, "__enter__", enter)  # once
-        raise OSError(errno.EIO, "injected", str(lock.path))
-
-    monkeypatch.setattr(PublishLock, "__enter__", failing_enter)
+    _fail_once(monkeypatch, PublishLock, "__enter__", OSError(errno.EIO, "injected"))
     with pytest.raises(OSError, match="injected"):
         sub.close()
     assert _open_claims(ch) == []
@@ -475,13 +476,7 @@ def test_one_interrupt_ends_a_close_waiting_for_the_publish_lock(
     holder.start()
     try:
         assert held.wait(30)
-        enter = PublishLock.__enter__
-
-        def interrupted(lock: PublishLock) -> int:
-            monkeypatch.setattr(PublishLock, "__enter__", enter)  # once: Ctrl-C while waiting
-            raise KeyboardInterrupt
-
-        monkeypatch.setattr(PublishLock, "__enter__", interrupted)
+        _fail_once(monkeypatch, PublishLock, "__enter__", KeyboardInterrupt())  # while waiting
         with pytest.raises(KeyboardInterrupt):
             sub.close()
         assert holder.is_alive()  # still holding the lock: close() did not wait for it
@@ -501,13 +496,7 @@ def test_an_ack_that_fails_before_the_deletion_keeps_the_item_and_can_be_done_ag
     with ch.subscribe("g") as sub, ch.subscribe("g") as other:
         _frame(ch, 1)
         item = sub.get(timeout=5)
-        pool_or_unlink = Retention._pool_or_unlink
-
-        def failing(retention: Retention, path: str, room: Any) -> bool:
-            monkeypatch.setattr(Retention, "_pool_or_unlink", pool_or_unlink)  # once
-            raise OSError(errno.EIO, "injected", path)
-
-        monkeypatch.setattr(Retention, "_pool_or_unlink", failing)
+        _fail_once(monkeypatch, Retention, "_pool_or_unlink", OSError(errno.EIO, "injected"))
         with pytest.raises(OSError, match="injected"):
             item.ack()
         assert "frame" in ch
