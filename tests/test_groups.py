@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,12 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel, GroupNotFound, ItemNotFound, RamDiskFull
+from ramxchg._store import groups
 from ramxchg._store.groups import Group
 from ramxchg._store.retention import Retention
 from ramxchg._store.safedir import SafeDir, StateTree
 from ramxchg._store.sequence import PublishLock
+from ramxchg._store.steps import try_each
 from ramxchg.formats.locks import try_lock
 from tests.conftest import before_the_next_lock, mounted, mounted_tmpfs
 
@@ -556,3 +559,35 @@ def test_an_ack_whose_rename_fails_keeps_the_claim_locked_and_can_be_done_again(
             other.get(timeout=1.5)
         assert item.ack() is True
         assert ch.group_states("frame") == {"g": "acked", "keeper": "pending"}
+
+
+def test_a_claim_check_that_fails_gives_the_fresh_claim_back(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C between making a claim and checking the item is still there: get() raises,
+    and the claim is not left locked by this live member, so another member gets the
+    item at once."""
+    ch = Channel("checked")
+    with ch.subscribe("g") as sub, ch.subscribe("g") as other:
+        _frame(ch, 1)
+        _fail_once(monkeypatch, groups, "is_current", KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            sub.get(timeout=5)
+        assert ch.group_states("frame") == {"g": "pending"}
+        assert other.get(timeout=5).ack() is True
+
+
+def test_try_each_tries_every_step_and_raises_the_first_failure_an_interrupt_first() -> None:
+    done: list[int] = []
+
+    def step(n: int, error: BaseException | None = None) -> None:
+        done.append(n)
+        if error is not None:
+            raise error
+
+    with pytest.raises(OSError, match="first"):
+        try_each([partial(step, 1, OSError("first")), partial(step, 2, OSError("second"))])
+    with pytest.raises(KeyboardInterrupt):
+        try_each([partial(step, 3, OSError("error")), partial(step, 4, KeyboardInterrupt())])
+    try_each([partial(step, 5)])
+    assert done == [1, 2, 3, 4, 5]

@@ -35,6 +35,7 @@ import os
 import stat
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from .._errors import CorruptItem, GroupNotFound, RamDiskFull, UnsafeRoot
@@ -57,6 +58,7 @@ from .scan import is_current
 from .sequence import PublishLock, SequenceCounter
 from .sidecar import Sidecar
 from .statefile import create_held, create_once, read_state
+from .steps import try_each
 
 log = logging.getLogger(__name__)
 
@@ -185,13 +187,17 @@ class Group:
         if fd is None:
             return False  # another member's claim
         self._held.hold(item, Held(record, fd, seq, ino))
-        # Done, or deleted, between our first look and our claim: take the claim back.
-        if self.acked(item, seq, ino) or not is_current(
-            self._layout, item, path, seq, ino, known=sidecar
-        ):
+        try:
+            # Done, or deleted, between our first look and our claim: take it back.
+            taken = not self.acked(item, seq, ino) and is_current(
+                self._layout, item, path, seq, ino, known=sidecar
+            )
+        except BaseException:  # not left claimed by us, for no one to get while we live
+            self.release(item, seq, ino, wait=False)
+            raise
+        if not taken:
             self.release(item, seq, ino)
-            return False
-        return True
+        return taken
 
     def _create_claim(self, item: str, record: bytes) -> int | None:
         """Create ``claims/<item>`` holding ``record``, complete and locked by us.
@@ -243,17 +249,14 @@ class Group:
     def release(
         self, item: str, seq: int | None, ino: int | None = None, *, wait: bool = True
     ) -> None:
-        """Give our claim on the item ``item`` of ``seq`` (inode ``ino``) back to the group
-        without acking it.
+        """Give our claim on the item ``item`` of ``seq`` (inode ``ino``) back unacked.
 
-        Only a claim this handle made on that item is removed, and only if it is still
-        there: once the item is deleted, its name may be claimed by another member (or
-        by us) for a new item. Checked under the publish lock, which every deletion
-        (removing claims) holds. A claim left in place (its state folder a link now) is
-        dead once its lock is dropped: the sweeps give it back. ``wait=False`` (a
-        finalizer, run perhaps by a thread that holds the publish lock or the held
-        folders): the lock is not waited for (taken: the claim is left, dead), and the
-        folders are opened for it, not the held ones.
+        Only our claim on that item, if still there (`_is_ours`): a deleted item's name
+        may be claimed again, by anyone. Under the publish lock, which every deletion
+        holds. A claim left in place (its folder a link now) is dead once unlocked: the
+        sweeps give it back. ``wait=False`` (a finalizer, maybe in a thread that holds
+        the publish lock or the held folders): the lock is not waited for (taken: the
+        claim is left, dead), and folders are opened for it, not the held ones.
         """
         held = self._held.pop(item, seq, ino)
         if held is not None:
@@ -375,10 +378,12 @@ class Group:
         ``state``: the channel's state folders (`ChannelLayout.open_state`), open already
         when many items are deleted at once.
         """
-        for kind in ("acks", "claims"):
-            folder = state.folder("groups", self.name, kind)
-            if folder is not None:
-                folder.unlink(item)
+        try_each(partial(self._forget_in, kind, item, state) for kind in ("acks", "claims"))
+
+    def _forget_in(self, kind: str, item: str, state: StateTree) -> None:
+        folder = state.folder("groups", self.name, kind)
+        if folder is not None:
+            folder.unlink(item)
 
     def reclaim_dead(self) -> list[str]:
         """Remove claims whose member died; return the items now free again."""

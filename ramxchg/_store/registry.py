@@ -5,12 +5,14 @@ folder (`ramxchg._store.groups` is one group's state)."""
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Literal
 
 from .._errors import InvalidName
 from .groups import Group
 from .layout import ChannelLayout
 from .safedir import StateTree
+from .steps import try_each
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +75,14 @@ def item_group_states(
 
 def forget_everywhere(name: str, state: StateTree, groups: list[Group]) -> None:
     """Remove every group's claims and acks and the sidecar of the deleted item ``name``,
-    each tried even when another fails (the first failure raised after them): a claim
-    left would hold back the next item of that name."""
-    failure: BaseException | None = None
-    for forget in [*(group.forget for group in groups), _forget_sidecar]:
-        try:
-            forget(name, state)
-        except BaseException as exc:
-            failure = failure or exc
-    if failure is not None:
-        raise failure
+    each tried even when another fails (`try_each`): a claim left would hold back the
+    next item of that name."""
+    try_each(
+        [
+            *(partial(group.forget, name, state) for group in groups),
+            partial(_forget_sidecar, name, state),
+        ]
+    )
 
 
 def _forget_sidecar(name: str, state: StateTree) -> None:

@@ -111,7 +111,7 @@ class Retention:
                     went = remove(path)
                 except BaseException:
                     if self._file_gone(path):  # it went, then a step failed: no trace stays
-                        forget_everywhere(name, state, groups)
+                        _forget_after_failure(name, state, groups)
                     raise
                 if went:
                     removed += 1
@@ -119,8 +119,7 @@ class Retention:
         return removed
 
     def _file_gone(self, path: str | Path) -> bool:
-        """Is the item file ``path`` gone? Asked through the channel folder's descriptor;
-        only "not there" says so (an error asking: not known, False)."""
+        """Is the item file ``path`` gone (by the channel folder's descriptor; error: no)?"""
         try:
             with self.state.use() as state:
                 return state.channel.lstat(os.path.basename(path)) is None
@@ -439,3 +438,12 @@ def _walkable(state: StateTree, report: dict[str, int], *parts: str) -> SafeDir 
         log.warning("gc leaves alone: %s", exc)
         report["unsafe_folders"] += 1
         return None
+
+
+def _forget_after_failure(name: str, state: StateTree, groups: list[Group]) -> None:
+    """`forget_everywhere` for a deletion that failed: its own failure is logged, the
+    deletion's error is the one raised."""
+    try:
+        forget_everywhere(name, state, groups)
+    except Exception:
+        log.warning("traces of %s left for gc", name, exc_info=True)
