@@ -591,3 +591,21 @@ def test_try_each_tries_every_step_and_raises_the_first_failure_an_interrupt_fir
         try_each([partial(step, 3, OSError("error")), partial(step, 4, KeyboardInterrupt())])
     try_each([partial(step, 5)])
     assert done == [1, 2, 3, 4, 5]
+
+
+def test_a_latest_only_member_whose_pass_over_fails_keeps_its_queue(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Passing the older of three items over fails once (an I/O error acking it): get()
+    raises, and the next get() passes both older items over and delivers the newest."""
+    ch = Channel("latest")
+    with ch.subscribe("g", latest_only=True) as sub:
+        for name in ("a", "b", "c"):
+            ch.put(np.zeros(4), name)
+        _fail_once(monkeypatch, Retention, "ack", OSError(errno.EIO, "injected"))
+        with pytest.raises(OSError, match="injected"):
+            sub.get(timeout=5)
+        newest = sub.get(timeout=5)
+        assert newest.name == "c"
+        assert newest.ack() is True
+    assert [name for name in ("a", "b", "c") if name in ch] == []

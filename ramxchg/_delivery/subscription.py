@@ -169,8 +169,13 @@ class Subscription:
                 _, entry = max(self._pending)
                 skipped = [e for _, e in self._pending if e is not entry]
                 self._pending = []
-                for old in skipped:
-                    self._skip(old)
+                for index, old in enumerate(skipped):
+                    try:
+                        self._skip(old)
+                    except BaseException:  # the ones not passed over yet stay queued
+                        for rest in [*skipped[index + 1 :], entry]:
+                            heapq.heappush(self._pending, (publish_order(rest), rest))
+                        raise
             else:
                 _, entry = heapq.heappop(self._pending)
             self._mark_seen(entry)
@@ -262,7 +267,13 @@ class Subscription:
         except FileNotFoundError:
             return
         if self._claim(self._group, entry, ino):
-            self._ack(self._group, entry, ino)
+            try:
+                self._ack(self._group, entry, ino)
+            except BaseException:  # no Item to ack it again: given back, queued again
+                self._group.release(entry.name, entry.seq, ino, wait=False)
+                self._seen.discard((entry.name, entry.seq))
+                self._push(entry)
+                raise
 
     def _ack(self, group: Group, entry: Entry, ino: int) -> AckOutcome:
         """Ack the item of ``entry`` (inode ``ino``) for ``group`` (`Retention.ack`)."""
