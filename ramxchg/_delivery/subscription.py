@@ -250,7 +250,7 @@ class Subscription:
             if self._group is not None and not is_current(
                 self._layout, item.name, item.path, item.seq, item._ino
             ):
-                self._group.release(item.name, item.seq, item._ino)
+                self._group.release_after_failure(item.name, item.seq, item._ino)
             raise
         item._on_ack = None  # nothing left to ack
         if self._group is not None:  # gone with the item; a newer one's claim stays
@@ -266,14 +266,16 @@ class Subscription:
             ino = os.lstat(entry.path).st_ino
         except FileNotFoundError:
             return
-        if self._claim(self._group, entry, ino):
-            try:
-                self._ack(self._group, entry, ino)
-            except BaseException:  # no Item to ack it again: given back, queued again
-                self._group.release(entry.name, entry.seq, ino, wait=False)
-                self._seen.discard((entry.name, entry.seq))
-                self._push(entry)
-                raise
+        if not self._claim(self._group, entry, ino):
+            self._elsewhere.add((entry.name, entry.seq))  # taken up again once free
+            return
+        try:
+            self._ack(self._group, entry, ino)
+        except BaseException:  # no Item to ack it again: queued again, given back
+            self._seen.discard((entry.name, entry.seq))
+            self._push(entry)
+            self._group.release_after_failure(entry.name, entry.seq, ino)
+            raise
 
     def _ack(self, group: Group, entry: Entry, ino: int) -> AckOutcome:
         """Ack the item of ``entry`` (inode ``ino``) for ``group`` (`Retention.ack`)."""

@@ -193,7 +193,7 @@ class Group:
                 self._layout, item, path, seq, ino, known=sidecar
             )
         except BaseException:  # not left claimed by us, for no one to get while we live
-            self.release(item, seq, ino, wait=False)
+            self.release_after_failure(item, seq, ino, wait=False)
             raise
         if not taken:
             self.release(item, seq, ino)
@@ -263,10 +263,9 @@ class Group:
             self._give_back(item, held, self._publish_lock(wait))
 
     def release_all(self, *, wait: bool = True) -> None:
-        """Give back every claim this handle holds (see `release`), one at a time (the
-        others stay recorded meanwhile), each tried even if another fails, which is
-        raised after them. After an interrupt (Ctrl-C) the rest go without waiting for
-        the publish lock (where it is taken, a claim is left unlocked, for the sweeps)."""
+        """Give back every claim we hold (`release`), one at a time, each even if another
+        fails (raised after them); after an interrupt (Ctrl-C) without waiting for the
+        publish lock (where it is taken, a claim is left unlocked, for the sweeps)."""
         failure: BaseException | None = None
         while (taken := self._held.pop_any()) is not None:
             try:
@@ -281,16 +280,17 @@ class Group:
     def _publish_lock(self, wait: bool) -> PublishLock:
         return PublishLock(self._layout, self._state if wait else None, wait=wait)
 
-    def release_locked(self, item: str, seq: int | None, ino: int | None = None) -> None:
-        """`release`, for a caller that holds the publish lock: an ack whose deletion
-        failed half-way gives its claim back, which, locked by a live member, would
-        otherwise outlive the item and hold back the next item of that name. A failure
-        here is logged, not raised: the deletion's error is the one to see (and the
-        claim, unlocked, is a dead member's for the sweeps)."""
+    def release_after_failure(
+        self, item: str, seq: int | None, ino: int | None = None, *, wait: bool | None = True
+    ) -> None:
+        """`release` for a caller handling a failure (``wait=None``: holding the publish
+        lock), which is the one to raise: this one's is logged (an unlocked claim is a
+        dead member's, for the sweeps)."""
         held = self._held.pop(item, seq, ino)
         if held is not None:
+            lock = None if wait is None else self._publish_lock(wait)
             try:
-                self._give_back(item, held, None)
+                self._give_back(item, held, lock)
             except Exception:
                 log.warning("claim on %s of %s left to the sweeps", item, self.name, exc_info=True)
 

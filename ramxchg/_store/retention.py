@@ -33,6 +33,7 @@ from .safedir import SafeDir, StateTree
 from .scan import is_current, publish_order, scan
 from .sequence import SequenceCounter
 from .sidecar import Sidecar
+from .steps import try_each
 from .tmpfiles import collect_dead
 
 log = logging.getLogger(__name__)
@@ -131,8 +132,7 @@ class Retention:
         """Drop every group's claims and acks of the item ``name``, under the publish lock:
         it is being replaced, so it counts as deleted (a late ack of it changes nothing)."""
         with self.state.use() as state:
-            for group, _ in self.registered():
-                group.forget(name, state)
+            try_each(partial(group.forget, name, state) for group, _ in self.registered())
 
     def retire_aside(
         self,
@@ -224,7 +224,7 @@ class Retention:
                         deleted = self._delete_locked([(name, path)], remove, listed) == 1
                     except BaseException:
                         if self._file_gone(path):  # our claim must not outlive the item
-                            group.release_locked(name, seq, ino)
+                            group.release_after_failure(name, seq, ino, wait=None)
                         raise  # else the item and our claim stay: to be acked again
                 if deleted:
                     group.let_go(name, seq, ino)  # the last ack: the deletion removed our claim
