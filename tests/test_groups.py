@@ -609,24 +609,3 @@ def test_a_latest_only_member_whose_pass_over_fails_keeps_its_queue(
         assert newest.name == "c"
         assert newest.ack() is True
     assert [name for name in ("a", "b", "c") if name in ch] == []
-
-
-def test_a_latest_only_member_takes_up_an_item_it_passed_over_once_it_is_given_back(
-    root: Path,
-) -> None:
-    """Member b (latest_only) passes x over while member a holds it and gets y; a closes
-    without acking x: b takes x up (before, x stayed pending while b lived)."""
-    ch = Channel("takenup")
-    a = ch.subscribe("g")
-    ch.put(np.zeros(4), "x")
-    assert a.get(timeout=5).name == "x"
-    with ch.subscribe("g", latest_only=True) as b:
-        ch.put(np.zeros(4), "y")
-        newest = b.get(timeout=5)
-        assert newest.name == "y"
-        assert newest.ack() is True
-        a.close()
-        again = b.get(timeout=5)
-        assert again.name == "x"
-        assert again.ack() is True
-    assert "x" not in ch

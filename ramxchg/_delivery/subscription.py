@@ -267,8 +267,7 @@ class Subscription:
         except FileNotFoundError:
             return
         if not self._claim(self._group, entry, ino):
-            self._elsewhere.add((entry.name, entry.seq))  # taken up again once free
-            return
+            return  # another member's: if given back, not ours to pass over again
         try:
             self._ack(self._group, entry, ino)
         except BaseException:  # no Item to ack it again: queued again, given back
