@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ramxchg import Channel, GroupNotFound, ItemNotFound, RamDiskFull
+from ramxchg import Channel, GroupNotFound, Item, ItemNotFound, RamDiskFull, Subscription
 from ramxchg._store import groups
 from ramxchg._store.groups import Group
 from ramxchg._store.retention import Retention
@@ -336,9 +336,7 @@ def test_a_late_ack_gives_back_no_claim_on_a_newer_item_of_its_name(root: Path) 
     new item too: the old item's ack leaves the claim on the new one alone (no other
     member gets it), and no descriptor of the old claim stays open."""
     ch = Channel("renamed")
-    with ch.subscribe("g") as sub, ch.subscribe("g") as other:
-        _frame(ch, 1)
-        old = sub.get(timeout=5)
+    with _one_held(ch) as (sub, other, old):
         ch.delete("frame")
         second = _frame(ch, 2)
         new = sub.get(timeout=5)
@@ -366,6 +364,14 @@ def _fail_once(
     monkeypatch.setattr(owner, name, failing)
 
 
+@contextmanager
+def _one_held(ch: Channel) -> Iterator[tuple[Subscription, Subscription, Item]]:
+    """Two members of group g; the first holds the item ``frame`` just published."""
+    with ch.subscribe("g") as sub, ch.subscribe("g") as other:
+        _frame(ch, 1)
+        yield sub, other, sub.get(timeout=5)
+
+
 def test_a_last_ack_that_fails_half_way_leaves_no_claim_to_block_the_name(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -373,9 +379,7 @@ def test_a_last_ack_that_fails_half_way_leaves_no_claim_to_block_the_name(
     the group's claim): the ack raises, and our claim, still locked by this live member,
     does not stay to block the next item of that name."""
     ch = Channel("halfway")
-    with ch.subscribe("g") as sub, ch.subscribe("g") as other:
-        _frame(ch, 1)
-        item = sub.get(timeout=5)
+    with _one_held(ch) as (_, other, item):
         _fail_once(monkeypatch, Group, "forget", OSError(errno.EIO, "injected"))
         with pytest.raises(OSError, match="injected"):
             item.ack()
@@ -428,9 +432,7 @@ def test_a_dead_letter_that_fails_after_the_move_leaves_no_claim_to_block_the_na
     the item's sidecar and claim go as for any deletion, so the next item of that name
     is delivered at once."""
     ch = Channel("letters")
-    with ch.subscribe("g") as sub, ch.subscribe("g") as other:
-        _frame(ch, 1)
-        item = sub.get(timeout=5)
+    with _one_held(ch) as (sub, other, item):
         write_whole = SafeDir.write_whole
 
         def full(folder: SafeDir, name: str, data: bytes) -> None:
@@ -496,9 +498,7 @@ def test_an_ack_that_fails_before_the_deletion_keeps_the_item_and_can_be_done_ag
     the member's claim stay (no other member gets it), and the same item acked again is
     deleted."""
     ch = Channel("retried")
-    with ch.subscribe("g") as sub, ch.subscribe("g") as other:
-        _frame(ch, 1)
-        item = sub.get(timeout=5)
+    with _one_held(ch) as (_, other, item):
         _fail_once(monkeypatch, Retention, "_pool_or_unlink", OSError(errno.EIO, "injected"))
         with pytest.raises(OSError, match="injected"):
             item.ack()
@@ -540,9 +540,7 @@ def test_an_ack_whose_rename_fails_keeps_the_claim_locked_and_can_be_done_again(
     item, even after a sweep), and the ack done again succeeds."""
     ch = Channel("renamefails")
     ch.subscribe("keeper").close()
-    with ch.subscribe("g") as sub, ch.subscribe("g") as other:
-        _frame(ch, 1)
-        item = sub.get(timeout=5)
+    with _one_held(ch) as (_, other, item):
         replace = os.replace
 
         def failing(source: Any, target: Any, **kwargs: Any) -> None:
