@@ -17,8 +17,10 @@ time on this host; an unreadable claim counts as dead after `CLAIM_GRACE_SECONDS
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
+import stat
 import sys
 import time
 import weakref
@@ -27,7 +29,10 @@ from typing import Any, NamedTuple
 
 import psutil
 
-from ..formats.locks import try_lock
+from ..formats.locks import FileLock, try_lock
+from .safedir import SafeDir
+
+log = logging.getLogger(__name__)
 
 #: An unreadable claim this old was left by a member that died between create and write
 #: (claims are created complete now; older versions and foreign consumers may not).
@@ -37,6 +42,7 @@ CLAIM_GRACE_SECONDS = 5.0
 LOCKS_CLAIMS = sys.platform != "win32"
 #: Claims are group state files: never larger than this.
 MAX_CLAIM_BYTES = 64 * 1024
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
 def claim_record(seq: int | None, ino: int | None) -> bytes:
@@ -110,6 +116,36 @@ def member_is_dead(fd: int, owner: dict[str, Any], alive: dict[str, bool]) -> bo
     if who not in alive:
         alive[who] = owner_is_alive(owner)
     return not alive[who]
+
+
+def remove_if_dead(
+    claims: SafeDir, item: str, lock: FileLock, alive: dict[str, bool]
+) -> dict[str, Any] | None:
+    """Remove the claim on ``item`` in ``claims`` if its member died (`member_is_dead`,
+    ``alive`` as there); its record if removed, else None.
+
+    Through the folder's descriptor: a ``claims/`` swapped for a link is never followed.
+    Under ``lock`` (the group's), so two reclaimers never remove a fresh live claim; and
+    only the file judged (the open descriptor keeps its inode number from reuse).
+    """
+    try:
+        fd = claims.open_file(item, _READ_FLAGS)
+    except FileNotFoundError:
+        return None  # acked or released meanwhile
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            log.info("%s is not a claim (not a regular file); left alone", claims.entry(item))
+            return None
+        owner = read_claim(fd)
+        if owner is None or not member_is_dead(fd, owner, alive):
+            return None
+        with lock:
+            now = claims.lstat(item)
+            if now is None or now.st_ino != os.fstat(fd).st_ino:
+                return None  # acked or released, and claimed anew
+            return owner if claims.unlink(item) else None
+    finally:
+        os.close(fd)
 
 
 def records_item(raw: bytes, seq: int | None, ino: int | None) -> bool:

@@ -32,23 +32,20 @@ import errno
 import json
 import logging
 import os
-import stat
 import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from .._errors import CorruptItem, GroupNotFound, RamDiskFull, UnsafeRoot
-from ..disks.files import replace_whole
 from ..formats.locks import FileLock, lock_file
 from .claims import (
     LOCKS_CLAIMS,
     Held,
     HeldClaims,
     claim_record,
-    member_is_dead,
-    read_claim,
     records_item,
+    remove_if_dead,
 )
 from .held import HeldState
 from .layout import ChannelLayout
@@ -63,7 +60,6 @@ from .steps import try_each
 log = logging.getLogger(__name__)
 
 _MAX_STATE_BYTES = 64 * 1024
-_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
 @dataclass(frozen=True)
@@ -218,15 +214,8 @@ class Group:
             raise
 
     def _link_claim(self, item: str, record: bytes) -> int | None:
-        # Through the claims folder's descriptor: a claims/ swapped for a link by whoever
-        # shares the channel is refused (UnsafeRoot), never written through.
-        with self._state.use() if self._state is not None else self.layout.open_state() as state:
-            claims = self._claims(state)
-            if claims is None:
-                raise FileNotFoundError(errno.ENOENT, "no claims folder", str(self.claims))
-            name, dir_fd = (
-                (item, claims.fd) if claims.fd is not None else (claims.path / item, None)
-            )
+        with self._folders() as state:
+            name, dir_fd = self._existing(state, "claims").at(item)
             try:
                 if LOCKS_CLAIMS:
                     # Locked before it is linked: a live member's claim is never seen unlocked.
@@ -260,7 +249,7 @@ class Group:
         """
         held = self._held.pop(item, seq, ino)
         if held is not None:
-            self._give_back(item, held, self._publish_lock(wait))
+            self._give_back(item, held, wait)
 
     def release_all(self, *, wait: bool = True) -> None:
         """Give back every claim we hold (`release`), one at a time, each even if another
@@ -269,16 +258,13 @@ class Group:
         failure: BaseException | None = None
         while (taken := self._held.pop_any()) is not None:
             try:
-                self._give_back(*taken, self._publish_lock(wait))
+                self._give_back(*taken, wait)
             except Exception as exc:  # a claim left is a dead one for the sweeps
                 failure = failure or exc
             except BaseException as exc:
                 failure, wait = exc, False
         if failure is not None:
             raise failure
-
-    def _publish_lock(self, wait: bool) -> PublishLock:
-        return PublishLock(self._layout, self._state if wait else None, wait=wait)
 
     def release_after_failure(
         self, item: str, seq: int | None, ino: int | None = None, *, wait: bool | None = True
@@ -288,19 +274,23 @@ class Group:
         dead member's, for the sweeps)."""
         held = self._held.pop(item, seq, ino)
         if held is not None:
-            lock = None if wait is None else self._publish_lock(wait)
             try:
-                self._give_back(item, held, lock)
+                self._give_back(item, held, wait)
             except Exception:
                 log.warning("claim on %s of %s left to the sweeps", item, self.name, exc_info=True)
 
-    def _give_back(self, item: str, held: Held, lock: PublishLock | None) -> None:
-        """Remove our claim ``held`` on ``item`` if it is still there, under ``lock`` (None:
-        the caller holds the publish lock), and unlock it."""
+    def _give_back(self, item: str, held: Held, wait: bool | None) -> None:
+        """Remove our claim ``held`` on ``item`` if it is still there, under the publish
+        lock (``wait`` as for `release`; None: the caller holds it), and unlock it."""
+        lock = PublishLock(self._layout, self._state if wait else None, wait=wait is not False)
         try:
-            with lock if lock is not None else contextlib.nullcontext():
-                if self._is_ours(item, held):
-                    os.unlink(self._claim_prefix + item)
+            with (
+                lock if wait is not None else contextlib.nullcontext(),
+                self._folders(held=wait is not False) as state,
+            ):
+                claims = self._claims(state)
+                if claims is not None and self._is_ours(claims, item, held):
+                    claims.unlink(item)
         except FileNotFoundError:
             pass  # the channel or the group is gone, and our claim with it
         except (UnsafeRoot, BlockingIOError) as exc:  # a link now; the lock taken (wait=False)
@@ -308,14 +298,17 @@ class Group:
         finally:
             held.unlock()
 
-    def _is_ours(self, item: str, held: Held) -> bool:
-        """Is ``claims/<item>`` our claim ``held``: the file we hold open (its inode, which
-        no other file can have meanwhile), or, holding none, the bytes we wrote?
-        FileNotFoundError when there is none."""
+    @staticmethod
+    def _is_ours(claims: SafeDir, item: str, held: Held) -> bool:
+        """Is the claim on ``item`` in ``claims`` our claim ``held``: the file we hold open
+        (its inode, which no other file can have meanwhile), or, holding none, the bytes
+        we wrote? False when there is none."""
         if held.fd < 0:
-            return read_small(self._claim_prefix + item) == held.record
-        there, ours = os.lstat(self._claim_prefix + item), os.fstat(held.fd)
-        return (there.st_ino, there.st_dev) == (ours.st_ino, ours.st_dev)
+            name, dir_fd = claims.at(item)
+            return read_small(name, dir_fd=dir_fd) == held.record
+        there = claims.lstat(item)
+        ours = os.fstat(held.fd)
+        return there is not None and (there.st_ino, there.st_dev) == (ours.st_ino, ours.st_dev)
 
     def ack(self, item: str, seq: int | None, ino: int | None = None) -> None:
         """Mark the item ``item`` of ``seq`` (inode ``ino``) done for the group.
@@ -326,22 +319,24 @@ class Group:
         Raises `GroupNotFound` when the group was dropped.
         """
         held = self._held.find(item, seq, ino)
-        if held is not None:
-            # A group dropped and registered again meanwhile may hold another member's
-            # claim on the item there now, not ours to rename. Any other failure (the
-            # rename refused) leaves our claim held and locked: the item is still ours.
-            try:
-                ours = self._is_ours(item, held)
-            except FileNotFoundError:
-                ours = False  # reclaimed, or the group dropped: write the ack afresh
-            if ours:
-                os.replace(self._claim_prefix + item, self._ack_prefix + item)
-            self._held.pop(item, seq, ino)
-            held.unlock()
-            if ours:
-                return
         try:
-            replace_whole(self._ack_prefix + item, json.dumps({"seq": seq, "ino": ino}).encode())
+            with self._folders() as state:
+                if held is not None:
+                    # A group dropped and registered again meanwhile may hold another
+                    # member's claim on the item there now, not ours to rename (not there:
+                    # reclaimed, or the group dropped; the ack is written afresh). Any
+                    # other failure (the rename refused, a folder a link now) leaves our
+                    # claim held and locked: the item is still ours.
+                    claims, ours = self._claims(state), False
+                    if claims is not None and self._is_ours(claims, item, held):
+                        claims.replace(item, self._existing(state, "acks"), item)
+                        ours = True
+                    self._held.pop(item, seq, ino)
+                    held.unlock()
+                    if ours:
+                        return
+                record = json.dumps({"seq": seq, "ino": ino}).encode()
+                self._existing(state, "acks").write_whole(item, record)
         except FileNotFoundError:
             self.check_registered()
             raise
@@ -400,32 +395,13 @@ class Group:
         return freed
 
     def _reclaim(self, folder: SafeDir, claims: SafeDir, item: str, alive: dict[str, bool]) -> bool:
-        """Remove the claim on ``item`` if its member died; True if it was removed.
-
-        Through the group's folder descriptors: a ``claims/`` swapped for a link is never
-        followed.
-        """
-        try:
-            fd = claims.open_file(item, _READ_FLAGS)
-        except FileNotFoundError:
-            return False  # acked or released meanwhile
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                log.info("%s is not a claim (not a regular file); left alone", claims.path / item)
-                return False
-            owner = read_claim(fd)
-            if owner is None or not member_is_dead(fd, owner, alive):
-                return False
-            # Under the group lock, so two reclaimers never remove a fresh live claim; and
-            # only the file judged (the open descriptor keeps its inode number from reuse).
-            with FileLock(self.folder / "lock", dir_fd=folder.fd):
-                now = claims.lstat(item)
-                if now is None or now.st_ino != os.fstat(fd).st_ino:
-                    return False  # acked or released, and claimed anew
-                if not claims.unlink(item):
-                    return False
-        finally:
-            os.close(fd)
+        """Remove the claim on ``item`` if its member died (`remove_if_dead`), under the
+        group's lock; True if it was removed."""
+        owner = remove_if_dead(
+            claims, item, FileLock(self.folder / "lock", dir_fd=folder.fd), alive
+        )
+        if owner is None:
+            return False
         log.info(
             "item %s of group %s: its consumer (pid %s) died before acking; delivering it again",
             item,
@@ -442,6 +418,22 @@ class Group:
 
     def _claims(self, state: StateTree) -> SafeDir | None:
         return state.folder("groups", self.name, "claims")
+
+    def _existing(self, state: StateTree, kind: str) -> SafeDir:
+        """The group's folder ``kind`` (claims, acks); FileNotFoundError if missing.
+
+        Its descriptor is what every change goes through: a folder swapped for a link by
+        whoever shares the channel is refused (UnsafeRoot), never written through.
+        """
+        found = state.folder("groups", self.name, kind)
+        if found is None:
+            raise FileNotFoundError(errno.ENOENT, f"no {kind} folder", str(self.folder / kind))
+        return found
+
+    def _folders(self, *, held: bool = True) -> HeldState | StateTree:
+        """The channel's state folders for one operation: those the handle holds, or
+        (``held`` False, or no handle) opened for it."""
+        return self._state.use() if held and self._state is not None else self.layout.open_state()
 
 
 def read_small(path: str | Path, *, dir_fd: int | None = None) -> bytes | None:

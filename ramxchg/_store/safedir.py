@@ -217,6 +217,10 @@ class SafeDir:
         """Set the file ``name`` to ``data`` in one rename (`replace_whole`)."""
         replace_whole(self._name(name), data, dir_fd=self.fd)
 
+    def at(self, name: str) -> tuple[str, int | None]:
+        """``name`` as a call taking ``dir_fd`` wants it: (the name or path, ``dir_fd``)."""
+        return self._name(name), self.fd
+
     def _name(self, name: str) -> str:
         """What to pass to a call: the bare name with a descriptor, else the full path."""
         return name if self.fd is not None else os.fspath(self.path / name)

@@ -273,3 +273,33 @@ def test_a_folder_swapped_while_held_open_is_never_followed(
     status, result = as_user(VICTIM, _swap_while_held, path, str(precious), kind)
     assert snapshot(precious) == before
     assert status in ("ok", "UnsafeRoot"), result
+
+
+def _ack_after_swap(path: str, precious: str, how: str) -> None:
+    """Take the item "results" as group g (group h has yet to ack it: the ack is a file),
+    swap ``acks/`` for a link to ``precious`` (as the attacker would, while this handle
+    holds the group's folders open) and ack it: as the item, or by name."""
+    ch = Channel(path)
+    ch.put(np.ones(POOLED_BYTES - 128, np.uint8), "results")  # as a file of the victim's
+    ch.subscribe("h").close()
+    with ch.subscribe("g", watch="polling") as sub:
+        item = sub.get(timeout=0.5)
+        item.close()
+        acks = Path(path) / ".ramxchg" / "groups" / "g" / "acks"
+        os.rename(acks, acks.with_name("acks-away"))
+        acks.symlink_to(precious)
+        if how == "item":
+            item.ack()  # our claim renamed to the ack: over the victim's file?
+        else:
+            ch.ack("results", "g")  # an ack written: over the victim's file?
+
+
+@pytest.mark.parametrize("how", ["item", "name"])
+def test_an_ack_never_follows_a_link(root: Path, precious: Path, how: str) -> None:
+    os.chmod(root, 0o1777)
+    status, path = as_user(ATTACKER, _plain_channel, str(root))
+    assert status == "ok", path
+    before = snapshot(precious)
+    status, result = as_user(VICTIM, _ack_after_swap, path, str(precious), how)
+    assert snapshot(precious) == before  # on e1013d0: "results" overwritten
+    assert status == "UnsafeRoot", result
