@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from ramxchg import Channel, GroupNotFound, Item, ItemNotFound, RamDiskFull, Subscription
-from ramxchg._store import groups
+from ramxchg._store import claims, groups
 from ramxchg._store.groups import Group
 from ramxchg._store.retention import Retention
 from ramxchg._store.safedir import SafeDir, StateTree
@@ -607,3 +607,29 @@ def test_a_latest_only_member_whose_pass_over_fails_keeps_its_queue(
         assert newest.name == "c"
         assert newest.ack() is True
     assert [name for name in ("a", "b", "c") if name in ch] == []
+
+
+@pytest.mark.parametrize("locks", [True, False])
+def test_a_release_never_takes_a_newer_claim_of_the_same_process(
+    root: Path, monkeypatch: pytest.MonkeyPatch, locks: bool
+) -> None:
+    """One process, two members of g: the first holds the item, the group is dropped and
+    registered again, and the second claims the same item. The first giving its claim
+    back (close) leaves the second's claim in place: so no third member gets the item.
+    ``locks=False``: claims held without a descriptor (Windows), told apart by bytes."""
+    monkeypatch.setattr(groups, "LOCKS_CLAIMS", locks)
+    monkeypatch.setattr(claims, "LOCKS_CLAIMS", locks)
+    ch = Channel("twice")
+    first = ch.subscribe("g")
+    _frame(ch, 1)
+    held = first.get(timeout=5)
+    ch.drop_group("g")
+    with ch.subscribe("g") as second, ch.subscribe("g") as third:
+        again = second.get(timeout=5)
+        assert again.name == held.name
+        held.close()
+        first.close()  # gives back its claim: the first one, gone with the group
+        assert ch.group_states("frame") == {"g": "claimed"}  # on e4b6ce5, False: "pending"
+        with pytest.raises(TimeoutError):
+            third.get(timeout=1.5)
+        assert again.ack() is True

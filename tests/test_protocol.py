@@ -30,6 +30,8 @@ TMP_NAME = re.compile(r"^(?P<stem>.+)\.(?P<pid>[0-9]+)\.[0-9a-f]{12}(\.lk)?\.(np
 MAJOR = int(PROTOCOL_VERSION.split(".")[0])
 #: after a type in a table: written by 1.1 writers, absent from 1.0 files
 SINCE_1_1 = " (1.1)"
+#: after a type in a table: a field a writer may leave out
+OPTIONAL = " (optional)"
 
 _TYPES: dict[str, Any] = {
     "int": lambda v: type(v) is int,
@@ -66,14 +68,19 @@ def check_against(data: object, kind: str, path: object, *, written_by_1_0: bool
     """
     table = spec_table(kind)
     assert isinstance(data, dict), f"{path} is not a JSON object"
-    required = {f for f, t in table.items() if not (written_by_1_0 and t.endswith(SINCE_1_1))}
+    required = {
+        f
+        for f, t in table.items()
+        if not (t.endswith(OPTIONAL) or (written_by_1_0 and t.endswith(SINCE_1_1)))
+    }
     assert required <= set(data) <= set(table), (
         f"{path}: fields {sorted(data)} != spec {sorted(table)}"
     )
     for field, type_text in table.items():
         if field not in data:
             continue
-        allowed = [t.strip() for t in type_text.removesuffix(SINCE_1_1).split(" or ")]
+        bare = type_text.removesuffix(SINCE_1_1).removesuffix(OPTIONAL)
+        allowed = [t.strip() for t in bare.split(" or ")]
         assert all(t in _TYPES for t in allowed), f"unknown type {type_text!r} in the spec"
         assert any(_TYPES[t](data[field]) for t in allowed), (
             f"{path}: {field}={data[field]!r} is not {type_text}"

@@ -16,6 +16,7 @@ time on this host; an unreadable claim counts as dead after `CLAIM_GRACE_SECONDS
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -42,6 +43,8 @@ CLAIM_GRACE_SECONDS = 5.0
 LOCKS_CLAIMS = sys.platform != "win32"
 #: Claims are group state files: never larger than this.
 MAX_CLAIM_BYTES = 64 * 1024
+#: How many claims this process made (a forked child goes on counting: its pid differs).
+_CLAIMS_MADE = itertools.count(1)
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
@@ -49,9 +52,12 @@ def claim_record(seq: int | None, ino: int | None) -> bytes:
     """A claim by this process on the item (seq, ino): who works on which item.
 
     One JSON object, made for every claim: the owner's part is encoded once per process.
+    ``"claim"`` counts this process's claims, so that no two of them have the same bytes
+    (what tells a claim ours where we hold no descriptor of it: Windows, a forked child).
     """
-    return b'%s, "seq": %s, "ino": %s, "lock": %s}' % (
+    return b'%s, "claim": %d, "seq": %s, "ino": %s, "lock": %s}' % (
         _owner(os.getpid()),
+        next(_CLAIMS_MADE),
         _json_count(seq),
         _json_count(ino),
         b"true" if LOCKS_CLAIMS else b"false",
