@@ -633,3 +633,46 @@ def test_a_release_never_takes_a_newer_claim_of_the_same_process(
         with pytest.raises(TimeoutError):
             third.get(timeout=1.5)
         assert again.ack() is True
+
+
+#: In a forked child, after `lexists` was asked in its parent: a seccomp filter failing
+#: faccessat2 (syscall 439 on every Linux architecture) with EPERM, then `lexists` of a
+#: file that is there. Exits 0 when it answers "there".
+_FORKED_UNDER_FILTER = """
+import ctypes, os, struct, sys
+from ramxchg._store.safedir import lexists
+
+path = sys.argv[1]
+assert lexists(path)  # the parent's probe: faccessat sees
+pid = os.fork()
+if pid == 0:
+    def op(code, jt, jf, k):
+        return struct.pack("HBBI", code, jt, jf, k)
+    program = ctypes.create_string_buffer(
+        op(0x20, 0, 0, 0)  # load the syscall number
+        + op(0x15, 0, 1, 439)  # faccessat2?
+        + op(0x06, 0, 0, 0x00050000 | 1)  # fail it with EPERM
+        + op(0x06, 0, 0, 0x7FFF0000)  # allow everything else
+    )
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+    libc = ctypes.CDLL(None, use_errno=True)
+    filtered = Program(4, ctypes.cast(program, ctypes.c_void_p))
+    if libc.prctl(38, 1, 0, 0, 0) or libc.prctl(22, 2, ctypes.byref(filtered), 0, 0):
+        os._exit(3)  # PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP refused
+    os._exit(0 if lexists(path) else 1)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="seccomp filters are Linux's")
+def test_a_forked_child_asks_again_whether_faccessat_sees(tmp_path: Path) -> None:
+    """A child forked after its parent probed faccessat, which installs a seccomp filter
+    failing faccessat2, still finds a file that is there (by lstat)."""
+    there = tmp_path / "ack"
+    there.write_bytes(b"{}")
+    done = subprocess.run([sys.executable, "-c", _FORKED_UNDER_FILTER, str(there)], check=False)
+    if done.returncode == 3:
+        pytest.skip("this kernel refused the seccomp filter")
+    assert done.returncode == 0  # on 6760531: 1, the answer cached from the parent

@@ -286,13 +286,18 @@ def lexists(path: str, dir_fd: int | None = None) -> bool:
 @functools.cache
 def _faccessat_sees() -> bool:
     """Does faccessat(AT_EACCESS | AT_SYMLINK_NOFOLLOW) find what is there (asked once,
-    of "/")? Not where the OS has no such call (Windows, some BSDs), nor where a seccomp
-    filter of an older container runtime fails faccessat2 with EPERM, which glibc does
-    not fall back from: there every answer would be "not there"."""
+    of "/", and again in a forked child)? Not where the OS has no such call (Windows,
+    some BSDs), nor where a seccomp filter of an older container runtime fails
+    faccessat2 with EPERM, which glibc does not fall back from: there every answer
+    would be "not there"."""
     supported = os.supports_dir_fd & os.supports_follow_symlinks & os.supports_effective_ids
     return os.access in supported and os.access(
         "/", os.F_OK, effective_ids=True, follow_symlinks=False
     )
+
+
+if hasattr(os, "register_at_fork"):  # a child may install a seccomp filter of its own
+    os.register_at_fork(after_in_child=_faccessat_sees.cache_clear)
 
 
 def _refused(path: Path) -> UnsafeRoot:
