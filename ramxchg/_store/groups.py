@@ -113,22 +113,30 @@ class Group:
         existing = self.info()
         if existing is not None:
             return existing
-        for folder in (self.folder, self.claims, self.acks):
-            with contextlib.suppress(FileExistsError):
-                folder.mkdir(mode=0o700)
+        with (  # through descriptors, as every change of group state (`_existing`)
+            self._folders() as state,
+            state.existing().make_sub("groups") as groups,
+            groups.make_sub(self.name) as folder,
+        ):
+            for kind in ("claims", "acks"):
+                folder.make_sub(kind).close()
         # Under the publish lock: no item can be half-way published while we read seq.
         with counter.claim() as claim:
             now = claim.next - 1
             info = GroupInfo(self.name, now if start == "latest" else 0, now, time.time_ns())
-            # Another process may have registered it first: theirs counts.
-            create_once(self.info_file, json.dumps({"version": 1, **info.__dict__}).encode())
+            record = json.dumps({"version": 1, **info.__dict__}).encode()
+            with self._folders() as state:
+                name, dir_fd = self._existing(state).at("group.json")
+                create_once(name, record, dir_fd=dir_fd)  # a registration first: it counts
         stored = self.info()
         assert stored is not None
         return stored
 
     def info(self) -> GroupInfo | None:
         """The stored registration, or None if the group does not exist."""
-        raw = read_small(self.info_file)
+        with self._folders() as state:
+            folder = state.folder("groups", self.name)
+            raw = None if folder is None else read_small(self.info_file, dir_fd=folder.fd)
         if raw is None:
             return None
         try:
@@ -304,8 +312,7 @@ class Group:
         (its inode, which no other file can have meanwhile), or, holding none, the bytes
         we wrote? False when there is none."""
         if held.fd < 0:
-            name, dir_fd = claims.at(item)
-            return read_small(name, dir_fd=dir_fd) == held.record
+            return read_small(claims.entry(item), dir_fd=claims.fd) == held.record
         there = claims.lstat(item)
         ours = os.fstat(held.fd)
         return there is not None and (there.st_ino, there.st_dev) == (ours.st_ino, ours.st_dev)
@@ -419,15 +426,15 @@ class Group:
     def _claims(self, state: StateTree) -> SafeDir | None:
         return state.folder("groups", self.name, "claims")
 
-    def _existing(self, state: StateTree, kind: str) -> SafeDir:
-        """The group's folder ``kind`` (claims, acks); FileNotFoundError if missing.
-
-        Its descriptor is what every change goes through: a folder swapped for a link by
-        whoever shares the channel is refused (UnsafeRoot), never written through.
+    def _existing(self, state: StateTree, *kind: str) -> SafeDir:
+        """The group's folder, or its folder ``kind`` (claims, acks); FileNotFoundError if
+        missing. Its descriptor is what every change goes through: a folder swapped for a
+        link by whoever shares the channel is refused (UnsafeRoot), never written through.
         """
-        found = state.folder("groups", self.name, kind)
+        found = state.folder("groups", self.name, *kind)
         if found is None:
-            raise FileNotFoundError(errno.ENOENT, f"no {kind} folder", str(self.folder / kind))
+            path = self.folder.joinpath(*kind)
+            raise FileNotFoundError(errno.ENOENT, "no such folder", str(path))
         return found
 
     def _folders(self, *, held: bool = True) -> HeldState | StateTree:

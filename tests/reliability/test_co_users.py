@@ -303,3 +303,26 @@ def test_an_ack_never_follows_a_link(root: Path, precious: Path, how: str) -> No
     status, result = as_user(VICTIM, _ack_after_swap, path, str(precious), how)
     assert snapshot(precious) == before  # on e1013d0: "results" overwritten
     assert status == "UnsafeRoot", result
+
+
+def _register_after_swap(path: str, precious: str, kind: str) -> None:
+    """Open the channel and register group g, swap ``kind`` (``groups`` or ``groups/g``)
+    for a link to ``precious`` while this handle holds the folders open, and register a
+    group through it: a new one, or g again, whose registration is gone with the swap."""
+    ch = Channel(path)
+    ch.subscribe("g").close()
+    swapped = Path(path) / ".ramxchg" / kind
+    os.rename(swapped, swapped.with_name(swapped.name + "-away"))
+    swapped.symlink_to(precious)
+    ch.subscribe("new" if kind == "groups" else "g").close()  # its folders made: where?
+
+
+@pytest.mark.parametrize("kind", ["groups", "groups/g"])
+def test_registering_a_group_never_follows_a_link(root: Path, precious: Path, kind: str) -> None:
+    os.chmod(root, 0o1777)
+    status, path = as_user(ATTACKER, _plain_channel, str(root))
+    assert status == "ok", path
+    before = snapshot(precious)
+    status, result = as_user(VICTIM, _register_after_swap, path, str(precious), kind)
+    assert snapshot(precious) == before  # on 9f66a3a: folders and group.json made there
+    assert status == "UnsafeRoot", result
