@@ -157,6 +157,27 @@ def test_a_full_ram_disk_gives_ramdiskfull_and_leaves_no_claim(tmp_path: Path) -
         assert len(ch) == 0
 
 
+@pytest.mark.root
+def test_an_ack_on_a_full_ram_disk_says_which_folder_is_full(tmp_path: Path) -> None:
+    """An ack written as a file of its own (group g acks, keeper has yet to) on a full
+    disk: `RamDiskFull` names the acks folder and the file, and the ack works once there
+    is room."""
+    with mounted_tmpfs(tmp_path / "small", 1 << 20) as mountpoint:
+        ch = Channel("fullack", root=mountpoint)
+        for group in ("g", "keeper"):
+            ch.subscribe(group).close()
+        item = ch.put(np.arange(10))
+        filler = mountpoint / "filler"
+        assert _fill(filler) == errno.ENOSPC
+        acks = _group_folder(ch, "g") / "acks"
+        with pytest.raises(RamDiskFull, match=f"^{acks} is full: no room for {item.name} "):
+            ch.ack(item.name, "g")  # on 9f66a3a: "its folder is full", path "frame"
+        assert ch.group_states(item.name) == {"g": "pending", "keeper": "pending"}
+        filler.unlink()
+        ch.ack(item.name, "g")
+        assert ch.group_states(item.name) == {"g": "acked", "keeper": "pending"}
+
+
 @pytest.fixture
 def ramfs(tmp_path: Path) -> Iterator[Path]:
     """A ramfs mount: directory timestamps of one clock tick (coarse, unlike tmpfs now)."""

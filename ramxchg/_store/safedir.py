@@ -109,6 +109,9 @@ class SafeDir:
             return os.stat(self._name(name), dir_fd=self.fd, follow_symlinks=False)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            _full_names(exc, self, None)
+            raise
 
     def unlink(self, name: str) -> bool:
         """Remove the entry ``name`` (a link itself, never its target); False if missing."""
@@ -116,6 +119,9 @@ class SafeDir:
             os.unlink(self._name(name), dir_fd=self.fd)
         except FileNotFoundError:
             return False
+        except OSError as exc:
+            _full_names(exc, self, None)
+            raise
         return True
 
     def rmdir(self, name: str) -> None:
@@ -215,7 +221,11 @@ class SafeDir:
 
     def write_whole(self, name: str, data: bytes) -> None:
         """Set the file ``name`` to ``data`` in one rename (`replace_whole`)."""
-        replace_whole(self._name(name), data, dir_fd=self.fd)
+        try:
+            replace_whole(self._name(name), data, dir_fd=self.fd)
+        except OSError as exc:
+            _full_names(exc, self, self)
+            raise
 
     def at(self, name: str) -> tuple[str, int | None]:
         """``name`` as a call taking ``dir_fd`` wants it: (the name or path, ``dir_fd``)."""

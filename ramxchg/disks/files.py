@@ -121,7 +121,8 @@ def raise_if_full(
         return
     if dir_fd is not None:  # measured through the folder's descriptor: ``path`` is a name
         usage = os.statvfs(dir_fd)
-        folder, free = "its folder", usage.f_bavail * usage.f_frsize
+        folder, free = _folder_of(dir_fd), usage.f_bavail * usage.f_frsize
+        path = os.path.join(folder, path)
     else:
         folder = os.path.dirname(path)
         free = shutil.disk_usage(folder).free
@@ -132,6 +133,14 @@ def raise_if_full(
         needed_bytes=needed,
         free_bytes=free,
     ) from exc
+
+
+def _folder_of(dir_fd: int) -> str:
+    """The path of the open folder ``dir_fd`` as the kernel knows it, for a message."""
+    try:
+        return os.readlink(f"/proc/self/fd/{dir_fd}")
+    except OSError:  # no /proc
+        return "its folder"
 
 
 def read_at(fd: int, count: int, offset: int = 0) -> bytes:
