@@ -19,7 +19,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ramxchg import Channel, GroupNotFound, Item, ItemNotFound, RamDiskFull, Subscription
+from ramxchg import (
+    Channel,
+    ChannelNotFound,
+    GroupNotFound,
+    Item,
+    ItemNotFound,
+    RamDiskFull,
+    Subscription,
+    UnsafeRoot,
+)
 from ramxchg._store import claims, groups
 from ramxchg._store.groups import Group
 from ramxchg._store.retention import Retention
@@ -697,3 +706,36 @@ def test_a_forked_child_asks_again_whether_faccessat_sees(tmp_path: Path) -> Non
     if done.returncode == 3:
         pytest.skip("this kernel refused the seccomp filter")
     assert done.returncode == 0  # on 6760531: 1, the answer cached from the parent
+
+
+def test_a_link_in_the_groups_folder_is_no_group_and_blocks_nothing(root: Path) -> None:
+    """Whoever may write a shared channel's groups/ plants a link there (to a folder
+    that is not there, or to one of someone else's): puts, deliveries, acks and gc go
+    on, the link is never followed, and a group of its name cannot be registered."""
+    ch = Channel("planted")
+    with ch.subscribe("g") as sub:
+        elsewhere = root / "elsewhere"
+        elsewhere.mkdir()
+        (_group_folder(ch, "g").parent / "zz").symlink_to(elsewhere)
+        (_group_folder(ch, "g").parent / "gone").symlink_to(root / "missing")
+        ch.put(np.arange(3), "a")
+        assert sub.get(timeout=5).ack() is True  # on 2d2dced: UnsafeRoot
+        assert "a" not in ch
+        assert ch.gc()["unsafe_folders"] == 2  # the links, left alone and counted
+        with pytest.raises(UnsafeRoot):
+            ch.subscribe("zz")
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_group_folder_removed_while_the_handle_holds_it_is_reported_each_time(
+    root: Path,
+) -> None:
+    """groups/ removed under an open handle: registering a group says the state is gone
+    (`ChannelNotFound`), every time, and makes nothing."""
+    ch = Channel("nogroups")
+    ch.subscribe("g").close()  # the handle holds groups/ now
+    shutil.rmtree(_group_folder(ch, "g").parent)
+    for _ in range(2):  # on 2d2dced: the second call registered h, groups/ made 0700
+        with pytest.raises(ChannelNotFound, match="groups is missing"):
+            ch.subscribe("h")
+    assert not _group_folder(ch, "g").parent.exists()

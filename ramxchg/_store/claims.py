@@ -118,7 +118,8 @@ def member_is_dead(fd: int, owner: dict[str, Any], alive: dict[str, bool]) -> bo
     """
     if owner.get("lock") is True:
         return try_lock(fd)
-    who = json.dumps(owner, sort_keys=True)
+    # what `owner_is_alive` judges by: one check per process, not per claim
+    who = json.dumps([bool(owner), *(owner.get(key) for key in ("host", "pid", "started"))])
     if who not in alive:
         alive[who] = owner_is_alive(owner)
     return not alive[who]

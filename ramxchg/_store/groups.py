@@ -4,8 +4,9 @@ A group ``G`` of a channel is the folder ``.ramxchg/groups/G/``::
 
     group.json        {"version": 1, "name": G, "start_seq": N, "created_seq": N,
                        "created_ns": T}
-    claims/<item>     {"pid": P, "started": S, "host": H, "seq": Q, "ino": I, "lock": true}:
-                      a member is working on the item <item> of seq Q (inode I)
+    claims/<item>     {"pid": P, "started": S, "host": H, "claim": N, "seq": Q, "ino": I,
+                       "lock": true}: a member is working on the item <item> of seq Q
+                      (inode I); N tells apart the claims of one process
     acks/<item>       that item is done for the group (the claim renamed here, or
                       {"seq": Q, "ino": I}); the ack that deletes the item writes none
 
@@ -33,11 +34,12 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from .._errors import CorruptItem, GroupNotFound, RamDiskFull, UnsafeRoot
+from .._errors import CorruptItem, GroupNotFound, UnsafeRoot
 from ..formats.locks import FileLock, lock_file
 from .claims import (
     LOCKS_CLAIMS,
@@ -113,23 +115,18 @@ class Group:
         existing = self.info()
         if existing is not None:
             return existing
-        with (  # through descriptors, as every change of group state (`_existing`)
-            self._folders() as state,
-            state.existing().make_sub("groups") as groups,
-            groups.make_sub(self.name) as folder,
-        ):
-            for kind in ("claims", "acks"):
-                folder.make_sub(kind).close()
+        self._in_groups(self._make_folders)  # through descriptors (`_existing`)
         # Under the publish lock: no item can be half-way published while we read seq.
         with counter.claim() as claim:
             now = claim.next - 1
             info = GroupInfo(self.name, now if start == "latest" else 0, now, time.time_ns())
             record = json.dumps({"version": 1, **info.__dict__}).encode()
             with self._folders() as state:
-                name, dir_fd = self._existing(state).at("group.json")
-                create_once(name, record, dir_fd=dir_fd)  # a registration first: it counts
+                folder = self._existing(state)
+                create_once(self.info_file, record, dir_fd=folder.fd)  # one made first counts
         stored = self.info()
-        assert stored is not None
+        if stored is None:  # dropped at once by another process
+            raise self._not_found()
         return stored
 
     def info(self) -> GroupInfo | None:
@@ -223,25 +220,11 @@ class Group:
 
     def _link_claim(self, item: str, record: bytes) -> int | None:
         with self._folders() as state:
-            name, dir_fd = self._existing(state, "claims").at(item)
-            try:
-                if LOCKS_CLAIMS:
-                    # Locked before it is linked: a live member's claim is never seen unlocked.
-                    return create_held(name, record, lock_file, dir_fd=dir_fd)
-                return -1 if create_once(name, record, dir_fd=dir_fd) else None
-            except RamDiskFull as exc:  # said again with the claim's path, not a bare name
-                raise RamDiskFull(
-                    f"{self.claims} is full: no room for the claim on {item!r} "
-                    f"({exc.needed_bytes} bytes, {exc.free_bytes} bytes free); free some "
-                    "room (consume or delete items, `ramxchg gc`)",
-                    path=self.claims / item,
-                    needed_bytes=exc.needed_bytes,
-                    free_bytes=exc.free_bytes,
-                ) from exc
-            except OSError as exc:  # named by its path in the claims folder, not a bare name
-                if isinstance(exc.filename, str) and not os.path.isabs(exc.filename):
-                    exc.filename = os.fspath(self.claims / exc.filename)
-                raise
+            path, dir_fd = self._claim_prefix + item, self._existing(state, "claims").fd
+            if LOCKS_CLAIMS:
+                # Locked before it is linked: a live member's claim is never seen unlocked.
+                return create_held(path, record, lock_file, dir_fd=dir_fd)
+            return -1 if create_once(path, record, dir_fd=dir_fd) else None
 
     def release(
         self, item: str, seq: int | None, ino: int | None = None, *, wait: bool = True
@@ -436,6 +419,20 @@ class Group:
             path = self.folder.joinpath(*kind)
             raise FileNotFoundError(errno.ENOENT, "no such folder", str(path))
         return found
+
+    def _make_folders(self, groups: SafeDir) -> None:
+        with groups.make_sub(self.name) as folder:
+            for kind in ("claims", "acks"):
+                folder.make_sub(kind).close()
+
+    def _in_groups(self, make: Callable[[SafeDir], object]) -> None:
+        """``make(groups/)``, in the held folder (`HeldState.in_folder`: again in one
+        opened afresh if the held one was removed), or in one opened for it."""
+        if self._state is not None:
+            self._state.in_folder(("groups",), make)
+            return
+        with self.layout.open_state() as state:
+            make(state.existing("groups"))
 
     def _folders(self, *, held: bool = True) -> HeldState | StateTree:
         """The channel's state folders for one operation: those the handle holds, or

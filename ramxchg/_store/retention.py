@@ -292,8 +292,8 @@ class Retention:
             return []
         cache: dict[tuple[str, int], tuple[Group, GroupInfo]] = {}
         with listing:
-            for entry in listing:
-                if entry.name.startswith("."):
+            for entry in listing:  # a hidden name, or no folder (a link), is no group
+                if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
                     continue
                 key = (entry.name, entry.inode())
                 known = self._group_cache.get(key)

@@ -12,7 +12,6 @@ Where the OS has no ``openat`` (Windows), paths are used, each checked with ``ls
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
 import logging
@@ -88,8 +87,13 @@ class SafeDir:
 
     def make_sub(self, name: str, mode: int = 0o700) -> SafeDir:
         """The folder ``name`` in this one, created (with ``mode``) if missing."""
-        with contextlib.suppress(FileExistsError):
+        try:
             os.mkdir(self._name(name), mode, dir_fd=self.fd)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            _full_names(exc, self, None)
+            raise
         found = self.sub(name)
         if found is None:  # removed again at once: as if it never was
             raise FileNotFoundError(errno.ENOENT, "vanished while created", str(self.path / name))
@@ -126,8 +130,13 @@ class SafeDir:
 
     def rmdir(self, name: str) -> None:
         """Remove the empty folder ``name``, if it is still there."""
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.rmdir(self._name(name), dir_fd=self.fd)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            _full_names(exc, self, None)
+            raise
 
     def rename(self, name: str, target: SafeDir, new_name: str) -> bool:
         """Move ``name`` to ``new_name`` in ``target`` (replacing it); False if missing."""
@@ -221,15 +230,7 @@ class SafeDir:
 
     def write_whole(self, name: str, data: bytes) -> None:
         """Set the file ``name`` to ``data`` in one rename (`replace_whole`)."""
-        try:
-            replace_whole(self._name(name), data, dir_fd=self.fd)
-        except OSError as exc:
-            _full_names(exc, self, self)
-            raise
-
-    def at(self, name: str) -> tuple[str, int | None]:
-        """``name`` as a call taking ``dir_fd`` wants it: (the name or path, ``dir_fd``)."""
-        return self._name(name), self.fd
+        replace_whole(self.entry(name), data, dir_fd=self.fd)
 
     def _name(self, name: str) -> str:
         """What to pass to a call: the bare name with a descriptor, else the full path."""
@@ -262,6 +263,7 @@ def _open_dir(path: Path, name: str, dir_fd: int | None) -> int | None:
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise _refused(path) from exc
+        exc.filename = os.fspath(path)  # not the bare name: say which folder
         raise
 
 
@@ -387,9 +389,10 @@ class StateTree:
         A held folder is checked with one ``lstat`` of its name in its parent: still that
         inode (which our descriptor keeps from being reused), it is still the folder of
         that name; else (removed, made anew: a group dropped and registered again) it is
-        opened afresh. Missing folders and folders reached by path are never held.
+        opened afresh. Missing folders (kept ones too: one may be made meanwhile) and
+        folders reached by path are never held.
         """
-        for parts in [parts for parts in self._opened if parts not in keep]:
+        for parts in [p for p, found in self._opened.items() if p not in keep or found is None]:
             if hold > 0 and _inode(self._opened[parts]) is not None:
                 hold -= 1
                 self._unchecked.add(parts)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .._errors import CorruptItem
-from ..disks.files import link_unnamed, raise_if_full, write_hidden, write_unnamed
+from ..disks.files import link_unnamed, name_in, raise_if_full, write_hidden, write_unnamed
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
 _READ_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
@@ -57,8 +57,9 @@ def create_once(path: str | Path, data: bytes, *, dir_fd: int | None = None) -> 
     The data goes into a hidden temporary file beside ``path`` first and is then
     hard-linked into place: readers never see a partial file, and when several
     processes race exactly one wins (``link`` fails on an existing name). Nothing is
-    left behind when it fails; a full disk raises `RamDiskFull`. With ``dir_fd``,
-    ``path`` is a name in that open folder (which then is never reached through a link).
+    left behind when it fails; a full disk raises `RamDiskFull`. With ``dir_fd``, the
+    file is ``path``'s last part in that open folder (which then is never reached
+    through a link); errors name ``path``.
     """
     return _create(path, data, None, dir_fd) is not None
 
@@ -90,7 +91,9 @@ def _create(
         if hold is not None:
             hold(fd)
         if tmp is not None:
-            os.link(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            os.link(
+                name_in(tmp, dir_fd), name_in(path, dir_fd), src_dir_fd=dir_fd, dst_dir_fd=dir_fd
+            )
         else:
             link_unnamed(fd, os.fspath(path), dir_fd=dir_fd)
     except BaseException as exc:
@@ -102,7 +105,7 @@ def _create(
     finally:
         if tmp is not None:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp, dir_fd=dir_fd)
+                os.unlink(name_in(tmp, dir_fd), dir_fd=dir_fd)
     if hold is None:
         os.close(fd)
         return -1

@@ -24,17 +24,39 @@ _CREATE_FLAGS = (
 def replace_whole(path: str | Path, data: bytes, *, dir_fd: int | None = None) -> None:
     """Set ``path`` to ``data`` in one ``rename``: readers see the old file or the new one.
 
-    The temporary file is beside ``path`` (in the folder ``dir_fd``, if given, where
-    ``path`` is a name): the same filesystem, so the rename is atomic. Nothing is left
-    behind when it fails; a full disk raises `RamDiskFull`.
+    The temporary file is beside ``path``: the same filesystem, so the rename is atomic.
+    Nothing is left behind when it fails; a full disk raises `RamDiskFull`. With
+    ``dir_fd`` (an open folder), the file is the one of ``path``'s last part in that
+    folder (`name_in`): so in every function here, whose errors name ``path``.
     """
     tmp, _ = write_hidden(path, data, dir_fd=dir_fd)
     try:
-        os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
+        os.replace(
+            name_in(tmp, dir_fd), name_in(path, dir_fd), src_dir_fd=dir_fd, dst_dir_fd=dir_fd
+        )
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=dir_fd)
+            os.unlink(name_in(tmp, dir_fd), dir_fd=dir_fd)
+        name_fully(exc, path, dir_fd)
         raise
+
+
+def name_in(path: str | Path, dir_fd: int | None) -> str:
+    """What a call given ``dir_fd`` takes for ``path``: its last part (the name in that
+    folder, never a path through links), or ``path`` itself without a ``dir_fd``."""
+    return os.path.basename(path) if dir_fd is not None else os.fspath(path)
+
+
+def name_fully(exc: BaseException, path: str | Path, dir_fd: int | None) -> None:
+    """Make an OSError of a call given ``dir_fd`` name its files by their full paths in
+    ``path``'s folder, not by the bare names the call took."""
+    if dir_fd is None or not isinstance(exc, OSError):
+        return
+    folder = os.path.dirname(path)
+    if isinstance(exc.filename, str) and not os.path.isabs(exc.filename):
+        exc.filename = os.path.join(folder, exc.filename)
+    if isinstance(exc.filename2, str) and not os.path.isabs(exc.filename2):
+        exc.filename2 = os.path.join(folder, exc.filename2)
 
 
 def write_hidden(
@@ -44,7 +66,11 @@ def write_hidden(
     ``data``: its path, and its descriptor if ``keep`` (else -1)."""
     folder, name = os.path.split(path)
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.{os.urandom(4).hex()}")
-    fd = os.open(tmp, _CREATE_FLAGS, 0o666, dir_fd=dir_fd)
+    try:
+        fd = os.open(name_in(tmp, dir_fd), _CREATE_FLAGS, 0o666, dir_fd=dir_fd)
+    except OSError as exc:
+        raise_if_full(exc, path, len(data), dir_fd)
+        raise
     try:
         _write_all(fd, data)
         if not keep:
@@ -54,7 +80,7 @@ def write_hidden(
         if fd >= 0:
             os.close(fd)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=dir_fd)
+            os.unlink(name_in(tmp, dir_fd), dir_fd=dir_fd)
         raise_if_full(exc, path, len(data), dir_fd)
         raise
     return tmp, fd
@@ -70,7 +96,7 @@ _NO_UNNAMED = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
 
 def write_unnamed(path: str, data: bytes, *, dir_fd: int) -> int | None:
     """A new file without a name in the folder ``dir_fd`` holding ``data``, to be named
-    ``path`` by `link_unnamed`: its descriptor. None where the system cannot make one
+    ``path``'s last part by `link_unnamed`: its descriptor. None where the system cannot make one
     (not Linux, no /proc, a filesystem without O_TMPFILE): use `write_hidden`.
 
     No one sees it before it is linked, and it vanishes with its last descriptor: a
@@ -103,7 +129,11 @@ def link_unnamed(fd: int, path: str, *, dir_fd: int | None) -> None:
     one ``linkat``, which fails (FileExistsError) if the name is taken."""
     # linkat with AT_SYMLINK_FOLLOW (a dir_fd makes Python call it: a plain link() would
     # try to link the /proc entry itself, EXDEV)
-    os.link(f"{_PROC_FDS}/{fd}", path, dst_dir_fd=dir_fd, follow_symlinks=True)
+    try:
+        os.link(f"{_PROC_FDS}/{fd}", name_in(path, dir_fd), dst_dir_fd=dir_fd, follow_symlinks=True)
+    except OSError as exc:
+        name_fully(exc, path, dir_fd)
+        raise
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -115,16 +145,17 @@ def _write_all(fd: int, data: bytes) -> None:
 def raise_if_full(
     exc: BaseException, path: str | Path, needed: int, dir_fd: int | None = None
 ) -> None:
-    """Raise `RamDiskFull` from ``exc`` if it is an ENOSPC/EDQUOT writing ``path`` (a name
-    in the folder ``dir_fd``, if given); else return, for the caller to raise ``exc``."""
+    """Raise `RamDiskFull` from ``exc`` if it is an ENOSPC/EDQUOT writing ``path`` (its
+    last part in the folder ``dir_fd``, if given); else return, for the caller to raise
+    ``exc``, which names ``path``'s folder (`name_fully`)."""
+    name_fully(exc, path, dir_fd)
     if not isinstance(exc, OSError) or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
         return
-    if dir_fd is not None:  # measured through the folder's descriptor: ``path`` is a name
+    folder = os.path.dirname(path) or "its folder"
+    if dir_fd is not None:  # measured through the folder's descriptor
         usage = os.statvfs(dir_fd)
-        folder, free = _folder_of(dir_fd), usage.f_bavail * usage.f_frsize
-        path = os.path.join(folder, path)
+        free = usage.f_bavail * usage.f_frsize
     else:
-        folder = os.path.dirname(path)
         free = shutil.disk_usage(folder).free
     raise RamDiskFull(
         f"{folder} is full: no room for {os.path.basename(path)} ({format_size(needed)}, "
@@ -133,14 +164,6 @@ def raise_if_full(
         needed_bytes=needed,
         free_bytes=free,
     ) from exc
-
-
-def _folder_of(dir_fd: int) -> str:
-    """The path of the open folder ``dir_fd`` as the kernel knows it, for a message."""
-    try:
-        return os.readlink(f"/proc/self/fd/{dir_fd}")
-    except OSError:  # no /proc
-        return "its folder"
 
 
 def read_at(fd: int, count: int, offset: int = 0) -> bytes:

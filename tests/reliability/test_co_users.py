@@ -325,4 +325,5 @@ def test_registering_a_group_never_follows_a_link(root: Path, precious: Path, ki
     before = snapshot(precious)
     status, result = as_user(VICTIM, _register_after_swap, path, str(precious), kind)
     assert snapshot(precious) == before  # on 9f66a3a: folders and group.json made there
-    assert status == "UnsafeRoot", result
+    # Refused, or made in the folder the handle holds (the one moved away): never there.
+    assert status in ("ok", "UnsafeRoot"), result
