@@ -138,7 +138,7 @@ def shared(root: Path) -> Path:
 @pytest.mark.root
 def test_put_into_another_users_channel(shared: Path, tmp_path: Path) -> None:
     code, err = _as_nobody(tmp_path, "put", str(shared), str(shared.parent / "b.npy"))
-    _one_line(code, err, str(shared), "Permission denied", "uid 65534", "mode=0o770")
+    _one_line(code, err, str(shared), "Permission denied", "uid 65534", "mode=0o750")
 
 
 @pytest.mark.root

@@ -24,8 +24,8 @@ from .. import (
 
 _FULL = "consume or delete items ('ramxchg gc' applies retention), or make the RAM disk bigger"
 _NO_ACCESS = (
-    "you (uid {uid}) may not change it: use a channel or --root of your own, or ask its "
-    "owner to share the channel (created with mode=0o770 and a group you are in)"
+    "you (uid {uid}) may not change it: use a channel or --root of your own (a channel "
+    "made with mode=0o750 lets a group you are in read it, not write it)"
 )
 
 #: What to do about an OSError, by errno ({uid} and {mount} are filled in).

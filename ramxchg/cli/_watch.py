@@ -129,8 +129,8 @@ def run_watch(args: argparse.Namespace) -> int:
             raise
         raise explained(
             exc,
-            "a durable group records its claims and acks in the channel: watch without "
-            "--group, or ask its owner to share it (mode=0o770 and a group you are in)",
+            "a durable group records its claims and acks in the channel, which only its "
+            "owner may change: watch without --group",
         ) from exc
     watcher = Watcher(channel, subscription, args)
     if on_terminal(sys.stderr):
