@@ -21,7 +21,6 @@ import pytest
 
 from ramxchg import (
     Channel,
-    ChannelNotFound,
     GroupNotFound,
     Item,
     ItemNotFound,
@@ -727,15 +726,39 @@ def test_a_link_in_the_groups_folder_is_no_group_and_blocks_nothing(root: Path) 
     assert list(elsewhere.iterdir()) == []
 
 
-def test_a_group_folder_removed_while_the_handle_holds_it_is_reported_each_time(
-    root: Path,
-) -> None:
-    """groups/ removed under an open handle: registering a group says the state is gone
-    (`ChannelNotFound`), every time, and makes nothing."""
+def test_a_group_registers_where_groups_is_missing(root: Path) -> None:
+    """A channel without groups/ (a foreign producer may make none; or removed under an
+    open handle): registering a group makes it, at the first try, and the group works."""
     ch = Channel("nogroups")
     ch.subscribe("g").close()  # the handle holds groups/ now
     shutil.rmtree(_group_folder(ch, "g").parent)
-    for _ in range(2):  # on 2d2dced: the second call registered h, groups/ made 0700
-        with pytest.raises(ChannelNotFound, match="groups is missing"):
-            ch.subscribe("h")
-    assert not _group_folder(ch, "g").parent.exists()
+    with ch.subscribe("h") as sub:  # on e50fe93: ChannelNotFound ("dropped ... open again")
+        ch.put(np.arange(3), "a")
+        assert sub.get(timeout=5).ack() is True
+    assert "a" not in ch  # h's ack, the last, deleted it
+
+
+def test_a_group_registered_again_while_it_is_dropped_is_whole(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drops g while B registers it again, B's registration landing between A's steps
+    (while A empties the folder): g stays registered whole, B's member gets and acks."""
+    a = Channel("race")
+    a.subscribe("g").close()
+    b = Channel("race")
+    real_clear = SafeDir.clear
+    members: list[Subscription] = []
+
+    def clear_while_b_registers(folder: SafeDir) -> None:
+        monkeypatch.setattr(SafeDir, "clear", real_clear)
+        members.append(b.subscribe("g"))  # finds no registration: registers g anew
+        real_clear(folder)
+
+    monkeypatch.setattr(SafeDir, "clear", clear_while_b_registers)
+    a.drop_group("g")
+    assert len(members) == 1
+    with members[0] as sub:
+        a.put(np.arange(3), "y")
+        assert sub.get(timeout=5).ack() is True  # on e50fe93: g emptied under B
+    assert "y" not in a
+    assert sorted(os.listdir(_group_folder(a, "g"))) == ["acks", "claims", "group.json"]

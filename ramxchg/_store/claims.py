@@ -119,7 +119,7 @@ def member_is_dead(fd: int, owner: dict[str, Any], alive: dict[str, bool]) -> bo
     if owner.get("lock") is True:
         return try_lock(fd)
     # what `owner_is_alive` judges by: one check per process, not per claim
-    who = json.dumps([bool(owner), *(owner.get(key) for key in ("host", "pid", "started"))])
+    who = json.dumps([bool(owner), "started" in owner, *map(owner.get, ("host", "pid", "started"))])
     if who not in alive:
         alive[who] = owner_is_alive(owner)
     return not alive[who]

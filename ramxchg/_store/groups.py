@@ -115,15 +115,15 @@ class Group:
         existing = self.info()
         if existing is not None:
             return existing
-        self._in_groups(self._make_folders)  # through descriptors (`_existing`)
+        self._in_state(self._make_folders)  # through descriptors (`_existing`)
         # Under the publish lock: no item can be half-way published while we read seq.
         with counter.claim() as claim:
             now = claim.next - 1
             info = GroupInfo(self.name, now if start == "latest" else 0, now, time.time_ns())
             record = json.dumps({"version": 1, **info.__dict__}).encode()
-            with self._folders() as state:
-                folder = self._existing(state)
-                create_once(self.info_file, record, dir_fd=folder.fd)  # one made first counts
+            self._in_state(partial(self._make_folders, record=record))  # the first counts
+        if self._state is not None:  # a groups/ made anew is not the one the handle holds
+            self._state.close()
         stored = self.info()
         if stored is None:  # dropped at once by another process
             raise self._not_found()
@@ -410,29 +410,32 @@ class Group:
         return state.folder("groups", self.name, "claims")
 
     def _existing(self, state: StateTree, *kind: str) -> SafeDir:
-        """The group's folder, or its folder ``kind`` (claims, acks); FileNotFoundError if
-        missing. Its descriptor is what every change goes through: a folder swapped for a
-        link by whoever shares the channel is refused (UnsafeRoot), never written through.
-        """
+        """The group's folder, or its folder ``kind`` (FileNotFoundError if missing), whose
+        descriptor every change goes through: one swapped for a link is refused."""
         found = state.folder("groups", self.name, *kind)
         if found is None:
             path = self.folder.joinpath(*kind)
             raise FileNotFoundError(errno.ENOENT, "no such folder", str(path))
         return found
 
-    def _make_folders(self, groups: SafeDir) -> None:
-        with groups.make_sub(self.name) as folder:
+    def _make_folders(self, state: SafeDir, record: bytes | None = None) -> None:
+        """Make ``groups/`` (a foreign producer may have made none), the group's folder,
+        its ``claims/`` and ``acks/`` in the state folder ``state``, where missing; and
+        with ``record``, ``group.json`` holding it unless there is one."""
+        with state.make_sub("groups") as groups, groups.make_sub(self.name) as folder:
             for kind in ("claims", "acks"):
                 folder.make_sub(kind).close()
+            if record is not None:
+                create_once(self.info_file, record, dir_fd=folder.fd)
 
-    def _in_groups(self, make: Callable[[SafeDir], object]) -> None:
-        """``make(groups/)``, in the held folder (`HeldState.in_folder`: again in one
+    def _in_state(self, make: Callable[[SafeDir], object]) -> None:
+        """``make(.ramxchg/)``, in the held folder (`HeldState.in_folder`: again in one
         opened afresh if the held one was removed), or in one opened for it."""
         if self._state is not None:
-            self._state.in_folder(("groups",), make)
+            self._state.in_folder((), make)
             return
         with self.layout.open_state() as state:
-            make(state.existing("groups"))
+            make(state.existing())
 
     def _folders(self, *, held: bool = True) -> HeldState | StateTree:
         """The channel's state folders for one operation: those the handle holds, or

@@ -4,11 +4,14 @@ folder (`ramxchg._store.groups` is one group's state)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
 from functools import partial
 from typing import Literal
 
-from .._errors import InvalidName
+from .._errors import InvalidName, UnsafeRoot
 from .groups import Group
 from .layout import ChannelLayout
 from .safedir import StateTree
@@ -30,7 +33,10 @@ def list_groups(layout: ChannelLayout) -> list[Group]:
             except InvalidName:
                 log.info("%s is no group's folder; skipped", folder.path / name)
                 continue
-            group_folder = state.folder("groups", name)
+            try:
+                group_folder = state.folder("groups", name)
+            except UnsafeRoot:  # a link, or no folder: no group (as `Retention.registered`)
+                continue
             if group_folder is not None and group_folder.lstat("group.json") is not None:
                 groups.append(group)
         return groups
@@ -44,20 +50,33 @@ def registered_group(layout: ChannelLayout, name: str) -> Group:
     return group
 
 
+#: A dropped group's folder, renamed away in ``groups/`` before it is emptied.
+_DROPPED = re.compile(r"^\..+\.dropped\.[0-9]+\.[0-9a-f]{8}$")
+
+
 def drop(layout: ChannelLayout, name: str) -> None:
-    """Remove a group and its state; `ItemNotFound` if there is no such group."""
+    """Remove a group and its state; `ItemNotFound` if there is no such group.
+
+    Its folder is renamed to a hidden name first, in one step: retention stops waiting
+    for the group at once, and a member registering the group again meanwhile makes a
+    folder of its own (emptied in place, the folder could be left registered without
+    ``claims/`` or ``acks/``). Then it is emptied and removed, with any other dropped
+    folder a drop killed half-way left.
+    """
     registered_group(layout, name)
     with layout.open_state() as state:
-        groups, folder = state.folder("groups"), state.folder("groups", name)
-        if groups is None or folder is None:
+        groups = state.folder("groups")
+        away = f".{name}.dropped.{os.getpid()}.{os.urandom(4).hex()}"
+        if groups is None or not groups.rename(name, groups, away):
             return  # dropped meanwhile by another process
-        # Remove the registration first so retention stops waiting for the group at once.
-        folder.unlink("group.json")
-        folder.clear()
-        try:
-            groups.rmdir(name)
-        except OSError as exc:  # not empty: a member is registering it again right now
-            log.info("group %s of %s was not removed: %s", name, layout.path, exc)
+        for dropped in [n for n in groups.names() if _DROPPED.match(n)]:
+            try:
+                with groups.sub(dropped) or contextlib.nullcontext() as folder:
+                    if folder is not None:
+                        folder.clear()
+                groups.rmdir(dropped)
+            except (OSError, UnsafeRoot) as exc:  # another drop's at work, or no folder
+                log.info("dropped group folder %s left: %s", groups.entry(dropped), exc)
 
 
 def item_group_states(

@@ -53,9 +53,9 @@ def name_fully(exc: BaseException, path: str | Path, dir_fd: int | None) -> None
     if dir_fd is None or not isinstance(exc, OSError):
         return
     folder = os.path.dirname(path)
-    if isinstance(exc.filename, str) and not os.path.isabs(exc.filename):
+    if isinstance(exc.filename, str) and os.sep not in exc.filename:  # named once only
         exc.filename = os.path.join(folder, exc.filename)
-    if isinstance(exc.filename2, str) and not os.path.isabs(exc.filename2):
+    if isinstance(exc.filename2, str) and os.sep not in exc.filename2:
         exc.filename2 = os.path.join(folder, exc.filename2)
 
 
