@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -242,6 +243,24 @@ def _plain_channel(shared: str) -> str:
     return str(ch.path)
 
 
+def _swap_for_link(folder: Path, target: str) -> None:
+    """Move ``folder`` away (as ``<name>-away``) and put a link to ``target`` in its place."""
+    os.rename(folder, folder.with_name(f"{folder.name}-away"))
+    folder.symlink_to(target)
+
+
+def _victim_in_a_plain_channel(root: Path, precious: Path, action: Any, *args: str) -> str:
+    """Run ``action(path, precious, *args)`` as the victim in a plain channel of the
+    attacker's (`_plain_channel`); the victim's folder must stay as it was. Its status."""
+    os.chmod(root, 0o1777)
+    status, path = as_user(ATTACKER, _plain_channel, str(root))
+    assert status == "ok", path
+    before = snapshot(precious)
+    status, result = as_user(VICTIM, action, path, str(precious), *args)
+    assert snapshot(precious) == before
+    return f"{status}: {result}"
+
+
 def _swap_while_held(path: str, precious: str, kind: str) -> list[str]:
     """Use the channel, then swap one of its state folders for a link to ``precious``
     while this handle holds the folders open, and go on using it, past the moment the
@@ -250,9 +269,7 @@ def _swap_while_held(path: str, precious: str, kind: str) -> list[str]:
     item = np.ones(POOLED_BYTES - 128, np.uint8)
     ch.put(item, "a")
     ch.delete("a")  # into the pool: pool/, tmp/ and meta/ are held open now
-    state = Path(path) / ".ramxchg"
-    os.rename(state / kind, state / f"{kind}-away")
-    (state / kind).symlink_to(precious)
+    _swap_for_link(Path(path) / ".ramxchg" / kind, precious)
     names = []
     for round_ in range(2):  # through the held folders, then through folders opened anew
         for index in range(3):
@@ -266,13 +283,8 @@ def _swap_while_held(path: str, precious: str, kind: str) -> list[str]:
 def test_a_folder_swapped_while_held_open_is_never_followed(
     root: Path, precious: Path, kind: str
 ) -> None:
-    os.chmod(root, 0o1777)
-    status, path = as_user(ATTACKER, _plain_channel, str(root))
-    assert status == "ok", path
-    before = snapshot(precious)
-    status, result = as_user(VICTIM, _swap_while_held, path, str(precious), kind)
-    assert snapshot(precious) == before
-    assert status in ("ok", "UnsafeRoot"), result
+    outcome = _victim_in_a_plain_channel(root, precious, _swap_while_held, kind)
+    assert outcome.startswith(("ok:", "UnsafeRoot:")), outcome
 
 
 def _ack_after_swap(path: str, precious: str, how: str) -> None:
@@ -285,9 +297,7 @@ def _ack_after_swap(path: str, precious: str, how: str) -> None:
     with ch.subscribe("g", watch="polling") as sub:
         item = sub.get(timeout=0.5)
         item.close()
-        acks = Path(path) / ".ramxchg" / "groups" / "g" / "acks"
-        os.rename(acks, acks.with_name("acks-away"))
-        acks.symlink_to(precious)
+        _swap_for_link(Path(path) / ".ramxchg" / "groups" / "g" / "acks", precious)
         if how == "item":
             item.ack()  # our claim renamed to the ack: over the victim's file?
         else:
@@ -296,13 +306,8 @@ def _ack_after_swap(path: str, precious: str, how: str) -> None:
 
 @pytest.mark.parametrize("how", ["item", "name"])
 def test_an_ack_never_follows_a_link(root: Path, precious: Path, how: str) -> None:
-    os.chmod(root, 0o1777)
-    status, path = as_user(ATTACKER, _plain_channel, str(root))
-    assert status == "ok", path
-    before = snapshot(precious)
-    status, result = as_user(VICTIM, _ack_after_swap, path, str(precious), how)
-    assert snapshot(precious) == before  # on e1013d0: "results" overwritten
-    assert status == "UnsafeRoot", result
+    outcome = _victim_in_a_plain_channel(root, precious, _ack_after_swap, how)
+    assert outcome.startswith("UnsafeRoot:"), outcome  # on e1013d0: "results" overwritten
 
 
 def _register_after_swap(path: str, precious: str, kind: str) -> None:
@@ -311,19 +316,13 @@ def _register_after_swap(path: str, precious: str, kind: str) -> None:
     group through it: a new one, or g again, whose registration is gone with the swap."""
     ch = Channel(path)
     ch.subscribe("g").close()
-    swapped = Path(path) / ".ramxchg" / kind
-    os.rename(swapped, swapped.with_name(swapped.name + "-away"))
-    swapped.symlink_to(precious)
+    _swap_for_link(Path(path) / ".ramxchg" / kind, precious)
     ch.subscribe("new" if kind == "groups" else "g").close()  # its folders made: where?
 
 
 @pytest.mark.parametrize("kind", ["groups", "groups/g"])
 def test_registering_a_group_never_follows_a_link(root: Path, precious: Path, kind: str) -> None:
-    os.chmod(root, 0o1777)
-    status, path = as_user(ATTACKER, _plain_channel, str(root))
-    assert status == "ok", path
-    before = snapshot(precious)
-    status, result = as_user(VICTIM, _register_after_swap, path, str(precious), kind)
-    assert snapshot(precious) == before  # on 9f66a3a: folders and group.json made there
-    # Refused, or made in the folder the handle holds (the one moved away): never there.
-    assert status in ("ok", "UnsafeRoot"), result
+    # On 9f66a3a: folders and group.json made in the victim's folder. Now refused, or
+    # made in the folder the handle holds (the one moved away): never there.
+    outcome = _victim_in_a_plain_channel(root, precious, _register_after_swap, kind)
+    assert outcome.startswith(("ok:", "UnsafeRoot:")), outcome
