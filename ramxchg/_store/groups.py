@@ -115,7 +115,7 @@ class Group:
         existing = self.info()
         if existing is not None:
             return existing
-        self._in_state(self._make_folders)  # through descriptors (`_existing`)
+        self._in_state(self._make_folders)  # through descriptors, never through a link
         # Under the publish lock: no item can be half-way published while we read seq.
         with counter.claim() as claim:
             now = claim.next - 1
@@ -273,12 +273,13 @@ class Group:
     def _give_back(self, item: str, held: Held, wait: bool | None) -> None:
         """Remove our claim ``held`` on ``item`` if it is still there, under the publish
         lock (``wait`` as for `release`; None: the caller holds it), and unlock it."""
-        lock = PublishLock(self._layout, self._state if wait else None, wait=wait is not False)
+        lock = (
+            contextlib.nullcontext()
+            if wait is None
+            else PublishLock(self._layout, self._state if wait else None, wait=wait)
+        )
         try:
-            with (
-                lock if wait is not None else contextlib.nullcontext(),
-                self._folders(held=wait is not False) as state,
-            ):
+            with lock, self._folders(held=wait is not False) as state:
                 claims = self._claims(state)
                 if claims is not None and self._is_ours(claims, item, held):
                     claims.unlink(item)
@@ -409,13 +410,12 @@ class Group:
     def _claims(self, state: StateTree) -> SafeDir | None:
         return state.folder("groups", self.name, "claims")
 
-    def _existing(self, state: StateTree, *kind: str) -> SafeDir:
-        """The group's folder, or its folder ``kind`` (FileNotFoundError if missing), whose
+    def _existing(self, state: StateTree, kind: str) -> SafeDir:
+        """The group's folder ``kind`` (claims, acks; FileNotFoundError if missing), whose
         descriptor every change goes through: one swapped for a link is refused."""
-        found = state.folder("groups", self.name, *kind)
+        found = state.folder("groups", self.name, kind)
         if found is None:
-            path = self.folder.joinpath(*kind)
-            raise FileNotFoundError(errno.ENOENT, "no such folder", str(path))
+            raise FileNotFoundError(errno.ENOENT, "no such folder", str(self.folder / kind))
         return found
 
     def _make_folders(self, state: SafeDir, record: bytes | None = None) -> None:
