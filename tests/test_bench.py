@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from ramxchg.bench.report import markdown_table
-from ramxchg.bench.suite import TRANSPORT_NAMES
+from ramxchg.bench.suite import TRANSPORT_NAMES, transports
+from ramxchg.bench.transports_ray import MAX_STORE_BYTES, MIN_STORE_BYTES, RayTransport
 from ramxchg.cli import main
 
 pytestmark = pytest.mark.slow
@@ -81,3 +82,16 @@ def test_bench_refuses_bad_arguments() -> None:
     assert main(["bench", "--repeat", "0"]) == 2
     assert main(["bench", "--sizes", "lots"]) == 2
     assert main(["bench", "--only", "carrier-pigeon"]) == 2
+
+
+def test_the_ray_store_is_sized_by_the_run() -> None:
+    """Ray faults its whole store in as it starts, within 30 s: a quick run's is small,
+    a run of 512 MB messages gets room for two in flight and as much again."""
+
+    def store(sizes: tuple[int, ...]) -> int:
+        [ray] = [t for t in transports(None, None, sizes) if isinstance(t, RayTransport)]
+        return ray.store_bytes
+
+    assert store((1024, 65536, 1 << 20)) == MIN_STORE_BYTES  # on f23ea27: 2 GiB for all
+    assert store((32 << 20,)) == 1 << 30  # 16 in flight, twice
+    assert store((1024, 512 << 20)) == MAX_STORE_BYTES

@@ -18,7 +18,7 @@ from .. import RamDiskError
 from ..disks import DiskSpec, get_adapter
 from ..disks.probe import info
 from .ratios import add_ratios
-from .runner import BenchConfig, machine, memcpy_gbps, run_transports, work_folder
+from .runner import BenchConfig, machine, memcpy_gbps, run_transports, window_for, work_folder
 from .transports import PipeTransport, QueueTransport, SharedMemoryTransport, Transport
 from .transports_files import ArrowTransport, ChannelTransport, NpyDiskTransport
 from .transports_iceoryx2 import IceoryxTransport
@@ -46,8 +46,10 @@ HUGE_TRANSPORTS = (
 )
 
 
-def transports(huge_root: str | None, huge_skip: str | None) -> list[Transport]:
-    """Every transport, in the order the table shows them."""
+def transports(
+    huge_root: str | None, huge_skip: str | None, sizes: tuple[int, ...] = ()
+) -> list[Transport]:
+    """Every transport, in the order the table shows them, for a run of ``sizes``."""
     found: list[Transport] = [
         ChannelTransport("ramxchg_put", "ramxchg put", "npy"),
         ChannelTransport("ramxchg_create", "ramxchg create", "create"),
@@ -60,7 +62,7 @@ def transports(huge_root: str | None, huge_skip: str | None) -> list[Transport]:
         PipeTransport(),
         SharedMemoryTransport(),
         NpyDiskTransport(DISK_FOLDER),
-        RayTransport(),
+        RayTransport(max((window_for(n) * n for n in sizes), default=0)),
         IceoryxTransport(),
         ArrowTransport(SHM_FOLDER),
     ]
@@ -139,7 +141,7 @@ def run_bench(config: BenchConfig, tick: Callable[[str], None] = lambda _: None)
     with work_folder() as workdir, huge as (huge_root, huge_skip):
         chosen = [
             transport
-            for transport in transports(huge_root, huge_skip)
+            for transport in transports(huge_root, huge_skip, tuple(config.sizes))
             if not config.only or transport.name in config.only
         ]
         entries = run_transports(chosen, config, workdir, tick)

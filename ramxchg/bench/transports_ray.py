@@ -38,9 +38,9 @@ from .transports import Receiver, Sender, Transport
 
 log = logging.getLogger(__name__)
 
-#: Object store size: two 512 MB messages in flight (the streamed window) plus headroom
-#: for objects whose release is still on its way to the store.
-OBJECT_STORE_BYTES = 2 << 30
+#: Object store bounds: Ray's least, and two 512 MB messages in flight (the streamed
+#: window) with as much again for objects whose release is on its way to the store.
+MIN_STORE_BYTES, MAX_STORE_BYTES = 256 << 20, 2 << 30
 
 
 @dataclass(frozen=True)
@@ -172,6 +172,13 @@ class RayTransport(Transport):
     name = "ray"
     label = "Ray object store"
 
+    def __init__(self, in_flight: int = MAX_STORE_BYTES // 2) -> None:
+        """``in_flight``: the most bytes a phase of the run has in flight. The store
+        holds twice that, within bounds, all of it faulted in as Ray starts: a store
+        larger than the run needs made Ray's start (30 s at most, Ray's own limit) fail
+        on a VM slow at fresh memory."""
+        self.store_bytes = min(MAX_STORE_BYTES, max(MIN_STORE_BYTES, 2 * in_flight))
+
     def skip_reason(self) -> str | None:
         if importlib.util.find_spec("ray") is None:
             return "ray is not installed (pip install 'ramxchg[ray]')"
@@ -196,7 +203,7 @@ class RayTransport(Transport):
                 include_dashboard=False,
                 log_to_driver=False,
                 logging_level=logging.WARNING,
-                object_store_memory=OBJECT_STORE_BYTES,
+                object_store_memory=self.store_bytes,
                 _temp_dir=temp_dir,
                 # Fault the store's pages in now, not in the first measured phases.
                 _system_config={"preallocate_plasma_memory": True},
@@ -227,4 +234,4 @@ class RayTransport(Transport):
         _restore_environ(link.environ)
 
 
-__all__ = ["OBJECT_STORE_BYTES", "RayLink", "RayTransport"]
+__all__ = ["MAX_STORE_BYTES", "MIN_STORE_BYTES", "RayLink", "RayTransport"]
