@@ -417,7 +417,9 @@ class Channel:
 
         Returns how many of each were removed (``tmp_files``, ``orphan_sidecars``,
         ``stale_state``, ``released``, ``expired``, ``pooled_files``: recycled files no
-        producer took for 10 s), and how many state folders were left alone
+        producer took for 10 s; ``dropped_groups``: folders of dropped groups that a drop
+        killed half-way, or a member's claim landing meanwhile, left), and how many state
+        folders were left alone
         (``unsafe_folders``: a symlink, or neither the channel owner's nor yours).
         """
         return self._retention.gc()

@@ -762,3 +762,33 @@ def test_a_group_registered_again_while_it_is_dropped_is_whole(
         assert sub.get(timeout=5).ack() is True  # on e50fe93: g emptied under B
     assert "y" not in a
     assert sorted(os.listdir(_group_folder(a, "g"))) == ["acks", "claims", "group.json"]
+
+
+def test_gc_removes_what_a_drop_killed_half_way_left(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drop interrupted while it empties the renamed-away folder leaves it, hidden and
+    holding the group's state; gc removes it (a link of that name stays, unfollowed)."""
+    ch = Channel("halfdropped")
+    with ch.subscribe("g") as sub:
+        ch.put(np.arange(3), "a")
+        sub.get(timeout=5)  # a claim in g's folder
+        groups = _group_folder(ch, "g").parent
+        elsewhere = root / "elsewhere"
+        elsewhere.mkdir()
+        (elsewhere / "precious").write_bytes(b"keep")
+        (groups / ".h.dropped.1.0123abcd").symlink_to(elsewhere)
+
+        def interrupted(folder: SafeDir) -> None:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(SafeDir, "clear", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            ch.drop_group("g")
+        monkeypatch.undo()
+    left = [p for p in groups.iterdir() if p.name.startswith(".g.dropped.")]
+    assert len(left) == 1
+    assert (left[0] / "group.json").exists()
+    assert ch.gc()["dropped_groups"] == 1  # on b6f35e1: no such count, the folder stays
+    assert sorted(p.name for p in groups.iterdir()) == [".h.dropped.1.0123abcd"]
+    assert (elsewhere / "precious").read_bytes() == b"keep"

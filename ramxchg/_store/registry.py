@@ -14,7 +14,7 @@ from typing import Literal
 from .._errors import InvalidName, UnsafeRoot
 from .groups import Group
 from .layout import ChannelLayout
-from .safedir import StateTree
+from .safedir import SafeDir, StateTree
 from .steps import try_each
 
 log = logging.getLogger(__name__)
@@ -69,14 +69,24 @@ def drop(layout: ChannelLayout, name: str) -> None:
         away = f".{name}.dropped.{os.getpid()}.{os.urandom(4).hex()}"
         if groups is None or not groups.rename(name, groups, away):
             return  # dropped meanwhile by another process
-        for dropped in [n for n in groups.names() if _DROPPED.match(n)]:
-            try:
-                with groups.sub(dropped) or contextlib.nullcontext() as folder:
-                    if folder is not None:
-                        folder.clear()
-                groups.rmdir(dropped)
-            except (OSError, UnsafeRoot) as exc:  # another drop's at work, or no folder
-                log.info("dropped group folder %s left: %s", groups.entry(dropped), exc)
+        remove_dropped(groups)
+
+
+def remove_dropped(groups: SafeDir) -> int:
+    """Empty and remove the folders of dropped groups in ``groups`` (the one `drop` just
+    renamed away, and any a drop killed half-way or a member's late claim left); how
+    many went. A link in their place is left alone, never followed."""
+    removed = 0
+    for dropped in [n for n in groups.names() if _DROPPED.match(n)]:
+        try:
+            with groups.sub(dropped) or contextlib.nullcontext() as folder:
+                if folder is not None:
+                    folder.clear()
+            groups.rmdir(dropped)
+            removed += 1
+        except (OSError, UnsafeRoot) as exc:  # another drop's at work, or no folder
+            log.info("dropped group folder %s left: %s", groups.entry(dropped), exc)
+    return removed
 
 
 def item_group_states(

@@ -28,7 +28,7 @@ from .groups import Group, GroupInfo, must_ack
 from .held import HeldState
 from .layout import ChannelLayout
 from .pool import Pool, PoolRoom
-from .registry import forget_everywhere
+from .registry import forget_everywhere, remove_dropped
 from .safedir import SafeDir, StateTree
 from .scan import is_current, publish_order, scan
 from .sequence import SequenceCounter
@@ -342,19 +342,13 @@ class Retention:
 
         Returns counts: ``tmp_files``, ``orphan_sidecars``, ``stale_state``, ``released``
         (items every group had acked), ``expired`` (keep_last/ttl), ``pooled_files``
-        (recycled files idle too long, `Pool.trim`), ``unsafe_folders`` (state folders
-        left alone: a link, or neither the channel owner's nor ours).
+        (recycled files idle too long, `Pool.trim`), ``dropped_groups`` (folders of
+        dropped groups left, `remove_dropped`), ``unsafe_folders`` (state folders left
+        alone: a link, or neither the channel owner's nor ours).
         A folder with no state folder is no channel (yet): nothing is done, nor written.
         """
-        kinds = (
-            "tmp_files",
-            "expired",
-            "released",
-            "orphan_sidecars",
-            "stale_state",
-            "pooled_files",
-        )
-        report = dict.fromkeys((*kinds, "unsafe_folders"), 0)
+        kinds = ("tmp_files", "expired", "released", "orphan_sidecars", "stale_state")
+        report = dict.fromkeys((*kinds, "pooled_files", "dropped_groups", "unsafe_folders"), 0)
         with self.layout.open_state(check_owner=True) as state:
             top = state.folder()  # UnsafeRoot if it is a link: the whole channel refused
             if top is None:
@@ -372,6 +366,7 @@ class Retention:
                     if sidecar.endswith(".json") and sidecar[:-5] not in live:
                         report["orphan_sidecars"] += meta.unlink(sidecar)
                 groups = _walkable(state, report, "groups")
+                report["dropped_groups"] = 0 if groups is None else remove_dropped(groups)
                 for group in groups.names() if groups is not None else []:
                     if _walkable(state, report, "groups", group) is None:
                         continue
