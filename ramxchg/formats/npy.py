@@ -62,6 +62,9 @@ def build_header(shape: tuple[int, ...], dtype: np.dtype[Any], fortran_order: bo
     for `MID_PAGE_BYTES` of data and more, to a data offset `MID_PAGE` into a page."""
     descr = np.lib.format.dtype_to_descr(dtype)
     text = f"{{'descr': {descr!r}, 'fortran_order': {fortran_order}, 'shape': {shape!r}, }}"
+    # One more space for True, a character shorter than False: a header is as long in
+    # either order, so a file made (or recycled) for an item's size fits both.
+    text += " " if fortran_order else ""
     for version, length_format, encoding in (
         (1, "<H", "latin1"),
         (2, "<I", "latin1"),
